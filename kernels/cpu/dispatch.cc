@@ -1,0 +1,41 @@
+// Run-time choice between the AVX-512 and the portable kernels, made once per process.
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/linear_internal.h"
+
+namespace caduceus::kernels::cpu {
+namespace internal {
+
+bool CpuHasAvx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
+}
+
+}  // namespace internal
+
+namespace {
+bool UseAvx512() {
+  static const bool use = [] {
+    const char* forced = std::getenv("CADUCEUS_CPU_ISA");
+    if (forced != nullptr && std::strcmp(forced, "generic") == 0) return false;
+    return internal::CpuHasAvx512();
+  }();
+  return use;
+}
+}  // namespace
+
+const char* ActiveIsa() { return UseAvx512() ? "avx512" : "generic"; }
+
+void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y, Stream) {
+  if (m <= 0 || n <= 0) return;
+  if (UseAvx512()) {
+    internal::LinearAvx512(x, m, k, w, n, y);
+  } else {
+    internal::LinearGeneric(x, m, k, w, n, y);
+  }
+}
+
+}  // namespace caduceus::kernels::cpu

@@ -1,0 +1,115 @@
+// Memory-bound per-token kernels: embedding gather, RMSNorm (plain and fused with the residual
+// add), RoPE, SiLU*mul and the KV-cache scatter. Plain loops the compiler vectorizes; every
+// reduction (the RMSNorm sum of squares) runs in a fixed order per row.
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace caduceus::kernels::cpu {
+namespace {
+
+constexpr int kLanes = 16;
+
+// Sum of squares with 16 partial sums and a fixed tree: deterministic and vectorizable.
+float SumOfSquares(const float* x, int32_t n) {
+  float acc[kLanes] = {};
+  int32_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += x[i + l] * x[i + l];
+  }
+  for (int l = 0; i + l < n; ++l) acc[l] += x[i + l] * x[i + l];
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int l = 0; l < width; ++l) acc[l] += acc[l + width];
+  }
+  return acc[0];
+}
+
+void NormalizeRow(const float* x, const bf16* weight, int32_t hidden, float eps, float* out) {
+  const float inv = 1.0f / std::sqrt(SumOfSquares(x, hidden) / static_cast<float>(hidden) + eps);
+  for (int32_t j = 0; j < hidden; ++j) out[j] = (x[j] * inv) * Bf16ToFloat(weight[j]);
+}
+
+}  // namespace
+
+void EmbeddingGather(const bf16* table, int64_t row_begin, int64_t rows, int32_t hidden,
+                     const int32_t* ids, int32_t n, float* out, Stream) {
+#pragma omp parallel for schedule(static) if (n > 8)
+  for (int32_t i = 0; i < n; ++i) {
+    float* dst = out + static_cast<int64_t>(i) * hidden;
+    const int64_t row = static_cast<int64_t>(ids[i]) - row_begin;
+    if (row < 0 || row >= rows) {
+      std::memset(dst, 0, sizeof(float) * hidden);
+      continue;
+    }
+    const bf16* src = table + row * hidden;
+    for (int32_t j = 0; j < hidden; ++j) dst[j] = Bf16ToFloat(src[j]);
+  }
+}
+
+void RmsNorm(const float* x, const bf16* weight, int32_t n, int32_t hidden, float eps, float* out,
+             Stream) {
+#pragma omp parallel for schedule(static) if (n > 8)
+  for (int32_t i = 0; i < n; ++i) {
+    const int64_t off = static_cast<int64_t>(i) * hidden;
+    NormalizeRow(x + off, weight, hidden, eps, out + off);
+  }
+}
+
+void AddRmsNorm(float* residual, const float* x, const bf16* weight, int32_t n, int32_t hidden,
+                float eps, float* out, Stream) {
+#pragma omp parallel for schedule(static) if (n > 8)
+  for (int32_t i = 0; i < n; ++i) {
+    const int64_t off = static_cast<int64_t>(i) * hidden;
+    float* r = residual + off;
+    const float* xi = x + off;
+    for (int32_t j = 0; j < hidden; ++j) r[j] += xi[j];
+    NormalizeRow(r, weight, hidden, eps, out + off);
+  }
+}
+
+void Rope(float* q, float* k, const int32_t* positions, int32_t n, int32_t q_heads,
+          int32_t kv_heads, int32_t head_dim, const float* inv_freq, Stream) {
+  const int32_t half = head_dim / 2;
+#pragma omp parallel for schedule(static) if (n > 8)
+  for (int32_t i = 0; i < n; ++i) {
+    // cos/sin computed per token in float, as Hugging Face does (freqs = pos * inv_freq in fp32).
+    float cos_v[512], sin_v[512];  // head_dim <= 1024 (checked by the model loader)
+    for (int32_t d = 0; d < half; ++d) {
+      const float angle = static_cast<float>(positions[i]) * inv_freq[d];
+      cos_v[d] = std::cos(angle);
+      sin_v[d] = std::sin(angle);
+    }
+    auto rotate = [&](float* head) {
+      for (int32_t d = 0; d < half; ++d) {
+        const float a = head[d];
+        const float b = head[d + half];
+        head[d] = a * cos_v[d] - b * sin_v[d];
+        head[d + half] = b * cos_v[d] + a * sin_v[d];
+      }
+    };
+    for (int32_t h = 0; h < q_heads; ++h) rotate(q + (static_cast<int64_t>(i) * q_heads + h) * head_dim);
+    for (int32_t h = 0; h < kv_heads; ++h) rotate(k + (static_cast<int64_t>(i) * kv_heads + h) * head_dim);
+  }
+}
+
+void SiluMul(const float* gate, const float* up, int32_t n, int32_t d, float* out, Stream) {
+  const int64_t total = static_cast<int64_t>(n) * d;
+#pragma omp parallel for schedule(static) if (total > 65536)
+  for (int64_t i = 0; i < total; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void KvCacheWrite(const float* k, const float* v, const int32_t* slot_mapping, int32_t n,
+                  PagedKvLayer cache, Stream) {
+  const int64_t row = static_cast<int64_t>(cache.kv_heads) * cache.head_dim;
+  for (int32_t i = 0; i < n; ++i) {
+    const int64_t slot = slot_mapping[i];
+    std::memcpy(cache.k + slot * row, k + i * row, sizeof(float) * row);
+    std::memcpy(cache.v + slot * row, v + i * row, sizeof(float) * row);
+  }
+}
+
+}  // namespace caduceus::kernels::cpu

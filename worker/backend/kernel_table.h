@@ -1,0 +1,33 @@
+// A backend's kernels as a table of function pointers with the shared signatures of
+// kernels/kernel_signatures.inc. The model holds one table and never names a device; the factory
+// (backend.cc) is the only place that knows which implementations exist.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/kernels.h"
+
+namespace caduceus::backend {
+
+struct KernelTable {
+  std::string name;  // "cpu-avx512", "cpu-generic", "cuda:0", ...
+  void (*embedding_gather)(const bf16*, int64_t, int64_t, int32_t, const int32_t*, int32_t, float*,
+                           kernels::Stream);
+  void (*rms_norm)(const float*, const bf16*, int32_t, int32_t, float, float*, kernels::Stream);
+  void (*add_rms_norm)(float*, const float*, const bf16*, int32_t, int32_t, float, float*,
+                       kernels::Stream);
+  void (*linear)(const float*, int32_t, int32_t, const bf16*, int32_t, float*, kernels::Stream);
+  void (*rope)(float*, float*, const int32_t*, int32_t, int32_t, int32_t, int32_t, const float*,
+               kernels::Stream);
+  void (*silu_mul)(const float*, const float*, int32_t, int32_t, float*, kernels::Stream);
+  void (*kv_cache_write)(const float*, const float*, const int32_t*, int32_t,
+                         kernels::PagedKvLayer, kernels::Stream);
+  void (*paged_attention)(const float*, int32_t, kernels::PagedKvLayer,
+                          const kernels::AttentionBatch&, float, float*, kernels::Stream);
+};
+
+// "cpu" or "cuda[:K]". The CUDA kernels keep host-side scheduling for now; see docs.
+absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device);
+
+}  // namespace caduceus::backend

@@ -1,0 +1,38 @@
+// Paged KV cache storage of one model replica (or one rank's heads of it): per layer, K and V
+// arrays of [num_blocks][block_size][kv_heads][head_dim] fp32. Which blocks belong to which
+// sequence is decided outside (the router's block manager); this class only holds the memory.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "kernels/kernels.h"
+
+namespace caduceus::model {
+
+class KvCache {
+ public:
+  static constexpr int32_t kDefaultBlockSize = 16;
+
+  static absl::StatusOr<std::unique_ptr<KvCache>> Create(int32_t num_layers, int32_t kv_heads,
+                                                         int32_t head_dim, int32_t num_blocks,
+                                                         int32_t block_size = kDefaultBlockSize);
+  // Bytes one block takes over all layers (K and V), for sizing from a memory budget.
+  static int64_t BytesPerBlock(int32_t num_layers, int32_t kv_heads, int32_t head_dim,
+                               int32_t block_size = kDefaultBlockSize);
+
+  kernels::PagedKvLayer Layer(int32_t layer) const;
+  int32_t num_blocks() const { return num_blocks_; }
+  int32_t block_size() const { return block_size_; }
+  int32_t num_layers() const { return num_layers_; }
+
+ private:
+  KvCache(int32_t num_layers, int32_t kv_heads, int32_t head_dim, int32_t num_blocks,
+          int32_t block_size);
+  int32_t num_layers_, kv_heads_, head_dim_, num_blocks_, block_size_;
+  int64_t layer_floats_;
+  std::unique_ptr<float[]> storage_;  // [layers][2][layer_floats_]
+};
+
+}  // namespace caduceus::model

@@ -1,0 +1,63 @@
+// The Llama-3 forward pass over a flat continuous-batching step with a paged KV cache.
+//
+// Invariants (see docs/architecture.md): the caller owns block allocation; a step may only
+// reference blocks it was given; tokens before a sequence's start_pos must already be in the
+// cache (written by earlier steps through the same block table). Forward is not thread-safe:
+// one step at a time per model (its scratch buffers are reused across steps).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/backend/kernel_table.h"
+#include "worker/model/kv_cache.h"
+#include "worker/model/llama_weights.h"
+#include "worker/model/model_config.h"
+#include "worker/model/step_batch.h"
+#include "worker/model/weight_store.h"
+
+namespace caduceus::model {
+
+class LlamaModel {
+ public:
+  // Opens `model_dir` (config.json + safetensors), checks every tensor, binds the kernels.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
+                                                          const std::string& device = "cpu");
+
+  // Runs one step and returns the requested logits. INVALID_ARGUMENT for a malformed batch
+  // (empty sequence, token id out of range, position beyond max context, block table too short
+  // or with block ids outside the cache); the cache is not modified in that case.
+  absl::Status Forward(const StepBatch& batch, KvCache& cache, StepLogits* logits);
+
+  absl::Status ValidateBatch(const StepBatch& batch, const KvCache& cache) const;
+
+  const ModelConfig& config() const { return config_; }
+  const backend::KernelTable& kernels() const { return kernels_; }
+  // Bytes of weights read per decoded token (for bandwidth-bound estimates).
+  int64_t WeightBytesPerToken() const;
+  absl::StatusOr<std::unique_ptr<KvCache>> CreateKvCache(int32_t num_blocks) const;
+
+ private:
+  LlamaModel(ModelConfig config, std::unique_ptr<WeightStore> store, LlamaWeights weights,
+             backend::KernelTable kernels);
+
+  // Scratch activations, grown on demand and reused across steps.
+  struct Scratch {
+    std::vector<float> residual, normed, q, k, v, attn, proj, gate, up, act, last_hidden;
+    std::vector<int32_t> tokens, positions, slots, query_start, block_tables, logit_rows;
+  };
+  void PrepareScratch(const StepBatch& batch, const KvCache& cache);
+
+  ModelConfig config_;
+  std::unique_ptr<WeightStore> store_;
+  LlamaWeights weights_;
+  backend::KernelTable kernels_;
+  std::vector<float> inv_freq_;
+  Scratch scratch_;
+  int32_t block_table_width_ = 0;
+};
+
+}  // namespace caduceus::model
