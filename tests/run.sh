@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds everything and runs every test (CTest), then the parser tests
+# again under AddressSanitizer. Exit status is non-zero if anything fails.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+JOBS="${JOBS:-$(nproc)}"
+
+bash deploy/local/install-deps.sh
+
+echo "== build (release) =="
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build -j"$JOBS"
+
+echo "== tests =="
+ctest --test-dir build --output-on-failure -j"$JOBS"
+
+echo "== parser tests under AddressSanitizer =="
+ASAN_TARGETS=(model_files_test caduceus_tokenizer_test caduceus_chat_template_test)
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCADUCEUS_SANITIZE=address -DCADUCEUS_CUDA=OFF >/dev/null
+present=()
+for t in "${ASAN_TARGETS[@]}"; do
+  if cmake --build build-asan --target help | grep -q "^$t:"; then present+=("$t"); fi
+done
+cmake --build build-asan -j"$JOBS" --target "${present[@]}"
+regex="^($(IFS='|'; echo "${present[*]}"))$"
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -R "$regex"
