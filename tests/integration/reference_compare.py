@@ -201,7 +201,7 @@ def main(argv=None):
     ap.add_argument("--max-prompt-tokens", help="truncate prompts: one value or one per prompt")
     ap.add_argument("--max-new-tokens", type=int)
     ap.add_argument("--engine-timeout", type=float, default=900.0, help="seconds per engine run")
-    ap.add_argument("--cache-gb", type=float, default=3.0, help="reference weight cache")
+    ap.add_argument("--cache-gb", type=float, default=2.0, help="reference weight cache (GB)")
     args = ap.parse_args(argv)
 
     if bool(args.oracle) == bool(args.prompts):

@@ -101,8 +101,8 @@ def apply_rope(x, cos, sin):
 class WeightStore:
     """Float64 weights converted on demand; kept while under a memory budget, else re-read.
 
-    Tensors too large to cache are applied chunk by chunk of rows, so a transient float64 copy
-    never exceeds `chunk_bytes`.
+    Tensors not kept are converted into one reused scratch buffer and applied chunk by chunk of
+    rows, so a transient float64 copy never exceeds `chunk_bytes`.
     """
 
     def __init__(self, st, cache_bytes, chunk_bytes=128 << 20):
@@ -111,15 +111,23 @@ class WeightStore:
         self.chunk_bytes = chunk_bytes
         self.cached = {}
         self.cached_total = 0
+        self._out = np.empty(0)
+        self._scratch = np.empty(0, np.uint32)
+
+    def _buffers(self, n):
+        if self._out.size < n:
+            self._out = np.empty(n)
+            self._scratch = np.empty(n, np.uint32)
+        return self._out, self._scratch
 
     def get(self, name):
+        """The whole tensor as float64, cached if the budget allows (small tensors: always)."""
         w = self.cached.get(name)
-        if w is not None:
-            return w
-        w = self.st.float64(name)
-        if self.cached_total + w.nbytes <= self.cache_bytes:
-            self.cached[name] = w
-            self.cached_total += w.nbytes
+        if w is None:
+            w = self.st.float64(name)
+            if self.cached_total + w.nbytes <= self.cache_bytes or w.nbytes <= 1 << 20:
+                self.cached[name] = w
+                self.cached_total += w.nbytes
         return w
 
     def linear(self, x, name):
@@ -127,15 +135,16 @@ class WeightStore:
         w = self.cached.get(name)
         if w is not None:
             return x @ w.T
-        shape = self.st.shape(name)
-        nbytes = 8 * shape[0] * shape[1]
-        if nbytes <= self.chunk_bytes or self.cached_total + nbytes <= self.cache_bytes:
+        rows, cols = self.st.shape(name)
+        if self.cached_total + 8 * rows * cols <= self.cache_bytes:
             return x @ self.get(name).T
-        out = np.empty((x.shape[0], shape[0]))
-        step = max(1, self.chunk_bytes // (8 * shape[1]))
-        for r0 in range(0, shape[0], step):
-            r1 = min(shape[0], r0 + step)
-            out[:, r0:r1] = x @ self.st.float64(name, slice(r0, r1)).T
+        step = max(1, min(rows, self.chunk_bytes // (8 * cols)))
+        out_buf, scratch = self._buffers(step * cols)
+        out = np.empty((x.shape[0], rows))
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            chunk = self.st.float64(name, slice(r0, r1), out_buf, scratch)
+            out[:, r0:r1] = x @ chunk.T
         return out
 
 
@@ -150,7 +159,7 @@ class Sequence:
 
 
 class LlamaReference:
-    def __init__(self, model_dir, cache_gb=3.0):
+    def __init__(self, model_dir, cache_gb=2.0):
         self.st = SafetensorsDir(model_dir)
         self.cfg = LlamaConfig(self.st.config)
         self.weights = WeightStore(self.st, int(cache_gb * (1 << 30)))
@@ -262,7 +271,7 @@ def main(argv=None):
     ap.add_argument("--max-new-tokens", type=int, required=True)
     ap.add_argument("--top", type=int, default=10, help="first-step top-K logits to report")
     ap.add_argument("--json", action="store_true", help="print one JSON object per prompt")
-    ap.add_argument("--cache-gb", type=float, default=3.0,
+    ap.add_argument("--cache-gb", type=float, default=2.0,
                     help="float64 weights kept between steps (the rest is re-converted)")
     args = ap.parse_args(argv)
     if args.max_new_tokens < 1:

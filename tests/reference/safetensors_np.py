@@ -24,11 +24,20 @@ _STORED_DTYPES = {
 }
 
 
-def bf16_bits_to_float64(bits):
-    """bf16 is the high half of a float32: widen the 16 bits into float32's top half (exact)."""
-    wide = np.left_shift(np.asarray(bits, dtype=np.uint32), 16)
+def bf16_bits_to_float64(bits, out=None, scratch=None):
+    """bf16 is the high half of a float32: widen the 16 bits into float32's top half (exact).
+
+    out (float64) and scratch (uint32), flat buffers of at least bits.size elements, are reused
+    when given: fresh multi-hundred-MB arrays every step cost more in page faults than the work.
+    """
+    bits = np.asarray(bits)
+    n = bits.size
+    wide = np.empty(n, np.uint32) if scratch is None else scratch[:n]
+    np.left_shift(bits.reshape(-1), 16, out=wide, dtype=np.uint32)
+    result = np.empty(n, np.float64) if out is None else out[:n]
     with np.errstate(invalid="ignore"):  # NaN payloads would warn; weights have none
-        return wide.view(np.float32).astype(np.float64)
+        np.copyto(result, wide.view(np.float32))
+    return result.reshape(bits.shape)
 
 
 class TensorInfo:
@@ -129,11 +138,18 @@ class SafetensorsDir:
         raw = mm[start:start + (info.end - info.begin)]
         return raw.view(_STORED_DTYPES[info.dtype]).reshape(info.shape)
 
-    def float64(self, name, rows=None):
-        """The tensor (or rows: a slice or index array over its first axis) as float64."""
+    def float64(self, name, rows=None, out=None, scratch=None):
+        """The tensor (or rows: a slice or index array over its first axis) as float64.
+
+        With out (flat float64) and scratch (flat uint32) buffers, the result is a view of out.
+        """
         data = self.stored(name)
         if rows is not None:
             data = data[rows]
         if self.info(name).dtype == "BF16":
-            return bf16_bits_to_float64(data)
-        return np.asarray(data, dtype=np.float64)
+            return bf16_bits_to_float64(data, out, scratch)
+        if out is None:
+            return np.asarray(data, dtype=np.float64)
+        result = out[:data.size].reshape(data.shape)
+        np.copyto(result, data)
+        return result
