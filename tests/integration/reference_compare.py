@@ -147,7 +147,14 @@ def run_engine(cmd_prefix, model, prompt_ids, n, timeout):
     try:
         res = json.loads(lines[-1])
     except json.JSONDecodeError as e:
-        return None, f"last stdout line is not JSON ({e}): {lines[-1][:200]}"
+        # Streamed text without a final newline would share the JSON's line: allow that.
+        brace = lines[-1].find("{")
+        try:
+            res = json.loads(lines[-1][brace:]) if brace > 0 else None
+        except json.JSONDecodeError:
+            res = None
+        if res is None:
+            return None, f"last stdout line is not JSON ({e}): {lines[-1][:200]}"
     if not isinstance(res, dict):
         return None, "last stdout line is not a JSON object"
     missing = [k for k in ("prompt_ids", "generated_ids", "text", "finish_reason",
