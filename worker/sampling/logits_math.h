@@ -1,0 +1,73 @@
+// Vectorizable kernels over a full-vocabulary logit row, shared by the sampler. Internal to
+// worker/sampling. Every kernel reads logits through Sanitize(), so a raw model row containing
+// NaN or +-inf is handled the same way everywhere: NaN acts as -inf, +inf as FLT_MAX.
+#pragma once
+
+#include <bit>
+#include <cfloat>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <vector>
+
+namespace caduceus::sampling::internal {
+
+// Blocks let later passes skip most of a 128k row after one cheap max-per-block pass.
+inline constexpr size_t kBlock = 64;
+
+inline float Sanitize(float x) {
+  // NaN != NaN; written with selects (no branches) so the loops that call it vectorize.
+  const float no_nan = x != x ? -std::numeric_limits<float>::infinity() : x;
+  return no_nan > FLT_MAX ? FLT_MAX : no_nan;
+}
+
+// exp(x) for x <= 0, relative error ~2e-7, exactly 1 at 0 and exactly 0 below -87 (where float
+// exp would be denormal). Branch-free so GCC vectorizes it; std::exp would be a scalar libm call
+// per element, ~10x slower over a 128k vocabulary.
+inline float FastExpNonPositive(float x) {
+  const float xc = x < -87.0f ? -87.0f : x;  // also maps -inf
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = xc * kLog2e + kRound;
+  const float n = t - kRound;
+  const int32_t n_int = std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(kRound);
+  // Cody-Waite split of ln2 keeps r accurate.
+  const float r = (xc - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  const float p =
+      1.0f +
+      r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+  const float scale = std::bit_cast<float>((n_int + 127) << 23);
+  return x < -87.0f ? 0.0f : p * scale;
+}
+
+// block_max[b] = max of Sanitize(x) over block b; returns the max over the whole row
+// (-inf when every entry is NaN or -inf).
+float BlockMax(std::span<const float> x, std::vector<float>* block_max);
+
+// First index i with Sanitize(x[i]) == value (the lowest id among ties); -1 if none.
+int32_t FirstIndexOf(std::span<const float> x, std::span<const float> block_max, float value);
+
+// Sum over i of exp((Sanitize(x[i]) - max) * inv_t), blocked float sums accumulated in double
+// (accurate to ~1e-6 relative over 128k entries). If block_sums is non-null it receives each
+// block's sum, for inverse-CDF draws over the whole row.
+double SumExp(std::span<const float> x, float max, float inv_t, std::vector<double>* block_sums);
+
+// Indices of the n largest Sanitize(x[i]) ordered by (value desc, id asc); fewer if the row is
+// shorter. Values are returned alongside.
+struct IdValue {
+  int32_t id;
+  float value;
+};
+void TopN(std::span<const float> x, std::span<const float> block_max, int32_t n,
+          std::vector<IdValue>* out);
+
+// Appends to out every i with Sanitize(x[i]) >= threshold (ascending id order). threshold may be
+// -FLT_MAX to take every finite entry.
+void CollectAtLeast(std::span<const float> x, std::span<const float> block_max, float threshold,
+                    std::vector<IdValue>* out);
+
+// Counter-based uniform draw in [0, 1): a pure function of (seed, step), so a sequence that is
+// preempted and recomputed, or moved to another batch, draws the same number at the same step.
+double UniformDraw(uint64_t seed, uint64_t step);
+
+}  // namespace caduceus::sampling::internal

@@ -1,0 +1,85 @@
+// Token sampling for one sequence: turns one fp32 logit row over the full vocabulary into one
+// token, its logprob and the top alternatives.
+//
+// Processing order (same as vLLM):
+//   1. penalties, on a copy of the row: repetition (HF: over the unique ids of prompt + generated
+//      tokens, logit > 0 ? logit / pen : logit * pen), then frequency and presence (OpenAI: over
+//      generated tokens only, logit -= freq * count + pres * (count > 0));
+//   2. temperature: logits / T;
+//   3. top-k: keep the k largest (ties at the k-th value broken towards the lowest ids);
+//   4. top-p: on the distribution renormalized after top-k, keep the smallest prefix (by
+//      probability desc, id asc) whose mass reaches top_p;
+//   5. min-p: drop tokens with p < min_p * p_max;
+//   6. draw from the renormalized survivors with a uniform that is a pure function of
+//      (seed, step) — splitmix64, counter-based — so a preempted-and-recomputed sequence, or the
+//      same sequence in another batch, samples the same token.
+// Greedy (temperature < kGreedyTemperature, including 0) applies the penalties and then takes the
+// argmax, ties to the lowest id; top-k/top-p/min-p are ignored (they always keep the argmax, so
+// they could not change the result). Without penalties greedy is a pure argmax of the raw row.
+//
+// Logprobs (SampleResult::logprob and top_logprobs) are the log-softmax of the RAW model logits,
+// before penalties, temperature and truncation, as vLLM reports by default.
+//
+// Non-finite logits: NaN is treated as -inf (never sampled), +inf as FLT_MAX. If every logit is
+// NaN/-inf (before or after penalties), Sample returns INVALID_ARGUMENT instead of a token.
+// Token ids outside [0, vocab) in the prompt or passed to Accept are ignored by the penalties.
+//
+// Efficiency: no full sort. One max-per-64-block pass, one vectorized exp pass for the raw
+// log-sum-exp (a second one only for top-p without top-k, or with no truncation at all), then
+// candidates above a threshold are collected with whole blocks skipped, and only those are
+// partially selected / sorted. Scratch buffers are thread_local, so Sample is const and may run
+// concurrently for different sequences on different threads.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/sampling/sampling_params.h"
+
+namespace caduceus::sampling {
+
+struct TokenLogprob {
+  int32_t token;
+  float logprob;
+};
+
+struct SampleResult {
+  int32_t token;
+  float logprob;                           // of `token`, log-softmax of the raw logits
+  std::vector<TokenLogprob> top_logprobs;  // params.top_logprobs entries, logprob desc, id asc
+};
+
+// Per-sequence state: token counts for the penalties. Not thread-safe for Accept; Sample is
+// const and safe to call concurrently (on this or other samplers) as long as no Accept runs.
+class SequenceSampler {
+ public:
+  // Invalid params are not fatal here: Sample then returns params.Validate()'s error.
+  SequenceSampler(SamplingParams params, std::span<const int32_t> prompt_ids);
+
+  // `step` = index of the token being generated (0 for the first). Errors: invalid params, an
+  // empty row, or a row with no finite logit.
+  absl::StatusOr<SampleResult> Sample(std::span<const float> logits, uint64_t step) const;
+
+  // Records a generated token for the penalties.
+  void Accept(int32_t token);
+
+  const SamplingParams& params() const { return params_; }
+
+ private:
+  // Copies the row into `out` (sanitized) and applies the penalties in place.
+  void ApplyPenalties(std::span<const float> logits, std::vector<float>* out) const;
+
+  SamplingParams params_;
+  absl::Status params_status_;
+  // Unique prompt + generated ids; only filled when repetition_penalty != 1.
+  absl::flat_hash_set<int32_t> seen_ids_;
+  // Generated-token counts; only filled when frequency or presence penalty is set.
+  absl::flat_hash_map<int32_t, int32_t> generated_counts_;
+};
+
+}  // namespace caduceus::sampling
