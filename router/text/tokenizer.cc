@@ -93,6 +93,17 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromModelDir(const std::st
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view json_text,
                                                                std::string_view origin) {
+  // The checks below test types before reading, but json::value() and friends still throw on a
+  // field of unexpected type; no exception may leave this library.
+  try {
+    return FromJsonUnchecked(json_text, origin);
+  } catch (const nlohmann::json::exception& e) {
+    return Bad(origin, absl::StrCat("malformed field: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonUnchecked(std::string_view json_text,
+                                                                        std::string_view origin) {
   json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) return Bad(origin, "not valid JSON");
   if (!root.is_object()) return Bad(origin, "top level is not a JSON object");

@@ -58,6 +58,9 @@ class Tokenizer {
   };
 
   Tokenizer() = default;
+  // FromJson without the exception guard.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJsonUnchecked(std::string_view json,
+                                                                      std::string_view origin);
   // Longest eligible added token starting at text[pos]: index into added_ and its length.
   std::optional<std::pair<int32_t, size_t>> MatchAdded(std::string_view text, size_t pos,
                                                        bool allow_special) const;

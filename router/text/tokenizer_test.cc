@@ -202,7 +202,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BrokenCase{"bad_vocab_id.json", "has a bad id"},
                       BrokenCase{"duplicate_vocab_id.json", "used twice"},
                       BrokenCase{"bad_added_token.json", "added_tokens[0]"},
-                      BrokenCase{"other_regex.json", "unsupported pre_tokenizer Split pattern"}),
+                      BrokenCase{"other_regex.json", "unsupported pre_tokenizer Split pattern"},
+                      BrokenCase{"added_token_flag_type.json", "malformed field"},
+                      BrokenCase{"pre_tokenizer_type_type.json", "malformed field"}),
     [](const auto& info) {
       std::string name = info.param.file;
       return name.substr(0, name.find('.'));
