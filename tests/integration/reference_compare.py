@@ -166,6 +166,15 @@ def run_engine(cmd_prefix, model, prompt_ids, n, timeout):
     return res, None
 
 
+def reference_expectations(model, prompts, n, cache_gb):
+    """Runs the float64 reference on all prompts as one batch. Its weights are released on
+    return, before the engine loads the same model."""
+    sys.path.insert(0, REFERENCE_DIR)
+    from llama_reference import LlamaReference
+    ref = LlamaReference(model, cache_gb=cache_gb)
+    return [expected_from_reference(r) for r in ref.generate(prompts, n, TOP_K)]
+
+
 def load_prompts(spec, select, max_tokens):
     if spec.startswith("builtin:"):
         name = spec.split(":", 1)[1]
@@ -238,10 +247,7 @@ def main(argv=None):
                 ap.error("--max-new-tokens is required with --prompts")
             n = args.max_new_tokens
             prompts = load_prompts(args.prompts, args.select, args.max_prompt_tokens)
-            sys.path.insert(0, REFERENCE_DIR)
-            from llama_reference import LlamaReference
-            ref = LlamaReference(args.model, cache_gb=args.cache_gb)
-            expected = [expected_from_reference(r) for r in ref.generate(prompts, n, TOP_K)]
+            expected = reference_expectations(args.model, prompts, n, args.cache_gb)
             source = "float64 reference"
     except (OSError, ValueError, KeyError, IndexError) as e:
         print(f"setup failed: {e}")
