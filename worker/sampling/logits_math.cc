@@ -2,9 +2,19 @@
 
 #include <algorithm>
 
+// The two full-row kernels dominate a Sample() call; an AVX2 clone, picked at load time, runs
+// them ~2x faster than the SSE2 baseline on x86-64 while the binary still runs anywhere.
+// Results can differ in the last bits between clones (lane count changes the summation order),
+// so determinism holds per machine, not across CPU generations.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CADUCEUS_ROW_KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define CADUCEUS_ROW_KERNEL
+#endif
+
 namespace caduceus::sampling::internal {
 
-float BlockMax(std::span<const float> x, std::vector<float>* block_max) {
+CADUCEUS_ROW_KERNEL float BlockMax(std::span<const float> x, std::vector<float>* block_max) {
   const size_t n = x.size();
   const size_t blocks = (n + kBlock - 1) / kBlock;
   block_max->resize(blocks);
@@ -32,7 +42,7 @@ int32_t FirstIndexOf(std::span<const float> x, std::span<const float> block_max,
   return -1;
 }
 
-double SumExp(std::span<const float> x, float max, float inv_t, std::vector<double>* block_sums) {
+CADUCEUS_ROW_KERNEL double SumExp(std::span<const float> x, float max, float inv_t, std::vector<double>* block_sums) {
   const size_t n = x.size();
   const size_t blocks = (n + kBlock - 1) / kBlock;
   if (block_sums != nullptr) block_sums->resize(blocks);

@@ -166,10 +166,10 @@ int32_t DrawFromCandidates(std::span<const Candidate> candidates, double u) {
 
 // Inverse-CDF draw over the whole row (no truncation): pick the block from the per-block sums,
 // then scan inside it.
-int32_t DrawFromRow(const Row& row, double u, std::vector<double>* block_sums,
+// `block_sums` / `total` must come from SumExp over this row with the same max and inv_t.
+int32_t DrawFromRow(const Row& row, double u, const std::vector<double>* block_sums, double total,
                     int32_t fallback) {
   const std::span<const float> z = row.z;
-  const double total = internal::SumExp(z, row.max, row.inv_t, block_sums);
   const double target = u * total;
   double cumulative = 0.0;
   for (size_t b = 0; b < block_sums->size(); ++b) {
@@ -251,7 +251,7 @@ absl::StatusOr<SampleResult> SequenceSampler::Sample(std::span<const float> logi
   if (raw_max == -std::numeric_limits<float>::infinity()) {
     return absl::InvalidArgumentError("every logit is NaN or -inf");
   }
-  const double raw_sum = internal::SumExp(logits, raw_max, 1.0f, nullptr);
+  const double raw_sum = internal::SumExp(logits, raw_max, 1.0f, &scratch.block_sums);
   // Logprob = (x - max) - log(sum): subtracting max first keeps precision near FLT_MAX.
   const double log_raw_sum = std::log(raw_sum);
 
@@ -278,7 +278,12 @@ absl::StatusOr<SampleResult> SequenceSampler::Sample(std::span<const float> logi
     const Row row{z, z_block_max, z_max, params_.temperature, inv_t};
     const Truncation trunc = Truncation::From(params_, logits.size());
     if (!trunc.any()) {
-      token = DrawFromRow(row, u, &scratch.block_sums, argmax);
+      // At temperature 1 without penalties the raw pass already summed this very row.
+      double total = raw_sum;
+      if (penalized || params_.temperature != 1.0f) {
+        total = internal::SumExp(z, z_max, inv_t, &scratch.block_sums);
+      }
+      token = DrawFromRow(row, u, &scratch.block_sums, total, argmax);
     } else {
       // Top-p without top-k is relative to the whole (tempered) distribution.
       double z_total = 0.0;
