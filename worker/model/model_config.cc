@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -66,6 +67,8 @@ class FieldReader {
     const json* v = Find(field);
     if (v == nullptr) return std::optional<double>();
     if (!v->is_number()) return Error(field, absl::StrCat("must be a number, got ", v->type_name()));
+    // JSON cannot spell inf, but an overflowing literal such as 1e999 parses to it.
+    if (!std::isfinite(v->get<double>())) return Error(field, "must be finite");
     return std::optional<double>(v->get<double>());
   }
 

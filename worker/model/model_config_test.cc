@@ -222,6 +222,15 @@ TEST(ModelConfigTest, RejectsInvalidConfigsNamingFileAndField) {
   }
 }
 
+TEST(ModelConfigTest, RejectsOverflowingNumber) {
+  std::string text = kLlama3_70B;
+  text.replace(text.find("500000.0"), 8, "1e999");  // parses to +inf
+  auto c = ModelConfig::FromJson(text, "config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("rope_theta"));
+  EXPECT_THAT(c.status().message(), HasSubstr("finite"));
+}
+
 TEST(ModelConfigTest, RejectsNonJsonAndNonObjects) {
   for (const char* text : {"", "{", "not json", "[1, 2]", "42", "{\"a\": }", "\xff\xfe"}) {
     auto c = ModelConfig::FromJson(text, "cfg.json");

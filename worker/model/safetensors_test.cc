@@ -131,6 +131,12 @@ std::vector<Corrupt> Corpus() {
   c.push_back({"header not json", "", SafetensorsBytes(std::string("{\"a\": [1, 2"), data)});
   c.push_back({"header is a list", "", SafetensorsBytes(std::string("[1, 2, 3]"), data)});
   c.push_back({"header is empty", "", SafetensorsBytes(std::string(""), data)});
+  // A parser that recursed per nesting level would overflow the stack here.
+  c.push_back({"deeply nested header", "",
+               SafetensorsBytes(std::string(200000, '[') + std::string(200000, ']'), data)});
+  c.push_back({"deeply nested entry", "a",
+               SafetensorsBytes("{\"a\": " + std::string(100000, '[') + std::string(100000, ']') + "}",
+                                data)});
   c.push_back({"header bad utf8", "", SafetensorsBytes(std::string("{\"\xff\xfe\": 1}"), data)});
   c.push_back({"metadata not object", "", with([](json& h) { h["__metadata__"] = 5; })});
   c.push_back({"entry not object", "a", with([](json& h) { h["a"] = 5; })});

@@ -60,6 +60,19 @@ TEST(WeightStoreRssTest, Bf16ModelCostsItsWeightBytesOnce) {
   EXPECT_GT(static_cast<double>(growth), 0.5 * static_cast<double>(touched));
 }
 
+// The 3 GB small preset: only when a run has generated it (fixture small_model), since it costs
+// half a minute and 3 GB of disk.
+TEST(WeightStoreRssTest, SmallBf16ModelIfPresent) {
+  const char* testdata = std::getenv("CADUCEUS_TESTDATA_DIR");
+  const std::string dir = std::string(testdata != nullptr ? testdata : "") + "/small-seed1";
+  if (testdata == nullptr || !fs::exists(dir + "/model.safetensors.index.json")) {
+    GTEST_SKIP() << dir << " not generated";
+  }
+  uint64_t touched = 0;
+  const int64_t growth = LoadAndTouchAll(dir, &touched);
+  EXPECT_LT(static_cast<double>(growth), 1.15 * static_cast<double>(touched));
+}
+
 TEST(WeightStoreRssTest, F32ModelKeepsOnlyTheBf16Copies) {
   const char* bin_dir = std::getenv("CADUCEUS_BIN_DIR");
   if (bin_dir == nullptr) GTEST_SKIP() << "CADUCEUS_BIN_DIR not set (run through ctest)";
