@@ -82,16 +82,24 @@ void TopN(std::span<const float> x, std::span<const float> block_max, int32_t n,
   }
 }
 
-void CollectAtLeast(std::span<const float> x, std::span<const float> block_max, float threshold,
-                    std::vector<IdValue>* out) {
+size_t CollectAtLeast(std::span<const float> x, std::span<const float> block_max, float threshold,
+                      std::vector<IdValue>* out) {
+  // Branch-free append: every entry of a visited block is written and the count advances only
+  // for those that pass. With ~half the entries passing on flat rows, a branch per entry would
+  // mispredict constantly. `out` only ever grows, so steady state never touches the allocator.
+  if (out->size() < x.size()) out->resize(x.size());
+  IdValue* dst = out->data();
+  size_t count = 0;
   for (size_t b = 0; b < block_max.size(); ++b) {
     if (block_max[b] < threshold) continue;
     const size_t end = std::min(x.size(), (b + 1) * kBlock);
     for (size_t i = b * kBlock; i < end; ++i) {
       const float v = Sanitize(x[i]);
-      if (v >= threshold) out->push_back(IdValue{static_cast<int32_t>(i), v});
+      dst[count] = IdValue{static_cast<int32_t>(i), v};
+      count += v >= threshold ? 1 : 0;
     }
   }
+  return count;
 }
 
 namespace {

@@ -61,9 +61,10 @@ struct IdValue {
 void TopN(std::span<const float> x, std::span<const float> block_max, int32_t n,
           std::vector<IdValue>* out);
 
-// Appends to out every i with Sanitize(x[i]) >= threshold (ascending id order). threshold may be
-// -FLT_MAX to take every finite entry.
-void CollectAtLeast(std::span<const float> x, std::span<const float> block_max, float threshold,
+// Writes to out[0, count) every i with Sanitize(x[i]) >= threshold (ascending id order) and
+// returns count; `out` is grown to at least x.size() and never shrunk (entries past count are
+// garbage). threshold may be -FLT_MAX to take every finite entry.
+size_t CollectAtLeast(std::span<const float> x, std::span<const float> block_max, float threshold,
                     std::vector<IdValue>* out);
 
 // Counter-based uniform draw in [0, 1): a pure function of (seed, step), so a sequence that is

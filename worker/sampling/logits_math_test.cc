@@ -40,8 +40,7 @@ TEST(LogitsMathTest, BlockMaxFirstIndexAndCollect) {
   ASSERT_EQ(bm.size(), 4u);
   EXPECT_EQ(FirstIndexOf(x, bm, 3.0f), 70);
   std::vector<IdValue> got;
-  CollectAtLeast(x, bm, 2.0f, &got);
-  ASSERT_EQ(got.size(), 3u);
+  ASSERT_EQ(CollectAtLeast(x, bm, 2.0f, &got), 3u);
   EXPECT_EQ(got[0].id, 70);
   EXPECT_EQ(got[1].id, 150);
   EXPECT_EQ(got[2].id, 199);

@@ -14,7 +14,7 @@ namespace {
 using internal::IdValue;
 
 // Top-p gathering starts with tokens within kInitialSpread nats (after temperature) of the best
-// one and widens by 1.5x until the candidates provably hold the nucleus. Beyond kFullSpread
+// one and doubles the spread until the candidates provably hold the nucleus. Beyond kFullSpread
 // every weight is 0 in FastExpNonPositive, so that step takes the whole row.
 constexpr float kInitialSpread = 8.0f;
 constexpr float kFullSpread = 88.0f;
@@ -26,6 +26,7 @@ struct Candidate {
   int32_t id;
   float scaled;  // (z - max) / T, <= 0
   float weight;  // exp(scaled), unnormalized probability, max token has exactly 1
+  int32_t bucket;  // scratch for KeepNucleus
 };
 
 // (probability desc, id asc): the deterministic order used for top-k ties and top-p prefixes.
@@ -38,6 +39,7 @@ struct Scratch {
   std::vector<float> raw_block_max;
   std::vector<float> z_block_max;
   std::vector<float> block_select;
+  std::vector<double> bucket_mass;
   std::vector<double> block_sums;
   std::vector<IdValue> collected;
   std::vector<Candidate> candidates;
@@ -71,16 +73,19 @@ struct Truncation {
 };
 
 void CollectCandidates(const Row& row, float threshold, Scratch* scratch, double* mass) {
-  scratch->collected.clear();
-  internal::CollectAtLeast(row.z, row.block_max, threshold, &scratch->collected);
-  scratch->candidates.clear();
-  *mass = 0.0;
-  for (const IdValue& iv : scratch->collected) {
+  const size_t count =
+      internal::CollectAtLeast(row.z, row.block_max, threshold, &scratch->collected);
+  std::vector<Candidate>& candidates = scratch->candidates;
+  candidates.resize(count);
+  double total = 0.0;
+  for (size_t i = 0; i < count; ++i) {
+    const IdValue& iv = scratch->collected[i];
     const float scaled = (iv.value - row.max) * row.inv_t;
     const float weight = internal::FastExpNonPositive(scaled);
-    scratch->candidates.push_back(Candidate{iv.id, scaled, weight});
-    *mass += weight;
+    candidates[i] = Candidate{iv.id, scaled, weight, 0};
+    total += weight;
   }
+  *mass = total;
 }
 
 // Fills scratch->candidates with every token above some threshold, chosen so that the set
@@ -114,38 +119,63 @@ void GatherCandidates(const Row& row, const Truncation& t, double z_total, Scrat
   }
   // Top-p (with or without min-p): widen a spread below the best token until the candidates
   // hold top_p of the total mass; with min-p, stopping at its cutoff is always enough.
-  for (float spread = kInitialSpread;; spread *= 1.5f) {
+  for (float spread = kInitialSpread;; spread *= 2.0f) {
     const bool full = !(spread < kFullSpread);
     float threshold = full ? -FLT_MAX : row.max - (spread + kThresholdSlack) * row.temperature;
     const bool at_min_p = threshold <= min_p_threshold;
     threshold = std::max(threshold, min_p_threshold);
     CollectCandidates(row, threshold, scratch, &mass);
     if (full || at_min_p || mass >= t.top_p * z_total) return;
+    // Far short of the nucleus means a flat row: re-collecting step by step would cost more
+    // than taking everything at once.
+    if (mass < 0.5 * t.top_p * z_total) spread = kFullSpread;
   }
 }
 
 // Keeps the smallest prefix, in (probability desc, id asc) order, whose mass reaches `limit`.
-// Sorts only as far as needed: chunks of growing size are selected with nth_element, sorted and
-// summed until the limit is reached, so a narrow nucleus costs about one linear pass.
-void KeepNucleus(double limit, std::vector<Candidate>* candidates) {
-  const size_t n = candidates->size();
-  double cumulative = 0.0;
-  size_t done = 0;
-  for (size_t chunk = 32; done < n; chunk *= 2) {
-    const size_t end = std::min(n, done + chunk);
-    auto first = candidates->begin() + done;
-    auto last = candidates->begin() + end;
-    if (end < n) std::nth_element(first, last - 1, candidates->end(), Better);
-    std::sort(first, last, Better);
-    for (size_t i = done; i < end; ++i) {
-      if (cumulative >= limit) {
-        candidates->resize(std::max<size_t>(i, 1));
-        return;
-      }
-      cumulative += (*candidates)[i].weight;
-    }
-    done = end;
+// No full sort: candidates are bucketed by scaled logit (monotone buckets), whole buckets are
+// kept while their running mass stays below the limit, and only the bucket where the limit
+// falls is sorted. Kept candidates end up in a deterministic (not sorted) order.
+void KeepNucleus(double limit, Scratch* scratch) {
+  std::vector<Candidate>& c = scratch->candidates;
+  const size_t n = c.size();
+  if (n <= 64) {
+    std::sort(c.begin(), c.end(), Better);
+    double cumulative = 0.0;
+    size_t keep = 0;
+    while (keep < n && cumulative < limit) cumulative += c[keep++].weight;
+    c.resize(std::max<size_t>(keep, 1));
+    return;
   }
+  constexpr int kBuckets = 1024;
+  float lowest = 0.0f;
+  for (const Candidate& x : c) lowest = std::min(lowest, x.scaled);
+  // Bucket 0 holds the best tokens; the index is monotone in `scaled`, so every token of an
+  // earlier bucket precedes every token of a later one in (probability desc, id asc) order.
+  const float per_unit = lowest < 0.0f ? (kBuckets - 1) / -lowest : 0.0f;
+  auto bucket_of = [per_unit](const Candidate& x) {
+    return std::min(kBuckets - 1, static_cast<int>(-x.scaled * per_unit));
+  };
+  std::vector<double>& mass = scratch->bucket_mass;
+  mass.assign(kBuckets, 0.0);
+  for (Candidate& x : c) {
+    x.bucket = bucket_of(x);
+    mass[x.bucket] += x.weight;
+  }
+  double cumulative = 0.0;
+  int boundary = 0;
+  while (boundary < kBuckets - 1 && cumulative + mass[boundary] < limit) {
+    cumulative += mass[boundary++];
+  }
+  // [kept buckets | boundary bucket | dropped], then cut inside the sorted boundary bucket.
+  auto kept_end = std::partition(c.begin(), c.end(),
+                                 [boundary](const Candidate& x) { return x.bucket < boundary; });
+  auto boundary_end = std::partition(kept_end, c.end(),
+                                     [boundary](const Candidate& x) { return x.bucket == boundary; });
+  std::sort(kept_end, boundary_end, Better);
+  auto cut = kept_end;
+  while (cut != boundary_end && cumulative < limit) cumulative += (cut++)->weight;
+  c.erase(cut == c.begin() ? c.begin() + 1 : cut, c.end());
 }
 
 // Inverse-CDF draw over candidates in their current order; zero-weight entries are never chosen.
@@ -305,7 +335,7 @@ absl::StatusOr<SampleResult> SequenceSampler::Sample(std::span<const float> logi
           mass = 0.0;
           for (const Candidate& c : candidates) mass += c.weight;
         }
-        KeepNucleus(trunc.top_p * mass, &candidates);
+        KeepNucleus(trunc.top_p * mass, &scratch);
       }
       if (trunc.min_p_on) {
         // The best token has weight exactly 1, so min_p * p_max is simply min_p.

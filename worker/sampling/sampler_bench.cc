@@ -47,6 +47,21 @@ void BM_TopPOnly(benchmark::State& state) {
   p.top_p = 0.9f;
   Run(state, p);
 }
+// A flat row (no dominant tokens): the nucleus holds tens of thousands of tokens.
+void BM_TopPFlat(benchmark::State& state) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> bulk(0.0f, 2.0f);
+  std::vector<float> logits(128256);
+  for (float& x : logits) x = bulk(rng);
+  SamplingParams p;
+  p.top_p = 0.95f;
+  SequenceSampler sampler(p, {});
+  uint64_t step = 0;
+  for (auto _ : state) {
+    auto result = sampler.Sample(logits, step++);
+    benchmark::DoNotOptimize(result);
+  }
+}
 void BM_TopPOnlyWithPenalties(benchmark::State& state) {
   SamplingParams p;
   p.top_p = 0.9f;
@@ -72,6 +87,7 @@ void BM_PlainWithTopLogprobs(benchmark::State& state) {
 BENCHMARK(BM_Greedy);
 BENCHMARK(BM_TopKTopPTemperature);
 BENCHMARK(BM_TopPOnly);
+BENCHMARK(BM_TopPFlat);
 BENCHMARK(BM_TopPOnlyWithPenalties);
 BENCHMARK(BM_PlainWithTopLogprobs);
 
