@@ -3,11 +3,17 @@
 #include <string>
 #include <string_view>
 
-#include "absl/strings/ascii.h"
 #include "common/status_macros.h"
 
 namespace caduceus::text {
 namespace {
+
+std::string_view TrimWhitespace(std::string_view s) {
+  const char* ws = " \t\n\r\f\v";
+  const size_t b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
 
 void Append(std::vector<int32_t>* out, const std::vector<int32_t>& ids) {
   out->insert(out->end(), ids.begin(), ids.end());
@@ -29,7 +35,7 @@ absl::StatusOr<std::vector<int32_t>> EncodeChat(const Tokenizer& tokenizer,
     std::string_view content = m.content;
     size_t at = content.empty() ? std::string::npos : rendered.find(content, cursor);
     if (at == std::string::npos) {
-      content = absl::StripAsciiWhitespace(content);
+      content = TrimWhitespace(content);
       at = content.empty() ? std::string::npos : rendered.find(content, cursor);
     }
     if (at == std::string::npos) continue;  // the template dropped or transformed this message

@@ -17,8 +17,7 @@
 #include <cblas.h>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "common/cli_flags.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/llama_model.h"
 
@@ -177,7 +176,6 @@ int Main() {
 }  // namespace caduceus
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("caduceus-bench-engine --model DIR [--json]");
-  absl::ParseCommandLine(argc, argv);
+  caduceus::ParseFlags(argc, argv, "caduceus-bench-engine --model DIR [--json]");
   return caduceus::Main();
 }

@@ -17,8 +17,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "common/cli_flags.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
@@ -217,8 +216,6 @@ int Main() {
 }  // namespace caduceus
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "caduceus-generate --model DIR (--prompt TEXT | --chat FILE.json | --prompt-ids 1,2,3) [flags]");
-  absl::ParseCommandLine(argc, argv);
+  caduceus::ParseFlags(argc, argv, "caduceus-generate --model DIR (--prompt TEXT | --chat FILE.json | --prompt-ids 1,2,3) [flags]");
   return caduceus::Main();
 }

@@ -1,0 +1,15 @@
+// Command-line helpers shared by every executable. Our flags are spelled with dashes
+// (--max-new-tokens, the documented contract) while absl flag names use underscores; this parses
+// argv with either spelling.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace caduceus {
+
+// Parses argv with absl flags after turning "--foo-bar[=v]" into "--foo_bar[=v]". Returns the
+// positional arguments (argv[0] first), like absl::ParseCommandLine. Exits on unknown flags.
+std::vector<std::string> ParseFlags(int argc, char** argv, const char* usage);
+
+}  // namespace caduceus
