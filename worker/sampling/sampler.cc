@@ -77,6 +77,7 @@ void CollectCandidates(const Row& row, float threshold, Scratch* scratch, double
       internal::CollectAtLeast(row.z, row.block_max, threshold, &scratch->collected);
   std::vector<Candidate>& candidates = scratch->candidates;
   candidates.resize(count);
+  // Summed in double: the mass decides whether the candidates provably hold the nucleus.
   double total = 0.0;
   for (size_t i = 0; i < count; ++i) {
     const IdValue& iv = scratch->collected[i];

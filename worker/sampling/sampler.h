@@ -24,11 +24,19 @@
 // NaN/-inf (before or after penalties), Sample returns INVALID_ARGUMENT instead of a token.
 // Token ids outside [0, vocab) in the prompt or passed to Accept are ignored by the penalties.
 //
-// Efficiency: no full sort. One max-per-64-block pass, one vectorized exp pass for the raw
-// log-sum-exp (a second one only for top-p without top-k, or with no truncation at all), then
-// candidates above a threshold are collected with whole blocks skipped, and only those are
-// partially selected / sorted. Scratch buffers are thread_local, so Sample is const and may run
-// concurrently for different sequences on different threads.
+// Efficiency (128k vocabulary, hundreds of sequences per step): no full sort, no per-call
+// allocation once the thread_local scratch has grown. A Sample() is one max-per-64-block pass
+// and one vectorized exp pass over the raw row (for the logprobs), plus, depending on params:
+//   greedy: nothing more (a first-index scan that skips blocks below the max);
+//   top-k: the k-th largest block maximum bounds the top-k set from below, so only tokens above
+//     it are gathered (typically ~2k of them for k = 50) and nth_element picks the k;
+//   top-p without top-k: a second exp pass for the total mass when T != 1 or penalties are set,
+//     then tokens within 8 nats of the best are gathered (widened until they provably hold
+//     top_p of the mass), and the nucleus is cut by bucketing candidates on their logit and
+//     sorting only the bucket where the cut falls;
+//   no truncation: an inverse-CDF draw over per-block sums, scanning one block.
+// Penalties add a copy of the row and one more max pass. Sample is const; scratch buffers are
+// thread_local, so Sample may run concurrently for different sequences on different threads.
 #pragma once
 
 #include <cstdint>
