@@ -463,11 +463,10 @@ absl::StatusOr<Value> Evaluator::EvalCall(const Expr& e) {
       const int64_t stop = args.size() > 1 ? args[1].AsInt() : args[0].AsInt();
       const int64_t step = args.size() > 2 ? args[2].AsInt() : 1;
       if (step == 0) return Error(e, "range() step cannot be zero");
+      const double count = std::ceil((static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step));
+      if (count > static_cast<double>(kMaxRange)) return Error(e, "range() too large");
       ValueList out;
-      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-        if (static_cast<int64_t>(out.size()) >= kMaxRange) return Error(e, "range() too large");
-        out.push_back(Value::Int(i));
-      }
+      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value::Int(i));
       return Value::List(std::move(out));
     }
   }
