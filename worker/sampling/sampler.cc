@@ -73,6 +73,8 @@ struct Truncation {
 };
 
 void CollectCandidates(const Row& row, float threshold, Scratch* scratch, double* mass) {
+  // A huge temperature can push the threshold to -inf; -inf logits must stay out regardless.
+  threshold = std::max(threshold, -FLT_MAX);
   const size_t count =
       internal::CollectAtLeast(row.z, row.block_max, threshold, &scratch->collected);
   std::vector<Candidate>& candidates = scratch->candidates;
@@ -81,7 +83,8 @@ void CollectCandidates(const Row& row, float threshold, Scratch* scratch, double
   double total = 0.0;
   for (size_t i = 0; i < count; ++i) {
     const IdValue& iv = scratch->collected[i];
-    const float scaled = (iv.value - row.max) * row.inv_t;
+    // Clamped so that KeepNucleus's bucket arithmetic never sees -inf (z - max can overflow).
+    const float scaled = std::max((iv.value - row.max) * row.inv_t, -FLT_MAX);
     const float weight = internal::FastExpNonPositive(scaled);
     candidates[i] = Candidate{iv.id, scaled, weight, 0};
     total += weight;

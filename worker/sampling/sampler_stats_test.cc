@@ -118,6 +118,8 @@ TEST(SamplerStatsTest, SmallVocabMatchesReference) {
       {"min_p", Make(1.0f, 0, 1.0f, 0.2f, 16)},
       {"all", Make(0.8f, 5, 0.8f, 0.1f, 17)},
       {"top_k_top_p", Make(1.5f, 4, 0.6f, 0.0f, 18)},
+      {"top_k_min_p", Make(1.0f, 4, 1.0f, 0.3f, 19)},
+      {"top_p_min_p", Make(0.9f, 0, 0.9f, 0.25f, 20)},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);

@@ -1,6 +1,7 @@
 #include "worker/sampling/sampler.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -335,6 +336,28 @@ TEST(SamplerTruncationTest, FewerFiniteLogitsThanTopK) {
   for (uint64_t step = 0; step < 300; ++step) {
     const int32_t tok = SampleToken(s, logits, step);
     EXPECT_TRUE(tok == 10 || tok == 500) << tok;
+  }
+}
+
+TEST(SamplerTruncationTest, ExtremeValuesAndTemperatures) {
+  // Logits spanning the whole float range and absurd temperatures must neither crash nor pick
+  // a -inf / NaN token.
+  std::vector<float> logits(3000, 0.0f);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = (i % 3 == 0) ? -FLT_MAX : (i % 3 == 1 ? FLT_MAX : 1.0f);
+  logits[5] = -kInf;
+  logits[8] = kNaN;
+  for (float t : {1e-4f, 1.0f, 1e30f, 3e38f}) {
+    for (float top_p : {0.5f, 1.0f}) {
+      SamplingParams p;
+      p.temperature = t;
+      p.top_p = top_p;
+      p.top_k = top_p < 1.0f ? 0 : 100;
+      SequenceSampler s(p, {});
+      for (uint64_t step = 0; step < 20; ++step) {
+        const int32_t tok = SampleToken(s, logits, step);
+        EXPECT_TRUE(tok >= 0 && tok != 5 && tok != 8) << tok;
+      }
+    }
   }
 }
 
