@@ -4,6 +4,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# Spinning OpenMP barriers collapse when tests share the 2 cores; sleep instead.
+export OMP_WAIT_POLICY=PASSIVE
 JOBS="${JOBS:-$(nproc)}"
 
 bash deploy/local/install-deps.sh
