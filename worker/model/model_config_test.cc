@@ -224,11 +224,13 @@ TEST(ModelConfigTest, RejectsInvalidConfigsNamingFileAndField) {
 
 TEST(ModelConfigTest, RejectsOverflowingNumber) {
   std::string text = kLlama3_70B;
-  text.replace(text.find("500000.0"), 8, "1e999");  // parses to +inf
+  // nlohmann rejects an overflowing literal as invalid JSON; the parser's own finiteness check
+  // is a second line of defense. Either way it must be an error naming the file.
+  text.replace(text.find("500000.0"), 8, "1e999");
   auto c = ModelConfig::FromJson(text, "config.json");
   ASSERT_FALSE(c.ok());
-  EXPECT_THAT(c.status().message(), HasSubstr("rope_theta"));
-  EXPECT_THAT(c.status().message(), HasSubstr("finite"));
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("config.json"));
 }
 
 TEST(ModelConfigTest, RejectsNonJsonAndNonObjects) {
