@@ -42,7 +42,8 @@ int32_t FirstIndexOf(std::span<const float> x, std::span<const float> block_max,
   return -1;
 }
 
-CADUCEUS_ROW_KERNEL double SumExp(std::span<const float> x, float max, float inv_t, std::vector<double>* block_sums) {
+CADUCEUS_ROW_KERNEL double SumExp(std::span<const float> x, float max, float inv_t,
+                                  std::vector<double>* block_sums) {
   const size_t n = x.size();
   const size_t blocks = (n + kBlock - 1) / kBlock;
   if (block_sums != nullptr) block_sums->resize(blocks);

@@ -34,8 +34,8 @@ inline float FastExpNonPositive(float x) {
   // Cody-Waite split of ln2 keeps r accurate.
   const float r = (xc - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
   const float p =
-      1.0f +
-      r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 +
+                                          r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
   const float scale = std::bit_cast<float>((n_int + 127) << 23);
   return x < -87.0f ? 0.0f : p * scale;
 }
@@ -65,7 +65,7 @@ void TopN(std::span<const float> x, std::span<const float> block_max, int32_t n,
 // returns count; `out` is grown to at least x.size() and never shrunk (entries past count are
 // garbage). threshold may be -FLT_MAX to take every finite entry.
 size_t CollectAtLeast(std::span<const float> x, std::span<const float> block_max, float threshold,
-                    std::vector<IdValue>* out);
+                      std::vector<IdValue>* out);
 
 // Counter-based uniform draw in [0, 1): a pure function of (seed, step), so a sequence that is
 // preempted and recomputed, or moved to another batch, draws the same number at the same step.

@@ -24,8 +24,8 @@ constexpr float kThresholdSlack = 1e-3f;
 
 struct Candidate {
   int32_t id;
-  float scaled;  // (z - max) / T, <= 0
-  float weight;  // exp(scaled), unnormalized probability, max token has exactly 1
+  float scaled;    // (z - max) / T, <= 0
+  float weight;    // exp(scaled), unnormalized probability, max token has exactly 1
   int32_t bucket;  // scratch for KeepNucleus
 };
 
@@ -66,8 +66,8 @@ struct Truncation {
   int32_t top_k;
   float top_p, min_p;
   static Truncation From(const SamplingParams& p, size_t vocab) {
-    return Truncation{p.top_k > 0 && static_cast<size_t>(p.top_k) < vocab, p.top_p < 1.0f,
-                      p.min_p > 0.0f, p.top_k, p.top_p, p.min_p};
+    return Truncation{p.top_k > 0 && static_cast<size_t>(p.top_k) < vocab,
+                      p.top_p<1.0f, p.min_p> 0.0f, p.top_k, p.top_p, p.min_p};
   }
   bool any() const { return top_k_on || top_p_on || min_p_on; }
 };
@@ -174,8 +174,8 @@ void KeepNucleus(double limit, Scratch* scratch) {
   // [kept buckets | boundary bucket | dropped], then cut inside the sorted boundary bucket.
   auto kept_end = std::partition(c.begin(), c.end(),
                                  [boundary](const Candidate& x) { return x.bucket < boundary; });
-  auto boundary_end = std::partition(kept_end, c.end(),
-                                     [boundary](const Candidate& x) { return x.bucket == boundary; });
+  auto boundary_end = std::partition(
+      kept_end, c.end(), [boundary](const Candidate& x) { return x.bucket == boundary; });
   std::sort(kept_end, boundary_end, Better);
   auto cut = kept_end;
   while (cut != boundary_end && cumulative < limit) cumulative += (cut++)->weight;
@@ -215,7 +215,8 @@ int32_t DrawFromRow(const Row& row, double u, const std::vector<double>* block_s
     const size_t end = std::min(z.size(), (b + 1) * internal::kBlock);
     int32_t last_positive = -1;
     for (size_t i = b * internal::kBlock; i < end; ++i) {
-      const float w = internal::FastExpNonPositive((internal::Sanitize(z[i]) - row.max) * row.inv_t);
+      const float w =
+          internal::FastExpNonPositive((internal::Sanitize(z[i]) - row.max) * row.inv_t);
       if (w <= 0.0f) continue;
       cumulative += w;
       last_positive = static_cast<int32_t>(i);
@@ -290,7 +291,8 @@ absl::StatusOr<SampleResult> SequenceSampler::Sample(std::span<const float> logi
   const double log_raw_sum = std::log(raw_sum);
 
   // z = the row after penalties. Without penalties it is the raw row itself (no copy).
-  const bool penalized = params_.HasPenalties() && (!seen_ids_.empty() || !generated_counts_.empty());
+  const bool penalized =
+      params_.HasPenalties() && (!seen_ids_.empty() || !generated_counts_.empty());
   std::span<const float> z = logits;
   std::span<const float> z_block_max = scratch.raw_block_max;
   float z_max = raw_max;
@@ -352,14 +354,14 @@ absl::StatusOr<SampleResult> SequenceSampler::Sample(std::span<const float> logi
 
   SampleResult result;
   result.token = token;
-  result.logprob =
-      static_cast<float>(static_cast<double>(internal::Sanitize(logits[token])) - raw_max - log_raw_sum);
+  result.logprob = static_cast<float>(static_cast<double>(internal::Sanitize(logits[token])) -
+                                      raw_max - log_raw_sum);
   if (params_.top_logprobs > 0) {
     internal::TopN(logits, scratch.raw_block_max, params_.top_logprobs, &scratch.top);
     result.top_logprobs.reserve(scratch.top.size());
     for (const IdValue& iv : scratch.top) {
-      result.top_logprobs.push_back(
-          TokenLogprob{iv.id, static_cast<float>(static_cast<double>(iv.value) - raw_max - log_raw_sum)});
+      result.top_logprobs.push_back(TokenLogprob{
+          iv.id, static_cast<float>(static_cast<double>(iv.value) - raw_max - log_raw_sum)});
     }
   }
   return result;

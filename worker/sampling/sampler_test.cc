@@ -294,7 +294,8 @@ TEST(SamplerDeterminismTest, DifferentSeedsDiffer) {
   SequenceSampler a(p1, {});
   SequenceSampler b(p2, {});
   int same = 0;
-  for (uint64_t step = 0; step < 400; ++step) same += SampleToken(a, logits, step) == SampleToken(b, logits, step);
+  for (uint64_t step = 0; step < 400; ++step)
+    same += SampleToken(a, logits, step) == SampleToken(b, logits, step);
   // Independent uniform draws over 16 tokens agree ~1/16 of the time (25 of 400).
   EXPECT_LT(same, 60);
 }
@@ -309,7 +310,8 @@ TEST(SamplerTruncationTest, TopKOneIsArgmaxAndTiesKeepLowestIds) {
 
   p.top_k = 2;
   SequenceSampler t(p, {});
-  for (uint64_t step = 0; step < 200; ++step) EXPECT_LT(SampleToken(t, {1.0f, 1.0f, 1.0f, 1.0f}, step), 2);
+  for (uint64_t step = 0; step < 200; ++step)
+    EXPECT_LT(SampleToken(t, {1.0f, 1.0f, 1.0f, 1.0f}, step), 2);
 }
 
 TEST(SamplerTruncationTest, MinPOneKeepsOnlyTheMaxima) {
@@ -343,7 +345,8 @@ TEST(SamplerTruncationTest, ExtremeValuesAndTemperatures) {
   // Logits spanning the whole float range and absurd temperatures must neither crash nor pick
   // a -inf / NaN token.
   std::vector<float> logits(3000, 0.0f);
-  for (size_t i = 0; i < logits.size(); ++i) logits[i] = (i % 3 == 0) ? -FLT_MAX : (i % 3 == 1 ? FLT_MAX : 1.0f);
+  for (size_t i = 0; i < logits.size(); ++i)
+    logits[i] = (i % 3 == 0) ? -FLT_MAX : (i % 3 == 1 ? FLT_MAX : 1.0f);
   logits[5] = -kInf;
   logits[8] = kNaN;
   for (float t : {1e-4f, 1.0f, 1e30f, 3e38f}) {

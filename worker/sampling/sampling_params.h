@@ -13,10 +13,10 @@ inline constexpr float kGreedyTemperature = 1e-5f;
 inline constexpr int32_t kMaxTopLogprobs = 20;
 
 struct SamplingParams {
-  float temperature = 1.0f;         // [0, inf); < kGreedyTemperature => greedy (argmax, ties to lowest id)
-  int32_t top_k = 0;                // 0 => disabled; else keep the k most likely (>= vocab => disabled)
-  float top_p = 1.0f;               // nucleus, (0, 1]; 1 => disabled
-  float min_p = 0.0f;               // [0, 1]: drop tokens with p < min_p * p_max; 0 => disabled
+  float temperature = 1.0f;  // [0, inf); < kGreedyTemperature => greedy (argmax, ties to lowest id)
+  int32_t top_k = 0;         // 0 => disabled; else keep the k most likely (>= vocab => disabled)
+  float top_p = 1.0f;        // nucleus, (0, 1]; 1 => disabled
+  float min_p = 0.0f;        // [0, 1]: drop tokens with p < min_p * p_max; 0 => disabled
   float repetition_penalty = 1.0f;  // HF semantics (> 0): over prompt + generated ids,
                                     // logit > 0 ? logit / pen : logit * pen
   float frequency_penalty = 0.0f;   // OpenAI semantics [-2, 2]: logit -= freq * count(generated)

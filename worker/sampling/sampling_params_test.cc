@@ -58,15 +58,26 @@ struct FloatCase {
 
 TEST(SamplingParamsTest, EachFloatParameterRejectsOutOfRangeAndNaN) {
   const std::vector<FloatCase> cases = {
-      {[](SamplingParams& p, float v) { p.temperature = v; }, "temperature", ">= 0",
+      {[](SamplingParams& p, float v) { p.temperature = v; },
+       "temperature",
+       ">= 0",
        {-0.1f, kInf, kNaN}},
-      {[](SamplingParams& p, float v) { p.top_p = v; }, "top_p", "(0, 1]", {0.0f, 1.5f, -1.0f, kNaN}},
+      {[](SamplingParams& p, float v) { p.top_p = v; },
+       "top_p",
+       "(0, 1]",
+       {0.0f, 1.5f, -1.0f, kNaN}},
       {[](SamplingParams& p, float v) { p.min_p = v; }, "min_p", "[0, 1]", {-0.01f, 1.01f, kNaN}},
-      {[](SamplingParams& p, float v) { p.repetition_penalty = v; }, "repetition_penalty", "> 0",
+      {[](SamplingParams& p, float v) { p.repetition_penalty = v; },
+       "repetition_penalty",
+       "> 0",
        {0.0f, -1.0f, kInf, kNaN}},
-      {[](SamplingParams& p, float v) { p.frequency_penalty = v; }, "frequency_penalty",
-       "[-2, 2]", {-2.01f, 2.5f, kNaN}},
-      {[](SamplingParams& p, float v) { p.presence_penalty = v; }, "presence_penalty", "[-2, 2]",
+      {[](SamplingParams& p, float v) { p.frequency_penalty = v; },
+       "frequency_penalty",
+       "[-2, 2]",
+       {-2.01f, 2.5f, kNaN}},
+      {[](SamplingParams& p, float v) { p.presence_penalty = v; },
+       "presence_penalty",
+       "[-2, 2]",
        {-3.0f, 2.01f, kNaN}},
   };
   for (const FloatCase& c : cases) {
