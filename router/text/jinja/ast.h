@@ -60,6 +60,7 @@ struct Expr {
   Function function = Function::kRange;
   Method method = Method::kStrip;
   bool negated = false;  // `is not`
+  int height = 1;        // longest path to a leaf, bounded by kMaxExpressionHeight
   std::vector<std::unique_ptr<Expr>> operands;
   std::vector<std::pair<std::string, std::unique_ptr<Expr>>> kwargs;
 };

@@ -127,13 +127,13 @@ absl::Status Evaluator::ExecFor(const Stmt& stmt) {
     scopes_.pop_back();
     return status;
   }
-  // The loop body gets its own scope: `{% set %}` inside a loop does not leak out (jinja2).
+  // The loop gets its own scope: `{% set %}` inside a loop does not leak out, but does carry
+  // from one iteration to the next (jinja2 and @huggingface/jinja agree on both).
   scopes_.emplace_back();
   const int64_t n = static_cast<int64_t>(items.size());
   absl::Status status;
   for (int64_t i = 0; i < n; ++i) {
     auto& scope = scopes_.back();
-    scope.clear();
     const Value& item = items[i];
     if (stmt.targets.size() == 1) {
       scope[stmt.targets[0]] = item;

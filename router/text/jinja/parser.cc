@@ -1,6 +1,7 @@
 #include "router/text/jinja/parser.h"
 
 #include <charconv>
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 
@@ -226,12 +227,26 @@ class Parser {
     e->line = line;
     return e;
   }
-  ExprPtr MakeBinary(ExprKind kind, Op op, ExprPtr lhs, ExprPtr rhs, int line) {
+  absl::StatusOr<ExprPtr> MakeBinary(ExprKind kind, Op op, ExprPtr lhs, ExprPtr rhs, int line) {
     auto e = Make(kind, line);
     e->op = op;
     e->operands.push_back(std::move(lhs));
     e->operands.push_back(std::move(rhs));
+    RETURN_IF_ERROR(Seal(*e));
     return e;
+  }
+  // Records the finished node's height. Left-associative chains (`a + b + ...`, `x|f|g...`,
+  // `a.b.c...`) grow the tree without recursing in the parser, so the height is bounded here
+  // too: the evaluator (and the node destructors) recurse once per level.
+  absl::Status Seal(Expr& e) const {
+    int height = 0;
+    for (const auto& operand : e.operands) {
+      if (operand != nullptr) height = std::max(height, operand->height);
+    }
+    for (const auto& [key, value] : e.kwargs) height = std::max(height, value->height);
+    e.height = height + 1;
+    if (e.height > kMaxExpressionHeight) return Error(e.line, "expression nests too deeply");
+    return absl::OkStatus();
   }
 
   absl::StatusOr<ExprPtr> ParseTernary(bool allow_if) {
@@ -251,6 +266,7 @@ class Parser {
     } else {
       e->operands.push_back(nullptr);
     }
+    RETURN_IF_ERROR(Seal(*e));
     return e;
   }
 
@@ -259,7 +275,7 @@ class Parser {
     while (IsName("or")) {
       const int line = Next().line;
       ASSIGN_OR_RETURN(ExprPtr rhs, ParseAnd());
-      lhs = MakeBinary(ExprKind::kOr, Op::kAdd, std::move(lhs), std::move(rhs), line);
+      ASSIGN_OR_RETURN(lhs, MakeBinary(ExprKind::kOr, Op::kAdd, std::move(lhs), std::move(rhs), line));
     }
     return lhs;
   }
@@ -269,7 +285,7 @@ class Parser {
     while (IsName("and")) {
       const int line = Next().line;
       ASSIGN_OR_RETURN(ExprPtr rhs, ParseNot());
-      lhs = MakeBinary(ExprKind::kAnd, Op::kAdd, std::move(lhs), std::move(rhs), line);
+      ASSIGN_OR_RETURN(lhs, MakeBinary(ExprKind::kAnd, Op::kAdd, std::move(lhs), std::move(rhs), line));
     }
     return lhs;
   }
@@ -283,6 +299,7 @@ class Parser {
       auto e = Make(ExprKind::kUnary, line);
       e->op = Op::kNot;
       e->operands.push_back(std::move(operand));
+      RETURN_IF_ERROR(Seal(*e));
       return e;
     }
     return ParseCompare();
@@ -311,7 +328,7 @@ class Parser {
       }
       if (!op) return lhs;
       ASSIGN_OR_RETURN(ExprPtr rhs, ParseAdd());
-      lhs = MakeBinary(ExprKind::kBinary, *op, std::move(lhs), std::move(rhs), tok.line);
+      ASSIGN_OR_RETURN(lhs, MakeBinary(ExprKind::kBinary, *op, std::move(lhs), std::move(rhs), tok.line));
     }
   }
 
@@ -327,7 +344,7 @@ class Parser {
       if (!op) return lhs;
       const int line = Next().line;
       ASSIGN_OR_RETURN(ExprPtr rhs, (this->*next)());
-      lhs = MakeBinary(ExprKind::kBinary, *op, std::move(lhs), std::move(rhs), line);
+      ASSIGN_OR_RETURN(lhs, MakeBinary(ExprKind::kBinary, *op, std::move(lhs), std::move(rhs), line));
     }
   }
   absl::StatusOr<ExprPtr> ParseAdd() {
@@ -348,6 +365,7 @@ class Parser {
       auto e = Make(ExprKind::kUnary, tok.line);
       e->op = tok.text == "-" ? Op::kNeg : Op::kPos;
       e->operands.push_back(std::move(operand));
+      RETURN_IF_ERROR(Seal(*e));
       return e;
     }
     ASSIGN_OR_RETURN(ExprPtr primary, ParsePrimary());
@@ -363,6 +381,7 @@ class Parser {
         while (Peek().kind == TokenKind::kString) text += Next().text;  // "a" "b" concatenates
         auto e = Make(ExprKind::kLiteral, tok.line);
         e->value = Value::String(std::move(text));
+        RETURN_IF_ERROR(Seal(*e));
         return e;
       }
       case TokenKind::kInteger: {
@@ -371,11 +390,13 @@ class Parser {
         if (ec != std::errc()) return Error(tok.line, absl::StrCat("integer literal out of range: ", tok.text));
         auto e = Make(ExprKind::kLiteral, tok.line);
         e->value = Value::Int(v);
+        RETURN_IF_ERROR(Seal(*e));
         return e;
       }
       case TokenKind::kFloat: {
         auto e = Make(ExprKind::kLiteral, tok.line);
         e->value = Value::Float(std::strtod(tok.text.c_str(), nullptr));
+        RETURN_IF_ERROR(Seal(*e));
         return e;
       }
       case TokenKind::kName: {
@@ -392,6 +413,7 @@ class Parser {
           e->kind = ExprKind::kName;
           e->name = tok.text;
         }
+        RETURN_IF_ERROR(Seal(*e));
         return e;
       }
       case TokenKind::kOperator:
@@ -410,6 +432,7 @@ class Parser {
             Next();
           }
           RETURN_IF_ERROR(ExpectOp("]"));
+          RETURN_IF_ERROR(Seal(*e));
           return e;
         }
         if (tok.text == "{") {
@@ -424,6 +447,7 @@ class Parser {
             Next();
           }
           RETURN_IF_ERROR(ExpectOp("}"));
+          RETURN_IF_ERROR(Seal(*e));
           return e;
         }
         break;
@@ -460,6 +484,7 @@ class Parser {
     e->function = *function;
     e->name = name.text;
     RETURN_IF_ERROR(ParseArguments(*e));
+    RETURN_IF_ERROR(Seal(*e));
     return e;
   }
 
@@ -472,6 +497,7 @@ class Parser {
           e->operands.push_back(std::move(node));
           ASSIGN_OR_RETURN(ExprPtr index, ParsePrimary());
           e->operands.push_back(std::move(index));
+          RETURN_IF_ERROR(Seal(*e));
           node = std::move(e);
           continue;
         }
@@ -484,12 +510,14 @@ class Parser {
           e->name = attr;
           e->operands.push_back(std::move(node));
           RETURN_IF_ERROR(ParseArguments(*e));
+          RETURN_IF_ERROR(Seal(*e));
           node = std::move(e);
           continue;
         }
         auto e = Make(ExprKind::kAttribute, line);
         e->name = std::move(attr);
         e->operands.push_back(std::move(node));
+        RETURN_IF_ERROR(Seal(*e));
         node = std::move(e);
         continue;
       }
@@ -523,11 +551,13 @@ class Parser {
       auto e = Make(ExprKind::kSubscript, line);
       e->operands.push_back(std::move(object));
       e->operands.push_back(std::move(parts[0]));
+      RETURN_IF_ERROR(Seal(*e));
       return e;
     }
     auto e = Make(ExprKind::kSlice, line);
     e->operands.push_back(std::move(object));
     for (auto& p : parts) e->operands.push_back(std::move(p));
+    RETURN_IF_ERROR(Seal(*e));
     return e;
   }
 
@@ -553,6 +583,7 @@ class Parser {
             return Error(line, absl::StrCat("unknown test '", e->operands[1]->value.AsString(), "'"));
           }
         }
+        RETURN_IF_ERROR(Seal(*e));
         node = std::move(e);
         continue;
       }
@@ -576,6 +607,7 @@ class Parser {
           ASSIGN_OR_RETURN(ExprPtr arg, ParsePrimary());  // `x is equalto 3`
           e->operands.push_back(std::move(arg));
         }
+        RETURN_IF_ERROR(Seal(*e));
         node = std::move(e);
         continue;
       }

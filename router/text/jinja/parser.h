@@ -13,6 +13,8 @@ namespace caduceus::text::jinja {
 // Nesting limit for blocks and expressions: deep enough for any real template, shallow enough
 // that neither the parser nor the tree-walking evaluator can exhaust the stack.
 inline constexpr int kMaxNesting = 64;
+// Height limit of one expression tree (chains like `a ~ b ~ c ...` included).
+inline constexpr int kMaxExpressionHeight = 256;
 
 absl::StatusOr<Body> Parse(std::string_view source);
 

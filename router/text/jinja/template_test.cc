@@ -96,6 +96,21 @@ TEST(TemplateTest, DeepNestingIsRejectedNotACrash) {
   auto t = Template::Parse(ifs);
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("nest"), absl::string_view::npos) << t.status();
+  // Left-associative chains build deep trees without deep parser recursion; also bounded.
+  std::string sum = "{{ 1";
+  std::string filters = "{{ 'x'";
+  std::string attrs = "{{ a";
+  for (int i = 0; i < depth; ++i) {
+    sum += " + 1";
+    filters += " | trim";
+    attrs += ".b";
+  }
+  EXPECT_FALSE(Template::Parse(sum + " }}").ok());
+  EXPECT_FALSE(Template::Parse(filters + " }}").ok());
+  EXPECT_FALSE(Template::Parse(attrs + " }}").ok());
+  std::string hundred = "{{ 0";
+  for (int i = 0; i < 100; ++i) hundred += " + 1";
+  EXPECT_EQ(*RenderText(hundred + " }}"), "100");
   // Moderate nesting is fine.
   EXPECT_EQ(*RenderText("{{ ((((((1 + 2)))))) }}{% if true %}{% if true %}{% if true %}x{% endif %}{% endif %}{% endif %}"), "3x");
 
