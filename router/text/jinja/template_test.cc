@@ -2,6 +2,10 @@
 // malformed templates, runtime errors, and robustness against hostile nesting.
 #include "router/text/jinja/template.h"
 
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -77,6 +81,38 @@ TEST(TemplateTest, EveryPrefixOfARealTemplateParsesOrFailsCleanly) {
     auto t = Template::Parse(src.substr(0, n));
     if (t.ok()) (void)(*t)->Render({});  // must not crash either way
   }
+}
+
+TEST(TemplateTest, RandomMutationsOfRealTemplateNeverCrash) {
+  const char* dir = std::getenv("CADUCEUS_FIXTURES_DIR");
+  std::ifstream in(std::string(dir != nullptr ? dir : "tests/fixtures") + "/chat_template/templates/llama31_instruct.jinja");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string original = ss.str();
+  ASSERT_GT(original.size(), 1000u);
+  const std::string alphabet = "{}%#-+()[]'\".,|=~ \n abcifendforsetnot";
+  std::mt19937 rng(1234);
+  ValueDict ctx = {{"messages", Value::List({Value::Dict({{"role", Value::String("user")},
+                                                          {"content", Value::String(" hi ")}})})}};
+  int parsed = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::string src = original;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < edits; ++k) {
+      const size_t pos = rng() % src.size();
+      switch (rng() % 3) {
+        case 0: src.erase(pos, 1 + rng() % 8); break;
+        case 1: src.insert(pos, 1, alphabet[rng() % alphabet.size()]); break;
+        default: src[pos] = alphabet[rng() % alphabet.size()]; break;
+      }
+      if (src.empty()) src = "x";
+    }
+    auto t = Template::Parse(src);
+    if (!t.ok()) continue;
+    ++parsed;
+    (void)(*t)->Render(ctx);
+  }
+  EXPECT_GT(parsed, 0);
 }
 
 TEST(TemplateTest, DeepNestingIsRejectedNotACrash) {
