@@ -10,15 +10,16 @@
 #include "common/status_macros.h"
 #include "router/text/jinja/lexer.h"
 #include "router/text/jinja/names.h"
+#include "router/text/jinja/token_cursor.h"
 
 namespace caduceus::text::jinja {
 namespace {
 
 using ExprPtr = std::unique_ptr<Expr>;
 
-class Parser {
+class Parser : private TokenCursor {
  public:
-  explicit Parser(std::vector<Token> tokens) : t_(std::move(tokens)) {}
+  explicit Parser(std::vector<Token> tokens) : TokenCursor(std::move(tokens)) {}
 
   absl::StatusOr<Body> ParseTemplate() {
     std::string ended_with;
@@ -38,53 +39,6 @@ class Parser {
     int& depth_;
   };
 
-  const Token& Peek(size_t ahead = 0) const {
-    const size_t i = pos_ + ahead;
-    return i < t_.size() ? t_[i] : t_.back();
-  }
-  const Token& Next() {
-    const Token& tok = Peek();
-    if (pos_ < t_.size() - 1) ++pos_;
-    return tok;
-  }
-  bool IsOp(std::string_view op, size_t ahead = 0) const {
-    return Peek(ahead).kind == TokenKind::kOperator && Peek(ahead).text == op;
-  }
-  bool IsName(std::string_view name, size_t ahead = 0) const {
-    return Peek(ahead).kind == TokenKind::kName && Peek(ahead).text == name;
-  }
-  absl::Status Error(int line, std::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat("template line ", line, ": ", std::string(what)));
-  }
-  absl::Status Error(std::string_view what) const { return Error(Peek().line, what); }
-  std::string Describe(const Token& tok) const {
-    switch (tok.kind) {
-      case TokenKind::kEnd: return "end of template";
-      case TokenKind::kText: return "template text";
-      case TokenKind::kOpenStatement: return "'{%'";
-      case TokenKind::kCloseStatement: return "'%}'";
-      case TokenKind::kOpenExpression: return "'{{'";
-      case TokenKind::kCloseExpression: return "'}}'";
-      case TokenKind::kString: return "a string literal";
-      default: return absl::StrCat("'", tok.text, "'");
-    }
-  }
-  absl::Status ExpectOp(std::string_view op) {
-    if (!IsOp(op)) return Error(absl::StrCat("expected '", std::string(op), "' but found ", Describe(Peek())));
-    Next();
-    return absl::OkStatus();
-  }
-  absl::Status ExpectKind(TokenKind kind, std::string_view what) {
-    if (Peek().kind != kind) return Error(absl::StrCat("expected ", std::string(what), " but found ", Describe(Peek())));
-    Next();
-    return absl::OkStatus();
-  }
-  absl::StatusOr<std::string> ExpectName() {
-    if (Peek().kind != TokenKind::kName) {
-      return Error(absl::StrCat("expected a name but found ", Describe(Peek())));
-    }
-    return Next().text;
-  }
 
   // Parses statements until `{% <one of end_tags>` (the tag name is consumed, the rest of the
   // tag is left to the caller) or end of input when end_tags is empty.
@@ -615,8 +569,6 @@ class Parser {
     }
   }
 
-  std::vector<Token> t_;
-  size_t pos_ = 0;
   int depth_ = 0;
   int loop_depth_ = 0;  // break/continue are only valid inside a for body
 };
