@@ -75,6 +75,7 @@ struct Stmt {
   int line = 0;
   std::string text;                         // kText
   std::unique_ptr<Expr> expr;               // kOutput value, kFor iterable, kSet value
+  std::unique_ptr<Expr> loop_filter;        // kFor: `for x in xs if cond` (may be null)
   // kIf: conditions[i] guards bodies[i]; a trailing extra body is the else branch.
   std::vector<std::unique_ptr<Expr>> conditions;
   std::vector<Body> bodies;

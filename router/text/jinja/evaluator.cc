@@ -120,6 +120,26 @@ absl::Status Evaluator::ExecFor(const Stmt& stmt) {
   } else if (!iterable.is_undefined() && !iterable.is_none()) {
     return Error(*stmt.expr, absl::StrCat("cannot iterate over a ", iterable.TypeName()));
   }
+  if (stmt.loop_filter != nullptr) {
+    // `for x in xs if cond`: filter first, so loop.length/last count only the kept items.
+    ValueList kept;
+    scopes_.emplace_back();
+    absl::Status status;
+    for (const Value& item : *list) {
+      status = BindLoopTargets(stmt, item);
+      if (!status.ok()) break;
+      auto keep = Eval(*stmt.loop_filter);
+      if (!keep.ok()) {
+        status = keep.status();
+        break;
+      }
+      if (keep->Truthy()) kept.push_back(item);
+    }
+    scopes_.pop_back();
+    RETURN_IF_ERROR(status);
+    expanded = std::move(kept);
+    list = &expanded;
+  }
   const ValueList& items = *list;
   if (items.empty()) {
     scopes_.emplace_back();
@@ -133,19 +153,9 @@ absl::Status Evaluator::ExecFor(const Stmt& stmt) {
   const int64_t n = static_cast<int64_t>(items.size());
   absl::Status status;
   for (int64_t i = 0; i < n; ++i) {
-    auto& scope = scopes_.back();
-    const Value& item = items[i];
-    if (stmt.targets.size() == 1) {
-      scope[stmt.targets[0]] = item;
-    } else {
-      if (!item.is_list() || item.AsList().size() != stmt.targets.size()) {
-        status = Error(*stmt.expr, absl::StrCat("cannot unpack a ", item.TypeName(), " into ",
-                                                stmt.targets.size(), " loop variables"));
-        break;
-      }
-      for (size_t t = 0; t < stmt.targets.size(); ++t) scope[stmt.targets[t]] = item.AsList()[t];
-    }
-    scope["loop"] = Value::Dict({
+    status = BindLoopTargets(stmt, items[i]);
+    if (!status.ok()) break;
+    scopes_.back()["loop"] = Value::Dict({
         {"index", Value::Int(i + 1)},
         {"index0", Value::Int(i)},
         {"revindex", Value::Int(n - i)},
@@ -166,6 +176,20 @@ absl::Status Evaluator::ExecFor(const Stmt& stmt) {
   }
   scopes_.pop_back();
   return status;
+}
+
+absl::Status Evaluator::BindLoopTargets(const Stmt& stmt, const Value& item) {
+  auto& scope = scopes_.back();
+  if (stmt.targets.size() == 1) {
+    scope[stmt.targets[0]] = item;
+    return absl::OkStatus();
+  }
+  if (!item.is_list() || item.AsList().size() != stmt.targets.size()) {
+    return Error(*stmt.expr, absl::StrCat("cannot unpack a ", item.TypeName(), " into ",
+                                          stmt.targets.size(), " loop variables"));
+  }
+  for (size_t t = 0; t < stmt.targets.size(); ++t) scope[stmt.targets[t]] = item.AsList()[t];
+  return absl::OkStatus();
 }
 
 absl::Status Evaluator::ExecSet(const Stmt& stmt) {

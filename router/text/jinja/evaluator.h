@@ -31,6 +31,7 @@ class Evaluator {
   absl::Status Exec(const Body& body);
   absl::Status ExecFor(const Stmt& stmt);
   absl::Status ExecSet(const Stmt& stmt);
+  absl::Status BindLoopTargets(const Stmt& stmt, const Value& item);
   absl::StatusOr<Value> Eval(const Expr& e);
   absl::StatusOr<Value> EvalBinary(const Expr& e, const Value& lhs, const Value& rhs);
   absl::StatusOr<Value> EvalCall(const Expr& e);

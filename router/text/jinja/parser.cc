@@ -126,7 +126,10 @@ class Parser : private TokenCursor {
       if (!IsName("in")) return Error("expected 'in' in '{% for %}'");
       Next();
       ASSIGN_OR_RETURN(stmt->expr, ParseTernary(/*allow_if=*/false));
-      if (IsName("if")) return Error("'{% for ... if ... %}' loop filters are not supported");
+      if (IsName("if")) {
+        Next();
+        ASSIGN_OR_RETURN(stmt->loop_filter, ParseOr());
+      }
       if (IsName("recursive")) return Error("recursive for loops are not supported");
       RETURN_IF_ERROR(ExpectKind(TokenKind::kCloseStatement, "'%}'"));
       std::string ended_with;

@@ -41,7 +41,7 @@ TEST(TemplateTest, UnsupportedConstructsFailAtLoad) {
   ExpectLoadError("{{ lipsum(3) }}", "unknown function 'lipsum()'", 1);
   ExpectLoadError("{{ s.zfill(3) }}", "unsupported method '.zfill()'", 1);
   ExpectLoadError("{{ xs | reject('bogus') }}", "unknown test 'bogus'", 1);
-  ExpectLoadError("{% for x in xs if x %}{% endfor %}", "loop filters", 1);
+  ExpectLoadError("{% for x in xs recursive %}{% endfor %}", "recursive", 1);
   ExpectLoadError("{% set x %}block{% endset %}", "block", 1);
   ExpectLoadError("{% frob %}", "frob", 1);
   // Unsupported code in a branch that would never run still fails at load.
