@@ -1,0 +1,93 @@
+// Internal helpers shared by the .cu files of kernels/cuda: error checks, stream and bf16
+// conversions, deterministic block reductions.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include "kernels/kernels.h"
+
+// The kernel signatures return void, and a failed launch or a sticky device error leaves the
+// device unusable anyway, so a CUDA error is fatal: report where and abort.
+#define CADUCEUS_CUDA_CHECK(expr)                                                        \
+  do {                                                                                   \
+    const cudaError_t caduceus_err_ = (expr);                                            \
+    if (caduceus_err_ != cudaSuccess) {                                                  \
+      ::caduceus::kernels::cuda::internal::Fail(#expr, cudaGetErrorString(caduceus_err_), \
+                                                __FILE__, __LINE__);                     \
+    }                                                                                    \
+  } while (0)
+
+// Checks the launch itself (bad configuration); does not synchronize.
+#define CADUCEUS_CUDA_CHECK_LAUNCH() CADUCEUS_CUDA_CHECK(cudaGetLastError())
+
+namespace caduceus::kernels::cuda::internal {
+
+[[noreturn]] inline void Fail(const char* what, const char* why, const char* file, int line) {
+  std::fprintf(stderr, "%s:%d: CUDA failure in %s: %s\n", file, line, what, why);
+  std::abort();
+}
+
+inline cudaStream_t StreamOf(Stream s) { return static_cast<cudaStream_t>(s.handle); }
+
+// bf16 -> fp32 is exact: the bf16 bits are the high half of the float.
+__device__ __forceinline__ float Bf16ToF32(bf16 v) {
+  return __uint_as_float(static_cast<uint32_t>(v.bits) << 16);
+}
+
+constexpr int kWarp = 32;
+
+// Butterfly sum over a warp. The order of additions depends only on the lane pattern, so every
+// lane gets the same bits on every run.
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__device__ __forceinline__ float WarpMax(float v) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  }
+  return v;
+}
+
+// Block-wide sum / max for blockDim.x == kThreads (a multiple of 32). `scratch` holds
+// kThreads / 32 floats. Warps reduce by butterfly, then every thread adds the warp results in
+// warp order: a fixed tree, identical on every call. Ends with a barrier so scratch can be reused.
+template <int kThreads>
+__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+  constexpr int kWarps = kThreads / kWarp;
+  v = WarpSum(v);
+  if (threadIdx.x % kWarp == 0) scratch[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  float total = scratch[0];
+  for (int w = 1; w < kWarps; ++w) total += scratch[w];
+  __syncthreads();
+  return total;
+}
+
+template <int kThreads>
+__device__ __forceinline__ float BlockMax(float v, float* scratch) {
+  constexpr int kWarps = kThreads / kWarp;
+  v = WarpMax(v);
+  if (threadIdx.x % kWarp == 0) scratch[threadIdx.x / kWarp] = v;
+  __syncthreads();
+  float best = scratch[0];
+  for (int w = 1; w < kWarps; ++w) best = fmaxf(best, scratch[w]);
+  __syncthreads();
+  return best;
+}
+
+// Grid size for grid-stride loops over `total` items with `threads` per block, capped so huge
+// launches stay within gridDim.x limits and do not oversubscribe.
+inline unsigned GridFor(int64_t total, int threads, int64_t cap = 65535) {
+  int64_t blocks = (total + threads - 1) / threads;
+  if (blocks < 1) blocks = 1;
+  if (blocks > cap) blocks = cap;
+  return static_cast<unsigned>(blocks);
+}
+
+}  // namespace caduceus::kernels::cuda::internal

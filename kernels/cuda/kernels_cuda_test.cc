@@ -1,0 +1,373 @@
+// Every CUDA kernel against its CPU twin (kernels/cpu) on random inputs of several shapes.
+// Without a CUDA device every test is skipped (and CTest reports the binary as skipped).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace caduceus::kernels {
+namespace {
+
+#define ASSERT_CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
+
+// Owning device array, filled from / read back into host vectors (synchronously).
+template <typename T>
+class DeviceArray {
+ public:
+  explicit DeviceArray(const std::vector<T>& host) : size_(host.size()) {
+    EXPECT_EQ(cudaMalloc(&ptr_, std::max<size_t>(1, size_) * sizeof(T)), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(ptr_, host.data(), size_ * sizeof(T), cudaMemcpyHostToDevice),
+              cudaSuccess);
+  }
+  explicit DeviceArray(size_t size) : DeviceArray(std::vector<T>(size)) {}
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  ~DeviceArray() { cudaFree(ptr_); }
+
+  T* get() const { return ptr_; }
+  std::vector<T> Read() const {
+    std::vector<T> host(size_);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(host.data(), ptr_, size_ * sizeof(T), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    return host;
+  }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t size_;
+};
+
+std::vector<float> RandomFloats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<bf16> RandomBf16(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::vector<bf16> v(n);
+  const auto f = RandomFloats(n, seed, scale);
+  for (size_t i = 0; i < n; ++i) v[i] = FloatToBf16(f[i]);
+  return v;
+}
+
+// |got - want| <= abs_tol + rel_tol * |want| element-wise; reports the first mismatch only.
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, double abs_tol,
+                 double rel_tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tol = abs_tol + rel_tol * std::fabs(want[i]);
+    ASSERT_NEAR(got[i], want[i], tol) << what << " at " << i;
+  }
+}
+
+void ExpectBitEqual(const std::vector<float>& got, const std::vector<float>& want,
+                    const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(std::memcmp(&got[i], &want[i], sizeof(float)), 0)
+        << what << " at " << i << ": " << got[i] << " vs " << want[i];
+  }
+}
+
+class CudaKernelsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+TEST_F(CudaKernelsTest, EmbeddingGatherMatchesCpu) {
+  for (const int hidden : {1, 33, 4096}) {
+    const int64_t row_begin = 10, rows = 20;  // this rank's vocab shard [10, 30)
+    const auto table = RandomBf16(rows * hidden, 1);
+    const std::vector<int32_t> ids = {10, 29, 0, 30, 15, 9, 100, 22, 22};  // in and out of shard
+    const int n = static_cast<int>(ids.size());
+    std::vector<float> want(static_cast<size_t>(n) * hidden);
+    cpu::EmbeddingGather(table.data(), row_begin, rows, hidden, ids.data(), n, want.data());
+    DeviceArray<bf16> d_table(table);
+    DeviceArray<int32_t> d_ids(ids);
+    DeviceArray<float> d_out(std::vector<float>(want.size(), std::nanf("")));
+    cuda::EmbeddingGather(d_table.get(), row_begin, rows, hidden, d_ids.get(), n, d_out.get());
+    ExpectBitEqual(d_out.Read(), want, "hidden " + std::to_string(hidden));  // exact widening
+  }
+}
+
+TEST_F(CudaKernelsTest, RmsNormAndAddRmsNormMatchCpu) {
+  for (const int n : {1, 3, 17}) {
+    for (const int hidden : {1, 7, 129, 4096}) {
+      const std::string what = std::to_string(n) + "x" + std::to_string(hidden);
+      const size_t size = static_cast<size_t>(n) * hidden;
+      const auto x = RandomFloats(size, 2, 3.0f);
+      const auto residual = RandomFloats(size, 3);
+      const auto weight = RandomBf16(hidden, 4);
+      const float eps = 1e-5f;
+
+      std::vector<float> want(size);
+      cpu::RmsNorm(x.data(), weight.data(), n, hidden, eps, want.data());
+      DeviceArray<float> d_x(x), d_out(size);
+      DeviceArray<bf16> d_w(weight);
+      cuda::RmsNorm(d_x.get(), d_w.get(), n, hidden, eps, d_out.get());
+      ExpectClose(d_out.Read(), want, 1e-6, 2e-6, "RmsNorm " + what);
+
+      std::vector<float> want_res = residual;
+      cpu::AddRmsNorm(want_res.data(), x.data(), weight.data(), n, hidden, eps, want.data());
+      DeviceArray<float> d_res(residual);
+      cuda::AddRmsNorm(d_res.get(), d_x.get(), d_w.get(), n, hidden, eps, d_out.get());
+      ExpectBitEqual(d_res.Read(), want_res, "AddRmsNorm residual " + what);  // one fp32 add
+      ExpectClose(d_out.Read(), want, 1e-6, 2e-6, "AddRmsNorm " + what);
+    }
+  }
+}
+
+TEST_F(CudaKernelsTest, LinearMatchesCpuAndIsDeterministic) {
+  struct Shape {
+    int m, k, n;
+  };
+  for (const Shape s : {Shape{1, 1, 1}, Shape{1, 4096, 513}, Shape{3, 15, 7}, Shape{17, 1000, 33},
+                        Shape{64, 4096, 256}, Shape{5, 14336, 65}}) {
+    const std::string what =
+        std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n);
+    const auto x = RandomFloats(static_cast<size_t>(s.m) * s.k, 5);
+    const auto w = RandomBf16(static_cast<size_t>(s.n) * s.k, 6, 0.05f);
+    std::vector<float> want(static_cast<size_t>(s.m) * s.n);
+    cpu::Linear(x.data(), s.m, s.k, w.data(), s.n, want.data());
+    DeviceArray<float> d_x(x), d_y(want.size());
+    DeviceArray<bf16> d_w(w);
+    cuda::Linear(d_x.get(), s.m, s.k, d_w.get(), s.n, d_y.get());
+    const auto got = d_y.Read();
+    // The split activations carry ~16 bits, so the error scales with sum |x w| over k.
+    for (int i = 0; i < s.m; ++i) {
+      for (int j = 0; j < s.n; ++j) {
+        double mag = 0;
+        for (int kk = 0; kk < s.k; ++kk) {
+          mag += std::fabs(double(x[size_t(i) * s.k + kk]) * Bf16ToFloat(w[size_t(j) * s.k + kk]));
+        }
+        ASSERT_NEAR(got[size_t(i) * s.n + j], want[size_t(i) * s.n + j], 3e-5 * mag + 1e-6)
+            << what << " at " << i << "," << j;
+      }
+    }
+    cuda::Linear(d_x.get(), s.m, s.k, d_w.get(), s.n, d_y.get());
+    ExpectBitEqual(d_y.Read(), got, "rerun " + what);
+  }
+}
+
+TEST_F(CudaKernelsTest, LinearOnNonDefaultStreams) {
+  // The per-thread workspace is shared by calls on different streams: they must not race.
+  const int m = 9, k = 2048, n = 1024;
+  const auto x = RandomFloats(static_cast<size_t>(m) * k, 7);
+  const auto w = RandomBf16(static_cast<size_t>(n) * k, 8, 0.05f);
+  DeviceArray<float> d_x(x), d_y0(static_cast<size_t>(m) * n), d_y1(static_cast<size_t>(m) * n);
+  DeviceArray<bf16> d_w(w);
+  cudaStream_t s0, s1;
+  ASSERT_CUDA_OK(cudaStreamCreate(&s0));
+  ASSERT_CUDA_OK(cudaStreamCreate(&s1));
+  for (int rep = 0; rep < 4; ++rep) {
+    cuda::Linear(d_x.get(), m, k, d_w.get(), n, d_y0.get(), Stream{s0});
+    cuda::Linear(d_x.get(), m, k, d_w.get(), n, d_y1.get(), Stream{s1});
+  }
+  ExpectBitEqual(d_y1.Read(), d_y0.Read(), "two streams");
+  cudaStreamDestroy(s0);
+  cudaStreamDestroy(s1);
+}
+
+TEST_F(CudaKernelsTest, RopeMatchesCpu) {
+  struct Shape {
+    int n, q_heads, kv_heads, head_dim;
+  };
+  for (const Shape s : {Shape{1, 1, 1, 2}, Shape{5, 4, 4, 64}, Shape{7, 32, 8, 128},
+                        Shape{3, 8, 1, 80}}) {
+    const std::string what = std::to_string(s.n) + "/" + std::to_string(s.q_heads) + "/" +
+                             std::to_string(s.kv_heads) + "/" + std::to_string(s.head_dim);
+    auto q = RandomFloats(static_cast<size_t>(s.n) * s.q_heads * s.head_dim, 9);
+    auto k = RandomFloats(static_cast<size_t>(s.n) * s.kv_heads * s.head_dim, 10);
+    std::vector<float> inv_freq(s.head_dim / 2);
+    for (int d = 0; d < s.head_dim / 2; ++d) {
+      inv_freq[d] = static_cast<float>(std::pow(500000.0, -2.0 * d / s.head_dim));
+    }
+    std::mt19937 rng(11);
+    std::vector<int32_t> positions(s.n);
+    for (auto& p : positions) p = static_cast<int32_t>(rng() % 8192);
+    positions[0] = 0;
+    DeviceArray<float> d_q(q), d_k(k), d_inv(inv_freq);
+    DeviceArray<int32_t> d_pos(positions);
+    cpu::Rope(q.data(), k.data(), positions.data(), s.n, s.q_heads, s.kv_heads, s.head_dim,
+              inv_freq.data());
+    cuda::Rope(d_q.get(), d_k.get(), d_pos.get(), s.n, s.q_heads, s.kv_heads, s.head_dim,
+               d_inv.get());
+    // sin/cos of angles up to ~8k rad: the two libms may differ by an ulp or two of the angle's
+    // result, scaled by |q|.
+    ExpectClose(d_q.Read(), q, 2e-6, 2e-6, "q " + what);
+    ExpectClose(d_k.Read(), k, 2e-6, 2e-6, "k " + what);
+  }
+}
+
+TEST_F(CudaKernelsTest, SiluMulMatchesCpu) {
+  for (const int n : {1, 3}) {
+    for (const int d : {1, 257, 14336}) {
+      const size_t size = static_cast<size_t>(n) * d;
+      const auto gate = RandomFloats(size, 12, 4.0f);
+      const auto up = RandomFloats(size, 13);
+      std::vector<float> want(size);
+      cpu::SiluMul(gate.data(), up.data(), n, d, want.data());
+      DeviceArray<float> d_gate(gate), d_up(up), d_out(size);
+      cuda::SiluMul(d_gate.get(), d_up.get(), n, d, d_out.get());
+      ExpectClose(d_out.Read(), want, 1e-7, 2e-6, std::to_string(n) + "x" + std::to_string(d));
+    }
+  }
+}
+
+// A layer cache with NaN everywhere, so any read of a slot nobody wrote poisons the result.
+struct HostCache {
+  int num_blocks, block_size, kv_heads, head_dim;
+  std::vector<float> k, v;
+  HostCache(int blocks, int bs, int kvh, int hd)
+      : num_blocks(blocks), block_size(bs), kv_heads(kvh), head_dim(hd),
+        k(static_cast<size_t>(blocks) * bs * kvh * hd, std::nanf("")), v(k) {}
+  PagedKvLayer Layer(float* k_ptr, float* v_ptr) const {
+    return PagedKvLayer{k_ptr, v_ptr, num_blocks, block_size, kv_heads, head_dim};
+  }
+};
+
+TEST_F(CudaKernelsTest, KvCacheWriteMatchesCpu) {
+  for (const int kv_heads : {1, 8}) {
+    for (const int head_dim : {64, 128}) {
+      HostCache cache(7, 16, kv_heads, head_dim);
+      const int row = kv_heads * head_dim;
+      // Scattered, out-of-order slots across non-adjacent blocks.
+      const std::vector<int32_t> slots = {5 * 16 + 0, 5 * 16 + 1, 2 * 16 + 15, 0, 6 * 16 + 7, 3};
+      const int n = static_cast<int>(slots.size());
+      const auto k = RandomFloats(static_cast<size_t>(n) * row, 14);
+      const auto v = RandomFloats(static_cast<size_t>(n) * row, 15);
+      DeviceArray<float> d_k(k), d_v(v), d_ck(cache.k), d_cv(cache.v);
+      DeviceArray<int32_t> d_slots(slots);
+      cpu::KvCacheWrite(k.data(), v.data(), slots.data(), n,
+                        cache.Layer(cache.k.data(), cache.v.data()));
+      cuda::KvCacheWrite(d_k.get(), d_v.get(), d_slots.get(), n, cache.Layer(d_ck.get(), d_cv.get()));
+      // NaN slots compare equal bit for bit, so the untouched part is checked as well.
+      ExpectBitEqual(d_ck.Read(), cache.k, "k");
+      ExpectBitEqual(d_cv.Read(), cache.v, "v");
+    }
+  }
+}
+
+// Sequences of a mixed batch: context length after this step and query rows in this step
+// (rows = context: full prefill; rows = 1: decode; otherwise a chunked-prefill tail).
+struct SeqSpec {
+  int context, rows;
+};
+
+struct AttentionCase {
+  int q_heads, kv_heads, head_dim, block_size;
+};
+
+class PagedAttentionTest : public CudaKernelsTest,
+                           public ::testing::WithParamInterface<AttentionCase> {};
+
+TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
+  const AttentionCase c = GetParam();
+  const std::vector<SeqSpec> seqs = {{1, 1}, {17, 17}, {300, 1}, {1000, 37}, {129, 5}, {128, 2}};
+  const int num_seqs = static_cast<int>(seqs.size());
+  int max_blocks = 0, used_blocks = 0;
+  for (const auto& s : seqs) {
+    const int b = (s.context + c.block_size - 1) / c.block_size;
+    max_blocks = std::max(max_blocks, b);
+    used_blocks += b;
+  }
+  const int max_blocks_per_seq = max_blocks + 2;  // trailing unused entries (-1)
+  // Physical blocks: twice what is needed, handed out in a shuffled order, so tables are out of
+  // order and the cache has holes (left NaN).
+  HostCache cache(2 * used_blocks, c.block_size, c.kv_heads, c.head_dim);
+  std::vector<int32_t> physical(cache.num_blocks);
+  std::iota(physical.begin(), physical.end(), 0);
+  std::shuffle(physical.begin(), physical.end(), std::mt19937(16));
+  std::vector<int32_t> tables(static_cast<size_t>(num_seqs) * max_blocks_per_seq, -1);
+  std::vector<int32_t> query_start = {0}, positions;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t kv_row = static_cast<int64_t>(c.kv_heads) * c.head_dim;
+  int next = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int p = 0; p < seqs[s].context; ++p) {
+      if (p % c.block_size == 0) tables[size_t(s) * max_blocks_per_seq + p / c.block_size] = physical[next++];
+      const int64_t slot =
+          int64_t{tables[size_t(s) * max_blocks_per_seq + p / c.block_size]} * c.block_size +
+          p % c.block_size;
+      for (int64_t j = 0; j < kv_row; ++j) {
+        cache.k[slot * kv_row + j] = normal(rng);
+        cache.v[slot * kv_row + j] = normal(rng);
+      }
+    }
+    for (int r = 0; r < seqs[s].rows; ++r) positions.push_back(seqs[s].context - seqs[s].rows + r);
+    query_start.push_back(static_cast<int32_t>(positions.size()));
+  }
+  const int num_tokens = static_cast<int>(positions.size());
+  const size_t q_row = static_cast<size_t>(c.q_heads) * c.head_dim;
+  // Larger q makes the softmax peaky, which exercises the running-max rescaling.
+  const auto q = RandomFloats(num_tokens * q_row, 18, 2.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+  std::vector<float> want(num_tokens * q_row);
+  cpu::PagedAttention(q.data(), c.q_heads, cache.Layer(cache.k.data(), cache.v.data()),
+                      AttentionBatch{num_seqs, query_start.data(), positions.data(), tables.data(),
+                                     max_blocks_per_seq},
+                      scale, want.data());
+
+  DeviceArray<float> d_q(q), d_ck(cache.k), d_cv(cache.v), d_out(want.size());
+  DeviceArray<int32_t> d_start(query_start), d_pos(positions), d_tables(tables);
+  const PagedKvLayer layer = cache.Layer(d_ck.get(), d_cv.get());
+  cuda::PagedAttention(d_q.get(), c.q_heads, layer,
+                       AttentionBatch{num_seqs, d_start.get(), d_pos.get(), d_tables.get(),
+                                      max_blocks_per_seq},
+                       scale, d_out.get());
+  const auto got = d_out.Read();
+  ExpectClose(got, want, 2e-5, 1e-4, "batched");
+
+  // Each query row alone (a decode step of its sequence) must give the same bits as in the batch.
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int r = query_start[s]; r < query_start[s + 1]; ++r) {
+      DeviceArray<int32_t> one_start(std::vector<int32_t>{0, 1});
+      DeviceArray<int32_t> one_pos(std::vector<int32_t>{positions[r]});
+      DeviceArray<float> one_q(std::vector<float>(q.begin() + r * q_row, q.begin() + (r + 1) * q_row));
+      DeviceArray<float> one_out(q_row);
+      cuda::PagedAttention(one_q.get(), c.q_heads, layer,
+                           AttentionBatch{1, one_start.get(), one_pos.get(),
+                                          d_tables.get() + size_t(s) * max_blocks_per_seq,
+                                          max_blocks_per_seq},
+                           scale, one_out.get());
+      ExpectBitEqual(one_out.Read(),
+                     std::vector<float>(got.begin() + r * q_row, got.begin() + (r + 1) * q_row),
+                     "row " + std::to_string(r) + " alone");
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, PagedAttentionTest,
+    ::testing::Values(AttentionCase{4, 4, 64, 16},     // MHA (group 1)
+                      AttentionCase{8, 2, 128, 16},    // group 4
+                      AttentionCase{32, 4, 128, 16},   // group 8 (Llama-3-8B-like, fewer heads)
+                      AttentionCase{8, 1, 80, 5},      // odd block size, head_dim not a power of 2
+                      AttentionCase{2, 2, 256, 32}),   // two dims per thread
+    [](const ::testing::TestParamInfo<AttentionCase>& info) {
+      const AttentionCase& c = info.param;
+      return "q" + std::to_string(c.q_heads) + "kv" + std::to_string(c.kv_heads) + "d" +
+             std::to_string(c.head_dim) + "bs" + std::to_string(c.block_size);
+    });
+
+}  // namespace
+}  // namespace caduceus::kernels

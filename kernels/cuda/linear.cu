@@ -1,0 +1,171 @@
+// Linear (y = x w^T) through cuBLAS.
+//
+// Our activations are fp32 and weights bf16, and cublasGemmEx has no bf16 x fp32 input mix.
+// Rounding x to bf16 would move logits away from the fp32 reference (the CPU path refuses that
+// trade, see docs/architecture.md), and widening the weights to fp32 would double their memory.
+// So x is split into two bf16 parts, hi = bf16(x) and lo = bf16(x - hi), which together carry
+// ~16 significant bits (relative error <= 2^-17), stacked as 2m rows of one bf16 GEMM with fp32
+// accumulation on the tensor cores: y = W.hi + W.lo. The weights are streamed once per call (decode
+// is bound by that read); the doubled FLOPs only matter for large prefills, where the tensor cores
+// have ample headroom.
+//
+// State: one cuBLAS handle and one workspace per (host thread, device), created on first use and
+// released when the thread exits. The workspace only grows (geometrically). An event recorded
+// after each use makes a call on a different stream wait for the previous one, so reusing the
+// workspace across streams is safe.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <map>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_kernels.h"
+
+#define CADUCEUS_CUBLAS_CHECK(expr)                                                   \
+  do {                                                                                \
+    const cublasStatus_t caduceus_st_ = (expr);                                       \
+    if (caduceus_st_ != CUBLAS_STATUS_SUCCESS) {                                      \
+      ::caduceus::kernels::cuda::internal::Fail(#expr, cublasGetStatusString(caduceus_st_), \
+                                                __FILE__, __LINE__);                  \
+    }                                                                                 \
+  } while (0)
+
+namespace caduceus::kernels::cuda {
+namespace {
+
+using internal::StreamOf;
+
+constexpr int kThreads = 256;
+// cuBLAS's own scratch (recommended 32 MiB on Hopper). Giving it explicitly keeps cuBLAS from
+// allocating behind our back and makes the handle usable on any stream.
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+
+class GemmContext {
+ public:
+  explicit GemmContext(int device) : device_(device) {
+    CADUCEUS_CUBLAS_CHECK(cublasCreate(&handle_));
+    CADUCEUS_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
+    CADUCEUS_CUBLAS_CHECK(cublasSetWorkspace(handle_, cublas_workspace_, kCublasWorkspaceBytes));
+    CADUCEUS_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+  }
+  GemmContext(const GemmContext&) = delete;
+  GemmContext& operator=(const GemmContext&) = delete;
+
+  // Runs at thread exit, when the process may already be tearing CUDA down: errors are ignored.
+  ~GemmContext() {
+    int previous = 0;
+    if (cudaGetDevice(&previous) != cudaSuccess) return;
+    if (cudaSetDevice(device_) != cudaSuccess) return;
+    cudaEventSynchronize(done_);
+    cublasDestroy(handle_);
+    cudaFree(buffer_);
+    cudaFree(cublas_workspace_);
+    cudaEventDestroy(done_);
+    cudaSetDevice(previous);
+  }
+
+  // Orders this call after the previous one on whatever stream that used, and binds the handle.
+  void Begin(cudaStream_t stream) {
+    if (used_ && stream != last_stream_) CADUCEUS_CUDA_CHECK(cudaStreamWaitEvent(stream, done_, 0));
+    CADUCEUS_CUBLAS_CHECK(cublasSetStream(handle_, stream));
+    last_stream_ = stream;
+    used_ = true;
+  }
+  void End(cudaStream_t stream) { CADUCEUS_CUDA_CHECK(cudaEventRecord(done_, stream)); }
+
+  // A buffer of at least `bytes`, valid until the next call from this thread on this device.
+  // Growing frees the old buffer only after the work that used it (stream-ordered free).
+  void* Buffer(size_t bytes, cudaStream_t stream) {
+    if (bytes > capacity_) {
+      size_t grown = capacity_ * 2 > bytes ? capacity_ * 2 : bytes;
+      if (buffer_ != nullptr) CADUCEUS_CUDA_CHECK(cudaFreeAsync(buffer_, stream));
+      CADUCEUS_CUDA_CHECK(cudaMallocAsync(&buffer_, grown, stream));
+      capacity_ = grown;
+    }
+    return buffer_;
+  }
+
+  cublasHandle_t handle() const { return handle_; }
+
+ private:
+  int device_;
+  cublasHandle_t handle_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  void* buffer_ = nullptr;
+  size_t capacity_ = 0;
+  cudaEvent_t done_ = nullptr;
+  cudaStream_t last_stream_ = nullptr;
+  bool used_ = false;
+};
+
+GemmContext& ContextForCurrentDevice() {
+  // Per host thread, so concurrent callers never share a handle or a workspace.
+  thread_local std::map<int, GemmContext> contexts;
+  int device = 0;
+  CADUCEUS_CUDA_CHECK(cudaGetDevice(&device));
+  auto it = contexts.find(device);
+  if (it == contexts.end()) it = contexts.try_emplace(device, device).first;
+  return it->second;
+}
+
+// x [m, k] fp32 -> split [2m, k] bf16: rows [0, m) = hi, rows [m, 2m) = lo.
+__global__ void SplitBf16Kernel(const float* x, int64_t total, __nv_bfloat16* split) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float v = x[i];
+    const __nv_bfloat16 hi = __float2bfloat16_rn(v);
+    split[i] = hi;
+    split[total + i] = __float2bfloat16_rn(v - __bfloat162float(hi));  // exact subtraction
+  }
+}
+
+// y = parts[0:m] + parts[m:2m] (hi then lo, a fixed order).
+__global__ void SumHalvesKernel(const float* parts, int64_t total, float* y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    y[i] = parts[i] + parts[total + i];
+  }
+}
+
+}  // namespace
+
+void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y,
+            Stream stream) {
+  if (m <= 0 || n <= 0) return;
+  const cudaStream_t s = StreamOf(stream);
+  const int64_t out_total = static_cast<int64_t>(m) * n;
+  if (k <= 0) {  // empty sum
+    CADUCEUS_CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * out_total, s));
+    return;
+  }
+  GemmContext& ctx = ContextForCurrentDevice();
+  ctx.Begin(s);
+
+  const int64_t in_total = static_cast<int64_t>(m) * k;
+  // Layout: [2m, k] bf16 split activations, then (256-byte aligned) [2m, n] fp32 partial outputs.
+  const size_t split_bytes = (sizeof(__nv_bfloat16) * 2 * in_total + 255) / 256 * 256;
+  const size_t parts_bytes = sizeof(float) * 2 * out_total;
+  char* buffer = static_cast<char*>(ctx.Buffer(split_bytes + parts_bytes, s));
+  auto* split = reinterpret_cast<__nv_bfloat16*>(buffer);
+  auto* parts = reinterpret_cast<float*>(buffer + split_bytes);
+
+  SplitBf16Kernel<<<internal::GridFor(in_total, kThreads), kThreads, 0, s>>>(x, in_total, split);
+  CADUCEUS_CUDA_CHECK_LAUNCH();
+
+  // cuBLAS is column-major. Row-major parts[2m, n] is column-major C [n, 2m]; the row-major
+  // weight w[n, k] is column-major A [k, n]; the row-major split [2m, k] is column-major B [k, 2m].
+  // Hence C = A^T * B.
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, 2 * m, k, &alpha,
+                                     w, CUDA_R_16BF, k, split, CUDA_R_16BF, k, &beta, parts,
+                                     CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+
+  SumHalvesKernel<<<internal::GridFor(out_total, kThreads), kThreads, 0, s>>>(parts, out_total, y);
+  CADUCEUS_CUDA_CHECK_LAUNCH();
+  ctx.End(s);
+}
+
+}  // namespace caduceus::kernels::cuda
