@@ -196,7 +196,8 @@ absl::StatusOr<const bf16*> WeightStore::GetBf16(std::string_view name,
   ASSIGN_OR_RETURN(const TensorInfo t, Get(name, expected_shape));
   const TensorInfo& info = *Find(name);
   if (t.dtype == DType::kBF16 && reinterpret_cast<uintptr_t>(t.data) % alignof(bf16) == 0) {
-    FileOf(info).AdviseWillNeed(t.data, t.nbytes);
+    // No readahead hint here: callers often take every pointer up front and read much later
+    // (or never, for a tensor-parallel peer's part); Prefetch() is the explicit hint.
     return reinterpret_cast<const bf16*>(t.data);
   }
   return ConvertedCopy(info, t.name, 0, t.NumElements());
@@ -219,9 +220,7 @@ absl::StatusOr<const bf16*> WeightStore::GetBf16Rows(std::string_view name,
   const int64_t count = (row_end - row_begin) * row_elems;
   const TensorInfo& info = *Find(name);
   if (t.dtype == DType::kBF16 && reinterpret_cast<uintptr_t>(t.data) % alignof(bf16) == 0) {
-    const uint8_t* p = t.data + static_cast<size_t>(begin) * 2;
-    FileOf(info).AdviseWillNeed(p, static_cast<size_t>(count) * 2);
-    return reinterpret_cast<const bf16*>(p);
+    return reinterpret_cast<const bf16*>(t.data + static_cast<size_t>(begin) * 2);
   }
   return ConvertedCopy(info, absl::StrCat(t.name, "#rows:", row_begin, ":", row_end), begin,
                        count);
@@ -256,6 +255,11 @@ absl::StatusOr<const bf16*> WeightStore::GetBf16Cols(std::string_view name,
   const bf16* out = copy.get();
   copies_[key] = std::move(copy);
   return out;
+}
+
+void WeightStore::Prefetch(std::string_view name) const {
+  const TensorInfo* t = Find(name);
+  if (t != nullptr) FileOf(*t).AdviseWillNeed(t->data, t->nbytes);
 }
 
 void WeightStore::Release(std::string_view name) {

@@ -62,6 +62,11 @@ class WeightStore {
                                           std::span<const int64_t> expected_shape,
                                           int64_t col_begin, int64_t col_end);
 
+  // Starts asynchronous readahead of the tensor's pages (MADV_WILLNEED), e.g. for the next
+  // layer while this one uploads. The Get* calls give no hint for zero-copy tensors, so that
+  // taking all pointers at load time does not read the whole model eagerly.
+  void Prefetch(std::string_view name) const;
+
   // Frees the store's copies of the tensor and drops its mapped pages from this process (for
   // after upload to an accelerator). Zero-copy pointers stay valid (pages fault back in from the
   // file); pointers to copies do not.

@@ -172,6 +172,8 @@ TEST_F(WeightStoreFilesTest, Bf16IsZeroCopyAndSlicesAreViews) {
   auto all = (*store)->GetBf16("m", shape);
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(reinterpret_cast<const uint8_t*>(*all), (*store)->Find("m")->data);
+  (*store)->Prefetch("m");
+  (*store)->Prefetch("absent");  // a hint: unknown names are ignored
   auto rows = (*store)->GetBf16Rows("m", shape, 1, 3);
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ(*rows, *all + 4);
