@@ -19,6 +19,7 @@
 // sharing K/V loads between the q heads of one GQA group, bf16 KV.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
@@ -152,13 +153,14 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(AttentionParams
 // Enough blocks to fill the device a few times over; cached per device.
 unsigned AttentionGrid() {
   constexpr int kMaxDevices = 64;
-  static int sm_count[kMaxDevices] = {};
+  static std::atomic<int> sm_count[kMaxDevices] = {};
   int device = 0;
   CADUCEUS_CUDA_CHECK(cudaGetDevice(&device));
-  int sms = device < kMaxDevices ? sm_count[device] : 0;
+  int sms = device < kMaxDevices ? sm_count[device].load(std::memory_order_relaxed) : 0;
   if (sms == 0) {
     CADUCEUS_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    if (device < kMaxDevices) sm_count[device] = sms;  // benign race: same value from any thread
+    // Threads racing here all store the same value.
+    if (device < kMaxDevices) sm_count[device].store(sms, std::memory_order_relaxed);
   }
   return static_cast<unsigned>(sms * kBlocksPerSm);
 }

@@ -18,7 +18,11 @@
 namespace caduceus::kernels {
 namespace {
 
-#define ASSERT_CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
+#define ASSERT_CUDA_OK(expr)                                     \
+  do {                                                           \
+    const cudaError_t err_ = (expr);                             \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
+  } while (0)
 
 // Owning device array, filled from / read back into host vectors (synchronously).
 template <typename T>
@@ -210,8 +214,8 @@ TEST_F(CudaKernelsTest, RopeMatchesCpu) {
                d_inv.get());
     // sin/cos of angles up to ~8k rad: the two libms may differ by an ulp or two of the angle's
     // result, scaled by |q|.
-    ExpectClose(d_q.Read(), q, 2e-6, 2e-6, "q " + what);
-    ExpectClose(d_k.Read(), k, 2e-6, 2e-6, "k " + what);
+    ExpectClose(d_q.Read(), q, 5e-6, 2e-6, "q " + what);
+    ExpectClose(d_k.Read(), k, 5e-6, 2e-6, "k " + what);
   }
 }
 
