@@ -31,7 +31,7 @@ namespace {
 
 using internal::kWarp;
 
-constexpr int kThreads = 128;              // = keys per tile
+constexpr int kThreads = 128;  // = keys per tile
 constexpr int kWarps = kThreads / kWarp;
 constexpr int kMaxDimsPerThread = 4;
 constexpr int kMaxHeadDim = kThreads * kMaxDimsPerThread;  // 512; Llama-3 uses 128

@@ -12,13 +12,13 @@
 
 // The kernel signatures return void, and a failed launch or a sticky device error leaves the
 // device unusable anyway, so a CUDA error is fatal: report where and abort.
-#define CADUCEUS_CUDA_CHECK(expr)                                                        \
-  do {                                                                                   \
-    const cudaError_t caduceus_err_ = (expr);                                            \
-    if (caduceus_err_ != cudaSuccess) {                                                  \
+#define CADUCEUS_CUDA_CHECK(expr)                                                         \
+  do {                                                                                    \
+    const cudaError_t caduceus_err_ = (expr);                                             \
+    if (caduceus_err_ != cudaSuccess) {                                                   \
       ::caduceus::kernels::cuda::internal::Fail(#expr, cudaGetErrorString(caduceus_err_), \
-                                                __FILE__, __LINE__);                     \
-    }                                                                                    \
+                                                __FILE__, __LINE__);                      \
+    }                                                                                     \
   } while (0)
 
 // Checks the launch itself (bad configuration); does not synchronize.
@@ -43,7 +43,8 @@ constexpr int kWarp = 32;
 // Butterfly sum over a warp. The order of additions depends only on the lane pattern, so every
 // lane gets the same bits on every run.
 __device__ __forceinline__ float WarpSum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
 

@@ -59,9 +59,8 @@ __global__ void RmsNormKernel(float* residual, const float* x, const bf16* weigh
 
 // One thread per (token, head, pair). cos/sin use the accurate sincosf (full range reduction):
 // positions reach 8k+ and inv_freq[0] = 1, so angles are thousands of radians.
-__global__ void RopeKernel(float* q, float* k, const int32_t* positions, int32_t n,
-                           int32_t q_heads, int32_t kv_heads, int32_t head_dim,
-                           const float* inv_freq) {
+__global__ void RopeKernel(float* q, float* k, const int32_t* positions, int32_t n, int32_t q_heads,
+                           int32_t kv_heads, int32_t head_dim, const float* inv_freq) {
   const int32_t half = head_dim / 2;
   const int32_t heads = q_heads + kv_heads;
   const int64_t total = static_cast<int64_t>(n) * heads * half;
@@ -150,8 +149,8 @@ void KvCacheWrite(const float* k, const float* v, const int32_t* slot_mapping, i
                   PagedKvLayer cache, Stream stream) {
   const int64_t row = static_cast<int64_t>(cache.kv_heads) * cache.head_dim;
   if (n <= 0 || row <= 0) return;
-  KvCacheWriteKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(k, v, slot_mapping, cache.k,
-                                                              cache.v, row);
+  KvCacheWriteKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(k, v, slot_mapping, cache.k, cache.v,
+                                                              row);
   CADUCEUS_CUDA_CHECK_LAUNCH();
 }
 

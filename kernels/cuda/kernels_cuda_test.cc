@@ -18,9 +18,9 @@
 namespace caduceus::kernels {
 namespace {
 
-#define ASSERT_CUDA_OK(expr)                                     \
-  do {                                                           \
-    const cudaError_t err_ = (expr);                             \
+#define ASSERT_CUDA_OK(expr)                                                   \
+  do {                                                                         \
+    const cudaError_t err_ = (expr);                                           \
     ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
   } while (0)
 
@@ -192,8 +192,8 @@ TEST_F(CudaKernelsTest, RopeMatchesCpu) {
   struct Shape {
     int n, q_heads, kv_heads, head_dim;
   };
-  for (const Shape s : {Shape{1, 1, 1, 2}, Shape{5, 4, 4, 64}, Shape{7, 32, 8, 128},
-                        Shape{3, 8, 1, 80}}) {
+  for (const Shape s :
+       {Shape{1, 1, 1, 2}, Shape{5, 4, 4, 64}, Shape{7, 32, 8, 128}, Shape{3, 8, 1, 80}}) {
     const std::string what = std::to_string(s.n) + "/" + std::to_string(s.q_heads) + "/" +
                              std::to_string(s.kv_heads) + "/" + std::to_string(s.head_dim);
     auto q = RandomFloats(static_cast<size_t>(s.n) * s.q_heads * s.head_dim, 9);
@@ -239,8 +239,12 @@ struct HostCache {
   int num_blocks, block_size, kv_heads, head_dim;
   std::vector<float> k, v;
   HostCache(int blocks, int bs, int kvh, int hd)
-      : num_blocks(blocks), block_size(bs), kv_heads(kvh), head_dim(hd),
-        k(static_cast<size_t>(blocks) * bs * kvh * hd, std::nanf("")), v(k) {}
+      : num_blocks(blocks),
+        block_size(bs),
+        kv_heads(kvh),
+        head_dim(hd),
+        k(static_cast<size_t>(blocks) * bs * kvh * hd, std::nanf("")),
+        v(k) {}
   PagedKvLayer Layer(float* k_ptr, float* v_ptr) const {
     return PagedKvLayer{k_ptr, v_ptr, num_blocks, block_size, kv_heads, head_dim};
   }
@@ -260,7 +264,8 @@ TEST_F(CudaKernelsTest, KvCacheWriteMatchesCpu) {
       DeviceArray<int32_t> d_slots(slots);
       cpu::KvCacheWrite(k.data(), v.data(), slots.data(), n,
                         cache.Layer(cache.k.data(), cache.v.data()));
-      cuda::KvCacheWrite(d_k.get(), d_v.get(), d_slots.get(), n, cache.Layer(d_ck.get(), d_cv.get()));
+      cuda::KvCacheWrite(d_k.get(), d_v.get(), d_slots.get(), n,
+                         cache.Layer(d_ck.get(), d_cv.get()));
       // NaN slots compare equal bit for bit, so the untouched part is checked as well.
       ExpectBitEqual(d_ck.Read(), cache.k, "k");
       ExpectBitEqual(d_cv.Read(), cache.v, "v");
@@ -306,7 +311,8 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
   int next = 0;
   for (int s = 0; s < num_seqs; ++s) {
     for (int p = 0; p < seqs[s].context; ++p) {
-      if (p % c.block_size == 0) tables[size_t(s) * max_blocks_per_seq + p / c.block_size] = physical[next++];
+      if (p % c.block_size == 0)
+        tables[size_t(s) * max_blocks_per_seq + p / c.block_size] = physical[next++];
       const int64_t slot =
           int64_t{tables[size_t(s) * max_blocks_per_seq + p / c.block_size]} * c.block_size +
           p % c.block_size;
@@ -333,10 +339,10 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
   DeviceArray<float> d_q(q), d_ck(cache.k), d_cv(cache.v), d_out(want.size());
   DeviceArray<int32_t> d_start(query_start), d_pos(positions), d_tables(tables);
   const PagedKvLayer layer = cache.Layer(d_ck.get(), d_cv.get());
-  cuda::PagedAttention(d_q.get(), c.q_heads, layer,
-                       AttentionBatch{num_seqs, d_start.get(), d_pos.get(), d_tables.get(),
-                                      max_blocks_per_seq},
-                       scale, d_out.get());
+  cuda::PagedAttention(
+      d_q.get(), c.q_heads, layer,
+      AttentionBatch{num_seqs, d_start.get(), d_pos.get(), d_tables.get(), max_blocks_per_seq},
+      scale, d_out.get());
   const auto got = d_out.Read();
   ExpectClose(got, want, 2e-5, 1e-4, "batched");
 
@@ -345,13 +351,14 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
     for (int r = query_start[s]; r < query_start[s + 1]; ++r) {
       DeviceArray<int32_t> one_start(std::vector<int32_t>{0, 1});
       DeviceArray<int32_t> one_pos(std::vector<int32_t>{positions[r]});
-      DeviceArray<float> one_q(std::vector<float>(q.begin() + r * q_row, q.begin() + (r + 1) * q_row));
+      DeviceArray<float> one_q(
+          std::vector<float>(q.begin() + r * q_row, q.begin() + (r + 1) * q_row));
       DeviceArray<float> one_out(q_row);
-      cuda::PagedAttention(one_q.get(), c.q_heads, layer,
-                           AttentionBatch{1, one_start.get(), one_pos.get(),
-                                          d_tables.get() + size_t(s) * max_blocks_per_seq,
-                                          max_blocks_per_seq},
-                           scale, one_out.get());
+      cuda::PagedAttention(
+          one_q.get(), c.q_heads, layer,
+          AttentionBatch{1, one_start.get(), one_pos.get(),
+                         d_tables.get() + size_t(s) * max_blocks_per_seq, max_blocks_per_seq},
+          scale, one_out.get());
       ExpectBitEqual(one_out.Read(),
                      std::vector<float>(got.begin() + r * q_row, got.begin() + (r + 1) * q_row),
                      "row " + std::to_string(r) + " alone");
@@ -362,11 +369,11 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PagedAttentionTest,
-    ::testing::Values(AttentionCase{4, 4, 64, 16},     // MHA (group 1)
-                      AttentionCase{8, 2, 128, 16},    // group 4
-                      AttentionCase{32, 4, 128, 16},   // group 8 (Llama-3-8B-like, fewer heads)
-                      AttentionCase{8, 1, 80, 5},      // odd block size, head_dim not a power of 2
-                      AttentionCase{2, 2, 256, 32}),   // two dims per thread
+    ::testing::Values(AttentionCase{4, 4, 64, 16},    // MHA (group 1)
+                      AttentionCase{8, 2, 128, 16},   // group 4
+                      AttentionCase{32, 4, 128, 16},  // group 8 (Llama-3-8B-like, fewer heads)
+                      AttentionCase{8, 1, 80, 5},     // odd block size, head_dim not a power of 2
+                      AttentionCase{2, 2, 256, 32}),  // two dims per thread
     [](const ::testing::TestParamInfo<AttentionCase>& info) {
       const AttentionCase& c = info.param;
       return "q" + std::to_string(c.q_heads) + "kv" + std::to_string(c.kv_heads) + "d" +

@@ -23,13 +23,13 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
-#define CADUCEUS_CUBLAS_CHECK(expr)                                                   \
-  do {                                                                                \
-    const cublasStatus_t caduceus_st_ = (expr);                                       \
-    if (caduceus_st_ != CUBLAS_STATUS_SUCCESS) {                                      \
+#define CADUCEUS_CUBLAS_CHECK(expr)                                                         \
+  do {                                                                                      \
+    const cublasStatus_t caduceus_st_ = (expr);                                             \
+    if (caduceus_st_ != CUBLAS_STATUS_SUCCESS) {                                            \
       ::caduceus::kernels::cuda::internal::Fail(#expr, cublasGetStatusString(caduceus_st_), \
-                                                __FILE__, __LINE__);                  \
-    }                                                                                 \
+                                                __FILE__, __LINE__);                        \
+    }                                                                                       \
   } while (0)
 
 namespace caduceus::kernels::cuda {
@@ -159,8 +159,8 @@ void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, floa
   // Hence C = A^T * B.
   const float alpha = 1.0f;
   const float beta = 0.0f;
-  CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, 2 * m, k, &alpha,
-                                     w, CUDA_R_16BF, k, split, CUDA_R_16BF, k, &beta, parts,
+  CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, 2 * m, k, &alpha, w,
+                                     CUDA_R_16BF, k, split, CUDA_R_16BF, k, &beta, parts,
                                      CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 
   SumHalvesKernel<<<internal::GridFor(out_total, kThreads), kThreads, 0, s>>>(parts, out_total, y);
