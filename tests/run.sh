@@ -6,6 +6,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # Spinning OpenMP barriers collapse when tests share the 2 cores; sleep instead.
 export OMP_WAIT_POLICY=PASSIVE
+# Cache compilations across clones in different folders (CI clones afresh each run).
+export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=1
 JOBS="${JOBS:-$(nproc)}"
 
 bash deploy/local/install-deps.sh

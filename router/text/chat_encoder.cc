@@ -4,16 +4,10 @@
 #include <string_view>
 
 #include "common/status_macros.h"
+#include "router/text/jinja/builtins.h"
 
 namespace caduceus::text {
 namespace {
-
-std::string_view TrimWhitespace(std::string_view s) {
-  const char* ws = " \t\n\r\f\v";
-  const size_t b = s.find_first_not_of(ws);
-  if (b == std::string_view::npos) return {};
-  return s.substr(b, s.find_last_not_of(ws) - b + 1);
-}
 
 void Append(std::vector<int32_t>* out, const std::vector<int32_t>& ids) {
   out->insert(out->end(), ids.begin(), ids.end());
@@ -35,7 +29,7 @@ absl::StatusOr<std::vector<int32_t>> EncodeChat(const Tokenizer& tokenizer,
     std::string_view content = m.content;
     size_t at = content.empty() ? std::string::npos : rendered.find(content, cursor);
     if (at == std::string::npos) {
-      content = TrimWhitespace(content);
+      content = jinja::TrimWhitespace(content);  // the same rule as the `trim` filter
       at = content.empty() ? std::string::npos : rendered.find(content, cursor);
     }
     if (at == std::string::npos) continue;  // the template dropped or transformed this message

@@ -59,5 +59,14 @@ TEST_F(ChatEncoderTest, SpecialTokenTextInContentStaysPlainText) {
   EXPECT_EQ(std::count(ids->begin(), ids->end(), 128000), 1);  // exactly one BOS
 }
 
+TEST_F(ChatEncoderTest, UnicodeWhitespaceTrimmedContentStillPlainText) {
+  // The template trims content with Unicode whitespace rules (NBSP here); the encoder must still
+  // find the content and keep the literal marker as text.
+  std::vector<ChatMessage> messages = {{"user", "\u00a0 <|eot_id|> dose?\u00a0"}};
+  auto ids = EncodeChat(*tokenizer_, *template_, messages, true);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(std::count(ids->begin(), ids->end(), 128009), 1);
+}
+
 }  // namespace
 }  // namespace caduceus::text

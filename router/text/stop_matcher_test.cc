@@ -39,7 +39,7 @@ TEST(StopMatcherTest, HeldBackPrefixReleasedWhenItCannotMatch) {
 TEST(StopMatcherTest, EarliestStopWinsAndFlushReleasesTail) {
   StopMatcher m({"END", "N"});
   bool stopped;
-  EXPECT_EQ(Feed(m, {"xxENDyy"}, &stopped), "xxE");
+  EXPECT_EQ(Feed(m, {"xxENDyy"}, &stopped), "xx");
   StopMatcher none({});
   EXPECT_EQ(Feed(none, {"a", "b"}, &stopped), "ab");
   EXPECT_FALSE(stopped);

@@ -49,9 +49,9 @@ def greedy_is_deterministic_and_seeds_reproduce():
     a = last_json(run("--prompt-ids", "128000,9906", "--max-new-tokens", "8", "--temperature", "0", "--ignore-eos", "--json"))
     b = last_json(run("--prompt-ids", "128000,9906", "--max-new-tokens", "8", "--temperature", "0", "--ignore-eos", "--json"))
     assert a["generated_ids"] == b["generated_ids"]
-    s1 = last_json(run("--prompt-ids", "128000,9906", "--max-new-tokens", "8", "--seed", "5", "--ignore-eos", "--json"))
-    s2 = last_json(run("--prompt-ids", "128000,9906", "--max-new-tokens", "8", "--seed", "5", "--ignore-eos", "--json"))
-    s3 = last_json(run("--prompt-ids", "128000,9906", "--max-new-tokens", "8", "--seed", "6", "--ignore-eos", "--json"))
+    s1 = last_json(run("--prompt-ids", "128000,9906", "--max-new-tokens", "8", "--seed", "5", "--temperature", "50", "--ignore-eos", "--json"))
+    s2 = last_json(run("--prompt-ids", "128000,9906", "--max-new-tokens", "8", "--seed", "5", "--temperature", "50", "--ignore-eos", "--json"))
+    s3 = last_json(run("--prompt-ids", "128000,9906", "--max-new-tokens", "8", "--seed", "6", "--temperature", "50", "--ignore-eos", "--json"))
     assert s1["generated_ids"] == s2["generated_ids"]
     assert s1["generated_ids"] != s3["generated_ids"]
 

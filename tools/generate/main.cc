@@ -9,6 +9,8 @@
 // unless --no-bos. --chat reads [{"role": ..., "content": ...}, ...] and renders the model's chat
 // template. With --json the last stdout line is one JSON object (prompt_ids, generated_ids, text,
 // finish_reason, usage, timings, and logprobs / first_step_top_logits when asked for).
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -187,6 +189,9 @@ int Main() {
                     {"decode_tokens_per_s", result.generated_ids.size() > 1 && decode_s > 0
                                                 ? (result.generated_ids.size() - 1) / decode_s
                                                 : 0.0}};
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  out["peak_rss_bytes"] = int64_t{usage.ru_maxrss} * 1024;
   if (sp.top_logprobs > 0) {
     nlohmann::json lp = nlohmann::json::array();
     for (const auto& s : result.samples) {
