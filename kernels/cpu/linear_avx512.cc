@@ -1,22 +1,26 @@
 // AVX-512 Linear: y[m, n] = x[m, :] . w[n, :] with bf16 weights widened to fp32 in registers.
 //
-// Each output element owns one 16-lane accumulator: lane l sums x[k] * w[k] for k = l (mod 16)
-// in ascending k with FMA, and the 16 lanes are then summed by one fixed reduction. That order
-// depends only on k, so an element gets the same bits whether it is computed in a 4x4 tile of a
-// 512-token prefill or alone in a batch-1 decode (batch invariance), and whatever thread runs it.
+// Widening: 32 bf16 weights are loaded as one 512-bit integer vector; a 16-bit left shift turns
+// the even elements into fp32 and a mask of the high halves turns the odd elements into fp32
+// (one cheap instruction each, no cross-lane shuffle). The activations are permuted once per call
+// into the matching even/odd order, so lane l of the accumulator sums k = 32b + 2l, then
+// 32b + 2l + 1, for b ascending.
+//
+// Each output element owns one 16-lane accumulator and the 16 lanes are summed by one fixed
+// tree. That order depends only on k, so an element gets the same bits whether it is computed in
+// a 4x4 tile of a 512-token prefill, in an 8-row tile of a batch-1 decode, or by any thread
+// (batch invariance).
 #include <immintrin.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/cpu/linear_internal.h"
 
 namespace caduceus::kernels::cpu::internal {
 namespace {
 
-inline __m512 LoadBf16(const bf16* p, __mmask16 mask) {
-  __m256i raw = _mm256_maskz_loadu_epi16(mask, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
+constexpr int32_t kChunk = 32;  // k values per step: one 512-bit load of bf16 weights
 
 // Fixed-order horizontal sum (the same shuffle tree every time).
 inline float ReduceAdd(__m512 v) {
@@ -29,22 +33,46 @@ inline float ReduceAdd(__m512 v) {
   return _mm_cvtss_f32(s1);
 }
 
-// MT tokens x NT weight rows, full k.
+// Activations in even/odd order per 32-chunk, zero-padded to a multiple of 32.
+void PermuteActivations(const float* x, int32_t m, int32_t k, int32_t k_pad, float* xp) {
+  for (int32_t i = 0; i < m; ++i) {
+    const float* src = x + static_cast<int64_t>(i) * k;
+    float* dst = xp + static_cast<int64_t>(i) * k_pad;
+    for (int32_t b = 0; b < k_pad; b += kChunk) {
+      for (int32_t l = 0; l < kChunk / 2; ++l) {
+        const int32_t even = b + 2 * l, odd = even + 1;
+        dst[b + l] = even < k ? src[even] : 0.0f;
+        dst[b + kChunk / 2 + l] = odd < k ? src[odd] : 0.0f;
+      }
+    }
+  }
+}
+
+// MT tokens x NT weight rows over the whole (padded) reduction.
 template <int MT, int NT>
-inline void MicroKernel(const float* x, int32_t ldx, int32_t k, const bf16* w, int32_t ldw,
+inline void MicroKernel(const float* xp, int32_t ldx, int32_t k, const bf16* w, int32_t ldw,
                         float* y, int32_t ldy) {
+  const __m512i high_halves = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
   __m512 acc[MT][NT];
   for (int i = 0; i < MT; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int32_t kk = 0; kk < k; kk += 16) {
+  for (int32_t kk = 0; kk < k; kk += kChunk) {
     const int32_t rem = k - kk;
-    const __mmask16 mask = rem >= 16 ? static_cast<__mmask16>(0xffff)
-                                     : static_cast<__mmask16>((1u << rem) - 1u);
-    __m512 wv[NT];
-    for (int j = 0; j < NT; ++j) wv[j] = LoadBf16(w + static_cast<int64_t>(j) * ldw + kk, mask);
+    const __mmask32 mask = rem >= kChunk ? ~__mmask32{0} : static_cast<__mmask32>((1u << rem) - 1u);
+    __m512 w_even[NT], w_odd[NT];
+    for (int j = 0; j < NT; ++j) {
+      const __m512i raw = _mm512_maskz_loadu_epi16(mask, w + static_cast<int64_t>(j) * ldw + kk);
+      w_even[j] = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+      w_odd[j] = _mm512_castsi512_ps(_mm512_and_si512(raw, high_halves));
+    }
     for (int i = 0; i < MT; ++i) {
-      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + static_cast<int64_t>(i) * ldx + kk);
-      for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+      const float* xi = xp + static_cast<int64_t>(i) * ldx + kk;
+      const __m512 x_even = _mm512_loadu_ps(xi);
+      const __m512 x_odd = _mm512_loadu_ps(xi + kChunk / 2);
+      for (int j = 0; j < NT; ++j) {
+        acc[i][j] = _mm512_fmadd_ps(x_even, w_even[j], acc[i][j]);
+        acc[i][j] = _mm512_fmadd_ps(x_odd, w_odd[j], acc[i][j]);
+      }
     }
   }
   for (int i = 0; i < MT; ++i)
@@ -52,19 +80,47 @@ inline void MicroKernel(const float* x, int32_t ldx, int32_t k, const bf16* w, i
 }
 
 template <int NT>
-inline void RowTile(const float* x, int32_t mt, int32_t ldx, int32_t k, const bf16* w,
+inline void RowTile(const float* xp, int32_t mt, int32_t ldx, int32_t k, const bf16* w,
                     int32_t ldw, float* y, int32_t ldy) {
   switch (mt) {
-    case 4: MicroKernel<4, NT>(x, ldx, k, w, ldw, y, ldy); break;
-    case 3: MicroKernel<3, NT>(x, ldx, k, w, ldw, y, ldy); break;
-    case 2: MicroKernel<2, NT>(x, ldx, k, w, ldw, y, ldy); break;
-    default: MicroKernel<1, NT>(x, ldx, k, w, ldw, y, ldy); break;
+    case 4: MicroKernel<4, NT>(xp, ldx, k, w, ldw, y, ldy); break;
+    case 3: MicroKernel<3, NT>(xp, ldx, k, w, ldw, y, ldy); break;
+    case 2: MicroKernel<2, NT>(xp, ldx, k, w, ldw, y, ldy); break;
+    default: MicroKernel<1, NT>(xp, ldx, k, w, ldw, y, ldy); break;
+  }
+}
+
+// Decode (a single token): 8 weight rows per tile keeps more independent memory streams and
+// accumulator chains in flight.
+void LinearSingleToken(const float* xp, int32_t k_pad, int32_t k, const bf16* w, int32_t n,
+                       float* y) {
+  constexpr int32_t kWide = 8;
+  const int32_t tiles = (n + kWide - 1) / kWide;
+#pragma omp parallel for schedule(static)
+  for (int32_t t = 0; t < tiles; ++t) {
+    const int32_t n0 = t * kWide;
+    if (n - n0 >= kWide) {
+      MicroKernel<1, kWide>(xp, k_pad, k, w + static_cast<int64_t>(n0) * k, k, y + n0, n);
+    } else {
+      for (int32_t j = n0; j < n; ++j) {
+        MicroKernel<1, 1>(xp, k_pad, k, w + static_cast<int64_t>(j) * k, k, y + j, n);
+      }
+    }
   }
 }
 
 }  // namespace
 
 void LinearAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y) {
+  const int32_t k_pad = (k + kChunk - 1) / kChunk * kChunk;
+  thread_local std::vector<float> permuted;
+  permuted.resize(static_cast<size_t>(m) * k_pad);
+  PermuteActivations(x, m, k, k_pad, permuted.data());
+  const float* xp = permuted.data();
+  if (m == 1) {
+    LinearSingleToken(xp, k_pad, k, w, n, y);
+    return;
+  }
   const int32_t row_tiles = (n + kRowTile - 1) / kRowTile;
   for (int32_t m0 = 0; m0 < m; m0 += kTokenBlock) {
     const int32_t m1 = std::min(m, m0 + kTokenBlock);
@@ -75,13 +131,13 @@ void LinearAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
       const bf16* wt = w + static_cast<int64_t>(n0) * k;
       for (int32_t i = m0; i < m1; i += kTokenTile) {
         const int32_t mt = std::min(kTokenTile, m1 - i);
-        const float* xt = x + static_cast<int64_t>(i) * k;
+        const float* xt = xp + static_cast<int64_t>(i) * k_pad;
         float* yt = y + static_cast<int64_t>(i) * n + n0;
         switch (nt) {
-          case 4: RowTile<4>(xt, mt, k, k, wt, k, yt, n); break;
-          case 3: RowTile<3>(xt, mt, k, k, wt, k, yt, n); break;
-          case 2: RowTile<2>(xt, mt, k, k, wt, k, yt, n); break;
-          default: RowTile<1>(xt, mt, k, k, wt, k, yt, n); break;
+          case 4: RowTile<4>(xt, mt, k_pad, k, wt, k, yt, n); break;
+          case 3: RowTile<3>(xt, mt, k_pad, k, wt, k, yt, n); break;
+          case 2: RowTile<2>(xt, mt, k_pad, k, wt, k, yt, n); break;
+          default: RowTile<1>(xt, mt, k_pad, k, wt, k, yt, n); break;
         }
       }
     }

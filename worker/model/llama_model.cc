@@ -11,22 +11,29 @@
 namespace caduceus::model {
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& model_dir,
-                                                             const std::string& device) {
+                                                             const LoadOptions& options) {
   ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::LoadFromDir(model_dir));
   if (config.head_dim % 2 != 0 || config.head_dim > 1024) {
     return absl::InvalidArgumentError(absl::StrCat(
         model_dir, "/config.json: head_dim ", config.head_dim, " is not supported (even, <= 1024)"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(model_dir));
-  ASSIGN_OR_RETURN(LlamaWeights weights, LlamaWeights::Load(config, *store));
-  ASSIGN_OR_RETURN(backend::KernelTable kernels, backend::MakeKernelTable(device));
-  return std::unique_ptr<LlamaModel>(
-      new LlamaModel(std::move(config), std::move(store), std::move(weights), std::move(kernels)));
+  ASSIGN_OR_RETURN(backend::KernelTable kernels, backend::MakeKernelTable(options.device));
+  std::unique_ptr<WeightArena> arena;
+  if (options.resident_weights) {
+    ASSIGN_OR_RETURN(arena, WeightArena::Create(LlamaWeights::ArenaBytes(config)));
+  }
+  ASSIGN_OR_RETURN(LlamaWeights weights, LlamaWeights::Load(config, *store, arena.get()));
+  return std::unique_ptr<LlamaModel>(new LlamaModel(std::move(config), std::move(store),
+                                                    std::move(arena), std::move(weights),
+                                                    std::move(kernels)));
 }
 
 LlamaModel::LlamaModel(ModelConfig config, std::unique_ptr<WeightStore> store,
-                       LlamaWeights weights, backend::KernelTable kernels)
-    : config_(std::move(config)), store_(std::move(store)), weights_(std::move(weights)),
+                       std::unique_ptr<WeightArena> arena, LlamaWeights weights,
+                       backend::KernelTable kernels)
+    : config_(std::move(config)), store_(std::move(store)), arena_(std::move(arena)),
+      weights_(std::move(weights)),
       kernels_(std::move(kernels)), inv_freq_(RopeInverseFrequencies(config_)) {}
 
 int64_t LlamaModel::WeightBytesPerToken() const {

@@ -21,11 +21,24 @@
 
 namespace caduceus::model {
 
+struct LoadOptions {
+  std::string device = "cpu";
+  // Copy the matrices read on every step out of the mapped files into anonymous (huge-page)
+  // memory; see weight_arena.h. Off: run straight from the mapping (slower decode, instant load).
+  bool resident_weights = true;
+};
+
 class LlamaModel {
  public:
   // Opens `model_dir` (config.json + safetensors), checks every tensor, binds the kernels.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
-                                                          const std::string& device = "cpu");
+                                                          const LoadOptions& options);
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
+                                                          const std::string& device = "cpu") {
+    LoadOptions options;
+    options.device = device;
+    return Load(model_dir, options);
+  }
 
   // Runs one step and returns the requested logits. INVALID_ARGUMENT for a malformed batch
   // (empty sequence, token id out of range, position beyond max context, block table too short
@@ -41,8 +54,8 @@ class LlamaModel {
   absl::StatusOr<std::unique_ptr<KvCache>> CreateKvCache(int32_t num_blocks) const;
 
  private:
-  LlamaModel(ModelConfig config, std::unique_ptr<WeightStore> store, LlamaWeights weights,
-             backend::KernelTable kernels);
+  LlamaModel(ModelConfig config, std::unique_ptr<WeightStore> store,
+             std::unique_ptr<WeightArena> arena, LlamaWeights weights, backend::KernelTable kernels);
 
   // Scratch activations, grown on demand and reused across steps.
   struct Scratch {
@@ -53,6 +66,7 @@ class LlamaModel {
 
   ModelConfig config_;
   std::unique_ptr<WeightStore> store_;
+  std::unique_ptr<WeightArena> arena_;  // null when running from the mapped files
   LlamaWeights weights_;
   backend::KernelTable kernels_;
   std::vector<float> inv_freq_;

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "common/bf16.h"
 #include "worker/model/model_config.h"
+#include "worker/model/weight_arena.h"
 #include "worker/model/weight_store.h"
 
 namespace caduceus::model {
@@ -29,7 +30,12 @@ struct LlamaWeights {
   const bf16* final_norm = nullptr;  // [H]
   const bf16* lm_head = nullptr;     // [V, H] (the embedding when tie_word_embeddings)
 
-  static absl::StatusOr<LlamaWeights> Load(const ModelConfig& config, WeightStore& store);
+  // With `arena`, the projection matrices and lm_head are copied into it (and their file pages
+  // released); without, every pointer refers into the memory-mapped files.
+  static absl::StatusOr<LlamaWeights> Load(const ModelConfig& config, WeightStore& store,
+                                           WeightArena* arena = nullptr);
+  // Arena bytes needed for the matrices Load copies.
+  static size_t ArenaBytes(const ModelConfig& config);
 };
 
 }  // namespace caduceus::model
