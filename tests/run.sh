@@ -20,12 +20,13 @@ echo "== tests =="
 ctest --test-dir build --output-on-failure -j"$JOBS"
 
 echo "== parser tests under AddressSanitizer =="
-ASAN_TARGETS=(model_files_test caduceus_tokenizer_test caduceus_chat_template_test)
+ASAN_TARGETS=(safetensors_test model_config_test weight_store_test caduceus_tokenizer_test caduceus_jinja_test caduceus_chat_template_test)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCADUCEUS_SANITIZE=address -DCADUCEUS_CUDA=OFF >/dev/null
 present=()
 for t in "${ASAN_TARGETS[@]}"; do
   if cmake --build build-asan --target help | grep -q "^$t:"; then present+=("$t"); fi
 done
-cmake --build build-asan -j"$JOBS" --target "${present[@]}"
+# The generator builds the tiny model these tests need (CTest fixture), itself under ASan too.
+cmake --build build-asan -j"$JOBS" --target "${present[@]}" caduceus-make-test-model
 regex="^($(IFS='|'; echo "${present[*]}"))$"
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -R "$regex"

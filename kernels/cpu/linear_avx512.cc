@@ -12,6 +12,11 @@
 // (batch invariance).
 #include <immintrin.h>
 
+// GCC 12's AVX-512 headers build some intrinsics from deliberately undefined vectors
+// (_mm512_undefined_*), which -Wmaybe-uninitialized reports as false positives in this file.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 #include <algorithm>
 #include <vector>
 
