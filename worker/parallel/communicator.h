@@ -1,0 +1,31 @@
+// Collective operations of one tensor-parallel group, over device buffers of the group's device
+// kind. The model code calls only this interface; GlooCommunicator (CPU tensors, TCP) and
+// NcclCommunicator (GPU tensors) implement it, and a group of size 1 needs no communicator at
+// all (the model skips collectives when it has none).
+//
+// Every call is collective: all ranks call it in the same order with the same sizes. Errors
+// (a peer died, a timeout expired) come back as UNAVAILABLE / DEADLINE_EXCEEDED, never a hang.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace caduceus::parallel {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // In place: data[i] = sum over ranks of data[i].
+  virtual absl::Status AllReduceSum(float* data, size_t count) = 0;
+  // out holds size() * count floats: rank r's `in` lands at out + r * count.
+  virtual absl::Status AllGather(const float* in, size_t count, float* out) = 0;
+  // Rank `root`'s bytes are copied into every rank's `data`.
+  virtual absl::Status Broadcast(void* data, size_t bytes, int root) = 0;
+};
+
+}  // namespace caduceus::parallel
