@@ -9,23 +9,13 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/fixed_order_sum.h"
 
 namespace caduceus::kernels::cpu {
 namespace {
 
-constexpr int kLanes = 16;
-
 float Dot(const float* a, const float* b, int32_t n) {
-  float acc[kLanes] = {};
-  int32_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += a[i + l] * b[i + l];
-  }
-  for (int l = 0; i + l < n; ++l) acc[l] += a[i + l] * b[i + l];
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int l = 0; l < width; ++l) acc[l] += acc[l + width];
-  }
-  return acc[0];
+  return FixedOrderSum(n, [&](int32_t i) { return a[i] * b[i]; });
 }
 
 }  // namespace

@@ -5,24 +5,13 @@
 #include <cstring>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/fixed_order_sum.h"
 
 namespace caduceus::kernels::cpu {
 namespace {
 
-constexpr int kLanes = 16;
-
-// Sum of squares with 16 partial sums and a fixed tree: deterministic and vectorizable.
 float SumOfSquares(const float* x, int32_t n) {
-  float acc[kLanes] = {};
-  int32_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += x[i + l] * x[i + l];
-  }
-  for (int l = 0; i + l < n; ++l) acc[l] += x[i + l] * x[i + l];
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int l = 0; l < width; ++l) acc[l] += acc[l + width];
-  }
-  return acc[0];
+  return FixedOrderSum(n, [&](int32_t i) { return x[i] * x[i]; });
 }
 
 void NormalizeRow(const float* x, const bf16* weight, int32_t hidden, float eps, float* out) {

@@ -3,24 +3,14 @@
 // lane loop; results are batch-invariant within this path.
 #include <algorithm>
 
+#include "kernels/cpu/fixed_order_sum.h"
 #include "kernels/cpu/linear_internal.h"
 
 namespace caduceus::kernels::cpu::internal {
 namespace {
 
-constexpr int kLanes = 16;
-
 float Dot(const float* x, const bf16* w, int32_t k) {
-  float acc[kLanes] = {};
-  int32_t kk = 0;
-  for (; kk + kLanes <= k; kk += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += x[kk + l] * Bf16ToFloat(w[kk + l]);
-  }
-  for (int l = 0; kk + l < k; ++l) acc[l] += x[kk + l] * Bf16ToFloat(w[kk + l]);
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int l = 0; l < width; ++l) acc[l] += acc[l + width];
-  }
-  return acc[0];
+  return FixedOrderSum(k, [&](int32_t i) { return x[i] * Bf16ToFloat(w[i]); });
 }
 
 }  // namespace
