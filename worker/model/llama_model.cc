@@ -11,48 +11,78 @@
 namespace caduceus::model {
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& model_dir,
-                                                             const LoadOptions& options) {
+                                                             const LoadOptions& options,
+                                                             parallel::Communicator* comm) {
   ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::LoadFromDir(model_dir));
   if (config.head_dim % 2 != 0 || config.head_dim > 1024) {
     return absl::InvalidArgumentError(absl::StrCat(
         model_dir, "/config.json: head_dim ", config.head_dim, " is not supported (even, <= 1024)"));
   }
+  ShardLayout layout = ShardLayout::Full(config);
+  if (options.shard.size != 1 || options.shard.rank != 0) {
+    absl::StatusOr<ShardLayout> made = ShardLayout::Make(config, options.shard);
+    if (!made.ok()) {
+      return absl::Status(made.status().code(),
+                          absl::StrCat(model_dir, "/config.json: ", made.status().message()));
+    }
+    layout = *made;
+    if (comm == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor-parallel size ", options.shard.size,
+                                                     " needs a communicator"));
+    }
+  }
+  if (comm != nullptr && (comm->size() != options.shard.size || comm->rank() != options.shard.rank)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "communicator is rank ", comm->rank(), " of ", comm->size(), " but the shard is rank ",
+        options.shard.rank, " of ", options.shard.size));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(model_dir));
   ASSIGN_OR_RETURN(backend::KernelTable kernels, backend::MakeKernelTable(options.device));
   std::unique_ptr<WeightArena> arena;
   if (options.resident_weights) {
-    ASSIGN_OR_RETURN(arena, WeightArena::Create(LlamaWeights::ArenaBytes(config)));
+    ASSIGN_OR_RETURN(arena, WeightArena::Create(LlamaWeights::ArenaBytes(config, layout)));
   }
-  ASSIGN_OR_RETURN(LlamaWeights weights, LlamaWeights::Load(config, *store, arena.get()));
-  return std::unique_ptr<LlamaModel>(new LlamaModel(std::move(config), std::move(store),
-                                                    std::move(arena), std::move(weights),
-                                                    std::move(kernels)));
+  ASSIGN_OR_RETURN(LlamaWeights weights, LlamaWeights::Load(config, layout, *store, arena.get()));
+  // A group of one runs exactly the unsharded code path: no collectives at all.
+  parallel::Communicator* group = layout.spec.size > 1 ? comm : nullptr;
+  return std::unique_ptr<LlamaModel>(new LlamaModel(std::move(config), layout, group,
+                                                    std::move(store), std::move(arena),
+                                                    std::move(weights), std::move(kernels)));
 }
 
-LlamaModel::LlamaModel(ModelConfig config, std::unique_ptr<WeightStore> store,
-                       std::unique_ptr<WeightArena> arena, LlamaWeights weights,
-                       backend::KernelTable kernels)
-    : config_(std::move(config)), store_(std::move(store)), arena_(std::move(arena)),
-      weights_(std::move(weights)),
-      kernels_(std::move(kernels)), inv_freq_(RopeInverseFrequencies(config_)) {}
+LlamaModel::LlamaModel(ModelConfig config, ShardLayout layout, parallel::Communicator* comm,
+                       std::unique_ptr<WeightStore> store, std::unique_ptr<WeightArena> arena,
+                       LlamaWeights weights, backend::KernelTable kernels)
+    : config_(std::move(config)), layout_(layout), comm_(comm), store_(std::move(store)),
+      arena_(std::move(arena)), weights_(std::move(weights)), kernels_(std::move(kernels)),
+      inv_freq_(RopeInverseFrequencies(config_)) {}
+
+absl::Status LlamaModel::AllReduce(std::vector<float>& data, size_t count) {
+  if (comm_ == nullptr) return absl::OkStatus();
+  return comm_->AllReduceSum(data.data(), count);
+}
 
 int64_t LlamaModel::WeightBytesPerToken() const {
-  const int64_t h = config_.hidden_size, inter = config_.intermediate_size;
-  const int64_t q = int64_t{config_.num_heads} * config_.head_dim;
-  const int64_t kv = int64_t{config_.num_kv_heads} * config_.head_dim;
+  const int64_t h = config_.hidden_size, inter = layout_.inter;
+  const int64_t q = int64_t{layout_.q_heads} * config_.head_dim;
+  const int64_t kv = int64_t{layout_.kv_heads} * config_.head_dim;
   const int64_t per_layer = 2 * h + q * h + 2 * kv * h + h * q + 3 * inter * h;
-  // One embedding row, all layers, the final norm and the whole lm_head.
-  return 2 * (h + config_.num_layers * per_layer + h + int64_t{config_.vocab_size} * h);
+  // One embedding row, all layers, the final norm and the rank's whole lm_head slice.
+  return 2 * (h + config_.num_layers * per_layer + h + int64_t{layout_.vocab} * h);
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::CreateKvCache(int32_t num_blocks) const {
-  return KvCache::Create(config_.num_layers, config_.num_kv_heads, config_.head_dim, num_blocks);
+  return KvCache::Create(config_.num_layers, layout_.kv_heads, config_.head_dim, num_blocks);
 }
 
 absl::Status LlamaModel::ValidateBatch(const StepBatch& batch, const KvCache& cache) const {
   if (batch.sequences.empty()) return absl::InvalidArgumentError("step has no sequences");
   if (cache.num_layers() != config_.num_layers) {
     return absl::InvalidArgumentError("KV cache was made for another model");
+  }
+  if (cache.num_layers() > 0 && cache.Layer(0).kv_heads != layout_.kv_heads) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache holds ", cache.Layer(0).kv_heads,
+                                                   " KV heads, this rank has ", layout_.kv_heads));
   }
   for (size_t s = 0; s < batch.sequences.size(); ++s) {
     const SequenceStep& seq = batch.sequences[s];
@@ -122,9 +152,9 @@ void LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& cache) {
   }
   const size_t n = sc.tokens.size();
   const size_t h = config_.hidden_size;
-  const size_t q = size_t(config_.num_heads) * config_.head_dim;
-  const size_t kv = size_t(config_.num_kv_heads) * config_.head_dim;
-  const size_t inter = config_.intermediate_size;
+  const size_t q = size_t(layout_.q_heads) * config_.head_dim;
+  const size_t kv = size_t(layout_.kv_heads) * config_.head_dim;
+  const size_t inter = layout_.inter;
   // resize() only reallocates when a step is larger than every step before it.
   sc.residual.resize(n * h);
   sc.normed.resize(n * h);
@@ -137,6 +167,10 @@ void LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& cache) {
   sc.up.resize(n * inter);
   sc.act.resize(n * inter);
   sc.last_hidden.resize(sc.logit_rows.size() * h);
+  if (comm_ != nullptr) {
+    sc.local_logits.resize(sc.logit_rows.size() * layout_.vocab);
+    sc.gathered_logits.resize(sc.logit_rows.size() * config_.vocab_size);
+  }
   block_table_width_ = static_cast<int32_t>(max_blocks);
 }
 
@@ -146,18 +180,23 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   Scratch& sc = scratch_;
   const backend::KernelTable& k = kernels_;
   const ModelConfig& c = config_;
+  const ShardLayout& l = layout_;
   const int32_t n = static_cast<int32_t>(sc.tokens.size());
   const int32_t h = c.hidden_size;
-  const int32_t q_dim = c.num_heads * c.head_dim;
-  const int32_t kv_dim = c.num_kv_heads * c.head_dim;
+  // Local sizes: the whole model when unsharded.
+  const int32_t q_dim = l.q_heads * c.head_dim;
+  const int32_t kv_dim = l.kv_heads * c.head_dim;
+  const size_t acts = static_cast<size_t>(n) * h;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const kernels::AttentionBatch attention{static_cast<int32_t>(batch.sequences.size()),
                                           sc.query_start.data(), sc.positions.data(),
                                           sc.block_tables.data(), block_table_width_};
 
-  k.embedding_gather(weights_.embed_tokens, 0, c.vocab_size, h, sc.tokens.data(), n,
+  // Each rank gathers the tokens in its vocabulary rows (zeros elsewhere); the sum completes them.
+  k.embedding_gather(weights_.embed_tokens, l.vocab_begin, l.vocab, h, sc.tokens.data(), n,
                      sc.residual.data(), {});
+  RETURN_IF_ERROR(AllReduce(sc.residual, acts));
   k.rms_norm(sc.residual.data(), weights_.layers[0].input_norm, n, h, eps, sc.normed.data(), {});
   for (int32_t layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights_.layers[layer];
@@ -165,16 +204,19 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
     k.linear(sc.normed.data(), n, h, w.q_proj, q_dim, sc.q.data(), {});
     k.linear(sc.normed.data(), n, h, w.k_proj, kv_dim, sc.k.data(), {});
     k.linear(sc.normed.data(), n, h, w.v_proj, kv_dim, sc.v.data(), {});
-    k.rope(sc.q.data(), sc.k.data(), sc.positions.data(), n, c.num_heads, c.num_kv_heads,
-           c.head_dim, inv_freq_.data(), {});
+    k.rope(sc.q.data(), sc.k.data(), sc.positions.data(), n, l.q_heads, l.kv_heads, c.head_dim,
+           inv_freq_.data(), {});
     k.kv_cache_write(sc.k.data(), sc.v.data(), sc.slots.data(), n, kv, {});
-    k.paged_attention(sc.q.data(), c.num_heads, kv, attention, scale, sc.attn.data(), {});
+    k.paged_attention(sc.q.data(), l.q_heads, kv, attention, scale, sc.attn.data(), {});
+    // Row-parallel o_proj: each rank's heads give a partial sum of the output.
     k.linear(sc.attn.data(), n, q_dim, w.o_proj, h, sc.proj.data(), {});
+    RETURN_IF_ERROR(AllReduce(sc.proj, acts));
     k.add_rms_norm(sc.residual.data(), sc.proj.data(), w.post_norm, n, h, eps, sc.normed.data(), {});
-    k.linear(sc.normed.data(), n, h, w.gate_proj, c.intermediate_size, sc.gate.data(), {});
-    k.linear(sc.normed.data(), n, h, w.up_proj, c.intermediate_size, sc.up.data(), {});
-    k.silu_mul(sc.gate.data(), sc.up.data(), n, c.intermediate_size, sc.act.data(), {});
-    k.linear(sc.act.data(), n, c.intermediate_size, w.down_proj, h, sc.proj.data(), {});
+    k.linear(sc.normed.data(), n, h, w.gate_proj, l.inter, sc.gate.data(), {});
+    k.linear(sc.normed.data(), n, h, w.up_proj, l.inter, sc.up.data(), {});
+    k.silu_mul(sc.gate.data(), sc.up.data(), n, l.inter, sc.act.data(), {});
+    k.linear(sc.act.data(), n, l.inter, w.down_proj, h, sc.proj.data(), {});
+    RETURN_IF_ERROR(AllReduce(sc.proj, acts));
     const bf16* next_norm =
         layer + 1 < c.num_layers ? weights_.layers[layer + 1].input_norm : weights_.final_norm;
     k.add_rms_norm(sc.residual.data(), sc.proj.data(), next_norm, n, h, eps, sc.normed.data(), {});
@@ -188,7 +230,22 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   }
   logits->vocab_size = c.vocab_size;
   logits->values.resize(static_cast<size_t>(rows) * c.vocab_size);
-  k.linear(sc.last_hidden.data(), rows, h, weights_.lm_head, c.vocab_size, logits->values.data(), {});
+  if (comm_ == nullptr) {
+    k.linear(sc.last_hidden.data(), rows, h, weights_.lm_head, c.vocab_size,
+             logits->values.data(), {});
+  } else {
+    // Vocab-parallel lm_head: rank r computes columns [r * V/size, (r+1) * V/size) of every row.
+    // The gather lands [rank][row][local column]; logits rows want [row][rank][local column].
+    const size_t lv = static_cast<size_t>(l.vocab), per_rank = static_cast<size_t>(rows) * lv;
+    k.linear(sc.last_hidden.data(), rows, h, weights_.lm_head, l.vocab, sc.local_logits.data(), {});
+    RETURN_IF_ERROR(comm_->AllGather(sc.local_logits.data(), per_rank, sc.gathered_logits.data()));
+    for (int32_t rank = 0; rank < l.spec.size; ++rank) {
+      for (int32_t r = 0; r < rows; ++r) {
+        std::copy_n(sc.gathered_logits.data() + rank * per_rank + r * lv, lv,
+                    logits->values.data() + static_cast<size_t>(r) * c.vocab_size + rank * lv);
+      }
+    }
+  }
   logits->row_begin.clear();
   int32_t row = 0;
   for (const SequenceStep& seq : batch.sequences) {

@@ -16,8 +16,10 @@
 #include "worker/model/kv_cache.h"
 #include "worker/model/llama_weights.h"
 #include "worker/model/model_config.h"
+#include "worker/model/shard_spec.h"
 #include "worker/model/step_batch.h"
 #include "worker/model/weight_store.h"
+#include "worker/parallel/communicator.h"
 
 namespace caduceus::model {
 
@@ -26,13 +28,19 @@ struct LoadOptions {
   // Copy the matrices read on every step out of the mapped files into anonymous (huge-page)
   // memory; see weight_arena.h. Off: run straight from the mapping (slower decode, instant load).
   bool resident_weights = true;
+  // This process's part of a tensor-parallel group (shard_spec.h). Size 1: the whole model.
+  ShardSpec shard;
 };
 
 class LlamaModel {
  public:
   // Opens `model_dir` (config.json + safetensors), checks every tensor, binds the kernels.
+  // With options.shard.size > 1 only this rank's slices are loaded and `comm` (same rank and
+  // size, outliving the model) carries the collectives of every Forward; INVALID_ARGUMENT when
+  // the model cannot be split that way or comm is missing/mismatched. Size 1 needs no comm.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
-                                                          const LoadOptions& options);
+                                                          const LoadOptions& options,
+                                                          parallel::Communicator* comm = nullptr);
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
                                                           const std::string& device = "cpu") {
     LoadOptions options;
@@ -43,28 +51,38 @@ class LlamaModel {
   // Runs one step and returns the requested logits. INVALID_ARGUMENT for a malformed batch
   // (empty sequence, token id out of range, position beyond max context, block table too short
   // or with block ids outside the cache); the cache is not modified in that case.
+  // Tensor-parallel: every rank calls Forward with the same batch (a collective) and every rank
+  // gets the full logits, columns in vocabulary order. A failed collective returns its error;
+  // the positions of that step are then undefined in the cache and must be recomputed.
   absl::Status Forward(const StepBatch& batch, KvCache& cache, StepLogits* logits);
 
   absl::Status ValidateBatch(const StepBatch& batch, const KvCache& cache) const;
 
   const ModelConfig& config() const { return config_; }
   const backend::KernelTable& kernels() const { return kernels_; }
-  // Bytes of weights read per decoded token (for bandwidth-bound estimates).
+  const ShardLayout& shard() const { return layout_; }
+  // Bytes of weights this rank reads per decoded token (for bandwidth-bound estimates).
   int64_t WeightBytesPerToken() const;
+  // A cache for this rank's KV heads only.
   absl::StatusOr<std::unique_ptr<KvCache>> CreateKvCache(int32_t num_blocks) const;
 
  private:
-  LlamaModel(ModelConfig config, std::unique_ptr<WeightStore> store,
-             std::unique_ptr<WeightArena> arena, LlamaWeights weights, backend::KernelTable kernels);
+  LlamaModel(ModelConfig config, ShardLayout layout, parallel::Communicator* comm,
+             std::unique_ptr<WeightStore> store, std::unique_ptr<WeightArena> arena,
+             LlamaWeights weights, backend::KernelTable kernels);
+  absl::Status AllReduce(std::vector<float>& data, size_t count);
 
   // Scratch activations, grown on demand and reused across steps.
   struct Scratch {
     std::vector<float> residual, normed, q, k, v, attn, proj, gate, up, act, last_hidden;
+    std::vector<float> local_logits, gathered_logits;  // tensor-parallel lm_head
     std::vector<int32_t> tokens, positions, slots, query_start, block_tables, logit_rows;
   };
   void PrepareScratch(const StepBatch& batch, const KvCache& cache);
 
   ModelConfig config_;
+  ShardLayout layout_;
+  parallel::Communicator* comm_;  // null: one process holds the whole model, no collectives
   std::unique_ptr<WeightStore> store_;
   std::unique_ptr<WeightArena> arena_;  // null when running from the mapped files
   LlamaWeights weights_;

@@ -1,0 +1,265 @@
+// Tensor-parallel LlamaModel groups (ranks = threads, ThreadCommunicator) against the unsharded
+// model on the generated tiny model (8 heads, 2 KV heads, intermediate 768, vocab 128256):
+// TP=2 splits the KV heads, TP=4 replicates them. Greedy tokens must be identical; logits are
+// not bit-identical (the o_proj/down_proj/embedding sums are split across ranks and added in
+// another order), so they are compared with a tolerance of 1e-4 relative to the row's largest
+// |logit| (elementwise relative error is meaningless for logits near zero).
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/model/llama_model.h"
+#include "worker/model/llama_weights.h"
+#include "worker/model/shard_spec.h"
+#include "worker/model/thread_communicator.h"
+
+namespace caduceus::model {
+namespace {
+
+constexpr int kSteps = 16;
+constexpr double kLogitTolerance = 1e-4;
+
+std::string TinyModelDir() {
+  const char* dir = std::getenv("CADUCEUS_TESTDATA_DIR");
+  return std::string(dir ? dir : "testdata") + "/tiny-seed1";
+}
+
+std::vector<std::vector<int32_t>> Prompts() {
+  std::vector<std::vector<int32_t>> prompts;
+  for (int salt = 0; salt < 4; ++salt) {
+    const int n = 3 + 11 * salt;  // 3, 14, 25, 36 tokens: one to three KV blocks
+    std::vector<int32_t> ids(n);
+    for (int i = 0; i < n; ++i) ids[i] = (1000 + 7919 * (i + 1) * (salt + 3)) % 128000;
+    prompts.push_back(std::move(ids));
+  }
+  return prompts;
+}
+
+int32_t ArgMax(std::span<const float> row) {
+  return static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+}
+
+// What one rank saw: the greedy continuation of each prompt and the logits of every step.
+struct Trace {
+  std::vector<std::vector<int32_t>> tokens;  // per prompt
+  std::vector<std::vector<float>> logits;    // per step: [prompts, vocab]
+  absl::Status status;
+};
+
+// Prefills every prompt in one step, then decodes all of them together for kSteps steps.
+Trace Generate(LlamaModel& model) {
+  const auto prompts = Prompts();
+  const size_t num = prompts.size();
+  Trace trace;
+  trace.tokens.resize(num);
+  auto cache_or = model.CreateKvCache(64);
+  if (!cache_or.ok()) {
+    trace.status = cache_or.status();
+    return trace;
+  }
+  KvCache& cache = **cache_or;
+  std::vector<std::vector<int32_t>> blocks(num);
+  for (size_t s = 0; s < num; ++s) {
+    for (int b = 0; b < 4; ++b) blocks[s].push_back(static_cast<int32_t>(s * 4 + b));
+  }
+  std::vector<int32_t> next(num);
+  for (int step = 0; step <= kSteps; ++step) {
+    StepBatch batch;
+    for (size_t s = 0; s < num; ++s) {
+      if (step == 0) {
+        batch.sequences.push_back({prompts[s], 0, blocks[s]});
+      } else {
+        const int32_t pos = static_cast<int32_t>(prompts[s].size()) + step - 1;
+        batch.sequences.push_back({std::span<const int32_t>(&next[s], 1), pos, blocks[s]});
+      }
+    }
+    StepLogits logits;
+    trace.status = model.Forward(batch, cache, &logits);
+    if (!trace.status.ok()) return trace;
+    for (size_t s = 0; s < num; ++s) {
+      next[s] = ArgMax(logits.Row(logits.row_begin[s]));
+      trace.tokens[s].push_back(next[s]);
+    }
+    trace.logits.push_back(std::move(logits.values));
+  }
+  return trace;
+}
+
+LoadOptions Options(int rank, int size) {
+  LoadOptions options;
+  options.shard = {rank, size};
+  return options;
+}
+
+// Runs a TP group of `size` threads; returns each rank's trace.
+std::vector<Trace> RunGroup(int size) {
+  ThreadCommunicatorGroup group(size);
+  std::vector<Trace> traces(size);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) {
+    threads.emplace_back([&, r] {
+      auto model = LlamaModel::Load(TinyModelDir(), Options(r, size), group.rank(r));
+      if (!model.ok()) {
+        // The others block in the first collective until the group times out; fine for a test
+        // that fails anyway, and it cannot hang.
+        traces[r].status = model.status();
+        return;
+      }
+      traces[r] = Generate(**model);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return traces;
+}
+
+class TensorParallelTest : public ::testing::TestWithParam<int> {
+ protected:
+  static void SetUpTestSuite() {
+    auto model = LlamaModel::Load(TinyModelDir());
+    ASSERT_TRUE(model.ok()) << model.status();
+    reference_ = new Trace(Generate(**model));
+    ASSERT_TRUE(reference_->status.ok()) << reference_->status;
+  }
+  static void TearDownTestSuite() { delete reference_; }
+  static inline Trace* reference_ = nullptr;
+};
+
+TEST_P(TensorParallelTest, MatchesUnshardedModel) {
+  ASSERT_NE(reference_, nullptr);
+  const int size = GetParam();
+  const std::vector<Trace> traces = RunGroup(size);
+  for (int r = 0; r < size; ++r) ASSERT_TRUE(traces[r].status.ok()) << r << ": " << traces[r].status;
+  const Trace& ref = *reference_;
+  for (int r = 0; r < size; ++r) {
+    // Every rank ends with the same full logits (AllGather copies, never recomputes).
+    EXPECT_EQ(traces[r].logits, traces[0].logits) << "rank " << r;
+    EXPECT_EQ(traces[r].tokens, ref.tokens) << "rank " << r;
+  }
+  const Trace& tp = traces[0];
+  ASSERT_EQ(tp.logits.size(), ref.logits.size());
+  double worst = 0;
+  for (size_t step = 0; step < ref.logits.size(); ++step) {
+    const std::vector<float>& a = ref.logits[step];
+    const std::vector<float>& b = tp.logits[step];
+    ASSERT_EQ(a.size(), b.size());
+    const size_t vocab = 128256;
+    for (size_t row = 0; row * vocab < a.size(); ++row) {
+      float scale = 0;
+      for (size_t i = 0; i < vocab; ++i) scale = std::max(scale, std::abs(a[row * vocab + i]));
+      for (size_t i = 0; i < vocab; ++i) {
+        const double err = std::abs(double(a[row * vocab + i]) - b[row * vocab + i]) / scale;
+        worst = std::max(worst, err);
+        ASSERT_LE(err, kLogitTolerance) << "step " << step << " row " << row << " logit " << i;
+      }
+    }
+  }
+  RecordProperty("worst_relative_logit_error", std::to_string(worst));
+  std::printf("TP=%d worst relative logit error %.3g\n", size, worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, TensorParallelTest, ::testing::Values(2, 4),
+                         [](const auto& info) { return "TP" + std::to_string(info.param); });
+
+TEST(TensorParallelLoadTest, UnsplittableSizeNamesTheField) {
+  ThreadCommunicatorGroup group(3);
+  auto model = LlamaModel::Load(TinyModelDir(), Options(0, 3), group.rank(0));
+  ASSERT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument) << model.status();
+  EXPECT_NE(model.status().message().find("num_attention_heads"), std::string::npos)
+      << model.status();
+}
+
+TEST(TensorParallelLoadTest, ShardedLoadNeedsAMatchingCommunicator) {
+  auto missing = LlamaModel::Load(TinyModelDir(), Options(0, 2), nullptr);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument) << missing.status();
+  ThreadCommunicatorGroup group(2);
+  auto wrong_rank = LlamaModel::Load(TinyModelDir(), Options(0, 2), group.rank(1));
+  EXPECT_EQ(wrong_rank.status().code(), absl::StatusCode::kInvalidArgument) << wrong_rank.status();
+}
+
+TEST(ShardLayoutTest, RejectsEachUnsplittableField) {
+  ModelConfig c;
+  c.num_heads = 8;
+  c.num_kv_heads = 2;
+  c.intermediate_size = 768;
+  c.vocab_size = 128256;
+  auto expect_invalid = [](const ModelConfig& config, ShardSpec spec, const std::string& field) {
+    auto layout = ShardLayout::Make(config, spec);
+    EXPECT_EQ(layout.status().code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(layout.status().message().find(field), std::string::npos) << layout.status();
+  };
+  expect_invalid(c, {0, 3}, "num_attention_heads");
+  expect_invalid(c, {2, 2}, "rank 2");
+  expect_invalid(c, {0, 0}, "size 0");
+  ModelConfig inter = c;
+  inter.intermediate_size = 770;
+  expect_invalid(inter, {0, 4}, "intermediate_size");
+  ModelConfig vocab = c;
+  vocab.vocab_size = 128258;
+  expect_invalid(vocab, {0, 4}, "vocab_size");
+  ModelConfig kv = c;  // 12 heads over 3 ranks, but 4 KV heads neither split nor replicate
+  kv.num_heads = 12;
+  kv.num_kv_heads = 4;
+  kv.intermediate_size = 768;
+  expect_invalid(kv, {0, 3}, "num_key_value_heads");
+}
+
+TEST(ShardLayoutTest, SplitsOrReplicatesKvHeads) {
+  ModelConfig c;
+  c.num_heads = 8;
+  c.num_kv_heads = 2;
+  c.intermediate_size = 768;
+  c.vocab_size = 128256;
+  for (int r = 0; r < 2; ++r) {
+    auto l = ShardLayout::Make(c, {r, 2}).value();
+    EXPECT_FALSE(l.kv_replicated);
+    EXPECT_EQ(l.q_heads, 4);
+    EXPECT_EQ(l.kv_heads, 1);
+    EXPECT_EQ(l.kv_head_begin, r);
+    EXPECT_EQ(l.vocab_begin, r * 64128);
+  }
+  // TP=4: query heads {0,1},{2,3} read KV head 0 and {4,5},{6,7} read KV head 1.
+  const int expected_kv[] = {0, 0, 1, 1};
+  for (int r = 0; r < 4; ++r) {
+    auto l = ShardLayout::Make(c, {r, 4}).value();
+    EXPECT_TRUE(l.kv_replicated);
+    EXPECT_EQ(l.q_heads, 2);
+    EXPECT_EQ(l.q_head_begin, 2 * r);
+    EXPECT_EQ(l.kv_heads, 1);
+    EXPECT_EQ(l.kv_head_begin, expected_kv[r]);
+    EXPECT_EQ(l.inter, 192);
+  }
+}
+
+TEST(TensorParallelLoadTest, EachRankHoldsItsShareOfTheWeights) {
+  auto config = ModelConfig::LoadFromDir(TinyModelDir());
+  ASSERT_TRUE(config.ok()) << config.status();
+  const double whole = static_cast<double>(LlamaWeights::ArenaBytes(*config));
+  for (int r = 0; r < 2; ++r) {
+    const double half =
+        static_cast<double>(LlamaWeights::ArenaBytes(*config, ShardLayout::Make(*config, {r, 2}).value()));
+    EXPECT_NEAR(half / whole, 0.5, 0.005) << "rank " << r;
+  }
+  // TP=4 replicates the KV heads, so a rank holds a little more than a quarter.
+  const double quarter =
+      static_cast<double>(LlamaWeights::ArenaBytes(*config, ShardLayout::Make(*config, {3, 4}).value()));
+  EXPECT_GT(quarter / whole, 0.25);
+  EXPECT_LT(quarter / whole, 0.27);
+
+  // The loaded model reads (per token) half the unsharded bytes, give or take the replicated
+  // norms and the one embedding row.
+  auto full = LlamaModel::Load(TinyModelDir());
+  ASSERT_TRUE(full.ok()) << full.status();
+  ThreadCommunicatorGroup group(2);
+  auto rank1 = LlamaModel::Load(TinyModelDir(), Options(1, 2), group.rank(1));
+  ASSERT_TRUE(rank1.ok()) << rank1.status();
+  const double ratio = double((*rank1)->WeightBytesPerToken()) / (*full)->WeightBytesPerToken();
+  EXPECT_NEAR(ratio, 0.5, 0.005);
+  EXPECT_EQ((*rank1)->shard().vocab_begin, 64128);
+}
+
+}  // namespace
+}  // namespace caduceus::model
