@@ -89,20 +89,22 @@ Trace Generate(LlamaModel& model) {
   return trace;
 }
 
-LoadOptions Options(int rank, int size) {
+LoadOptions Options(int rank, int size, bool resident_weights = true) {
   LoadOptions options;
   options.shard = {rank, size};
+  options.resident_weights = resident_weights;
   return options;
 }
 
 // Runs a TP group of `size` threads; returns each rank's trace.
-std::vector<Trace> RunGroup(int size) {
+std::vector<Trace> RunGroup(int size, bool resident_weights = true) {
   ThreadCommunicatorGroup group(size);
   std::vector<Trace> traces(size);
   std::vector<std::thread> threads;
   for (int r = 0; r < size; ++r) {
     threads.emplace_back([&, r] {
-      auto model = LlamaModel::Load(TinyModelDir(), Options(r, size), group.rank(r));
+      auto model =
+          LlamaModel::Load(TinyModelDir(), Options(r, size, resident_weights), group.rank(r));
       if (!model.ok()) {
         // The others block in the first collective until the group times out; fine for a test
         // that fails anyway, and it cannot hang.
@@ -161,6 +163,17 @@ TEST_P(TensorParallelTest, MatchesUnshardedModel) {
   std::printf("TP=%d worst relative logit error %.3g\n", size, worst);
 }
 
+// Without the arena the row slices point into the mapped files and the column slices of
+// o_proj/down_proj are the store's copies.
+TEST_F(TensorParallelTest, MappedWeightsGiveTheSameTokens) {
+  ASSERT_NE(reference_, nullptr);
+  const std::vector<Trace> traces = RunGroup(2, /*resident_weights=*/false);
+  for (const Trace& t : traces) {
+    ASSERT_TRUE(t.status.ok()) << t.status;
+    EXPECT_EQ(t.tokens, reference_->tokens);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Sizes, TensorParallelTest, ::testing::Values(2, 4),
                          [](const auto& info) { return "TP" + std::to_string(info.param); });
 
@@ -178,6 +191,59 @@ TEST(TensorParallelLoadTest, ShardedLoadNeedsAMatchingCommunicator) {
   ThreadCommunicatorGroup group(2);
   auto wrong_rank = LlamaModel::Load(TinyModelDir(), Options(0, 2), group.rank(1));
   EXPECT_EQ(wrong_rank.status().code(), absl::StatusCode::kInvalidArgument) << wrong_rank.status();
+}
+
+TEST(ThreadCommunicatorTest, CollectivesAcrossThreads) {
+  constexpr int kSize = 3;
+  ThreadCommunicatorGroup group(kSize);
+  std::vector<std::vector<float>> sums(kSize), gathered(kSize);
+  std::vector<int64_t> broadcast(kSize);
+  std::vector<absl::Status> status(kSize);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kSize; ++r) {
+    threads.emplace_back([&, r] {
+      parallel::Communicator* comm = group.rank(r);
+      // Values whose float sum depends on the order: 1e8 + 1 + (-1e8) is 0 in rank order.
+      const float mine[3] = {1e8f, 1.0f, -1e8f};
+      sums[r] = {mine[r], float(r), 0.5f};
+      absl::Status s = comm->AllReduceSum(sums[r].data(), sums[r].size());
+      const float in[2] = {float(10 * r), float(10 * r + 1)};
+      gathered[r].resize(2 * kSize);
+      if (s.ok()) s = comm->AllGather(in, 2, gathered[r].data());
+      broadcast[r] = r == 1 ? 42 : -1;
+      if (s.ok()) s = comm->Broadcast(&broadcast[r], sizeof(int64_t), 1);
+      status[r] = s;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int r = 0; r < kSize; ++r) {
+    ASSERT_TRUE(status[r].ok()) << status[r];
+    EXPECT_EQ(sums[r], (std::vector<float>{(1e8f + 1.0f) + -1e8f, 3.0f, 1.5f}));
+    EXPECT_EQ(gathered[r], (std::vector<float>{0, 1, 10, 11, 20, 21}));
+    EXPECT_EQ(broadcast[r], 42);
+  }
+}
+
+TEST(ThreadCommunicatorTest, MissingPeerTimesOutInsteadOfHanging) {
+  ThreadCommunicatorGroup group(2, std::chrono::milliseconds(50));
+  float x = 1;
+  EXPECT_EQ(group.rank(0)->AllReduceSum(&x, 1).code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(group.rank(1)->AllReduceSum(&x, 1).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(ThreadCommunicatorTest, MismatchedCallsAreAnError) {
+  ThreadCommunicatorGroup group(2);
+  absl::Status status[2];
+  std::vector<float> out(8);
+  std::thread peer([&] {
+    float a[2] = {1, 2};
+    status[1] = group.rank(1)->AllReduceSum(a, 2);
+  });
+  float b[3] = {1, 2, 3};
+  status[0] = group.rank(0)->AllGather(b, 3, out.data());
+  peer.join();
+  EXPECT_EQ(status[0].code(), absl::StatusCode::kInvalidArgument) << status[0];
+  EXPECT_EQ(status[1].code(), absl::StatusCode::kInvalidArgument) << status[1];
 }
 
 TEST(ShardLayoutTest, RejectsEachUnsplittableField) {
