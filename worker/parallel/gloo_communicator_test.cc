@@ -213,6 +213,49 @@ TEST(GlooCommunicatorTest, KilledRankFailsOthersWithinTimeout) {
   EXPECT_EQ(codes, std::vector<int>({0, 0, 128 + SIGKILL}));
 }
 
+// A peer that is alive but stops participating (stuck, paused) cannot be detected by a broken
+// connection: the collective timeout must end the wait.
+TEST(GlooCommunicatorTest, StuckRankTimesOutOthers) {
+  constexpr int kStuck = 1;
+  auto codes = RunRanks(3, [](Rank& r) {
+    auto comm = r.Connect(/*timeout=*/absl::Seconds(3));
+    CHILD_CHECK(comm.ok(), comm.status().ToString());
+    float x = 1.0f;
+    CHILD_CHECK((*comm)->AllReduceSum(&x, 1).ok());
+    if (r.rank == kStuck) {
+      absl::SleepFor(absl::Seconds(4));  // keeps its sockets open, never joins the collective
+      return 0;
+    }
+    const absl::Time start = absl::Now();
+    absl::Status st = (*comm)->AllReduceSum(&x, 1);
+    const absl::Duration took = absl::Now() - start;
+    std::fprintf(stderr, "rank %d: collective with a stuck peer took %s: %s\n", r.rank,
+                 absl::FormatDuration(took).c_str(), st.ToString().c_str());
+    CHILD_CHECK(st.code() == absl::StatusCode::kDeadlineExceeded ||
+                    st.code() == absl::StatusCode::kUnavailable,
+                st.ToString());
+    CHILD_CHECK(took < absl::Seconds(4), absl::FormatDuration(took));
+    CHILD_CHECK(!(*comm)->usable());
+    return 0;
+  });
+  EXPECT_EQ(codes, std::vector<int>({0, 0, 0}));
+}
+
+TEST(GlooCommunicatorTest, SingleRankGroupIsIdentity) {
+  auto codes = RunRanks(1, [](Rank& r) {
+    auto comm = r.Connect();
+    CHILD_CHECK(comm.ok(), comm.status().ToString());
+    std::vector<float> x = {1, 2, 3}, out(3);
+    CHILD_CHECK((*comm)->AllReduceSum(x.data(), 3).ok());
+    CHILD_CHECK((*comm)->AllGather(x.data(), 3, out.data()).ok());
+    CHILD_CHECK(out == x && x == std::vector<float>({1, 2, 3}));
+    CHILD_CHECK((*comm)->Broadcast(x.data(), 12, 0).ok());
+    CHILD_CHECK((*comm)->Barrier().ok());
+    return 0;
+  });
+  EXPECT_EQ(codes, std::vector<int>({0}));
+}
+
 TEST(GlooCommunicatorTest, RejectsBadOptions) {
   GlooOptions o;
   o.rank = 2;
