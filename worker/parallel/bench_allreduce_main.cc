@@ -20,7 +20,6 @@
 #include "common/cli_flags.h"
 #include "nlohmann/json.hpp"
 #include "worker/parallel/gloo_communicator.h"
-#include "worker/parallel/tcp_store.h"
 
 ABSL_FLAG(int32_t, world, 2, "group size");
 ABSL_FLAG(int32_t, rank, -1, "this process's rank; -1 forks all ranks on loopback");
@@ -45,26 +44,13 @@ int FreeLoopbackPort() {
 
 int RunRank(int rank, int world, const std::string& store, const std::string& hostname,
             int iters) {
-  auto at = ParseHostPort(store);
-  if (!at.ok()) {
-    std::fprintf(stderr, "%s\n", at.status().ToString().c_str());
-    return 2;
-  }
-  std::unique_ptr<TcpStoreServer> server;
-  if (rank == 0) {
-    auto s = TcpStoreServer::Create(at->host, at->port);
-    if (!s.ok()) {
-      std::fprintf(stderr, "%s\n", s.status().ToString().c_str());
-      return 1;
-    }
-    server = *std::move(s);
-  }
   GlooOptions o;
   o.rank = rank;
   o.size = world;
   o.store_address = store;
   o.hostname = hostname;
   o.prefix = "bench-allreduce";
+  o.host_store = rank == 0;
   auto comm = GlooCommunicator::Create(o);
   if (!comm.ok()) {
     std::fprintf(stderr, "%s\n", comm.status().ToString().c_str());

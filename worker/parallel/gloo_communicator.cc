@@ -66,6 +66,9 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
 
   std::unique_ptr<GlooCommunicator> comm(new GlooCommunicator(options.rank, options.size));
   comm->timeout_ = options.timeout;
+  if (options.host_store) {
+    ASSIGN_OR_RETURN(comm->store_server_, TcpStoreServer::Create("", store_at.port));
+  }
   TcpStoreClientOptions store_options;
   store_options.host = store_at.host;
   store_options.port = store_at.port;
@@ -100,6 +103,8 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
                        absl::FormatDuration(options.timeout)));
   return comm;
 }
+
+GlooCommunicator::GlooCommunicator(int rank, int size) : rank_(rank), size_(size) {}
 
 GlooCommunicator::~GlooCommunicator() {
   // Destroying a context whose peers died can throw inside Gloo; a destructor must not.

@@ -32,12 +32,17 @@ class Device;
 namespace caduceus::parallel {
 
 class TcpStoreClient;
+class TcpStoreServer;
 
 struct GlooOptions {
   int rank = 0;
   int size = 1;
   // "host:port" of the leader's TcpStoreServer.
   std::string store_address;
+  // The leader sets this: the communicator then runs the TcpStoreServer itself, on all IPv4
+  // interfaces at store_address's port, for its whole lifetime (peers may still be reading keys
+  // after this rank's mesh is up, so the store must outlive Create).
+  bool host_store = false;
   // This rank's address for Gloo's TCP transport: a hostname / IP peers can reach (the pod IP),
   // or a network interface name. With both empty Gloo resolves the machine's hostname.
   std::string hostname;
@@ -69,7 +74,8 @@ class GlooCommunicator : public Communicator {
   absl::Status Barrier();
 
  private:
-  GlooCommunicator(int rank, int size) : rank_(rank), size_(size) {}
+  // Out of line: member cleanup needs the complete store / Gloo types.
+  GlooCommunicator(int rank, int size);
   template <typename Fn>
   absl::Status Run(const char* op, Fn&& fn);
 
@@ -79,6 +85,7 @@ class GlooCommunicator : public Communicator {
   absl::Status error_;  // first failure; OK while usable
   // Declaration order = reverse destruction order: the context goes before the device and the
   // store it was set up with.
+  std::unique_ptr<TcpStoreServer> store_server_;
   std::unique_ptr<TcpStoreClient> store_;
   std::unique_ptr<gloo::rendezvous::Store> prefix_store_;
   std::shared_ptr<gloo::transport::Device> device_;

@@ -172,7 +172,14 @@ TEST(GlooCommunicatorTest, AllGatherOrderAndBroadcastFromNonZeroRoot) {
 TEST(GlooCommunicatorTest, FollowerStartedBeforeLeaderJoins) {
   auto codes = RunRanks(2, [](Rank& r) {
     if (r.rank == 0) absl::SleepFor(absl::Seconds(2));  // the leader (store host) is late
-    auto comm = r.Connect();
+    // Here the leader's communicator hosts the store itself (GlooOptions::host_store).
+    GlooOptions o;
+    o.rank = r.rank;
+    o.size = r.world;
+    o.store_address = absl::StrCat("127.0.0.1:", r.port);
+    o.hostname = "127.0.0.1";
+    o.host_store = r.rank == 0;
+    auto comm = GlooCommunicator::Create(o);
     CHILD_CHECK(comm.ok(), comm.status().ToString());
     float x = 1.0f;
     absl::Status st = (*comm)->AllReduceSum(&x, 1);

@@ -390,7 +390,7 @@ absl::StatusOr<std::unique_ptr<TcpStoreClient>> TcpStoreClient::Connect(
         if (fd >= 0) {
           if (attempts > 1) {
             LogInfo(absl::StrCat("connected to store at ", where, " after ", attempts,
-                                 " attempts (", absl::FormatDuration(absl::Now() - start), ")"));
+                                 " attempts (", absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1))), ")"));
           }
           return std::unique_ptr<TcpStoreClient>(new TcpStoreClient(fd, options));
         }
@@ -404,7 +404,7 @@ absl::StatusOr<std::unique_ptr<TcpStoreClient>> TcpStoreClient::Connect(
     if (now >= deadline) break;
     if (now >= next_log) {
       LogWarning(absl::StrCat("store at ", where, " not reachable yet (", last_error,
-                              "); retrying for up to ", absl::FormatDuration(deadline - now)));
+                              "); retrying for up to ", absl::FormatDuration(absl::Trunc(deadline - now, absl::Milliseconds(1)))));
       next_log = now + absl::Seconds(5);
     }
     absl::SleepFor(std::min(backoff, deadline - now));
