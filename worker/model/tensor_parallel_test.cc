@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -191,6 +193,57 @@ TEST(TensorParallelLoadTest, ShardedLoadNeedsAMatchingCommunicator) {
   ThreadCommunicatorGroup group(2);
   auto wrong_rank = LlamaModel::Load(TinyModelDir(), Options(0, 2), group.rank(1));
   EXPECT_EQ(wrong_rank.status().code(), absl::StatusCode::kInvalidArgument) << wrong_rank.status();
+}
+
+int64_t VmRssBytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;  // kB
+  }
+  return -1;
+}
+
+// Run by RankTouchesOnlyItsSlices in a fresh process of this binary (so that no other test's
+// memory blurs VmRSS): loads rank 0 of a group of CADUCEUS_TP_RSS_SIZE and writes the RSS growth
+// to CADUCEUS_TP_RSS_OUT.
+TEST(TensorParallelRssTest, DISABLED_Child) {
+  const char* out = std::getenv("CADUCEUS_TP_RSS_OUT");
+  const char* size_env = std::getenv("CADUCEUS_TP_RSS_SIZE");
+  if (out == nullptr || size_env == nullptr) GTEST_SKIP() << "only run by RankTouchesOnlyItsSlices";
+  const int size = std::atoi(size_env);
+  ThreadCommunicatorGroup group(size);
+  const int64_t before = VmRssBytes();
+  auto model = LlamaModel::Load(TinyModelDir(), Options(0, size), group.rank(0));
+  ASSERT_TRUE(model.ok()) << model.status();
+  const int64_t after = VmRssBytes();
+  std::ofstream(out) << (after - before);
+}
+
+TEST(TensorParallelRssTest, RankTouchesOnlyItsSlices) {
+  if (std::getenv("CADUCEUS_TESTDATA_DIR") == nullptr) GTEST_SKIP() << "run through ctest";
+  // Resolved here: inside the shell, /proc/self/exe would be the shell.
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  auto growth = [&](int size) -> int64_t {
+    const std::string out = ::testing::TempDir() + "/tp_rss_" + std::to_string(size);
+    const std::string cmd = "CADUCEUS_TP_RSS_OUT=" + out + " CADUCEUS_TP_RSS_SIZE=" +
+                            std::to_string(size) +
+                            " '" + self + "' --gtest_also_run_disabled_tests"
+                            " --gtest_filter=TensorParallelRssTest.DISABLED_Child > /dev/null";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    int64_t bytes = -1;
+    std::ifstream(out) >> bytes;
+    std::remove(out.c_str());
+    return bytes;
+  };
+  const int64_t whole = growth(1), half = growth(2);
+  std::printf("RSS growth at load: TP=1 %lld bytes, TP=2 rank 0 %lld bytes\n",
+              static_cast<long long>(whole), static_cast<long long>(half));
+  ASSERT_GT(whole, 0);
+  ASSERT_GT(half, 0);
+  // Mostly the arena (lm_head and projections); the rest is allocator and kernel-table noise.
+  EXPECT_GT(double(half) / whole, 0.4);
+  EXPECT_LT(double(half) / whole, 0.6);
 }
 
 TEST(ThreadCommunicatorTest, CollectivesAcrossThreads) {
