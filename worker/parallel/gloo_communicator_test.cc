@@ -263,6 +263,29 @@ TEST(GlooCommunicatorTest, SingleRankGroupIsIdentity) {
   EXPECT_EQ(codes, std::vector<int>({0}));
 }
 
+TEST(GlooCommunicatorTest, MissingPeerFailsRendezvousAfterConnectTimeout) {
+  auto codes = RunRanks(1, [](Rank& r) {
+    GlooOptions o;
+    o.rank = 0;
+    o.size = 2;  // rank 1 never comes
+    o.store_address = absl::StrCat("127.0.0.1:", r.port);
+    o.hostname = "127.0.0.1";
+    o.host_store = true;
+    o.connect_timeout = absl::Seconds(1);
+    const absl::Time start = absl::Now();
+    auto comm = GlooCommunicator::Create(o);
+    const absl::Duration took = absl::Now() - start;
+    std::fprintf(stderr, "rendezvous without peer took %s: %s\n",
+                 absl::FormatDuration(took).c_str(), comm.status().ToString().c_str());
+    CHILD_CHECK(comm.status().code() == absl::StatusCode::kDeadlineExceeded ||
+                    comm.status().code() == absl::StatusCode::kUnavailable,
+                comm.status().ToString());
+    CHILD_CHECK(took < absl::Seconds(4), absl::FormatDuration(took));
+    return 0;
+  });
+  EXPECT_EQ(codes, std::vector<int>({0}));
+}
+
 TEST(GlooCommunicatorTest, RejectsBadOptions) {
   GlooOptions o;
   o.rank = 2;

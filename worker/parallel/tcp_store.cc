@@ -505,12 +505,12 @@ absl::Status TcpStoreClient::Wait(const std::vector<std::string>& keys, absl::Du
 
 void TcpStoreClient::set(const std::string& key, const std::vector<char>& data) {
   absl::Status st = Set(key, data);
-  if (!st.ok()) throw gloo::IoException(st.ToString());
+  if (!st.ok()) throw gloo::IoException(std::string(st.message()));
 }
 
 std::vector<char> TcpStoreClient::get(const std::string& key) {
   absl::StatusOr<std::vector<char>> v = Get(key, options_.op_timeout);
-  if (!v.ok()) throw gloo::IoException(v.status().ToString());
+  if (!v.ok()) throw gloo::IoException(std::string(v.status().message()));
   return *std::move(v);
 }
 
@@ -524,7 +524,7 @@ void TcpStoreClient::wait(const std::vector<std::string>& keys,
   const absl::Duration t =
       timeout.count() > 0 ? absl::FromChrono(timeout) : options_.op_timeout;
   absl::Status st = Wait(keys, t);
-  if (!st.ok()) throw gloo::IoException(st.ToString());
+  if (!st.ok()) throw gloo::IoException(std::string(st.message()));
 }
 
 }  // namespace caduceus::parallel
