@@ -5,26 +5,15 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/testing/random_tensors.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/linear_internal.h"
 
 namespace caduceus::kernels::cpu {
 namespace {
 
-std::vector<float> RandomFloats(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
-std::vector<bf16> RandomBf16(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::vector<bf16> v(n);
-  auto f = RandomFloats(n, seed, scale);
-  for (size_t i = 0; i < n; ++i) v[i] = FloatToBf16(f[i]);
-  return v;
-}
+using kernels::testing::RandomBf16;
+using kernels::testing::RandomFloats;
 
 struct Shape {
   int m, k, n;

@@ -40,46 +40,46 @@ __device__ __forceinline__ float Bf16ToF32(bf16 v) {
 
 constexpr int kWarp = 32;
 
-// Butterfly sum over a warp. The order of additions depends only on the lane pattern, so every
-// lane gets the same bits on every run.
-__device__ __forceinline__ float WarpSum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
+struct SumOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
 
-__device__ __forceinline__ float WarpMax(float v) {
+// Butterfly reduction over a warp. The order of operations depends only on the lane pattern, so
+// every lane gets the same bits on every run.
+template <typename Op>
+__device__ __forceinline__ float WarpReduce(float v, Op op) {
   for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
   }
   return v;
 }
+__device__ __forceinline__ float WarpSum(float v) { return WarpReduce(v, SumOp{}); }
 
-// Block-wide sum / max for blockDim.x == kThreads (a multiple of 32). `scratch` holds
-// kThreads / 32 floats. Warps reduce by butterfly, then every thread adds the warp results in
-// warp order: a fixed tree, identical on every call. Ends with a barrier so scratch can be reused.
-template <int kThreads>
-__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+// Block-wide reduction for blockDim.x == kThreads (a multiple of 32). `scratch` holds
+// kThreads / 32 floats. Warps reduce by butterfly, then every thread combines the warp results
+// in warp order: a fixed tree, identical on every call. Ends with a barrier so scratch can be
+// reused.
+template <int kThreads, typename Op>
+__device__ __forceinline__ float BlockReduce(float v, float* scratch, Op op) {
   constexpr int kWarps = kThreads / kWarp;
-  v = WarpSum(v);
+  v = WarpReduce(v, op);
   if (threadIdx.x % kWarp == 0) scratch[threadIdx.x / kWarp] = v;
   __syncthreads();
   float total = scratch[0];
-  for (int w = 1; w < kWarps; ++w) total += scratch[w];
+  for (int w = 1; w < kWarps; ++w) total = op(total, scratch[w]);
   __syncthreads();
   return total;
 }
-
+template <int kThreads>
+__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+  return BlockReduce<kThreads>(v, scratch, SumOp{});
+}
 template <int kThreads>
 __device__ __forceinline__ float BlockMax(float v, float* scratch) {
-  constexpr int kWarps = kThreads / kWarp;
-  v = WarpMax(v);
-  if (threadIdx.x % kWarp == 0) scratch[threadIdx.x / kWarp] = v;
-  __syncthreads();
-  float best = scratch[0];
-  for (int w = 1; w < kWarps; ++w) best = fmaxf(best, scratch[w]);
-  __syncthreads();
-  return best;
+  return BlockReduce<kThreads>(v, scratch, MaxOp{});
 }
 
 // Grid size for grid-stride loops over `total` items with `threads` per block, capped so huge

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/testing/random_tensors.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -52,20 +53,8 @@ class DeviceArray {
   size_t size_;
 };
 
-std::vector<float> RandomFloats(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
-std::vector<bf16> RandomBf16(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::vector<bf16> v(n);
-  const auto f = RandomFloats(n, seed, scale);
-  for (size_t i = 0; i < n; ++i) v[i] = FloatToBf16(f[i]);
-  return v;
-}
+using kernels::testing::RandomBf16;
+using kernels::testing::RandomFloats;
 
 // |got - want| <= abs_tol + rel_tol * |want| element-wise; reports the first mismatch only.
 void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, double abs_tol,
