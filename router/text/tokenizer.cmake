@@ -17,3 +17,10 @@ caduceus_test(caduceus_tokenizer_test
     ${CMAKE_CURRENT_LIST_DIR}/pretokenizer_test.cc
     ${CMAKE_CURRENT_LIST_DIR}/detokenizer_test.cc
   DEPS caduceus_tokenizer nlohmann_json::nlohmann_json)
+
+if(benchmark_FOUND)
+  caduceus_tool(caduceus-bench-tokenizer SOURCES ${CMAKE_CURRENT_LIST_DIR}/tokenizer_bench.cc
+    DEPS caduceus_tokenizer nlohmann_json::nlohmann_json benchmark::benchmark)
+  target_compile_definitions(caduceus-bench-tokenizer PRIVATE
+    CADUCEUS_DEFAULT_CORPUS="${CADUCEUS_FIXTURES_DIR}/tokenizer/corpus.json")
+endif()
