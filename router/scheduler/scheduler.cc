@@ -1,0 +1,339 @@
+#include "router/scheduler/scheduler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace caduceus::router {
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerConfig& config) {
+  RETURN_IF_ERROR(ValidateSchedulerConfig(config));
+  return std::unique_ptr<Scheduler>(new Scheduler(config));
+}
+
+Scheduler::Scheduler(const SchedulerConfig& config)
+    : config_(config), blocks_(config.num_blocks, config.block_size) {}
+
+absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t max_new_tokens,
+                            absl::Time arrival_time) {
+  if (prompt_ids.empty()) return absl::InvalidArgumentError("empty prompt");
+  if (max_new_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens must be >= 1, got ", max_new_tokens));
+  }
+  if (seqs_.contains(id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", id, " is already scheduled"));
+  }
+  const int64_t prompt_len = static_cast<int64_t>(prompt_ids.size());
+  // Rejected up front because the no-starvation argument needs it: the oldest sequence can
+  // always be given the whole cache, so it must fit in the whole cache.
+  const int64_t total = prompt_len + max_new_tokens;
+  if (blocks_.BlocksFor(total) > config_.num_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request needs ", blocks_.BlocksFor(total), " KV blocks (", prompt_len,
+        " prompt tokens + ", max_new_tokens, " max new tokens, ", config_.block_size,
+        " tokens per block) but the replica has only ", config_.num_blocks,
+        "; shorten the prompt or lower max_tokens"));
+  }
+  if (prompt_len > config_.max_waiting_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt of ", prompt_len, " tokens exceeds the waiting-queue limit of ",
+        config_.max_waiting_tokens, " tokens; shorten the prompt"));
+  }
+  if (static_cast<int64_t>(waiting_.size()) >= config_.max_waiting_requests ||
+      waiting_tokens_ + prompt_len > config_.max_waiting_tokens) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "waiting queue full: ", waiting_.size(), " requests / ", waiting_tokens_,
+        " tokens waiting (limits ", config_.max_waiting_requests, " / ",
+        config_.max_waiting_tokens, "); retry later"));
+  }
+  auto seq = std::make_unique<Sequence>();
+  seq->id = id;
+  seq->order = next_order_++;
+  seq->tokens = std::move(prompt_ids);
+  seq->prompt_len = static_cast<int32_t>(prompt_len);
+  seq->max_new_tokens = max_new_tokens;
+  seq->arrival_time = arrival_time;
+  waiting_.push_back(seq.get());
+  waiting_tokens_ += prompt_len;
+  seqs_.emplace(id, std::move(seq));
+  return absl::OkStatus();
+}
+
+void Scheduler::ConfirmLastStep() {
+  for (const Executed& e : last_step_) {
+    auto it = seqs_.find(e.id);
+    if (it == seqs_.end() || it->second->state != State::kRunning) continue;
+    const Sequence& s = *it->second;
+    blocks_.RegisterComputed(s.id, s.tokens, s.num_computed);
+  }
+  last_step_.clear();
+}
+
+ScheduledStep Scheduler::Schedule() {
+  ConfirmLastStep();
+  ScheduledStep step;
+  int32_t budget = config_.max_tokens_per_step;
+  std::vector<Sequence*> plan;
+
+  // 1. Decodes, oldest first: one token each. They come first because each is a user waiting
+  //    for the next token, and max_tokens_per_step >= max_num_seqs means they all fit.
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence* s = running_[i];
+    if (s->awaiting_sample) continue;  // router has not reported its token; nothing to feed
+    if (static_cast<int64_t>(s->tokens.size()) - s->num_computed != 1) continue;
+    if (!EnsureSlots(i, s->num_computed + 1, step, budget)) continue;
+    Plan(s, 1, budget, plan);
+  }
+
+  // 2. Running prefills (chunked, and recomputes after preemption), oldest first. A chunk
+  //    shrinks to the blocks there are; only when not a single token fits does the sequence
+  //    preempt newer ones (possibly decodes planned above, whose budget is then returned).
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence* s = running_[i];
+    if (s->awaiting_sample || s->planned > 0) continue;
+    const int64_t remaining = static_cast<int64_t>(s->tokens.size()) - s->num_computed;
+    if (remaining <= 1) continue;  // decodes were handled (or had to wait) in pass 1
+    const int64_t want = std::min<int64_t>({remaining, config_.prefill_chunk_tokens, budget});
+    auto room = [&] {
+      return static_cast<int64_t>(blocks_.Table(s->id).size()) * config_.block_size -
+             s->num_computed + static_cast<int64_t>(blocks_.num_available()) * config_.block_size;
+    };
+    if (room() <= 0 && !EnsureSlots(i, s->num_computed + 1, step, budget)) continue;
+    const int32_t n = static_cast<int32_t>(std::min(want, room()));
+    if (!blocks_.Grow(s->id, s->num_computed + n).ok()) continue;  // room() says it fits
+    Plan(s, n, budget, plan);
+  }
+
+  // 3. Admission. Skipped in a step that preempted: the blocks just freed are needed by the
+  //    older running sequences, and re-admitting the victim at once would only thrash.
+  if (step.preempted.empty()) Admit(budget, plan);
+
+  // Materialize: the plan is final, positions advance now.
+  for (Sequence* s : plan) {
+    if (s->state != State::kRunning || s->planned == 0) continue;  // preempted after planning
+    const int32_t n = s->planned;
+    s->planned = 0;
+    StepEntry e;
+    e.seq_id = s->id;
+    e.start_pos = s->num_computed;
+    e.tokens.assign(s->tokens.begin() + e.start_pos, s->tokens.begin() + e.start_pos + n);
+    const auto table = blocks_.Table(s->id);
+    e.block_table.assign(table.begin(), table.begin() + blocks_.BlocksFor(e.start_pos + n));
+    e.sample = e.start_pos + n == static_cast<int32_t>(s->tokens.size());
+    e.prompt_len = s->prompt_len;
+    e.first_step = s->first_step;
+    if (e.first_step) e.prefix_ids.assign(s->tokens.begin(), s->tokens.begin() + e.start_pos);
+    last_step_.push_back({s->id, n, s->first_step, e.sample});
+    s->first_step = false;
+    s->num_computed += n;
+    s->awaiting_sample = e.sample;
+    step.entries.push_back(std::move(e));
+  }
+  return step;
+}
+
+bool Scheduler::EnsureSlots(size_t index, int64_t slots, ScheduledStep& step, int32_t& budget) {
+  Sequence* s = running_[index];
+  while (blocks_.BlocksNeeded(s->id, slots) > blocks_.num_available()) {
+    if (running_.size() <= index + 1) return false;  // nobody newer to take blocks from
+    Preempt(running_.back(), step, budget);
+  }
+  return blocks_.Grow(s->id, slots).ok();
+}
+
+void Scheduler::Preempt(Sequence* seq, ScheduledStep& step, int32_t& budget) {
+  budget += seq->planned;
+  seq->planned = 0;
+  ReleaseBlocks(seq);
+  RemoveFromRunning(seq);
+  seq->state = State::kWaiting;
+  seq->num_computed = 0;
+  seq->first_step = true;
+  seq->awaiting_sample = false;
+  // The victim is the newest running sequence, hence older than everything waiting: the front
+  // keeps the queue in age order, and it resumes before any newer request is admitted.
+  waiting_.push_front(seq);
+  waiting_tokens_ += static_cast<int64_t>(seq->tokens.size());
+  step.preempted.push_back(seq->id);
+  ++preemptions_total_;
+}
+
+void Scheduler::Admit(int32_t& budget, std::vector<Sequence*>& plan) {
+  while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < config_.max_num_seqs &&
+         budget > 0) {
+    Sequence* s = waiting_.front();
+    const int32_t len = static_cast<int32_t>(s->tokens.size());
+    const int32_t cached = blocks_.LookupPrefix(s->tokens);
+    const int32_t n = std::min({len - cached, config_.prefill_chunk_tokens, budget});
+    absl::StatusOr<int32_t> allocated = blocks_.Allocate(s->id, s->tokens, cached + n);
+    if (!allocated.ok()) break;  // FCFS: nobody overtakes the head of the queue
+    waiting_.pop_front();
+    waiting_tokens_ -= len;
+    s->state = State::kRunning;
+    s->num_computed = *allocated;  // == cached: nothing changed since the lookup
+    running_.push_back(s);
+    Plan(s, n, budget, plan);
+  }
+}
+
+void Scheduler::Plan(Sequence* seq, int32_t n, int32_t& budget, std::vector<Sequence*>& plan) {
+  seq->planned = n;
+  budget -= n;
+  plan.push_back(seq);
+}
+
+absl::Status Scheduler::OnSampled(SeqId id, int32_t token) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("unknown sequence ", id));
+  Sequence* s = it->second.get();
+  if (s->state != State::kRunning || !s->awaiting_sample) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("sequence ", id, " is not waiting for a sampled token"));
+  }
+  s->tokens.push_back(token);
+  s->awaiting_sample = false;
+  if (s->generated() >= s->max_new_tokens) {
+    // Never scheduled again (its last token needs no KV), so hand the blocks back now rather
+    // than when the router gets to Finish.
+    ReleaseBlocks(s);
+    RemoveFromRunning(s);
+    s->state = State::kDone;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::Finish(SeqId id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("unknown sequence ", id));
+  Sequence* s = it->second.get();
+  switch (s->state) {
+    case State::kWaiting:
+      RemoveFromWaiting(s);
+      waiting_tokens_ -= static_cast<int64_t>(s->tokens.size());
+      break;
+    case State::kRunning:
+      ReleaseBlocks(s);
+      RemoveFromRunning(s);
+      break;
+    case State::kDone:
+      break;
+  }
+  // A later Add may reuse the id; it must not inherit this one's last-step record.
+  std::erase_if(last_step_, [id](const Executed& e) { return e.id == id; });
+  seqs_.erase(it);
+  return absl::OkStatus();
+}
+
+void Scheduler::AbortStep() {
+  for (const Executed& e : last_step_) {
+    auto it = seqs_.find(e.id);
+    if (it == seqs_.end() || it->second->state != State::kRunning) continue;
+    Sequence* s = it->second.get();
+    if (e.sampled && !s->awaiting_sample) continue;  // its token was reported: it did run
+    s->num_computed -= e.num_tokens;
+    s->first_step = e.was_first_step;
+    s->awaiting_sample = false;
+    // Blocks grown for the step stay in the table; the next plan writes into them.
+  }
+  last_step_.clear();
+}
+
+void Scheduler::ReleaseBlocks(Sequence* seq) {
+  // Everything up to num_computed has run (callers are between steps), so its full blocks can
+  // serve later sequences, the preempted one's own recompute included.
+  blocks_.RegisterComputed(seq->id, seq->tokens, seq->num_computed);
+  blocks_.Free(seq->id).IgnoreError();  // running sequences always have a table
+}
+
+void Scheduler::RemoveFromRunning(Sequence* seq) {
+  running_.erase(std::find(running_.begin(), running_.end(), seq));
+}
+
+void Scheduler::RemoveFromWaiting(Sequence* seq) {
+  waiting_.erase(std::find(waiting_.begin(), waiting_.end(), seq));
+}
+
+std::span<const int32_t> Scheduler::Tokens(SeqId id) const {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return {};
+  return it->second->tokens;
+}
+
+std::optional<absl::Time> Scheduler::oldest_waiting_arrival() const {
+  std::optional<absl::Time> oldest;
+  for (const Sequence* s : waiting_) {
+    if (!oldest || s->arrival_time < *oldest) oldest = s->arrival_time;
+  }
+  return oldest;
+}
+
+absl::Status Scheduler::CheckInvariants() const {
+  RETURN_IF_ERROR(blocks_.CheckInvariants());
+  if (static_cast<int32_t>(running_.size()) > config_.max_num_seqs) {
+    return absl::InternalError(absl::StrCat(running_.size(), " running sequences > max_num_seqs ",
+                                            config_.max_num_seqs));
+  }
+  size_t num_waiting = 0, num_running = 0;
+  int64_t tokens = 0;
+  for (const auto& [id, s] : seqs_) {
+    const bool has_table = blocks_.HasTable(id);
+    switch (s->state) {
+      case State::kWaiting:
+        ++num_waiting;
+        tokens += static_cast<int64_t>(s->tokens.size());
+        if (has_table || s->num_computed != 0) {
+          return absl::InternalError(absl::StrCat("waiting sequence ", id, " holds KV state"));
+        }
+        break;
+      case State::kRunning: {
+        ++num_running;
+        const int64_t slots = static_cast<int64_t>(blocks_.Table(id).size()) * config_.block_size;
+        if (!has_table || s->num_computed > slots ||
+            s->num_computed > static_cast<int32_t>(s->tokens.size())) {
+          return absl::InternalError(absl::StrCat("running sequence ", id, " computed ",
+                                                  s->num_computed, " tokens with ", slots,
+                                                  " slots"));
+        }
+        if (s->awaiting_sample && s->num_computed != static_cast<int32_t>(s->tokens.size())) {
+          return absl::InternalError(absl::StrCat("sequence ", id, " awaits a token mid-prompt"));
+        }
+        if (s->generated() >= s->max_new_tokens) {
+          return absl::InternalError(absl::StrCat("sequence ", id, " runs past max_new_tokens"));
+        }
+        break;
+      }
+      case State::kDone:
+        if (has_table) return absl::InternalError(absl::StrCat("done sequence ", id, " has blocks"));
+        break;
+    }
+    if (s->planned != 0) return absl::InternalError("plan state leaked out of Schedule");
+  }
+  if (num_waiting != waiting_.size() || num_running != running_.size()) {
+    return absl::InternalError("sequence states disagree with the queues");
+  }
+  if (tokens != waiting_tokens_) {
+    return absl::InternalError(absl::StrCat("waiting_tokens ", waiting_tokens_, " != ", tokens));
+  }
+  auto by_order = [](const Sequence* a, const Sequence* b) { return a->order < b->order; };
+  if (!std::is_sorted(running_.begin(), running_.end(), by_order) ||
+      !std::is_sorted(waiting_.begin(), waiting_.end(), by_order)) {
+    return absl::InternalError("queues are not in age order");
+  }
+  for (const Sequence* s : waiting_) {
+    if (s->state != State::kWaiting) return absl::InternalError("non-waiting sequence queued");
+  }
+  for (const Sequence* s : running_) {
+    if (s->state != State::kRunning) return absl::InternalError("non-running sequence running");
+  }
+  // Strict FCFS: every running sequence is older than every waiting one. This is what makes
+  // "only newer sequences are preempted" imply that the oldest sequence always progresses.
+  if (!running_.empty() && !waiting_.empty() && running_.back()->order > waiting_.front()->order) {
+    return absl::InternalError("a waiting sequence is older than a running one");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace caduceus::router

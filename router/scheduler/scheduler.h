@@ -1,0 +1,153 @@
+// Iteration-level continuous batching for one replica: decides, step by step, which sequences
+// compute which new tokens, and owns their KV block tables (through BlockManager).
+//
+// Policy (see README.md): running decodes first (1 token each), then running chunked prefills,
+// then admission of waiting sequences in FCFS order while max_num_seqs, the step's token budget
+// and free KV blocks allow. When a running sequence needs a block and none is left (after
+// evicting cached prefix blocks), the newest running sequence is preempted by recompute: its
+// blocks are freed and it goes back to the front of the waiting queue with all its tokens.
+// Only newer sequences are ever preempted for an older one, so the oldest always progresses.
+//
+// Step lifecycle, from the router's single loop thread:
+//   step = Schedule();           // plan; positions advance as if the step will run
+//   ...worker executes step...
+//   OnSampled(id, token)         // for every entry with sample = true (or Finish(id))
+//   Finish(id)                   // any time between steps: stop, length, cancel, deadline
+//   [AbortStep()]                // instead, when the worker did not execute the step
+// Calling Schedule() again confirms that the previous step ran: its computed full blocks enter
+// the prefix cache only then, so no sequence ever reuses a block before its KV was written.
+// Pipelining (planning step N+1 before step N returns) is not supported.
+//
+// Not thread-safe: one thread (the router's loop for this replica) owns the scheduler.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "router/scheduler/block_manager.h"
+#include "router/scheduler/scheduled_step.h"
+#include "router/scheduler/scheduler_config.h"
+
+namespace caduceus::router {
+
+class Scheduler {
+ public:
+  using SeqId = uint64_t;
+
+  // INVALID_ARGUMENT for a bad config (see ValidateSchedulerConfig).
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const SchedulerConfig& config);
+
+  // Queues a request. INVALID_ARGUMENT when it can never run (empty prompt, max_new_tokens < 1,
+  // prompt + max_new_tokens more than the whole KV cache, prompt longer than the waiting-queue
+  // token limit); ALREADY_EXISTS for a known id; RESOURCE_EXHAUSTED when the waiting queue is at
+  // its request or token limit (retry later or on another replica). `arrival_time` is kept for
+  // queue-age metrics; order is the order of Add calls.
+  absl::Status Add(SeqId seq, std::vector<int32_t> prompt_ids, int32_t max_new_tokens,
+                   absl::Time arrival_time);
+
+  // Plans the next step (possibly empty: nothing to do, or everything waits for blocks).
+  ScheduledStep Schedule();
+
+  // Appends the token sampled for an entry with sample = true. FAILED_PRECONDITION when the
+  // sequence is not waiting for a token, NOT_FOUND for an unknown id. After the
+  // max_new_tokens-th token the sequence's blocks are released at once (it will never be
+  // scheduled again); Finish is still needed to forget it.
+  absl::Status OnSampled(SeqId seq, int32_t token);
+
+  // Forgets a sequence, waiting, running or done, and frees its blocks (its computed full blocks
+  // stay in the prefix cache). NOT_FOUND for an unknown id. Must not be called for a sequence of
+  // a step the worker is still executing.
+  absl::Status Finish(SeqId seq);
+
+  // The last step was not executed (e.g. the RPC failed before the worker ran it, or the worker
+  // rejected the plan without changing state): its positions are rolled back and first_step
+  // flags restored, so the next Schedule() plans the same work again. If the replica itself was
+  // lost, its KV cache is gone with it: discard this scheduler instead and re-add the requests.
+  void AbortStep();
+
+  bool Contains(SeqId seq) const { return seqs_.contains(seq); }
+  // Prompt plus generated tokens (empty for an unknown id).
+  std::span<const int32_t> Tokens(SeqId seq) const;
+
+  int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
+  // Tokens the waiting sequences would compute if admitted without prefix reuse.
+  int64_t waiting_tokens() const { return waiting_tokens_; }
+  std::optional<absl::Time> oldest_waiting_arrival() const;
+  double kv_usage() const { return blocks_.usage(); }
+  int64_t preemptions_total() const { return preemptions_total_; }
+  int64_t prefix_hits_total() const { return blocks_.prefix_hits_total(); }
+  int64_t prefix_hit_tokens_total() const { return blocks_.prefix_hit_tokens_total(); }
+  const BlockManager& block_manager() const { return blocks_; }
+  const SchedulerConfig& config() const { return config_; }
+
+  // BlockManager::CheckInvariants plus the scheduler's own: limits respected, every sequence in
+  // exactly one state, running sequences own tables covering their computed tokens and waiting
+  // ones none, queues in age order with every running sequence older than every waiting one,
+  // waiting_tokens() equal to the sum it summarizes.
+  absl::Status CheckInvariants() const;
+
+ private:
+  enum class State { kWaiting, kRunning, kDone };
+
+  struct Sequence {
+    SeqId id = 0;
+    uint64_t order = 0;  // Add order: smaller is older
+    std::vector<int32_t> tokens;  // prompt + generated
+    int32_t prompt_len = 0;
+    int32_t max_new_tokens = 0;
+    absl::Time arrival_time;
+    State state = State::kWaiting;
+    int32_t num_computed = 0;     // tokens whose KV is (or, once the last step runs, will be) cached
+    bool first_step = true;       // next entry starts a new incarnation on the worker
+    bool awaiting_sample = false; // last step sampled for it; OnSampled not called yet
+    int32_t planned = 0;          // tokens planned in the step being built
+    int32_t generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
+  };
+
+  // One entry of the last step, for AbortStep and for prefix registration on confirmation.
+  struct Executed {
+    SeqId id;
+    int32_t num_tokens;
+    bool was_first_step;
+    bool sampled;
+  };
+
+  explicit Scheduler(const SchedulerConfig& config);
+
+  // Registers the blocks the last step computed (it ran, since we are planning the next one).
+  void ConfirmLastStep();
+  // Makes room for `slots` tokens in running_[index]'s table, preempting newer running sequences
+  // (newest first) while blocks are short. False when even that is not enough; then the sequence
+  // skips this step, keeping its blocks (an older sequence may still preempt it).
+  bool EnsureSlots(size_t index, int64_t slots, ScheduledStep& step, int32_t& budget);
+  // Frees a running sequence's blocks and puts it at the front of the waiting queue.
+  void Preempt(Sequence* seq, ScheduledStep& step, int32_t& budget);
+  // Admits waiting sequences FCFS while limits allow; stops at the first that does not fit.
+  void Admit(int32_t& budget, std::vector<Sequence*>& plan);
+  void Plan(Sequence* seq, int32_t n, int32_t& budget, std::vector<Sequence*>& plan);
+  void RemoveFromRunning(Sequence* seq);
+  void RemoveFromWaiting(Sequence* seq);
+  // Releases the blocks of a running sequence, keeping its computed full blocks cached.
+  void ReleaseBlocks(Sequence* seq);
+
+  SchedulerConfig config_;
+  BlockManager blocks_;
+  absl::flat_hash_map<SeqId, std::unique_ptr<Sequence>> seqs_;
+  std::deque<Sequence*> waiting_;   // oldest first
+  std::vector<Sequence*> running_;  // oldest first
+  int64_t waiting_tokens_ = 0;
+  uint64_t next_order_ = 0;
+  std::vector<Executed> last_step_;
+  int64_t preemptions_total_ = 0;
+};
+
+}  // namespace caduceus::router
