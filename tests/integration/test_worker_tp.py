@@ -1,0 +1,78 @@
+#!/usr/bin/python3
+"""Tensor-parallel worker groups on CPU, each rank its own process on loopback, driven through the
+worker gRPC API: TP=2 and TP=4 give the same greedy tokens as TP=1 (which must itself match the
+oracle's llama.cpp/float64 tokens), and first-step logits within 1e-4 relative (max |a-b| over
+the row divided by max |logit|). TP=4 on the tiny model (2 KV heads) replicates KV heads.
+
+usage: test_worker_tp.py MODEL_DIR ORACLE_JSON"""
+
+import json
+import sys
+import time
+
+import cluster
+import worker_client
+
+NEW_TOKENS = 12
+REL_TOL = 1e-4
+
+
+def main():
+    model, oracle_path = sys.argv[1], sys.argv[2]
+    with open(oracle_path) as f:
+        oracle = json.load(f)
+    prompts = [p["prompt_ids"] for p in oracle["prompts"]]
+    expected = [p["gen_ids"][:NEW_TOKENS] for p in oracle["prompts"]]
+    results = {}
+    failures = []
+    c = cluster.Cluster()
+    try:
+        for tp in (1, 2, 4):
+            group = c.start_worker_group(model, tp, name="tp%d" % tp,
+                                         extra=["--kv-cache-bytes", 64 << 20])
+            cluster.wait_serving(group.address, processes=group.ranks)
+            w = worker_client.stub(group.address)
+            info = w.Info(worker_client.worker_pb2.InfoRequest(), timeout=10)
+            assert info.tp_size == tp, info
+            start = time.time()
+            tokens, logits = worker_client.generate(w, prompts, NEW_TOKENS, return_first_logits=True)
+            print("TP=%d: %d prompts x %d tokens in %.1f s" % (tp, len(prompts), NEW_TOKENS,
+                                                               time.time() - start))
+            results[tp] = (tokens, logits)
+            text = cluster.scrape(group.metrics_address)
+            steps = cluster.metric_value(text, "caduceus_worker_step_duration_seconds_count")
+            if not steps or steps < NEW_TOKENS:
+                failures.append("TP=%d: leader metrics report %s steps" % (tp, steps))
+            c.close()
+        base_tokens, base_logits = results[1]
+        for i, (got, want) in enumerate(zip(base_tokens, expected)):
+            if got != want:
+                failures.append("TP=1 prompt %d: %s, oracle %s" % (i, got, want))
+        for tp in (2, 4):
+            tokens, logits = results[tp]
+            for i in range(len(prompts)):
+                if tokens[i] != base_tokens[i]:
+                    failures.append("TP=%d prompt %d: tokens %s != TP=1 %s" %
+                                    (tp, i, tokens[i], base_tokens[i]))
+                a, b = logits[i], base_logits[i]
+                if len(a) != len(b) or not a:
+                    failures.append("TP=%d prompt %d: logits rows of %d and %d" % (tp, i, len(a), len(b)))
+                    continue
+                scale = max(abs(x) for x in b)
+                worst = max(abs(x - y) for x, y in zip(a, b)) / scale
+                print("TP=%d prompt %d: max relative logit difference %.2e" % (tp, i, worst))
+                if worst > REL_TOL:
+                    failures.append("TP=%d prompt %d: logits differ by %.2e relative" % (tp, i, worst))
+    except Exception:
+        c.dump_logs()
+        raise
+    finally:
+        c.close()
+    for f in failures:
+        print("FAIL:", f)
+    print("%d failures" % len(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

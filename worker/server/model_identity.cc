@@ -1,0 +1,68 @@
+#include "worker/server/model_identity.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace caduceus::worker {
+
+namespace {
+
+void Fnv(uint64_t& h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ULL;
+  }
+}
+
+absl::Status HashPrefix(uint64_t& h, const std::filesystem::path& path, bool safetensors_header) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
+  std::string bytes;
+  if (safetensors_header) {
+    uint64_t header_len = 0;
+    in.read(reinterpret_cast<char*>(&header_len), sizeof(header_len));
+    if (!in || header_len > (100u << 20)) {
+      return absl::DataLossError(absl::StrCat(path.string(), ": not a safetensors file"));
+    }
+    bytes.resize(header_len);
+    in.read(bytes.data(), static_cast<std::streamsize>(header_len));
+  } else {
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::string name = path.filename().string();
+  Fnv(h, name.data(), name.size());
+  Fnv(h, bytes.data(), bytes.size());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelIdentity> IdentifyModel(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::weakly_canonical(fs::path(model_dir));
+  uint64_t h = 0xcbf29ce484222325ULL;
+  if (absl::Status s = HashPrefix(h, dir / "config.json", false); !s.ok()) return s;
+  std::vector<fs::path> shards;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().extension() == ".safetensors") shards.push_back(entry.path());
+  }
+  std::sort(shards.begin(), shards.end());
+  for (const fs::path& p : shards) {
+    if (absl::Status s = HashPrefix(h, p, true); !s.ok()) return s;
+  }
+  ModelIdentity identity;
+  identity.id = dir.filename().string();
+  identity.revision = absl::StrFormat("%016x", h);
+  return identity;
+}
+
+}  // namespace caduceus::worker

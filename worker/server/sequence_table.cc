@@ -1,0 +1,184 @@
+#include "worker/server/sequence_table.h"
+
+#include <span>
+#include <string>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace caduceus::worker {
+
+sampling::SamplingParams FromProto(const v1::SamplingParams& p) {
+  sampling::SamplingParams s;
+  s.temperature = p.temperature();
+  s.top_k = p.top_k();
+  s.top_p = p.top_p();
+  s.min_p = p.min_p();
+  s.repetition_penalty = p.repetition_penalty();
+  s.frequency_penalty = p.frequency_penalty();
+  s.presence_penalty = p.presence_penalty();
+  s.seed = p.seed();
+  s.top_logprobs = p.top_logprobs();
+  return s;
+}
+
+model::StepBatch BatchFromPlan(const v1::StepPlan& plan) {
+  model::StepBatch batch;
+  batch.sequences.reserve(plan.sequences_size());
+  for (const v1::SequencePlan& s : plan.sequences()) {
+    batch.sequences.push_back(model::SequenceStep{
+        std::span<const int32_t>(s.token_ids().data(), s.token_ids_size()), s.start_pos(),
+        std::span<const int32_t>(s.block_table().data(), s.block_table_size()), false});
+  }
+  return batch;
+}
+
+namespace {
+
+absl::Status Invalid(uint64_t id, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("sequence ", id, ": ", what));
+}
+
+absl::Status CheckIds(uint64_t id, const char* field,
+                      const google::protobuf::RepeatedField<int32_t>& ids, int32_t limit) {
+  for (int32_t t : ids) {
+    if (t < 0 || t >= limit) {
+      return Invalid(id, absl::StrCat(field, " ", t, " out of range [0, ", limit, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SequenceTable::Validate(const v1::StepPlan& plan) const {
+  if (plan.sequences_size() == 0) {
+    return absl::InvalidArgumentError("step plan has no sequences");
+  }
+  if (plan.sequences_size() > limits_.max_step_sequences) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step plan has ", plan.sequences_size(), " sequences; this worker accepts at most ",
+                     limits_.max_step_sequences, " per step (max_step_sequences in Info)"));
+  }
+  int64_t total_tokens = 0;
+  absl::flat_hash_set<uint64_t> seen;
+  for (const v1::SequencePlan& s : plan.sequences()) {
+    const uint64_t id = s.sequence_id();
+    if (!seen.insert(id).second) return Invalid(id, "appears twice in the step plan");
+    const int64_t n = s.token_ids_size();
+    if (n == 0) return Invalid(id, "no new tokens");
+    total_tokens += n;
+    if (s.start_pos() < 0) return Invalid(id, absl::StrCat("negative start_pos ", s.start_pos()));
+    const int64_t end = s.start_pos() + n;
+    if (end > limits_.max_context) {
+      return Invalid(id, absl::StrCat("positions up to ", end, " exceed the model's context of ",
+                                      limits_.max_context, " tokens"));
+    }
+    RETURN_IF_ERROR(CheckIds(id, "token id", s.token_ids(), limits_.vocab_size));
+    RETURN_IF_ERROR(CheckIds(id, "block id", s.block_table(), limits_.num_kv_blocks));
+    const int64_t blocks_needed = (end + limits_.block_size - 1) / limits_.block_size;
+    if (s.block_table_size() < blocks_needed) {
+      return Invalid(id, absl::StrCat("block table has ", s.block_table_size(),
+                                      " blocks; positions [0, ", end, ") need ", blocks_needed));
+    }
+    if (s.prompt_len() < 1) return Invalid(id, "prompt_len must be >= 1");
+    if (s.sample() && end < s.prompt_len()) {
+      return Invalid(id, absl::StrCat("sample set at position ", end, " before the prompt (",
+                                      s.prompt_len(), " tokens) is complete"));
+    }
+    if (s.first_step()) {
+      if (s.prefix_ids_size() != s.start_pos()) {
+        return Invalid(id, absl::StrCat("first step: prefix_ids has ", s.prefix_ids_size(),
+                                        " ids but start_pos is ", s.start_pos()));
+      }
+      RETURN_IF_ERROR(CheckIds(id, "prefix id", s.prefix_ids(), limits_.vocab_size));
+      if (absl::Status st = FromProto(s.sampling()).Validate(); !st.ok()) {
+        return Invalid(id, std::string(st.message()));
+      }
+    } else {
+      auto it = sequences_.find(id);
+      if (it == sequences_.end()) {
+        return Invalid(id, "unknown sequence (its first step must set first_step and sampling "
+                           "parameters; it may have been released)");
+      }
+      if (s.start_pos() != static_cast<int64_t>(it->second.ids.size())) {
+        return Invalid(id, absl::StrCat("start_pos ", s.start_pos(), " but the worker has ",
+                                        it->second.ids.size(), " tokens of it"));
+      }
+    }
+  }
+  if (total_tokens > limits_.max_step_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step plan has ", total_tokens, " new tokens; this worker accepts at most ",
+                     limits_.max_step_tokens, " per step (max_step_tokens in Info)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLogits& logits,
+                                   v1::StepResult* result) {
+  for (int b = 0; b < plan.sequences_size(); ++b) {
+    const v1::SequencePlan& s = plan.sequences(b);
+    Sequence* seq;
+    if (s.first_step()) {
+      Sequence fresh;
+      fresh.ids.assign(s.prefix_ids().begin(), s.prefix_ids().end());
+      fresh.prompt_len = s.prompt_len();
+      fresh.params = FromProto(s.sampling());
+      seq = &(sequences_[s.sequence_id()] = std::move(fresh));
+    } else {
+      seq = &sequences_.at(s.sequence_id());  // Validate checked it exists
+    }
+    for (int32_t t : s.token_ids()) {
+      const int32_t pos = static_cast<int32_t>(seq->ids.size());
+      seq->ids.push_back(t);
+      if (seq->sampler && pos >= seq->accepted_until) {
+        seq->sampler->Accept(t);
+        seq->accepted_until = pos + 1;
+      }
+    }
+    seq->block_table.assign(s.block_table().begin(), s.block_table().end());
+
+    v1::SequenceResult* r = result->add_results();
+    r->set_sequence_id(s.sequence_id());
+    if (!s.sample()) continue;
+    const int32_t len = static_cast<int32_t>(seq->ids.size());
+    if (!seq->sampler) {
+      seq->sampler.emplace(seq->params, std::span<const int32_t>(seq->ids.data(), seq->prompt_len));
+      for (int32_t q = seq->prompt_len; q < len; ++q) seq->sampler->Accept(seq->ids[q]);
+      seq->accepted_until = len;
+    }
+    std::span<const float> row = logits.Row(logits.row_begin[b]);
+    // The index of the token being generated seeds the draw (same as the single-process engine),
+    // so a recomputed sequence samples the same tokens.
+    absl::StatusOr<sampling::SampleResult> sample = seq->sampler->Sample(row, len - seq->prompt_len);
+    if (!sample.ok()) return Invalid(s.sequence_id(), std::string(sample.status().message()));
+    seq->sampler->Accept(sample->token);
+    seq->accepted_until = len + 1;
+    r->set_sampled(true);
+    r->set_token_id(sample->token);
+    r->set_logprob(sample->logprob);
+    for (const sampling::TokenLogprob& t : sample->top_logprobs) {
+      v1::TokenLogprob* out = r->add_top_logprobs();
+      out->set_token_id(t.token);
+      out->set_logprob(t.logprob);
+    }
+    if (s.return_logits()) r->mutable_logits()->Add(row.begin(), row.end());
+  }
+  return absl::OkStatus();
+}
+
+int32_t SequenceTable::Release(const google::protobuf::RepeatedField<uint64_t>& ids) {
+  int32_t known = 0;
+  for (uint64_t id : ids) known += static_cast<int32_t>(sequences_.erase(id));
+  return known;
+}
+
+int32_t SequenceTable::BlocksInUse() const {
+  absl::flat_hash_set<int32_t> blocks;
+  for (const auto& [id, seq] : sequences_) blocks.insert(seq.block_table.begin(), seq.block_table.end());
+  return static_cast<int32_t>(blocks.size());
+}
+
+}  // namespace caduceus::worker

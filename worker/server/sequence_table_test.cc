@@ -1,0 +1,170 @@
+// Protocol checks of the leader's sequence table: every malformed plan the router could send is
+// refused with INVALID_ARGUMENT naming the problem, and sampling state follows the sequence.
+#include "worker/server/sequence_table.h"
+
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace caduceus::worker {
+namespace {
+
+StepLimits Limits() {
+  StepLimits l;
+  l.max_step_tokens = 64;
+  l.max_step_sequences = 4;
+  l.num_kv_blocks = 8;
+  l.block_size = 4;
+  l.max_context = 32;
+  l.vocab_size = 10;
+  return l;
+}
+
+v1::SequencePlan First(uint64_t id, std::vector<int32_t> tokens, std::vector<int32_t> blocks) {
+  v1::SequencePlan s;
+  s.set_sequence_id(id);
+  for (int32_t t : tokens) s.add_token_ids(t);
+  for (int32_t b : blocks) s.add_block_table(b);
+  s.set_start_pos(0);
+  s.set_prompt_len(static_cast<int32_t>(tokens.size()));
+  s.set_sample(true);
+  s.set_first_step(true);
+  s.mutable_sampling()->set_temperature(0);
+  s.mutable_sampling()->set_top_p(1);
+  s.mutable_sampling()->set_repetition_penalty(1);
+  return s;
+}
+
+v1::StepPlan Plan(std::vector<v1::SequencePlan> seqs) {
+  v1::StepPlan p;
+  for (auto& s : seqs) *p.add_sequences() = s;
+  return p;
+}
+
+// Logits whose argmax is `best` for every row.
+model::StepLogits Logits(int rows, int best) {
+  model::StepLogits l;
+  l.vocab_size = 10;
+  for (int r = 0; r < rows; ++r) l.row_begin.push_back(r);
+  l.values.assign(rows * 10, 0.f);
+  for (int r = 0; r < rows; ++r) l.values[r * 10 + best] = 5.f;
+  return l;
+}
+
+void ExpectInvalid(const SequenceTable& t, const v1::StepPlan& p, const std::string& words) {
+  absl::Status s = t.Validate(p);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find(words), std::string::npos) << s.message();
+}
+
+TEST(SequenceTableTest, AcceptsAWellFormedPlanAndSamples) {
+  SequenceTable t(Limits());
+  v1::StepPlan p = Plan({First(7, {1, 2, 3, 4, 5}, {0, 1})});
+  ASSERT_TRUE(t.Validate(p).ok()) << t.Validate(p);
+  v1::StepResult r;
+  ASSERT_TRUE(t.Commit(p, Logits(1, 6), &r).ok());
+  ASSERT_EQ(r.results_size(), 1);
+  EXPECT_TRUE(r.results(0).sampled());
+  EXPECT_EQ(r.results(0).token_id(), 6);
+  EXPECT_LT(r.results(0).logprob(), 0.f);
+  EXPECT_EQ(t.BlocksInUse(), 2);
+
+  // The next step continues at position 5 with the sampled token.
+  v1::SequencePlan next;
+  next.set_sequence_id(7);
+  next.add_token_ids(6);
+  next.set_start_pos(5);
+  next.add_block_table(0);
+  next.add_block_table(1);
+  next.set_prompt_len(5);
+  next.set_sample(true);
+  EXPECT_TRUE(t.Validate(Plan({next})).ok());
+  next.set_start_pos(4);
+  ExpectInvalid(t, Plan({next}), "start_pos 4 but the worker has 5 tokens");
+}
+
+TEST(SequenceTableTest, RefusesMalformedPlans) {
+  SequenceTable t(Limits());
+  ExpectInvalid(t, v1::StepPlan(), "no sequences");
+  ExpectInvalid(t, Plan({First(1, {1}, {9})}), "block id 9 out of range [0, 8)");
+  ExpectInvalid(t, Plan({First(1, {1}, {-1})}), "block id -1");
+  ExpectInvalid(t, Plan({First(1, {10}, {0})}), "token id 10 out of range");
+  ExpectInvalid(t, Plan({First(1, {1, 2, 3, 4, 5}, {0})}), "block table has 1 blocks");
+  ExpectInvalid(t, Plan({First(1, {}, {0})}), "no new tokens");
+  ExpectInvalid(t, Plan({First(1, {1}, {0}), First(1, {1}, {1})}), "appears twice");
+  ExpectInvalid(t, Plan({First(1, {1}, {0}), First(2, {1}, {1}), First(3, {1}, {2}),
+                         First(4, {1}, {3}), First(5, {1}, {4})}),
+                "at most 4 per step");
+  v1::SequencePlan far = First(1, {1}, {0, 1, 2, 3, 4, 5, 6, 7});
+  far.set_start_pos(32);
+  far.set_first_step(false);
+  ExpectInvalid(t, Plan({far}), "exceed the model's context of 32");
+  v1::SequencePlan unknown = First(3, {1}, {0});
+  unknown.set_first_step(false);
+  ExpectInvalid(t, Plan({unknown}), "unknown sequence");
+  v1::SequencePlan bad_sampling = First(3, {1}, {0});
+  bad_sampling.mutable_sampling()->set_top_p(1.5);
+  ExpectInvalid(t, Plan({bad_sampling}), "top_p");
+  v1::SequencePlan prefix = First(3, {1}, {0, 1});
+  prefix.set_start_pos(4);
+  ExpectInvalid(t, Plan({prefix}), "prefix_ids has 0 ids but start_pos is 4");
+  v1::SequencePlan early = First(3, {1, 2}, {0});
+  early.set_prompt_len(5);
+  ExpectInvalid(t, Plan({early}), "before the prompt");
+  // A refused plan changed nothing.
+  EXPECT_EQ(t.size(), 0);
+}
+
+TEST(SequenceTableTest, TooManyTokensInOneStep) {
+  StepLimits l = Limits();
+  l.max_step_tokens = 3;
+  SequenceTable t(l);
+  ExpectInvalid(t, Plan({First(1, {1, 2}, {0}), First(2, {1, 2}, {1})}), "4 new tokens");
+}
+
+TEST(SequenceTableTest, SeededSamplingFollowsTheGeneratedIndexAcrossARestart) {
+  // Same sequence run twice, the second time as a recompute (first_step again): same tokens.
+  auto run = [](SequenceTable& t, uint64_t id) {
+    v1::SequencePlan s = First(id, {1, 2, 3}, {0, 1});
+    s.mutable_sampling()->set_temperature(1.0);
+    s.mutable_sampling()->set_seed(42);
+    model::StepLogits flat;
+    flat.vocab_size = 10;
+    flat.row_begin = {0};
+    flat.values.assign(10, 0.f);  // uniform: the draw depends on the seed and step only
+    std::vector<int32_t> out;
+    v1::StepResult r;
+    EXPECT_TRUE(t.Validate(Plan({s})).ok());
+    EXPECT_TRUE(t.Commit(Plan({s}), flat, &r).ok());
+    out.push_back(r.results(0).token_id());
+    for (int step = 0; step < 4; ++step) {
+      v1::SequencePlan d;
+      d.set_sequence_id(id);
+      d.add_token_ids(out.back());
+      d.set_start_pos(3 + step);
+      d.add_block_table(0);
+      d.add_block_table(1);
+      d.set_prompt_len(3);
+      d.set_sample(true);
+      v1::StepResult rr;
+      EXPECT_TRUE(t.Validate(Plan({d})).ok()) << t.Validate(Plan({d}));
+      EXPECT_TRUE(t.Commit(Plan({d}), flat, &rr).ok());
+      out.push_back(rr.results(0).token_id());
+    }
+    return out;
+  };
+  SequenceTable t(Limits());
+  std::vector<int32_t> a = run(t, 1);
+  google::protobuf::RepeatedField<uint64_t> ids;
+  ids.Add(1);
+  EXPECT_EQ(t.Release(ids), 1);
+  EXPECT_EQ(t.Release(ids), 0);
+  std::vector<int32_t> b = run(t, 1);
+  EXPECT_EQ(a, b);
+  std::vector<int32_t> c = run(t, 2);
+  EXPECT_EQ(a, c);  // the seed, not the sequence id, decides
+}
+
+}  // namespace
+}  // namespace caduceus::worker

@@ -1,0 +1,296 @@
+// caduceus-worker: one rank of a tensor-parallel worker group (one model replica).
+//
+//   caduceus-worker --model DIR --tp-size N --rank R --rendezvous HOST:PORT --device cpu
+//                   [--listen HOST:PORT --metrics-listen HOST:PORT]   (rank 0)
+//
+// Rank 0 (the leader) hosts the rendezvous store on --rendezvous's port, serves the worker gRPC
+// API (caduceus.worker.v1.Worker + grpc.health.v1) on --listen, and forwards every step to the
+// followers. Every flag can also be set as CADUCEUS_<FLAG> in the environment (CADUCEUS_TP_SIZE).
+//
+// Exit codes: 0 after SIGTERM/SIGINT or a shutdown from the leader; 1 bad flags or load failure;
+// 2 the leader's group broke (a rank died); 3 a follower lost its leader.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/cli_flags.h"
+#include "common/log.h"
+#include "worker/model/llama_model.h"
+#include "worker/parallel/gloo_communicator.h"
+#include "worker/parallel/timed_communicator.h"
+#include "worker/server/model_identity.h"
+#include "worker/server/router_registration.h"
+#include "worker/server/tp_group.h"
+#include "worker/server/worker_metrics.h"
+#include "worker/server/worker_service.h"
+
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json + safetensors)");
+ABSL_FLAG(int32_t, tp_size, 1, "ranks in this tensor-parallel group");
+ABSL_FLAG(int32_t, rank, 0, "this process's rank; 0 is the leader");
+ABSL_FLAG(std::string, rendezvous, "",
+          "HOST:PORT of the leader's rendezvous store (rank 0 listens on PORT); needed when "
+          "--tp-size > 1");
+ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda[:K]");
+ABSL_FLAG(std::string, listen, "", "rank 0: HOST:PORT for the worker gRPC API");
+ABSL_FLAG(std::string, metrics_listen, "", "HOST:PORT for Prometheus /metrics (any rank)");
+ABSL_FLAG(int64_t, kv_cache_bytes, int64_t{1} << 30,
+          "KV-cache memory per rank in bytes (0: use --gpu-memory-utilization on GPUs)");
+ABSL_FLAG(double, gpu_memory_utilization, 0.9,
+          "GPUs: fraction of device memory for weights + activations + KV cache");
+ABSL_FLAG(std::string, router, "",
+          "rank 0: HOST:PORT of a router to register with (and heartbeat to)");
+ABSL_FLAG(std::string, advertise_address, "",
+          "rank 0: HOST:PORT the router should dial (default: --listen)");
+ABSL_FLAG(double, collective_timeout, 30,
+          "seconds before a collective with a dead rank fails (leader answers UNAVAILABLE)");
+ABSL_FLAG(double, connect_timeout, 120,
+          "seconds to wait for the leader's store and for all ranks to join");
+ABSL_FLAG(std::string, gloo_hostname, "",
+          "this rank's address for Gloo (default: 127.0.0.1 when the rendezvous is on loopback, "
+          "else the pod hostname)");
+ABSL_FLAG(std::string, gloo_iface, "", "network interface for Gloo instead of --gloo-hostname");
+ABSL_FLAG(int32_t, max_step_tokens, 8192, "largest number of new tokens in one step");
+ABSL_FLAG(int32_t, max_step_sequences, 256, "largest number of sequences in one step");
+ABSL_FLAG(bool, resident_weights, true,
+          "copy hot weights out of the mapped files into anonymous memory (faster decode)");
+
+namespace caduceus::worker {
+namespace {
+
+constexpr const char kUsage[] =
+    "caduceus-worker --model DIR --tp-size N --rank R --rendezvous HOST:PORT --device cpu "
+    "[--listen HOST:PORT] [--metrics-listen HOST:PORT]\n"
+    "One rank of a tensor-parallel worker group. Every flag may also be given as an environment "
+    "variable CADUCEUS_<FLAG>, e.g. CADUCEUS_TP_SIZE=2.";
+
+int Fail(const absl::Status& status) {
+  LogError(status.ToString());
+  return 1;
+}
+
+bool IsLoopback(const std::string& address) {
+  return address.rfind("127.", 0) == 0 || address.rfind("localhost", 0) == 0 ||
+         address.rfind("[::1]", 0) == 0;
+}
+
+// Blocks SIGTERM/SIGINT in every thread; WaitForSignal picks them up synchronously.
+sigset_t BlockStopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+// All ranks must agree on the number of KV blocks (the router's block tables index every rank's
+// cache): the smallest budget wins.
+absl::StatusOr<int32_t> AgreeOnBlocks(int32_t mine, parallel::Communicator* comm) {
+  if (comm == nullptr) return mine;
+  std::vector<float> all(comm->size());
+  const float value = static_cast<float>(mine);
+  if (absl::Status s = comm->AllGather(&value, 1, all.data()); !s.ok()) return s;
+  float least = value;
+  for (float v : all) least = std::min(least, v);
+  return static_cast<int32_t>(least);
+}
+
+int Main(int argc, char** argv) {
+  const sigset_t stop_signals = BlockStopSignals();
+  ParseFlagsWithEnv(argc, argv, kUsage, "CADUCEUS_");
+  const std::string model_dir = absl::GetFlag(FLAGS_model);
+  const int tp_size = absl::GetFlag(FLAGS_tp_size);
+  const int rank = absl::GetFlag(FLAGS_rank);
+  const std::string device = absl::GetFlag(FLAGS_device);
+  const std::string rendezvous = absl::GetFlag(FLAGS_rendezvous);
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  if (model_dir.empty()) return Fail(absl::InvalidArgumentError("--model is required"));
+  if (tp_size < 1 || rank < 0 || rank >= tp_size) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--rank ", rank, " must be in [0, --tp-size ", tp_size, ")")));
+  }
+  if (tp_size > 1 && rendezvous.empty()) {
+    return Fail(absl::InvalidArgumentError("--rendezvous HOST:PORT is required with --tp-size > 1"));
+  }
+  if (rank == 0 && listen.empty()) {
+    return Fail(absl::InvalidArgumentError("rank 0 needs --listen HOST:PORT for the worker API"));
+  }
+  if (device != "cpu") {
+    return Fail(absl::UnimplementedError(absl::StrCat(
+        "--device ", device, ": this build runs the model on cpu only (the CUDA kernels are "
+        "built and tested, the model's device binding is not done yet; see kernels/cuda/README.md)")));
+  }
+  const std::string where = absl::StrCat("rank ", rank, "/", tp_size);
+
+  auto identity = IdentifyModel(model_dir);
+  if (!identity.ok()) return Fail(identity.status());
+  auto metrics = WorkerMetrics::Create({identity->id, device, tp_size, rank},
+                                       absl::GetFlag(FLAGS_metrics_listen));
+  if (!metrics.ok()) return Fail(metrics.status());
+
+  // The group: Gloo over TCP; rank 0 hosts the rendezvous store.
+  std::unique_ptr<parallel::GlooCommunicator> gloo;
+  std::optional<parallel::TimedCommunicator> timed;
+  if (tp_size > 1) {
+    parallel::GlooOptions o;
+    o.rank = rank;
+    o.size = tp_size;
+    o.store_address = rendezvous;
+    o.host_store = rank == 0;
+    o.hostname = absl::GetFlag(FLAGS_gloo_hostname);
+    o.iface = absl::GetFlag(FLAGS_gloo_iface);
+    if (o.hostname.empty() && o.iface.empty() && IsLoopback(rendezvous)) o.hostname = "127.0.0.1";
+    o.timeout = absl::Seconds(absl::GetFlag(FLAGS_collective_timeout));
+    o.connect_timeout = absl::Seconds(absl::GetFlag(FLAGS_connect_timeout));
+    LogInfo(absl::StrCat(where, ": joining the group at ", rendezvous));
+    auto created = parallel::GlooCommunicator::Create(o);
+    if (!created.ok()) return Fail(created.status());
+    gloo = std::move(*created);
+    timed.emplace(gloo.get());
+    LogInfo(absl::StrCat(where, ": group formed"));
+  }
+
+  model::LoadOptions load;
+  load.device = device;
+  load.resident_weights = absl::GetFlag(FLAGS_resident_weights);
+  load.shard = model::ShardSpec{rank, tp_size};
+  const auto load_start = std::chrono::steady_clock::now();
+  auto model = model::LlamaModel::Load(model_dir, load, timed ? &*timed : nullptr);
+  if (!model.ok()) return Fail(model.status());
+  const model::ModelConfig& config = (*model)->config();
+  const model::ShardLayout& layout = (*model)->shard();
+  const int64_t block_bytes =
+      model::KvCache::BytesPerBlock(config.num_layers, layout.kv_heads, config.head_dim);
+  const int64_t kv_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  if (kv_bytes < block_bytes) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--kv-cache-bytes ", kv_bytes, " is less than one KV block (", block_bytes, " bytes)")));
+  }
+  auto blocks = AgreeOnBlocks(static_cast<int32_t>(std::min<int64_t>(kv_bytes / block_bytes, 1 << 30)),
+                              gloo.get());
+  if (!blocks.ok()) return Fail(blocks.status());
+  auto cache = (*model)->CreateKvCache(*blocks);
+  if (!cache.ok()) return Fail(cache.status());
+  (*metrics)->SetKvBlocks(0, *blocks);
+  LogInfo(absl::StrCat(where, ": loaded ", identity->id, " (revision ", identity->revision, ") in ",
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(),
+                       " s; ", *blocks, " KV blocks of ", model::KvCache::kDefaultBlockSize,
+                       " tokens (", *blocks * block_bytes, " bytes)"));
+
+  GroupParts parts{model->get(), cache->get(), gloo.get(), timed ? &*timed : nullptr, metrics->get()};
+
+  if (rank != 0) {
+    // Followers: SIGTERM ends the process at once (the leader notices the missing rank).
+    std::thread([stop_signals] {
+      int sig = 0;
+      sigwait(&stop_signals, &sig);
+      LogInfo(absl::StrCat("signal ", sig, ": follower exiting"));
+      std::_Exit(0);
+    }).detach();
+    absl::Status done = RunFollower(parts);
+    if (done.ok()) {
+      LogInfo(absl::StrCat(where, ": leader shut the group down; exiting"));
+      return 0;
+    }
+    LogError(absl::StrCat(where, ": lost the group (", done.message(), "); exiting"));
+    return 3;
+  }
+
+  StepLimits limits;
+  limits.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
+  limits.max_step_sequences = absl::GetFlag(FLAGS_max_step_sequences);
+  limits.num_kv_blocks = *blocks;
+  limits.block_size = model::KvCache::kDefaultBlockSize;
+  limits.max_context = config.max_position_embeddings;
+  limits.vocab_size = config.vocab_size;
+  // Heartbeats at a quarter of the timeout: a follower hears from its leader several times
+  // before it would give up on it.
+  const absl::Duration heartbeat =
+      std::min(absl::Seconds(5), absl::Seconds(absl::GetFlag(FLAGS_collective_timeout)) / 4);
+  GroupLeader leader(parts, limits, heartbeat);
+
+  v1::InfoResponse info;
+  info.set_model_id(identity->id);
+  info.set_revision(identity->revision);
+  info.set_tp_size(tp_size);
+  info.set_dtype(config.torch_dtype.empty() ? "bfloat16" : config.torch_dtype);
+  info.set_device(device);
+  info.set_block_size(model::KvCache::kDefaultBlockSize);
+  info.set_num_kv_blocks(*blocks);
+  info.set_max_context(config.max_position_embeddings);
+  info.set_vocab_size(config.vocab_size);
+  info.set_kv_cache_bytes(*blocks * block_bytes);
+  info.set_max_step_tokens(limits.max_step_tokens);
+  info.set_max_step_sequences(limits.max_step_sequences);
+  for (int id : config.eos_token_ids) info.add_eos_token_ids(id);
+  info.set_weight_bytes_per_rank((*model)->WeightBytesPerToken());
+  info.set_rank_count_healthy(tp_size);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  WorkerService service(&leader, info);
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.SetMaxReceiveMessageSize(256 << 20);
+  builder.SetMaxSendMessageSize(256 << 20);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || bound_port == 0) {
+    leader.Shutdown();
+    return Fail(absl::UnavailableError(absl::StrCat("cannot serve the worker API on ", listen)));
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+
+  // Exit when the group breaks (so that the orchestrator restarts the whole group) or on a signal.
+  std::atomic<bool> broken{false};
+  leader.OnBroken([&](const absl::Status&) {
+    broken = true;
+    server->GetHealthCheckService()->SetServingStatus(false);
+    kill(getpid(), SIGTERM);  // wakes the sigwait below
+  });
+  std::optional<RouterRegistration> registration;
+  if (!absl::GetFlag(FLAGS_router).empty()) {
+    const std::string advertise = absl::GetFlag(FLAGS_advertise_address);
+    registration.emplace(absl::GetFlag(FLAGS_router), advertise.empty() ? listen : advertise, info,
+                         [&leader] { return leader.health().ok(); });
+  }
+  LogInfo(absl::StrCat(where, ": serving the worker API on ", listen));
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  server->GetHealthCheckService()->SetServingStatus(false);
+  registration.reset();
+  if (broken) {
+    // Let the failed step's UNAVAILABLE reach the router before the process goes.
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    leader.Shutdown();
+    LogError(absl::StrCat(where, ": exiting because the group broke"));
+    return 2;
+  }
+  LogInfo(absl::StrCat("signal ", sig, ": stopping the group"));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  leader.Shutdown();
+  return 0;
+}
+
+}  // namespace
+}  // namespace caduceus::worker
+
+int main(int argc, char** argv) { return caduceus::worker::Main(argc, argv); }

@@ -1,0 +1,120 @@
+#include "worker/server/worker_metrics.h"
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
+
+namespace caduceus::worker {
+
+namespace {
+
+// 1 ms .. ~65 s, doubling: covers a tiny-model decode step on a CPU and a 70B prefill chunk.
+prometheus::Histogram::BucketBoundaries SecondsBuckets() {
+  prometheus::Histogram::BucketBoundaries b;
+  for (double v = 0.001; v < 70; v *= 2) b.push_back(v);
+  return b;
+}
+
+prometheus::Histogram::BucketBoundaries TokenBuckets() {
+  prometheus::Histogram::BucketBoundaries b;
+  for (double v = 1; v <= 16384; v *= 2) b.push_back(v);
+  return b;
+}
+
+}  // namespace
+
+struct WorkerMetrics::Impl {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  prometheus::Histogram* step = nullptr;
+  prometheus::Histogram* forward = nullptr;
+  prometheus::Histogram* collective = nullptr;
+  prometheus::Histogram* tokens = nullptr;
+  prometheus::Counter* steps_total = nullptr;
+  prometheus::Gauge* kv_used = nullptr;
+  prometheus::Gauge* kv_total = nullptr;
+  prometheus::Gauge* healthy = nullptr;
+};
+
+absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const WorkerIdentity& id,
+                                                                     const std::string& listen) {
+  auto impl = std::make_unique<Impl>();
+  prometheus::Registry& r = *impl->registry;
+  const prometheus::Labels rank{{"rank", std::to_string(id.rank)}};
+  auto histogram = [&](const char* name, const char* help, const auto& buckets) {
+    return &prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add(rank, buckets);
+  };
+  impl->step = histogram("caduceus_worker_step_duration_seconds",
+                         "Wall time of one step on this rank, control plane to sampled tokens.",
+                         SecondsBuckets());
+  impl->forward = histogram("caduceus_worker_forward_duration_seconds",
+                            "Wall time of the forward pass of one step, collectives included.",
+                            SecondsBuckets());
+  impl->collective = histogram("caduceus_worker_collective_duration_seconds",
+                               "Time one step spent in tensor-parallel collectives.",
+                               SecondsBuckets());
+  impl->tokens = histogram("caduceus_worker_step_tokens", "New tokens in one step.", TokenBuckets());
+  impl->steps_total = &prometheus::BuildCounter()
+                           .Name("caduceus_worker_steps_total")
+                           .Help("Steps executed by this rank.")
+                           .Register(r)
+                           .Add(rank);
+  auto gauge = [&](const char* name, const char* help) {
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(r).Add(rank);
+  };
+  impl->kv_used = gauge("caduceus_worker_kv_blocks_used",
+                        "KV-cache blocks referenced by the sequences this replica is running.");
+  impl->kv_total = gauge("caduceus_worker_kv_blocks_total", "KV-cache blocks of this rank.");
+  impl->healthy = gauge("caduceus_worker_group_healthy",
+                        "1 while the tensor-parallel group of this rank can run steps, else 0.");
+  impl->healthy->Set(1);
+  prometheus::BuildGauge()
+      .Name("caduceus_worker_info")
+      .Help("Constant 1; labels describe the worker.")
+      .Register(r)
+      .Add({{"rank", std::to_string(id.rank)},
+            {"model", id.model},
+            {"device", id.device},
+            {"tp_size", std::to_string(id.tp_size)}})
+      .Set(1);
+  if (!listen.empty()) {
+    try {
+      impl->exposer = std::make_unique<prometheus::Exposer>(listen, 1);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
+    }
+    impl->exposer->RegisterCollectable(impl->registry);
+  }
+  return std::unique_ptr<WorkerMetrics>(new WorkerMetrics(std::move(impl)));
+}
+
+WorkerMetrics::WorkerMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WorkerMetrics::~WorkerMetrics() = default;
+
+void WorkerMetrics::ObserveStep(double total, double forward, double collective, int64_t tokens) {
+  impl_->step->Observe(total);
+  impl_->forward->Observe(forward);
+  impl_->collective->Observe(collective);
+  impl_->tokens->Observe(static_cast<double>(tokens));
+  impl_->steps_total->Increment();
+}
+
+void WorkerMetrics::SetKvBlocks(int64_t used, int64_t total) {
+  impl_->kv_used->Set(static_cast<double>(used));
+  impl_->kv_total->Set(static_cast<double>(total));
+}
+
+void WorkerMetrics::SetGroupHealthy(bool healthy) { impl_->healthy->Set(healthy ? 1 : 0); }
+
+std::string WorkerMetrics::Scrape() const {
+  return prometheus::TextSerializer().Serialize(impl_->registry->Collect());
+}
+
+}  // namespace caduceus::worker

@@ -1,0 +1,41 @@
+// Prometheus metrics of one worker rank (prometheus-cpp), served on --metrics-listen. Names
+// follow Prometheus conventions (base units, _seconds); every series carries the rank label.
+// prometheus-cpp headers stay in the .cc: this header is included by the step path.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace caduceus::worker {
+
+struct WorkerIdentity {
+  std::string model;
+  std::string device;
+  int tp_size = 1;
+  int rank = 0;
+};
+
+class WorkerMetrics {
+ public:
+  // listen: "host:port" to serve /metrics on, or empty to keep the metrics in memory only.
+  // UNAVAILABLE when the port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Create(const WorkerIdentity& identity,
+                                                               const std::string& listen);
+  ~WorkerMetrics();
+
+  void ObserveStep(double total_seconds, double forward_seconds, double collective_seconds,
+                   int64_t tokens);
+  void SetKvBlocks(int64_t used, int64_t total);
+  void SetGroupHealthy(bool healthy);
+  // The /metrics text, for tests.
+  std::string Scrape() const;
+
+ private:
+  struct Impl;
+  explicit WorkerMetrics(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace caduceus::worker

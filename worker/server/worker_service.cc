@@ -1,0 +1,38 @@
+#include "worker/server/worker_service.h"
+
+#include <string>
+
+namespace caduceus::worker {
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::InfoRequest*,
+                                 v1::InfoResponse* response) {
+  *response = info_;
+  response->set_rank_count_healthy(leader_->health().ok() ? info_.tp_size() : 0);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepPlan* plan,
+                                 v1::StepResult* result) {
+  return ToGrpc(leader_->Step(*plan, result));
+}
+
+grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseRequest* request,
+                                    v1::ReleaseResponse* response) {
+  response->set_released(leader_->Release(*request));
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Health(grpc::ServerContext*, const v1::HealthRequest*,
+                                   v1::HealthResponse* response) {
+  const absl::Status health = leader_->health();
+  response->set_serving(health.ok());
+  response->set_message(std::string(health.message()));
+  return grpc::Status::OK;
+}
+
+}  // namespace caduceus::worker
