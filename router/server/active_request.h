@@ -1,0 +1,87 @@
+// One request in flight, shared between the RPC handler thread that waits for its output and the
+// replica loop that produces it.
+//
+// The replica loop owns the generation state (detokenizer, stop matcher, tokens); it pushes
+// stream messages into the request's outbox. The handler pops them, and asks for cancellation
+// (client cancel, disconnect, deadline) through RequestCancel, which the loop honours at its
+// next step boundary (the scheduler must not drop a sequence while a step runs).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "caduceus/v1/generation.pb.h"
+#include "router/server/request_spec.h"
+#include "router/text/stop_matcher.h"
+#include "router/text/tokenizer.h"
+
+namespace caduceus::router {
+
+enum class CancelReason : int { kNone = 0, kCancelled = 1, kDeadline = 2 };
+
+class ActiveRequest {
+ public:
+  ActiveRequest(RequestSpec spec, const text::Tokenizer* tokenizer, uint64_t seq_id, absl::Time arrival)
+      : spec_(std::move(spec)),
+        seq_id_(seq_id),
+        arrival_(arrival),
+        detokenizer_(tokenizer, /*skip_special=*/true),
+        stops_(spec_.stop) {}
+
+  const RequestSpec& spec() const { return spec_; }
+  uint64_t seq_id() const { return seq_id_; }
+  absl::Time arrival() const { return arrival_; }
+
+  // --- handler side ---
+  // Waits up to `wait` for the next message. Returns the message, or nullopt on timeout. After
+  // the final message (or an error) `done()` is true and Pop returns nullopt at once.
+  std::optional<v1::GenerateStreamResponse> Pop(absl::Duration wait);
+  bool done() const;
+  absl::Status error() const;  // set when the request failed (not for normal finishes)
+  void RequestCancel(CancelReason reason) {
+    int expected = 0;
+    cancel_.compare_exchange_strong(expected, static_cast<int>(reason));
+  }
+
+  // --- replica-loop side ---
+  CancelReason cancel_reason() const { return static_cast<CancelReason>(cancel_.load()); }
+  void Push(v1::GenerateStreamResponse message, bool final);
+  void Fail(absl::Status status);
+
+  // Generation state, touched only by the replica loop.
+  struct Progress {
+    std::vector<int32_t> generated;
+    std::optional<absl::Time> first_scheduled, first_token, last_token;
+    int32_t cached_prompt_tokens = 0;
+    bool sent_prompt_ids = false;
+  };
+  Progress& progress() { return progress_; }
+  text::IncrementalDetokenizer& detokenizer() { return detokenizer_; }
+  text::StopMatcher& stops() { return stops_; }
+
+ private:
+  const RequestSpec spec_;
+  const uint64_t seq_id_;
+  const absl::Time arrival_;
+  text::IncrementalDetokenizer detokenizer_;
+  text::StopMatcher stops_;
+  Progress progress_;
+  std::atomic<int> cancel_{0};
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<v1::GenerateStreamResponse> outbox_;
+  bool final_pushed_ = false;
+  absl::Status error_;
+};
+
+}  // namespace caduceus::router

@@ -1,0 +1,208 @@
+#include "router/server/generation_service.h"
+
+#include <chrono>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "router/server/active_request.h"
+
+namespace caduceus::router {
+
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+std::string CodeName(absl::StatusCode code) {
+  return absl::AsciiStrToLower(absl::StatusCodeToString(code));
+}
+
+// Folds one stream message into the unary response.
+void Accumulate(const v1::GenerateStreamResponse& m, v1::GenerateResponse* r) {
+  r->set_request_id(m.request_id());
+  r->mutable_text()->append(m.text_delta());
+  r->mutable_token_ids()->MergeFrom(m.token_ids());
+  r->mutable_prompt_token_ids()->MergeFrom(m.prompt_token_ids());
+  r->mutable_logprobs()->MergeFrom(m.logprobs());
+  if (m.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    r->set_finish_reason(m.finish_reason());
+    *r->mutable_usage() = m.usage();
+    *r->mutable_timing() = m.timing();
+  }
+}
+
+}  // namespace
+
+grpc::Status GenerationService::Admit(grpc::ServerContext* context) const {
+  if (!options_.api_token.empty()) {
+    const auto& md = context->client_metadata();
+    auto it = md.find("authorization");
+    const std::string want = "Bearer " + options_.api_token;
+    if (it == md.end() || std::string(it->second.data(), it->second.size()) != want) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "missing or wrong bearer token (metadata 'authorization: Bearer ...')");
+    }
+  }
+  if (draining_) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "router is draining (shutting down); retry on another router");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::Refuse(const absl::Status& status) {
+  metrics_->RequestFinished(CodeName(status.code()));
+  return ToGrpc(status);
+}
+
+grpc::Status GenerationService::Run(grpc::ServerContext* context, absl::StatusOr<RequestSpec> spec,
+                                    grpc::ServerWriter<v1::GenerateStreamResponse>* writer,
+                                    v1::GenerateResponse* response) {
+  if (!spec.ok()) return Refuse(spec.status());
+  const uint64_t seq = next_seq_++;
+  if (spec->request_id.empty()) spec->request_id = absl::StrCat("req-", seq);
+  auto request = std::make_shared<ActiveRequest>(*std::move(spec), model_->tokenizer, seq, absl::Now());
+  in_flight_++;
+  struct Done {
+    std::atomic<int64_t>& n;
+    ~Done() { n--; }
+  } done{in_flight_};
+  absl::StatusOr<std::string> replica = replicas_->Submit(request);
+  if (!replica.ok()) return Refuse(replica.status());
+
+  bool write_failed = false;
+  while (true) {
+    std::optional<v1::GenerateStreamResponse> message = request->Pop(absl::Milliseconds(50));
+    if (message) {
+      const bool last = message->finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+      if (writer != nullptr) {
+        if (!writer->Write(*message)) write_failed = true;  // client went away
+      } else {
+        Accumulate(*message, response);
+      }
+      if (last) {
+        if (response) response->set_replica(*replica);
+        if (options_.log_payloads && response) {
+          LogInfo(absl::StrCat("request ", request->spec().request_id, " output: ", response->text()));
+        }
+        return grpc::Status::OK;
+      }
+    } else if (request->done()) {
+      return ToGrpc(request->error());
+    }
+    const bool deadline_passed = context->deadline() < std::chrono::system_clock::now();
+    if (deadline_passed || context->IsCancelled() || write_failed) {
+      request->RequestCancel(deadline_passed ? CancelReason::kDeadline : CancelReason::kCancelled);
+      return deadline_passed
+                 ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                "deadline exceeded before generation finished")
+                 : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+    }
+  }
+}
+
+grpc::Status GenerationService::Generate(grpc::ServerContext* context,
+                                         const v1::GenerateRequest* request,
+                                         v1::GenerateResponse* response) {
+  if (grpc::Status s = Admit(context); !s.ok()) return s;
+  return Run(context, SpecFromGenerate(*request, *model_, options_.limits), nullptr, response);
+}
+
+grpc::Status GenerationService::GenerateStream(grpc::ServerContext* context,
+                                               const v1::GenerateRequest* request,
+                                               grpc::ServerWriter<v1::GenerateStreamResponse>* writer) {
+  if (grpc::Status s = Admit(context); !s.ok()) return s;
+  return Run(context, SpecFromGenerate(*request, *model_, options_.limits), writer, nullptr);
+}
+
+grpc::Status GenerationService::Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
+                                     v1::GenerateResponse* response) {
+  if (grpc::Status s = Admit(context); !s.ok()) return s;
+  return Run(context, SpecFromChat(*request, *model_, options_.limits), nullptr, response);
+}
+
+grpc::Status GenerationService::ChatStream(grpc::ServerContext* context,
+                                           const v1::ChatRequest* request,
+                                           grpc::ServerWriter<v1::GenerateStreamResponse>* writer) {
+  if (grpc::Status s = Admit(context); !s.ok()) return s;
+  return Run(context, SpecFromChat(*request, *model_, options_.limits), writer, nullptr);
+}
+
+grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
+                                         const v1::TokenizeRequest* request,
+                                         v1::TokenizeResponse* response) {
+  if (grpc::Status s = Admit(context); !s.ok()) return s;
+  std::vector<int32_t> ids;
+  if (request->messages_size() > 0) {
+    if (!request->text().empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "give either text or messages, not both");
+    }
+    absl::StatusOr<std::vector<int32_t>> encoded = EncodeMessages(request->messages(), *model_);
+    if (!encoded.ok()) return ToGrpc(encoded.status());
+    ids = *std::move(encoded);
+  } else {
+    if (static_cast<int64_t>(request->text().size()) > options_.limits.max_prompt_bytes) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("text: ", request->text().size(), " bytes; at most ",
+                                       options_.limits.max_prompt_bytes));
+    }
+    if (!IsValidUtf8(request->text())) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text: not valid UTF-8");
+    }
+    if (request->add_bos()) ids.push_back(model_->config->bos_token_id);
+    std::vector<int32_t> text_ids = model_->tokenizer->Encode(request->text(), request->allow_special());
+    ids.insert(ids.end(), text_ids.begin(), text_ids.end());
+  }
+  for (int32_t id : ids) {
+    response->add_token_ids(id);
+    absl::StatusOr<std::string> piece = model_->tokenizer->Decode(std::span<const int32_t>(&id, 1));
+    response->add_tokens(piece.ok() ? *piece : std::string());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* context,
+                                             const v1::GetModelInfoRequest*,
+                                             v1::ModelInfo* response) {
+  if (grpc::Status s = Admit(context); !s.ok()) return s;
+  const ReplicaSet::Summary summary = replicas_->Summarize();
+  if (summary.up == 0) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no worker replica is up yet");
+  }
+  const model::ModelConfig& config = *model_->config;
+  const worker::v1::InfoResponse& info = *summary.first_info;
+  response->set_model_id(info.model_id());
+  response->set_revision(info.revision());
+  response->set_max_context(config.max_position_embeddings);
+  response->set_vocab_size(config.vocab_size);
+  for (int id : config.eos_token_ids) response->add_eos_token_ids(id);
+  response->set_bos_token_id(config.bos_token_id);
+  response->set_has_chat_template(model_->chat_template != nullptr);
+  response->set_replicas_up(static_cast<uint32_t>(summary.up));
+  response->set_kv_block_size(info.block_size());
+  response->set_kv_blocks_total(static_cast<uint64_t>(summary.kv_blocks_total));
+  response->set_tp_size(info.tp_size());
+  return grpc::Status::OK;
+}
+
+grpc::Status RegistryService::Register(grpc::ServerContext*, const worker::v1::RegisterRequest* request,
+                                       worker::v1::RegisterResponse* response) {
+  if (request->address().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "address is required");
+  }
+  response->set_replica_id(replicas_->Add(request->address()));
+  response->set_heartbeat_interval_seconds(1.0);
+  return grpc::Status::OK;
+}
+
+grpc::Status RegistryService::Heartbeat(grpc::ServerContext*,
+                                        const worker::v1::HeartbeatRequest* request,
+                                        worker::v1::HeartbeatResponse* response) {
+  response->set_known(replicas_->Heartbeat(request->replica_id(), request->serving()));
+  return grpc::Status::OK;
+}
+
+}  // namespace caduceus::router

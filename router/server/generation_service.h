@@ -1,0 +1,78 @@
+// The public API (caduceus.v1.Generation): validates requests, hands them to the replicas and
+// relays their output, unary or streamed. Also the replica registry (internal API) that leaders
+// started with --router call.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "caduceus/v1/generation.grpc.pb.h"
+#include "caduceus/worker/v1/worker.grpc.pb.h"
+#include "router/server/replica_set.h"
+#include "router/server/request_spec.h"
+#include "router/server/router_metrics.h"
+
+namespace caduceus::router {
+
+struct ServiceOptions {
+  RequestLimits limits;
+  std::string api_token;  // empty: no bearer-token check
+  bool log_payloads = false;
+};
+
+class GenerationService final : public v1::Generation::Service {
+ public:
+  GenerationService(ServiceOptions options, const ModelTextContext* model, ReplicaSet* replicas,
+                    RouterMetrics* metrics)
+      : options_(std::move(options)), model_(model), replicas_(replicas), metrics_(metrics) {}
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        v1::GenerateResponse* response) override;
+  grpc::Status GenerateStream(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                              grpc::ServerWriter<v1::GenerateStreamResponse>* writer) override;
+  grpc::Status Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
+                    v1::GenerateResponse* response) override;
+  grpc::Status ChatStream(grpc::ServerContext* context, const v1::ChatRequest* request,
+                          grpc::ServerWriter<v1::GenerateStreamResponse>* writer) override;
+  grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
+                        v1::TokenizeResponse* response) override;
+  grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
+                            v1::ModelInfo* response) override;
+
+  // Graceful drain: new requests get UNAVAILABLE; in-flight ones continue.
+  void StartDraining() { draining_ = true; }
+  int64_t in_flight() const { return in_flight_.load(); }
+
+ private:
+  grpc::Status Admit(grpc::ServerContext* context) const;
+  // Runs a validated request to the end; exactly one of writer / response is set.
+  grpc::Status Run(grpc::ServerContext* context, absl::StatusOr<RequestSpec> spec,
+                   grpc::ServerWriter<v1::GenerateStreamResponse>* writer,
+                   v1::GenerateResponse* response);
+  grpc::Status Refuse(const absl::Status& status);
+
+  const ServiceOptions options_;
+  const ModelTextContext* model_;
+  ReplicaSet* replicas_;
+  RouterMetrics* metrics_;
+  std::atomic<bool> draining_{false};
+  std::atomic<int64_t> in_flight_{0};
+  std::atomic<uint64_t> next_seq_{1};
+};
+
+class RegistryService final : public worker::v1::ReplicaRegistry::Service {
+ public:
+  explicit RegistryService(ReplicaSet* replicas) : replicas_(replicas) {}
+  grpc::Status Register(grpc::ServerContext*, const worker::v1::RegisterRequest* request,
+                        worker::v1::RegisterResponse* response) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const worker::v1::HeartbeatRequest* request,
+                         worker::v1::HeartbeatResponse* response) override;
+
+ private:
+  ReplicaSet* replicas_;
+};
+
+}  // namespace caduceus::router

@@ -1,0 +1,423 @@
+#include "router/server/replica.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/log.h"
+
+namespace caduceus::router {
+
+namespace {
+
+std::chrono::system_clock::time_point DeadlineIn(absl::Duration d) {
+  return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(d);
+}
+
+double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+
+}  // namespace
+
+double Replica::Load::FreeCapacity() const {
+  if (!up || num_blocks == 0) return -1e300;
+  const double free_blocks = (1.0 - kv_usage) * static_cast<double>(num_blocks);
+  return free_blocks - static_cast<double>(waiting_tokens) / std::max<int64_t>(block_size, 1);
+}
+
+Replica::Replica(std::string address, ReplicaOptions options, const ModelTextContext* model,
+                 RouterMetrics* metrics)
+    : address_(std::move(address)),
+      options_(options),
+      model_(model),
+      metrics_(metrics),
+      stub_(worker::v1::Worker::NewStub(grpc::CreateCustomChannel(
+          address_, grpc::InsecureChannelCredentials(), [] {
+            grpc::ChannelArguments args;
+            args.SetMaxReceiveMessageSize(256 << 20);
+            args.SetMaxSendMessageSize(256 << 20);
+            return args;
+          }()))),
+      loop_([this] { Loop(); }) {}
+
+Replica::~Replica() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    FailAll(absl::UnavailableError("router is shutting down"));
+  }
+  cv_.notify_all();
+  loop_.join();
+}
+
+absl::Status Replica::Submit(std::shared_ptr<ActiveRequest> request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!up_ || scheduler_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat("replica ", address_, " is down"));
+  }
+  const RequestSpec& spec = request->spec();
+  if (absl::Status s = scheduler_->Add(request->seq_id(), spec.prompt_ids, spec.max_new_tokens,
+                                       request->arrival());
+      !s.ok()) {
+    return s;
+  }
+  if (options_.log_payloads) {
+    LogInfo(absl::StrCat("request ", spec.request_id, " on ", address_, ": prompt ids [",
+                         absl::StrJoin(spec.prompt_ids, ","), "]"));
+  }
+  metrics_->AddPromptTokens(static_cast<int64_t>(spec.prompt_ids.size()));
+  requests_[request->seq_id()] = std::move(request);
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+void Replica::Heartbeat(bool serving) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (serving) last_ok_ = absl::Now();
+}
+
+Replica::Load Replica::load() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Load l;
+  l.up = up_ && scheduler_ != nullptr;
+  l.info = info_;
+  if (scheduler_) {
+    l.waiting = scheduler_->num_waiting();
+    l.running = scheduler_->num_running();
+    l.waiting_tokens = scheduler_->waiting_tokens();
+    l.kv_usage = scheduler_->kv_usage();
+    l.num_blocks = scheduler_->config().num_blocks;
+    l.block_size = scheduler_->config().block_size;
+  }
+  return l;
+}
+
+int64_t Replica::in_flight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(requests_.size());
+}
+
+bool Replica::Connect() {
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineIn(absl::Seconds(5)));
+  worker::v1::InfoResponse info;
+  grpc::Status status = stub_->Info(&context, worker::v1::InfoRequest(), &info);
+  if (!status.ok()) return false;
+  const model::ModelConfig& config = *model_->config;
+  if (info.vocab_size() != config.vocab_size || info.max_context() != config.max_position_embeddings) {
+    LogError(absl::StrCat("replica ", address_, " serves another model (vocab ", info.vocab_size(),
+                          ", context ", info.max_context(), "; the router's --model has vocab ",
+                          config.vocab_size, ", context ", config.max_position_embeddings,
+                          "); not using it"));
+    return false;
+  }
+  SchedulerConfig sc = options_.scheduler;
+  sc.block_size = info.block_size();
+  sc.num_blocks = info.num_kv_blocks();
+  sc.max_num_seqs = std::min(sc.max_num_seqs, info.max_step_sequences());
+  sc.max_tokens_per_step = std::min(sc.max_tokens_per_step, info.max_step_tokens());
+  sc.prefill_chunk_tokens = std::min(sc.prefill_chunk_tokens, sc.max_tokens_per_step);
+  auto scheduler = Scheduler::Create(sc);
+  if (!scheduler.ok()) {
+    LogError(absl::StrCat("replica ", address_, ": ", scheduler.status().ToString()));
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  scheduler_ = std::move(*scheduler);
+  info_ = info;
+  up_ = true;
+  last_ok_ = absl::Now();
+  preemptions_seen_ = prefix_hits_seen_ = 0;
+  LogInfo(absl::StrCat("replica ", address_, " up: ", info.model_id(), " (revision ",
+                       info.revision(), "), tp ", info.tp_size(), " on ", info.device(), ", ",
+                       info.num_kv_blocks(), " KV blocks of ", info.block_size(), " tokens"));
+  return true;
+}
+
+bool Replica::ProbeHealth() {
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineIn(absl::Seconds(2)));
+  worker::v1::HealthResponse health;
+  grpc::Status status = stub_->Health(&context, worker::v1::HealthRequest(), &health);
+  return status.ok() && health.serving();
+}
+
+void Replica::FailAll(const absl::Status& status) {
+  for (auto& [id, request] : requests_) {
+    request->Fail(status);
+    metrics_->RequestFinished(absl::AsciiStrToLower(absl::StatusCodeToString(status.code())));
+  }
+  requests_.clear();
+}
+
+void Replica::HandleCancellations(std::vector<uint64_t>* release) {
+  for (auto it = requests_.begin(); it != requests_.end();) {
+    ActiveRequest& request = *it->second;
+    const CancelReason reason = request.cancel_reason();
+    if (reason == CancelReason::kNone) {
+      ++it;
+      continue;
+    }
+    scheduler_->Finish(request.seq_id()).IgnoreError();
+    release->push_back(request.seq_id());
+    const bool deadline = reason == CancelReason::kDeadline;
+    request.Fail(deadline ? absl::DeadlineExceededError("deadline exceeded")
+                          : absl::CancelledError("cancelled by the client"));
+    metrics_->RequestFinished(deadline ? "deadline_exceeded" : "cancelled");
+    metrics_->ObserveRequestDuration(Seconds(absl::Now() - request.arrival()));
+    requests_.erase(it++);
+  }
+}
+
+bool Replica::ProcessToken(ActiveRequest& request, const worker::v1::SequenceResult& result) {
+  ActiveRequest::Progress& p = request.progress();
+  const RequestSpec& spec = request.spec();
+  const absl::Time now = absl::Now();
+  const int32_t token = result.token_id();
+  p.generated.push_back(token);
+  if (!p.first_token) {
+    p.first_token = now;
+    metrics_->ObserveTimeToFirstToken(Seconds(now - request.arrival()));
+  } else {
+    metrics_->ObserveInterTokenLatency(Seconds(now - *p.last_token));
+  }
+  p.last_token = now;
+  metrics_->AddGenerationTokens(1);
+
+  v1::GenerateStreamResponse message;
+  message.set_request_id(spec.request_id);
+  if (!p.sent_prompt_ids) {
+    message.mutable_prompt_token_ids()->Add(spec.prompt_ids.begin(), spec.prompt_ids.end());
+    p.sent_prompt_ids = true;
+  }
+  message.add_token_ids(token);
+  if (spec.logprobs) {
+    v1::GeneratedTokenLogprobs* lp = message.add_logprobs();
+    lp->set_token_id(token);
+    lp->set_logprob(result.logprob());
+    for (const worker::v1::TokenLogprob& t : result.top_logprobs()) {
+      v1::TokenLogprob* out = lp->add_top_logprobs();
+      out->set_token_id(t.token_id());
+      out->set_logprob(t.logprob());
+    }
+  }
+  const bool stop_token =
+      !spec.ignore_eos && (model_->config->IsEos(token) ||
+                           std::find(spec.stop_token_ids.begin(), spec.stop_token_ids.end(),
+                                     token) != spec.stop_token_ids.end());
+  absl::StatusOr<std::string> piece = request.detokenizer().Push(token);
+  if (!piece.ok()) {  // the worker sampled an id outside the tokenizer: a model/tokenizer mismatch
+    request.Fail(absl::InternalError(absl::StrCat("detokenizer: ", piece.status().message())));
+    metrics_->RequestFinished("internal");
+    return true;
+  }
+  text::StopMatcher::Result stop = request.stops().Push(*piece);
+  std::string text = std::move(stop.emit);
+  v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
+  if (stop_token) {
+    reason = v1::FINISH_REASON_STOP_TOKEN;
+  } else if (stop.stopped) {
+    reason = v1::FINISH_REASON_STOP_SEQUENCE;
+  } else if (static_cast<int32_t>(p.generated.size()) >= spec.max_new_tokens) {
+    reason = v1::FINISH_REASON_LENGTH;
+  }
+  if (reason != v1::FINISH_REASON_UNSPECIFIED && reason != v1::FINISH_REASON_STOP_SEQUENCE) {
+    text += request.stops().Push(request.detokenizer().Flush()).emit;
+    text += request.stops().Flush();
+  }
+  message.set_text_delta(std::move(text));
+  const bool finished = reason != v1::FINISH_REASON_UNSPECIFIED;
+  if (finished) {
+    message.set_finish_reason(reason);
+    v1::Usage* usage = message.mutable_usage();
+    usage->set_prompt_tokens(static_cast<uint32_t>(spec.prompt_ids.size()));
+    usage->set_generated_tokens(static_cast<uint32_t>(p.generated.size()));
+    usage->set_cached_prompt_tokens(static_cast<uint32_t>(p.cached_prompt_tokens));
+    v1::Timing* timing = message.mutable_timing();
+    timing->set_queue_seconds(Seconds(p.first_scheduled.value_or(now) - request.arrival()));
+    timing->set_time_to_first_token_seconds(Seconds(*p.first_token - request.arrival()));
+    timing->set_total_seconds(Seconds(now - request.arrival()));
+    metrics_->ObserveRequestDuration(timing->total_seconds());
+    metrics_->RequestFinished("ok");
+  }
+  request.Push(std::move(message), finished);
+  return finished;
+}
+
+void Replica::Release(const std::vector<uint64_t>& ids) {
+  if (ids.empty()) return;
+  worker::v1::ReleaseRequest request;
+  request.mutable_sequence_ids()->Add(ids.begin(), ids.end());
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineIn(absl::Seconds(5)));
+  worker::v1::ReleaseResponse response;
+  // Best effort: a worker that missed a release only keeps a little sampler state, and a
+  // recomputed sequence restarts its state with first_step anyway.
+  stub_->Release(&context, request, &response);
+}
+
+void Replica::Loop() {
+  std::vector<uint64_t> release;
+  while (true) {
+    bool connected;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+      connected = scheduler_ != nullptr;
+    }
+    if (!connected) {
+      // Down (or never up): reconnect when its health check passes.
+      if (!Connect()) {
+        std::unique_lock<std::mutex> lock(mu_);
+        up_ = false;
+        cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.health_interval), [this] { return stop_; });
+      }
+      continue;
+    }
+
+    std::unique_lock<std::mutex> lock(mu_);
+    release.clear();
+    HandleCancellations(&release);
+    if (scheduler_->num_waiting() == 0 && scheduler_->num_running() == 0) {
+      const bool woke = cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.health_interval), [this] {
+        return stop_ || scheduler_->num_waiting() > 0;
+      });
+      if (stop_) return;
+      if (!woke) {
+        // Idle: check that the group is still alive, so routing does not pick a dead replica.
+        lock.unlock();
+        Release(release);
+        const bool healthy = ProbeHealth();
+        lock.lock();
+        const absl::Time now = absl::Now();
+        if (healthy) {
+          last_ok_ = now;
+          up_ = true;
+        } else if (now - last_ok_ > options_.heartbeat_timeout && up_) {
+          LogWarning(absl::StrCat("replica ", address_, " missed its health checks for ",
+                                  absl::FormatDuration(now - last_ok_), "; marking it down"));
+          up_ = false;
+          scheduler_.reset();
+          info_.reset();
+        }
+        continue;
+      }
+    }
+
+    ScheduledStep step = scheduler_->Schedule();
+    if (scheduler_->preemptions_total() > preemptions_seen_) {
+      metrics_->AddPreemptions(scheduler_->preemptions_total() - preemptions_seen_);
+      preemptions_seen_ = scheduler_->preemptions_total();
+    }
+    if (scheduler_->prefix_hits_total() > prefix_hits_seen_) {
+      metrics_->AddPrefixCacheHits(scheduler_->prefix_hits_total() - prefix_hits_seen_);
+      prefix_hits_seen_ = scheduler_->prefix_hits_total();
+    }
+    metrics_->SetKvUsage(address_, scheduler_->kv_usage());
+    if (step.empty()) {
+      // Everything waits (for blocks held by sequences that are finishing): try again shortly.
+      cv_.wait_for(lock, std::chrono::milliseconds(5));
+      continue;
+    }
+    worker::v1::StepPlan plan;
+    plan.set_step_id(next_step_id_++);
+    const absl::Time now = absl::Now();
+    for (const StepEntry& e : step.entries) {
+      ActiveRequest& request = *requests_.at(e.seq_id);
+      ActiveRequest::Progress& p = request.progress();
+      if (!p.first_scheduled) {
+        p.first_scheduled = now;
+        p.cached_prompt_tokens = e.start_pos;
+        metrics_->ObserveQueueTime(Seconds(now - request.arrival()));
+      }
+      worker::v1::SequencePlan* s = plan.add_sequences();
+      s->set_sequence_id(e.seq_id);
+      s->mutable_token_ids()->Add(e.tokens.begin(), e.tokens.end());
+      s->set_start_pos(e.start_pos);
+      s->mutable_block_table()->Add(e.block_table.begin(), e.block_table.end());
+      s->set_sample(e.sample);
+      s->set_prompt_len(e.prompt_len);
+      if (e.first_step) {
+        s->set_first_step(true);
+        s->mutable_prefix_ids()->Add(e.prefix_ids.begin(), e.prefix_ids.end());
+        const sampling::SamplingParams& sp = request.spec().sampling;
+        worker::v1::SamplingParams* out = s->mutable_sampling();
+        out->set_temperature(sp.temperature);
+        out->set_top_k(sp.top_k);
+        out->set_top_p(sp.top_p);
+        out->set_min_p(sp.min_p);
+        out->set_repetition_penalty(sp.repetition_penalty);
+        out->set_frequency_penalty(sp.frequency_penalty);
+        out->set_presence_penalty(sp.presence_penalty);
+        out->set_seed(sp.seed);
+        out->set_top_logprobs(sp.top_logprobs);
+      }
+    }
+    lock.unlock();
+    Release(release);
+
+    const absl::Time sent = absl::Now();
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(options_.step_timeout));
+    worker::v1::StepResult result;
+    grpc::Status status = stub_->Step(&context, plan, &result);
+    const absl::Duration took = absl::Now() - sent;
+
+    lock.lock();
+    if (!status.ok()) {
+      if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+        // The worker refused the plan: a bug on one side or the other. Fail the requests in it
+        // (they are poisoned) and keep the replica.
+        LogError(absl::StrCat("replica ", address_, " refused a step: ", status.error_message()));
+        scheduler_->AbortStep();
+        release.clear();
+        for (const StepEntry& e : step.entries) {
+          auto it = requests_.find(e.seq_id);
+          if (it == requests_.end()) continue;
+          it->second->Fail(absl::InternalError(
+              absl::StrCat("the worker refused this request's step: ", status.error_message())));
+          metrics_->RequestFinished("internal");
+          scheduler_->Finish(e.seq_id).IgnoreError();
+          release.push_back(e.seq_id);
+          requests_.erase(it);
+        }
+        lock.unlock();
+        Release(release);
+        continue;
+      }
+      LogError(absl::StrCat("replica ", address_, " failed a step (", status.error_code(), ": ",
+                            status.error_message(), "); marking it down"));
+      FailAll(absl::UnavailableError(absl::StrCat("replica ", address_, " failed: ",
+                                                  status.error_message(), "; retry the request")));
+      up_ = false;
+      scheduler_.reset();
+      info_.reset();
+      continue;
+    }
+    last_ok_ = absl::Now();
+    metrics_->ObserveStep(static_cast<int64_t>(step.entries.size()), Seconds(took),
+                          std::max(0.0, Seconds(took) - result.timings().total_seconds()));
+    release.clear();
+    for (int i = 0; i < result.results_size() && i < static_cast<int>(step.entries.size()); ++i) {
+      const worker::v1::SequenceResult& r = result.results(i);
+      if (!r.sampled()) continue;
+      auto it = requests_.find(r.sequence_id());
+      if (it == requests_.end()) continue;
+      scheduler_->OnSampled(r.sequence_id(), r.token_id()).IgnoreError();
+      if (ProcessToken(*it->second, r)) {
+        scheduler_->Finish(r.sequence_id()).IgnoreError();
+        release.push_back(r.sequence_id());
+        requests_.erase(it);
+      }
+    }
+    metrics_->SetKvUsage(address_, scheduler_->kv_usage());
+    lock.unlock();
+    Release(release);
+    release.clear();
+  }
+}
+
+}  // namespace caduceus::router

@@ -1,0 +1,100 @@
+// One worker group (a model replica) as the router sees it: its scheduler, the requests it runs,
+// and the loop thread that turns scheduler steps into Step RPCs on the group's leader.
+//
+// Threads: RPC handler threads call Submit (under mu_) and flag cancellations on the request;
+// the loop thread owns everything else. The loop never holds mu_ during an RPC, so submissions
+// are not delayed by a running step; cancellations take effect at the next step boundary.
+//
+// Failure: a Step that fails other than with INVALID_ARGUMENT means the group is gone (workers
+// exit when their group breaks), so its KV cache is gone too: every request on the replica fails
+// with UNAVAILABLE, the replica is marked down and reconnects (Info, fresh scheduler) once its
+// health check answers again.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "caduceus/worker/v1/worker.grpc.pb.h"
+#include "router/scheduler/scheduler.h"
+#include "router/server/active_request.h"
+#include "router/server/request_spec.h"
+#include "router/server/router_metrics.h"
+
+namespace caduceus::router {
+
+struct ReplicaOptions {
+  SchedulerConfig scheduler;       // block geometry is replaced by the worker's Info
+  absl::Duration step_timeout = absl::Seconds(120);
+  absl::Duration health_interval = absl::Seconds(1);
+  absl::Duration heartbeat_timeout = absl::Seconds(10);
+  bool log_payloads = false;
+};
+
+class Replica {
+ public:
+  Replica(std::string address, ReplicaOptions options, const ModelTextContext* model,
+          RouterMetrics* metrics);
+  ~Replica();
+
+  const std::string& address() const { return address_; }
+
+  // Queues a request. UNAVAILABLE when the replica is down, RESOURCE_EXHAUSTED when its waiting
+  // queue is full, INVALID_ARGUMENT when the request can never fit its KV cache.
+  absl::Status Submit(std::shared_ptr<ActiveRequest> request);
+  // A registered leader's heartbeat (it counts as a successful health check).
+  void Heartbeat(bool serving);
+
+  struct Load {
+    bool up = false;
+    int64_t waiting = 0, running = 0, waiting_tokens = 0;
+    double kv_usage = 0;
+    int64_t num_blocks = 0, block_size = 0;
+    std::optional<worker::v1::InfoResponse> info;
+    // Free KV blocks minus what the waiting queue will need: where a new request fits best.
+    double FreeCapacity() const;
+  };
+  Load load() const;
+  int64_t in_flight() const;
+
+ private:
+  void Loop();
+  // Info + scheduler. Requires !mu_ held. False while the worker cannot be reached.
+  bool Connect();
+  bool ProbeHealth();
+  // Each of these requires mu_.
+  void HandleCancellations(std::vector<uint64_t>* release);
+  void FailAll(const absl::Status& status);
+  // Turns a sampled token into stream output; true when the request finished.
+  bool ProcessToken(ActiveRequest& request, const worker::v1::SequenceResult& result);
+  void Release(const std::vector<uint64_t>& ids);
+
+  const std::string address_;
+  const ReplicaOptions options_;
+  const ModelTextContext* model_;
+  RouterMetrics* metrics_;
+  std::unique_ptr<worker::v1::Worker::Stub> stub_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::unique_ptr<Scheduler> scheduler_;  // null while down
+  std::optional<worker::v1::InfoResponse> info_;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<ActiveRequest>> requests_;
+  bool up_ = false;
+  absl::Time last_ok_ = absl::InfinitePast();
+  bool stop_ = false;
+  int64_t preemptions_seen_ = 0, prefix_hits_seen_ = 0;
+  uint64_t next_step_id_ = 0;
+  std::thread loop_;  // last: starts after every member above is initialized
+};
+
+}  // namespace caduceus::router

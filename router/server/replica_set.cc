@@ -1,0 +1,102 @@
+#include "router/server/replica_set.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace caduceus::router {
+
+ReplicaSet::ReplicaSet(ReplicaOptions options, const ModelTextContext* model, RouterMetrics* metrics)
+    : options_(options), model_(model), metrics_(metrics), monitor_([this] { MonitorLoop(); }) {}
+
+ReplicaSet::~ReplicaSet() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  monitor_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  replicas_.clear();
+}
+
+std::string ReplicaSet::Add(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& r : replicas_) {
+    if (r->address() == address) return address;
+  }
+  LogInfo(absl::StrCat("replica ", address, " added"));
+  replicas_.push_back(std::make_unique<Replica>(address, options_, model_, metrics_));
+  return address;
+}
+
+bool ReplicaSet::Heartbeat(const std::string& id, bool serving) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& r : replicas_) {
+    if (r->address() == id) {
+      r->Heartbeat(serving);
+      return true;
+    }
+  }
+  return false;
+}
+
+absl::StatusOr<std::string> ReplicaSet::Submit(const std::shared_ptr<ActiveRequest>& request) {
+  std::vector<std::pair<double, Replica*>> ranked;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& r : replicas_) {
+      Replica::Load load = r->load();
+      if (load.up) ranked.emplace_back(load.FreeCapacity(), r.get());
+    }
+  }
+  if (ranked.empty()) {
+    return absl::UnavailableError("no worker replica is up; retry later");
+  }
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  absl::Status last;
+  for (const auto& [capacity, replica] : ranked) {
+    last = replica->Submit(request);
+    if (last.ok()) return replica->address();
+    // A full queue or a replica that just went down: try the next one. Anything else (a request
+    // that can never fit) would fail the same way everywhere.
+    if (last.code() != absl::StatusCode::kResourceExhausted &&
+        last.code() != absl::StatusCode::kUnavailable) {
+      return last;
+    }
+  }
+  return last;
+}
+
+ReplicaSet::Summary ReplicaSet::Summarize() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Summary s;
+  for (const auto& r : replicas_) {
+    Replica::Load load = r->load();
+    (load.up ? s.up : s.down) += 1;
+    s.waiting += load.waiting;
+    s.running += load.running;
+    s.in_flight += r->in_flight();
+    if (load.up) {
+      s.kv_blocks_total += load.num_blocks;
+      if (!s.first_info) s.first_info = load.info;
+    }
+  }
+  return s;
+}
+
+void ReplicaSet::MonitorLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    lock.unlock();
+    Summary s = Summarize();
+    metrics_->SetQueue(s.waiting, s.running);
+    metrics_->SetReplicas(s.up, s.down);
+    lock.lock();
+    cv_.wait_for(lock, std::chrono::milliseconds(250), [this] { return stop_; });
+  }
+}
+
+}  // namespace caduceus::router

@@ -1,0 +1,53 @@
+// Every replica the router knows: listed with --replica, or registered by their leaders
+// (caduceus.worker.v1.ReplicaRegistry). Routes each new request to the replica with the most
+// free KV capacity and keeps the queue and replica gauges current.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "router/server/replica.h"
+
+namespace caduceus::router {
+
+class ReplicaSet {
+ public:
+  ReplicaSet(ReplicaOptions options, const ModelTextContext* model, RouterMetrics* metrics);
+  ~ReplicaSet();
+
+  // Adds a replica by address (idempotent); returns its id (the address).
+  std::string Add(const std::string& address);
+  // Registry heartbeat; false when the id is unknown (the leader should register again).
+  bool Heartbeat(const std::string& id, bool serving);
+
+  // Queues the request on the best replica that accepts it. UNAVAILABLE when none is up,
+  // RESOURCE_EXHAUSTED when every replica's queue is full, INVALID_ARGUMENT when it cannot fit.
+  absl::StatusOr<std::string> Submit(const std::shared_ptr<ActiveRequest>& request);
+
+  struct Summary {
+    int64_t up = 0, down = 0, waiting = 0, running = 0, in_flight = 0, kv_blocks_total = 0;
+    std::optional<worker::v1::InfoResponse> first_info;  // of an up replica
+  };
+  Summary Summarize() const;
+
+ private:
+  void MonitorLoop();
+
+  const ReplicaOptions options_;
+  const ModelTextContext* model_;
+  RouterMetrics* metrics_;
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<Replica>> replicas_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread monitor_;
+};
+
+}  // namespace caduceus::router

@@ -1,0 +1,120 @@
+// Request validation: every bad input is INVALID_ARGUMENT with a message naming the field.
+#include "router/server/request_spec.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace caduceus::router {
+namespace {
+
+class RequestSpecTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* dir = std::getenv("CADUCEUS_TESTDATA_DIR");
+    ASSERT_NE(dir, nullptr);
+    const std::string model_dir = std::string(dir) + "/tiny-seed1";
+    auto config = model::ModelConfig::LoadFromDir(model_dir);
+    ASSERT_TRUE(config.ok()) << config.status();
+    config_ = *config;
+    auto tok = text::Tokenizer::FromModelDir(model_dir);
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    tokenizer_ = std::move(*tok);
+    auto tmpl = text::ChatTemplate::FromTokenizerConfig(model_dir + "/tokenizer_config.json");
+    ASSERT_TRUE(tmpl.ok()) << tmpl.status();
+    template_ = std::move(*tmpl);
+    model_ = {tokenizer_.get(), template_.get(), &config_};
+  }
+
+  void ExpectInvalid(const v1::GenerateRequest& r, const std::string& words) {
+    auto spec = SpecFromGenerate(r, model_, limits_);
+    ASSERT_FALSE(spec.ok());
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument) << spec.status();
+    EXPECT_NE(spec.status().message().find(words), std::string::npos) << spec.status().message();
+  }
+
+  model::ModelConfig config_;
+  std::unique_ptr<text::Tokenizer> tokenizer_;
+  std::unique_ptr<text::ChatTemplate> template_;
+  ModelTextContext model_;
+  RequestLimits limits_;
+};
+
+TEST_F(RequestSpecTest, TextPromptGetsBosAndDefaults) {
+  v1::GenerateRequest r;
+  r.set_prompt("Hello <|eot_id|>");
+  auto spec = SpecFromGenerate(r, model_, limits_);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->prompt_ids.front(), config_.bos_token_id);
+  // The special-token text stays plain text (no injection of the control token).
+  for (size_t i = 1; i < spec->prompt_ids.size(); ++i) EXPECT_LT(spec->prompt_ids[i], 128000);
+  EXPECT_EQ(spec->max_new_tokens, 128);
+}
+
+TEST_F(RequestSpecTest, ExplicitZeroTemperatureIsGreedy) {
+  v1::GenerateRequest r;
+  r.add_prompt_ids(1);
+  r.mutable_params()->mutable_sampling()->set_temperature(0);
+  auto spec = SpecFromGenerate(r, model_, limits_);
+  ASSERT_TRUE(spec.ok());
+  EXPECT_TRUE(spec->sampling.IsGreedy());
+}
+
+TEST_F(RequestSpecTest, RefusesBadInput) {
+  ExpectInvalid(v1::GenerateRequest(), "empty prompt");
+  v1::GenerateRequest both;
+  both.set_prompt("a");
+  both.add_prompt_ids(1);
+  ExpectInvalid(both, "not both");
+  v1::GenerateRequest bad_utf8;
+  bad_utf8.set_prompt(std::string("ab\xff", 3));
+  ExpectInvalid(bad_utf8, "UTF-8");
+  v1::GenerateRequest bad_id;
+  bad_id.add_prompt_ids(config_.vocab_size);
+  ExpectInvalid(bad_id, "outside the vocabulary");
+  v1::GenerateRequest too_long;
+  too_long.add_prompt_ids(1);
+  too_long.mutable_params()->set_max_new_tokens(config_.max_position_embeddings);
+  ExpectInvalid(too_long, "exceeds the model's context");
+  v1::GenerateRequest top_p;
+  top_p.add_prompt_ids(1);
+  top_p.mutable_params()->mutable_sampling()->set_top_p(1.5);
+  ExpectInvalid(top_p, "top_p");
+  v1::GenerateRequest temp;
+  temp.add_prompt_ids(1);
+  temp.mutable_params()->mutable_sampling()->set_temperature(-1);
+  ExpectInvalid(temp, "temperature");
+  v1::GenerateRequest stops;
+  stops.add_prompt_ids(1);
+  for (int i = 0; i < 17; ++i) stops.mutable_params()->add_stop("x");
+  ExpectInvalid(stops, "at most 16");
+  v1::GenerateRequest long_stop;
+  long_stop.add_prompt_ids(1);
+  long_stop.mutable_params()->add_stop(std::string(257, 'a'));
+  ExpectInvalid(long_stop, "257 bytes");
+}
+
+TEST_F(RequestSpecTest, ChatRendersTheTemplate) {
+  v1::ChatRequest r;
+  auto* m = r.add_messages();
+  m->set_role("user");
+  m->set_content("What is sepsis?");
+  auto spec = SpecFromChat(r, model_, limits_);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_GT(spec->prompt_ids.size(), 5u);
+  m->set_role("doctor");
+  EXPECT_EQ(SpecFromChat(r, model_, limits_).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Utf8Test, Validation) {
+  EXPECT_TRUE(IsValidUtf8("plain"));
+  EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));              // truncated
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // > U+10FFFF
+}
+
+}  // namespace
+}  // namespace caduceus::router

@@ -1,0 +1,226 @@
+// caduceus-router: the public gRPC API of a Caduceus cluster.
+//
+//   caduceus-router --model DIR --listen HOST:PORT --metrics-listen HOST:PORT
+//                   [--replica HOST:PORT ...] (leaders may also register themselves)
+//
+// --model needs only config.json, generation_config.json, tokenizer.json and
+// tokenizer_config.json (no weights). Every flag can also be set as CADUCEUS_<FLAG>.
+// SIGTERM/SIGINT: drain (health NOT_SERVING, new requests UNAVAILABLE, in-flight ones finish
+// within --drain-timeout), then exit 0.
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/cli_flags.h"
+#include "common/log.h"
+#include "router/server/generation_service.h"
+#include "router/server/replica_set.h"
+#include "router/server/router_metrics.h"
+#include "router/text/chat_template.h"
+#include "router/text/tokenizer.h"
+#include "worker/model/model_config.h"
+
+ABSL_FLAG(std::string, model, "",
+          "model directory: config.json, tokenizer.json, tokenizer_config.json (weights not needed)");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "HOST:PORT of the public gRPC API");
+ABSL_FLAG(std::string, metrics_listen, "", "HOST:PORT for Prometheus /metrics");
+ABSL_FLAG(std::vector<std::string>, replica, {},
+          "worker leaders' HOST:PORT (comma list; the flag may be repeated)");
+ABSL_FLAG(int32_t, max_num_seqs, 256, "running sequences per replica at most");
+ABSL_FLAG(int32_t, max_tokens_per_step, 2048, "new tokens per step per replica (token budget)");
+ABSL_FLAG(int32_t, prefill_chunk_tokens, 512, "prompt tokens one sequence computes per step");
+ABSL_FLAG(int32_t, max_waiting_requests, 256,
+          "waiting requests per replica before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_waiting_tokens, 262144,
+          "waiting prompt tokens per replica before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, default_max_new_tokens, 128, "max_new_tokens when a request leaves it unset");
+ABSL_FLAG(int32_t, max_stop_sequences, 16, "stop sequences per request at most");
+ABSL_FLAG(int32_t, max_stop_bytes, 256, "bytes per stop sequence at most");
+ABSL_FLAG(int32_t, max_prompt_bytes, 1 << 20, "prompt text bytes at most");
+ABSL_FLAG(double, drain_timeout, 30, "seconds in-flight requests get to finish on SIGTERM");
+ABSL_FLAG(double, heartbeat_timeout, 10,
+          "seconds without a successful health check or heartbeat before a replica is down");
+ABSL_FLAG(double, step_timeout, 120, "seconds one worker step may take before it is a failure");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve the public API over TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
+ABSL_FLAG(std::string, api_token_file, "",
+          "file holding a bearer token every public call must present");
+ABSL_FLAG(bool, log_payloads, false,
+          "log prompts and outputs (patient data: keep off in production)");
+
+namespace caduceus::router {
+namespace {
+
+constexpr const char kUsage[] =
+    "caduceus-router --model DIR --listen HOST:PORT --metrics-listen HOST:PORT "
+    "[--replica HOST:PORT ...]\nThe public gRPC API of a Caduceus cluster. Every flag may also "
+    "be given as CADUCEUS_<FLAG>, e.g. CADUCEUS_LISTEN.";
+
+int Fail(const absl::Status& status) {
+  LogError(status.ToString());
+  return 1;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(what, ": cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// absl keeps only the last value of a repeated flag: join every --replica into one list first.
+std::vector<std::string> MergeRepeatedReplicaFlags(int argc, char** argv) {
+  std::vector<std::string> args;
+  std::vector<std::string> replicas;
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if ((a == "--replica" || a == "-replica") && i + 1 < argc) {
+      replicas.push_back(argv[++i]);
+    } else if (a.rfind("--replica=", 0) == 0) {
+      replicas.push_back(a.substr(10));
+    } else {
+      args.push_back(a);
+    }
+  }
+  if (!replicas.empty()) args.push_back("--replica=" + absl::StrJoin(replicas, ","));
+  return args;
+}
+
+int Main(int argc, char** argv) {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  std::vector<std::string> merged = MergeRepeatedReplicaFlags(argc, argv);
+  std::vector<char*> merged_argv;
+  for (std::string& a : merged) merged_argv.push_back(a.data());
+  ParseFlagsWithEnv(static_cast<int>(merged_argv.size()), merged_argv.data(), kUsage, "CADUCEUS_");
+
+  const std::string model_dir = absl::GetFlag(FLAGS_model);
+  if (model_dir.empty()) return Fail(absl::InvalidArgumentError("--model is required"));
+  auto config = model::ModelConfig::LoadFromDir(model_dir);
+  if (!config.ok()) return Fail(config.status());
+  auto tokenizer = text::Tokenizer::FromModelDir(model_dir);
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  std::unique_ptr<text::ChatTemplate> chat_template;
+  if (auto t = text::ChatTemplate::FromTokenizerConfig(model_dir + "/tokenizer_config.json"); t.ok()) {
+    chat_template = std::move(*t);
+  } else {
+    LogWarning(absl::StrCat("no usable chat template (", t.status().message(),
+                            "); Chat and ChatStream will be refused"));
+  }
+  ModelTextContext model{tokenizer->get(), chat_template.get(), &*config};
+
+  std::string api_token;
+  if (!absl::GetFlag(FLAGS_api_token_file).empty()) {
+    auto token = ReadFile(absl::GetFlag(FLAGS_api_token_file), "--api-token-file");
+    if (!token.ok()) return Fail(token.status());
+    api_token = std::string(absl::StripAsciiWhitespace(*token));
+    if (api_token.empty()) return Fail(absl::InvalidArgumentError("--api-token-file is empty"));
+  }
+
+  auto metrics = RouterMetrics::Create(absl::GetFlag(FLAGS_metrics_listen));
+  if (!metrics.ok()) return Fail(metrics.status());
+
+  ReplicaOptions ro;
+  ro.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  ro.scheduler.max_tokens_per_step = absl::GetFlag(FLAGS_max_tokens_per_step);
+  ro.scheduler.prefill_chunk_tokens = absl::GetFlag(FLAGS_prefill_chunk_tokens);
+  ro.scheduler.max_waiting_requests = absl::GetFlag(FLAGS_max_waiting_requests);
+  ro.scheduler.max_waiting_tokens = absl::GetFlag(FLAGS_max_waiting_tokens);
+  ro.step_timeout = absl::Seconds(absl::GetFlag(FLAGS_step_timeout));
+  ro.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout));
+  ro.log_payloads = absl::GetFlag(FLAGS_log_payloads);
+  if (ro.scheduler.max_tokens_per_step < ro.scheduler.max_num_seqs) {
+    return Fail(absl::InvalidArgumentError(
+        "--max-tokens-per-step must be >= --max-num-seqs (every running sequence decodes each step)"));
+  }
+  auto replicas = std::make_unique<ReplicaSet>(ro, &model, metrics->get());
+  for (const std::string& r : absl::GetFlag(FLAGS_replica)) {
+    if (!r.empty()) replicas->Add(r);
+  }
+
+  ServiceOptions so;
+  so.limits.max_stop_sequences = absl::GetFlag(FLAGS_max_stop_sequences);
+  so.limits.max_stop_bytes = absl::GetFlag(FLAGS_max_stop_bytes);
+  so.limits.max_prompt_bytes = absl::GetFlag(FLAGS_max_prompt_bytes);
+  so.limits.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
+  so.api_token = api_token;
+  so.log_payloads = ro.log_payloads;
+  GenerationService generation(so, &model, replicas.get(), metrics->get());
+  RegistryService registry(replicas.get());
+
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
+    auto cert = ReadFile(absl::GetFlag(FLAGS_tls_cert), "--tls-cert");
+    if (!cert.ok()) return Fail(cert.status());
+    auto key = ReadFile(absl::GetFlag(FLAGS_tls_key), "--tls-key");
+    if (!key.ok()) return Fail(key.status());
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  builder.AddListeningPort(listen, credentials, &port);
+  builder.RegisterService(&generation);
+  builder.RegisterService(&registry);
+  grpc::ResourceQuota quota("caduceus-router");
+  quota.SetMaxThreads(2048);  // sync API: one thread per in-flight call
+  builder.SetResourceQuota(quota);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    return Fail(absl::UnavailableError(absl::StrCat("cannot serve on ", listen)));
+  }
+  // Serving as soon as the API is up; GetModelInfo answers UNAVAILABLE until a replica is.
+  server->GetHealthCheckService()->SetServingStatus(true);
+  LogInfo(absl::StrCat("caduceus-router serving ", model_dir, " on ", listen,
+                       api_token.empty() ? "" : " (bearer token required)",
+                       absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " over TLS"));
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  LogInfo(absl::StrCat("signal ", sig, ": draining (up to ", absl::GetFlag(FLAGS_drain_timeout), " s)"));
+  server->GetHealthCheckService()->SetServingStatus(false);
+  generation.StartDraining();
+  const auto drain_deadline = std::chrono::steady_clock::now() +
+                              std::chrono::duration<double>(absl::GetFlag(FLAGS_drain_timeout));
+  while (generation.in_flight() > 0 && std::chrono::steady_clock::now() < drain_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (generation.in_flight() > 0) {
+    LogWarning(absl::StrCat(generation.in_flight(), " requests still running at the drain timeout"));
+  }
+  replicas.reset();  // fails anything left with UNAVAILABLE, stops the loops
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  LogInfo("drained; exiting");
+  return 0;
+}
+
+}  // namespace
+}  // namespace caduceus::router
+
+int main(int argc, char** argv) { return caduceus::router::Main(argc, argv); }

@@ -1,0 +1,44 @@
+// The router's Prometheus metrics (prometheus-cpp), served on --metrics-listen. Names follow
+// Prometheus conventions: base units (_seconds), _total counters; see docs/operations.md for
+// what each is for (autoscaling on caduceus_requests_waiting, SLOs on the latency histograms).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace caduceus::router {
+
+class RouterMetrics {
+ public:
+  // listen empty: metrics are kept but not served. UNAVAILABLE when the port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<RouterMetrics>> Create(const std::string& listen);
+  ~RouterMetrics();
+
+  // status: the gRPC code name in lower case ("ok", "invalid_argument", ...).
+  void RequestFinished(const std::string& status);
+  void ObserveQueueTime(double seconds);
+  void ObserveTimeToFirstToken(double seconds);
+  void ObserveInterTokenLatency(double seconds);
+  void ObserveRequestDuration(double seconds);
+  void AddPromptTokens(int64_t n);
+  void AddGenerationTokens(int64_t n);
+  // One step of one replica: sequences in it, wall time seen by the router, and the part of it
+  // that was not the worker's own step time (router + RPC overhead).
+  void ObserveStep(int64_t batch_size, double seconds, double overhead_seconds);
+  void AddPreemptions(int64_t n);
+  void AddPrefixCacheHits(int64_t n);
+  void SetQueue(int64_t waiting, int64_t running);
+  void SetKvUsage(const std::string& replica, double ratio);
+  void SetReplicas(int64_t up, int64_t down);
+
+  std::string Scrape() const;
+
+ private:
+  struct Impl;
+  explicit RouterMetrics(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace caduceus::router
