@@ -33,8 +33,11 @@ bool SameTokens(const std::vector<int32_t>& a, std::span<const int32_t> b) {
 
 }  // namespace
 
-BlockManager::BlockManager(int32_t num_blocks, int32_t block_size)
-    : num_blocks_(num_blocks), block_size_(block_size), blocks_(num_blocks) {
+BlockManager::BlockManager(int32_t num_blocks, int32_t block_size, BlockHasher hasher)
+    : num_blocks_(num_blocks),
+      block_size_(block_size),
+      hash_(hasher != nullptr ? hasher : &ChainHash),
+      blocks_(num_blocks) {
   // Pop from the back: hand out low block ids first, which makes test output easier to read.
   free_.reserve(num_blocks);
   for (int32_t b = num_blocks - 1; b >= 0; --b) free_.push_back(b);
@@ -51,7 +54,7 @@ BlockManager::Match BlockManager::FindPrefix(std::span<const int32_t> tokens) co
   uint32_t parent_gen = 0;
   for (size_t i = 0; i < max_blocks; ++i) {
     const auto slice = tokens.subspan(i * block_size_, block_size_);
-    const uint64_t h = ChainHash(match.chain_hash, slice);
+    const uint64_t h = hash_(match.chain_hash, slice);
     auto it = index_.find(h);
     if (it == index_.end()) break;
     const Block& b = blocks_[it->second];
@@ -143,7 +146,7 @@ void BlockManager::RegisterComputed(SeqId seq, std::span<const int32_t> tokens,
        static_cast<int64_t>(tokens.size()) / block_size_});
   for (int64_t i = sb.num_hashed; i < full; ++i) {
     const auto slice = tokens.subspan(i * block_size_, block_size_);
-    const uint64_t h = ChainHash(sb.chain_hash, slice);
+    const uint64_t h = hash_(sb.chain_hash, slice);
     const int32_t own = sb.table[i];
     int32_t canonical;
     auto found = index_.find(h);

@@ -27,9 +27,13 @@ namespace caduceus::router {
 class BlockManager {
  public:
   using SeqId = uint64_t;
+  // Chained block hash: f(previous block's hash, this block's token ids).
+  using BlockHasher = uint64_t (*)(uint64_t parent_hash, std::span<const int32_t> block_tokens);
 
   // `num_blocks` and `block_size` must be positive (the scheduler's config check guarantees it).
-  BlockManager(int32_t num_blocks, int32_t block_size);
+  // `hasher` replaces the built-in hash; tests pass a weak one to prove that colliding hashes
+  // never make a sequence reuse someone else's block.
+  BlockManager(int32_t num_blocks, int32_t block_size, BlockHasher hasher = nullptr);
 
   // Blocks needed to hold `num_tokens` tokens.
   int32_t BlocksFor(int64_t num_tokens) const {
@@ -135,6 +139,7 @@ class BlockManager {
 
   int32_t num_blocks_;
   int32_t block_size_;
+  BlockHasher hash_;
   std::vector<Block> blocks_;
   std::vector<int32_t> free_;
   std::list<int32_t> lru_;  // cached blocks; front = least recently used = evicted first

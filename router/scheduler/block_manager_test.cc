@@ -1,6 +1,8 @@
 #include "router/scheduler/block_manager.h"
 
+#include <map>
 #include <numeric>
+#include <random>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -213,6 +215,54 @@ TEST(BlockManagerTest, DuplicateComputationChainsThroughTheRegisteredCopy) {
   EXPECT_EQ(bm.num_free(), free_before + 3);
   EXPECT_EQ(bm.ref_count(t2[2]), 1);
   EXPECT_TRUE(bm.CheckInvariants().ok()) << bm.CheckInvariants();
+}
+
+// A hash with 5 values: almost every lookup and registration collides. Reuse must still only
+// ever hand out a block whose KV was computed for exactly the same token prefix.
+uint64_t WeakHash(uint64_t parent_hash, std::span<const int32_t> block_tokens) {
+  uint64_t h = parent_hash;
+  for (int32_t t : block_tokens) h += static_cast<uint64_t>(t);
+  return h % 5;
+}
+
+TEST(BlockManagerTest, CollidingHashesNeverShareWrongContent) {
+  constexpr int32_t kB = 4;
+  BlockManager bm(/*num_blocks=*/64, kB, &WeakHash);
+  std::mt19937 rng(5);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  // What each block's KV "means": the whole token prefix up to the block's end, as computed.
+  std::map<int32_t, std::vector<int32_t>> computed_for;
+  const std::vector<std::vector<int32_t>> prefixes = {Ids(0, 8), {0, 0, 0, 0, 1, 1, 1, 1}, {}};
+  std::map<uint64_t, std::vector<int32_t>> live;
+  uint64_t next = 1;
+  for (int iter = 0; iter < 4000; ++iter) {
+    if (live.size() < 6 && uniform(0, 2) > 0) {
+      std::vector<int32_t> tokens = prefixes[uniform(0, 2)];
+      const int suffix = uniform(1, 10);
+      for (int i = 0; i < suffix; ++i) tokens.push_back(uniform(0, 2));  // tiny alphabet
+      const int32_t len = static_cast<int32_t>(tokens.size());
+      absl::StatusOr<int32_t> cached = bm.Allocate(next, tokens, len);
+      if (!cached.ok()) continue;
+      const auto table = TableOf(bm, next);
+      for (int32_t i = 0; i < *cached / kB; ++i) {
+        const std::vector<int32_t> want(tokens.begin(), tokens.begin() + (i + 1) * kB);
+        ASSERT_EQ(computed_for[table[i]], want) << "block " << table[i] << " reused wrongly";
+      }
+      for (int32_t i = *cached / kB; i < static_cast<int32_t>(table.size()); ++i) {
+        computed_for[table[i]].assign(tokens.begin(),
+                                      tokens.begin() + std::min(len, (i + 1) * kB));
+      }
+      bm.RegisterComputed(next, tokens, len);
+      live[next++] = tokens;
+    } else if (!live.empty()) {
+      auto it = live.begin();
+      std::advance(it, uniform(0, static_cast<int>(live.size()) - 1));
+      ASSERT_TRUE(bm.Free(it->first).ok());
+      live.erase(it);
+    }
+    ASSERT_TRUE(bm.CheckInvariants().ok()) << bm.CheckInvariants();
+  }
+  EXPECT_GT(bm.prefix_hits_total(), 10) << "true matches must still be found";
 }
 
 }  // namespace

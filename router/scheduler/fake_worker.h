@@ -1,0 +1,132 @@
+// Test-only stand-in for a worker replica: a paged "KV cache" that records which (position,
+// token) was written into each slot, and a deterministic "model" whose next token is a hash of
+// every (position, token) it reads back through the block table. A scheduler that hands a
+// sequence a block holding someone else's tokens, reuses a prefix before it was written, or lets
+// two sequences write one block changes the generated tokens, and Execute reports the first
+// such violation directly.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "router/scheduler/block_manager.h"
+#include "router/scheduler/scheduled_step.h"
+
+namespace caduceus::router::testing {
+
+// Every live sequence's tokens as the router knows them (prompt + tokens reported so far).
+using Truth = absl::flat_hash_map<uint64_t, std::vector<int32_t>>;
+
+class FakeWorker {
+ public:
+  FakeWorker(int32_t num_blocks, int32_t block_size, int32_t vocab_size)
+      : block_size_(block_size),
+        vocab_size_(vocab_size),
+        slot_pos_(static_cast<size_t>(num_blocks) * block_size, -1),
+        slot_token_(static_cast<size_t>(num_blocks) * block_size, -1) {}
+
+  // The model: a pure function of the sequence, positions included.
+  static int32_t NextToken(std::span<const int32_t> tokens, int32_t vocab_size) {
+    uint64_t h = 0x243f6a8885a308d3ULL;
+    for (size_t p = 0; p < tokens.size(); ++p) {
+      h ^= (static_cast<uint64_t>(p) << 32) | static_cast<uint32_t>(tokens[p]);
+      h *= 0x100000001b3ULL;
+      h ^= h >> 29;
+    }
+    return static_cast<int32_t>(h % static_cast<uint64_t>(vocab_size));
+  }
+
+  // Executes `step` and returns (seq_id, token) for each entry with sample = true. Validates the
+  // whole step before writing anything, as a step's reads must not depend on its own writes.
+  absl::StatusOr<std::vector<std::pair<uint64_t, int32_t>>> Execute(const ScheduledStep& step,
+                                                                    const BlockManager& blocks,
+                                                                    const Truth& truth) {
+    absl::flat_hash_map<int32_t, uint64_t> writer_of_block;
+    for (const StepEntry& e : step.entries) {
+      auto it = truth.find(e.seq_id);
+      if (it == truth.end()) return Bad(e, "is not a live sequence");
+      const std::vector<int32_t>& seq = it->second;
+      const int64_t n = static_cast<int64_t>(e.tokens.size());
+      const int64_t end = e.start_pos + n;
+      if (n < 1 || e.start_pos < 0 || end > static_cast<int64_t>(seq.size())) {
+        return Bad(e, absl::StrCat("covers [", e.start_pos, ", ", end, ") of ", seq.size()));
+      }
+      if (!std::equal(e.tokens.begin(), e.tokens.end(), seq.begin() + e.start_pos)) {
+        return Bad(e, "carries tokens that are not the sequence's");
+      }
+      if (static_cast<int64_t>(e.block_table.size()) != (end + block_size_ - 1) / block_size_) {
+        return Bad(e, absl::StrCat("has ", e.block_table.size(), " blocks for ", end, " tokens"));
+      }
+      if (e.sample != (end == static_cast<int64_t>(seq.size()))) {
+        return Bad(e, "samples somewhere other than the end of the known tokens");
+      }
+      if (e.first_step) {
+        if (!std::equal(e.prefix_ids.begin(), e.prefix_ids.end(), seq.begin(),
+                        seq.begin() + e.start_pos)) {
+          return Bad(e, "has wrong prefix_ids");
+        }
+      } else if (!e.prefix_ids.empty()) {
+        return Bad(e, "sends prefix_ids on a later step");
+      }
+      // Reads: every earlier position must hold exactly this sequence's token.
+      for (int64_t p = 0; p < e.start_pos; ++p) {
+        const size_t slot = Slot(e, p);
+        if (slot_pos_[slot] != p || slot_token_[slot] != seq[p]) {
+          return Bad(e, absl::StrCat("reads stale KV at position ", p, " (block ",
+                                     e.block_table[p / block_size_], ")"));
+        }
+      }
+      // Writes: only into blocks no other table references, and by one entry per block.
+      for (int64_t p = e.start_pos; p < end; ++p) {
+        const int32_t b = e.block_table[p / block_size_];
+        if (blocks.ref_count(b) != 1) {
+          return Bad(e, absl::StrCat("writes block ", b, " with ref_count ",
+                                     blocks.ref_count(b)));
+        }
+        auto [w, inserted] = writer_of_block.emplace(b, e.seq_id);
+        if (!inserted && w->second != e.seq_id) {
+          return Bad(e, absl::StrCat("writes block ", b, " also written by ", w->second));
+        }
+      }
+    }
+    for (const StepEntry& e : step.entries) {
+      for (size_t i = 0; i < e.tokens.size(); ++i) {
+        const int64_t p = e.start_pos + static_cast<int64_t>(i);
+        slot_pos_[Slot(e, p)] = static_cast<int32_t>(p);
+        slot_token_[Slot(e, p)] = e.tokens[i];
+      }
+    }
+    std::vector<std::pair<uint64_t, int32_t>> sampled;
+    for (const StepEntry& e : step.entries) {
+      if (!e.sample) continue;
+      // Attention reads the sequence back from the cache, not from the router's copy.
+      std::vector<int32_t> seen(e.start_pos + e.tokens.size());
+      for (size_t p = 0; p < seen.size(); ++p) seen[p] = slot_token_[Slot(e, p)];
+      sampled.emplace_back(e.seq_id, NextToken(seen, vocab_size_));
+    }
+    return sampled;
+  }
+
+ private:
+  size_t Slot(const StepEntry& e, int64_t pos) const {
+    return static_cast<size_t>(e.block_table[pos / block_size_]) * block_size_ + pos % block_size_;
+  }
+  static absl::Status Bad(const StepEntry& e, const std::string& what) {
+    return absl::InternalError(absl::StrCat("entry of sequence ", e.seq_id, " ", what));
+  }
+
+  int32_t block_size_;
+  int32_t vocab_size_;
+  std::vector<int32_t> slot_pos_;
+  std::vector<int32_t> slot_token_;
+};
+
+}  // namespace caduceus::router::testing
