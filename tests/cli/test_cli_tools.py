@@ -83,6 +83,7 @@ def main():
         print("router up: %s" % json.dumps(info), flush=True)
         cli = [CLI, "--router", address]
         checks(cli, address, info)
+        secured_router_checks(c, group.address)
     except BaseException:
         c.dump_logs()
         raise
@@ -226,6 +227,59 @@ def checks(cli, address, info):
         table = run([BENCH, "--router", address, "--requests", "2", "--prompt-len", "8",
                      "--output-len", "2"]).stdout
         assert "ttft" in table and "p99" in table, table
+
+
+def make_tls_files(directory):
+    """A self-signed certificate for 127.0.0.1 (the address the client dials), or None."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], capture_output=True, text=True)
+    return (cert, key) if p.returncode == 0 else None
+
+
+def secured_router_checks(c, replica):
+    """--api-token-file and --tls-ca against a router that requires both. It shares the worker
+    (info needs a replica up) but runs last and only answers info and tokenize, which send the
+    worker nothing but Info/Health probes."""
+    directory = tempfile.mkdtemp(prefix="caduceus-cli-tls-")
+    token = os.path.join(directory, "token")
+    with open(token, "w") as f:
+        f.write("s3cret-token\n")  # the trailing newline must not count
+    tls = make_tls_files(directory)
+    address = "127.0.0.1:%d" % cluster.free_port()
+    args = ["--model", MODEL, "--listen", address,
+            "--metrics-listen", "127.0.0.1:%d" % cluster.free_port(), "--replica", replica,
+            "--api-token-file", token]
+    if tls:
+        args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+    router = c.start("secured-router", "caduceus-router", args)
+    base = [CLI, "--router", address, "--timeout", "5"] + (["--tls-ca", tls[0]] if tls else [])
+
+    @case
+    def bearer_token_and_tls():
+        if not tls:
+            print("(openssl failed: token only, no TLS)")
+        deadline = time.time() + 60
+        while True:
+            p = run(base + ["--api-token-file", token, "info"], expect_rc=None)
+            if p.returncode == 0 or time.time() > deadline or not router.alive():
+                break
+            time.sleep(0.3)
+        assert p.returncode == 0, (p.stderr, router.tail())
+        assert last_json(p)["vocab_size"] == 128256
+        out = last_json(run(base + ["--api-token-file", token, "tokenize", "--text", "Hi"]))
+        assert out["token_ids"], out
+        p = run(base + ["info"], expect_rc=1)
+        assert "error: UNAUTHENTICATED:" in p.stderr, p.stderr
+        with open(os.path.join(directory, "wrong"), "w") as f:
+            f.write("nope")
+        p = run(base + ["--api-token-file", os.path.join(directory, "wrong"), "info"], expect_rc=1)
+        assert "error: UNAUTHENTICATED:" in p.stderr, p.stderr
+        if tls:  # plaintext to a TLS port fails as a call error, not a hang
+            plain = [CLI, "--router", address, "--timeout", "5", "--api-token-file", token, "info"]
+            p = run(plain, expect_rc=1)
+            assert "error: UNAVAILABLE:" in p.stderr, p.stderr
 
 
 if __name__ == "__main__":
