@@ -8,7 +8,7 @@ LAUNCH="$ROOT/deploy/docker/caduceus-launch-group"
 T="$(mktemp -d)"
 cleanup() {  # ends fake ranks a failed case left behind (their pids are in their argv files)
   local f
-  for f in "$T"/log/argv-*; do [ -f "$f" ] && kill -KILL "$(cut -d' ' -f1 "$f")" 2>/dev/null; done
+  for f in "$T"/log/argv-*; do [ -f "$f" ] && { kill -KILL "$(cut -d' ' -f1 "$f")" 2>/dev/null || true; }; done
   rm -rf "$T"
 }
 trap cleanup EXIT

@@ -104,6 +104,9 @@ app.kubernetes.io/component: worker
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
 {{- end -}}
+{{- if lt (int .Values.router.scheduler.maxTokensPerStep) (int .Values.router.scheduler.maxNumSeqs) -}}
+{{- fail "router.scheduler.maxTokensPerStep must be at least router.scheduler.maxNumSeqs (every running sequence decodes a token each step)" -}}
+{{- end -}}
 {{- if and .Values.router.apiToken.enabled (not .Values.router.apiToken.secretName) -}}
 {{- fail "router.apiToken.enabled needs router.apiToken.secretName" -}}
 {{- end -}}
