@@ -22,12 +22,12 @@ cat > "$T/fake-worker" <<'EOF'
 #!/usr/bin/env bash
 rank=""
 for a in "$@"; do [[ "$a" == --rank=* ]] && rank="${a#--rank=}"; done
-echo "$$ $*" > "$FAKE_LOG/argv-$rank"
 if [[ "${FAKE_IGNORE_TERM_RANK:-x}" == "$rank" ]]; then
   trap 'echo "ignored-term $rank" >> "$FAKE_LOG/order"' TERM
 else
   trap 'echo "term $rank" >> "$FAKE_LOG/order"; exit 0' TERM
 fi
+echo "$$ $*" > "$FAKE_LOG/argv-$rank"  # after the trap: "started" means ready for signals
 start=$SECONDS
 while :; do
   if [[ "${FAKE_FAIL_RANK:-x}" == "$rank" ]] && ((SECONDS - start >= 1)); then
