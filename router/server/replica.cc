@@ -281,6 +281,7 @@ void Replica::Loop() {
     std::unique_lock<std::mutex> lock(mu_);
     release.clear();
     HandleCancellations(&release);
+    metrics_->SetKvUsage(address_, scheduler_->kv_usage());
     if (scheduler_->num_waiting() == 0 && scheduler_->num_running() == 0) {
       const bool woke = cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.health_interval), [this] {
         return stop_ || scheduler_->num_waiting() > 0;
@@ -401,11 +402,23 @@ void Replica::Loop() {
     metrics_->ObserveStep(static_cast<int64_t>(step.entries.size()), Seconds(took),
                           std::max(0.0, Seconds(took) - result.timings().total_seconds()));
     release.clear();
-    for (int i = 0; i < result.results_size() && i < static_cast<int>(step.entries.size()); ++i) {
-      const worker::v1::SequenceResult& r = result.results(i);
-      if (!r.sampled()) continue;
-      auto it = requests_.find(r.sequence_id());
+    for (size_t i = 0; i < step.entries.size(); ++i) {
+      const StepEntry& e = step.entries[i];
+      if (!e.sample) continue;
+      auto it = requests_.find(e.seq_id);
       if (it == requests_.end()) continue;
+      const bool answered = static_cast<int>(i) < result.results_size() &&
+                            result.results(i).sequence_id() == e.seq_id && result.results(i).sampled();
+      if (!answered) {
+        // A sequence that asked for a token and got none would wait forever: fail it.
+        it->second->Fail(absl::InternalError("the worker returned no token for this request"));
+        metrics_->RequestFinished("internal");
+        scheduler_->Finish(e.seq_id).IgnoreError();
+        release.push_back(e.seq_id);
+        requests_.erase(it);
+        continue;
+      }
+      const worker::v1::SequenceResult& r = result.results(i);
       scheduler_->OnSampled(r.sequence_id(), r.token_id()).IgnoreError();
       if (ProcessToken(*it->second, r)) {
         scheduler_->Finish(r.sequence_id()).IgnoreError();

@@ -23,10 +23,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # stubs of tests/integra
 BIN_DIR = os.environ.get("CADUCEUS_BIN_DIR", "")
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now and that this process has not handed out before (a port
+    given to a process that has not bound it yet would otherwise come back)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class Process:

@@ -70,7 +70,7 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Worke
   };
   impl->kv_used = gauge("caduceus_worker_kv_blocks_used",
                         "KV-cache blocks referenced by the sequences this replica is running.");
-  impl->kv_total = gauge("caduceus_worker_kv_blocks_total", "KV-cache blocks of this rank.");
+  impl->kv_total = gauge("caduceus_worker_kv_blocks_capacity", "KV-cache blocks of this rank.");
   impl->healthy = gauge("caduceus_worker_group_healthy",
                         "1 while the tensor-parallel group of this rank can run steps, else 0.");
   impl->healthy->Set(1);

@@ -1,0 +1,391 @@
+#!/usr/bin/python3
+"""End to end through caduceus-router with real processes on loopback and an independent client
+(Python grpcio, stubs generated from our protos):
+
+  cluster A: router + replica 1 (TP=2, listed with --replica) + replica 2 (TP=1, registers itself
+  with --router); a real Prometheus server scrapes the router and every worker rank.
+    * greedy output through the router equals caduceus-generate and the oracle's tokens;
+    * streamed text equals unary text (Generate and Chat);
+    * 64 concurrent requests all complete with the right tokens;
+    * a cancelled stream and an expired deadline free their KV blocks (seen in the metrics);
+    * bad input gets INVALID_ARGUMENT, including invalid UTF-8 sent as raw bytes;
+    * a shared prefix is reused (prefix-cache hits, cached prompt tokens);
+    * promtool check metrics passes on every /metrics page, and PromQL queries for TTFT p99,
+      tokens/s and KV usage return data; every metric the dashboard/alerts/rules use is exported;
+    * killing replica 2's leader marks it down and requests keep succeeding on replica 1.
+  cluster B: router with a tiny queue + one TP=1 replica:
+    * the waiting-queue limit answers RESOURCE_EXHAUSTED;
+    * SIGTERM drains: health NOT_SERVING, new requests UNAVAILABLE, the running one completes,
+      exit code 0.
+
+usage: test_router_e2e.py MODEL_DIR ORACLE_JSON [DEPLOY_CHECK_SCRIPT]"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import grpc
+
+import cluster
+import router_client as rc
+from caduceus.v1 import generation_pb2 as g
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+WORKER_KV = ["--kv-cache-bytes", 32 << 20]
+CHECKS = []
+
+
+def check(name):
+    def wrap(fn):
+        CHECKS.append((name, fn))
+        return fn
+    return wrap
+
+
+def wait_until(what, fn, timeout=30.0, interval=0.2):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+
+def expect_error(fn, code, words=""):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        assert e.code() == code, "want %s, got %s: %s" % (code, e.code(), e.details())
+        assert words in (e.details() or ""), "%r not in %r" % (words, e.details())
+        print("    %s: %s" % (e.code().name, e.details()))
+        return
+    raise AssertionError("call succeeded; wanted %s" % code)
+
+
+class Env:
+    pass
+
+
+def start_cluster_a(c, model):
+    env = Env()
+    env.router_addr = "127.0.0.1:%d" % cluster.free_port()
+    env.router_metrics = "127.0.0.1:%d" % cluster.free_port()
+    env.g1 = c.start_worker_group(model, 2, name="r1", extra=WORKER_KV)
+    env.g2 = c.start_worker_group(model, 1, name="r2", extra=WORKER_KV,
+                                  leader_extra=["--router", env.router_addr])
+    env.router = c.start("routerA", "caduceus-router",
+                         ["--model", model, "--listen", env.router_addr,
+                          "--metrics-listen", env.router_metrics, "--replica", env.g1.address,
+                          "--heartbeat-timeout", 3])
+    cluster.wait_serving(env.router_addr, processes=[env.router])
+    env.stub = rc.stub(env.router_addr)
+    info = wait_until("two replicas up", lambda: _info_if(env.stub, 2), timeout=120)
+    print("  router up:", info.model_id, "replicas", info.replicas_up, "blocks", info.kv_blocks_total)
+    env.model = model
+    return env
+
+
+def _info_if(stub, replicas):
+    try:
+        info = stub.GetModelInfo(g.GetModelInfoRequest(), timeout=5)
+        return info if info.replicas_up >= replicas else None
+    except grpc.RpcError:
+        return None
+
+
+def generate_cli(model, prompt_ids, n):
+    out = subprocess.run([os.path.join(cluster.BIN_DIR, "caduceus-generate"), "--model", model,
+                          "--prompt-ids", ",".join(map(str, prompt_ids)), "--max-new-tokens", str(n),
+                          "--temperature", "0", "--ignore-eos", "--json"],
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@check("greedy through the router equals caduceus-generate and the oracle")
+def greedy_matches(env):
+    for p in env.oracle["prompts"][:3]:
+        r = env.stub.Generate(rc.ids_request(p["prompt_ids"], 16), timeout=120)
+        want = generate_cli(env.model, p["prompt_ids"], 16)
+        assert list(r.token_ids) == want["generated_ids"], (list(r.token_ids), want["generated_ids"])
+        assert list(r.token_ids) == p["gen_ids"][:16]
+        assert r.text == want["text"], (r.text, want["text"])
+        assert r.finish_reason == g.FINISH_REASON_LENGTH
+        assert list(r.prompt_token_ids) == p["prompt_ids"]
+        assert r.usage.prompt_tokens == len(p["prompt_ids"]) and r.usage.generated_tokens == 16
+        assert r.timing.time_to_first_token_seconds > 0
+        print("    %s: %d tokens identical (replica %s)" % (p["prompt_ids"][:3], 16, r.replica))
+
+
+@check("streamed text equals unary text (Generate, Chat)")
+def stream_equals_unary(env):
+    unary = env.stub.Generate(rc.text_request("The patient presents with", 24), timeout=120)
+    text, ids, last = rc.collect_stream(
+        env.stub.GenerateStream(rc.text_request("The patient presents with", 24), timeout=120))
+    assert text == unary.text and ids == list(unary.token_ids), (text, unary.text)
+    assert last.finish_reason == g.FINISH_REASON_LENGTH and last.usage.generated_tokens == 24
+    msgs = [("system", "You are a careful clinical assistant."), ("user", "What is sepsis?")]
+    unary = env.stub.Chat(rc.chat_request(msgs, 20), timeout=120)
+    text, ids, _ = rc.collect_stream(env.stub.ChatStream(rc.chat_request(msgs, 20), timeout=120))
+    assert text == unary.text and ids == list(unary.token_ids)
+    print("    %r" % unary.text[:60])
+
+
+@check("64 concurrent requests all complete correctly")
+def concurrent(env):
+    prompts = [p["prompt_ids"] for p in env.oracle["prompts"][:8]]
+    expected = [p["gen_ids"][:12] for p in env.oracle["prompts"][:8]]
+    results = [None] * 64
+    errors = []
+
+    def worker(i):
+        try:
+            r = env.stub.Generate(rc.ids_request(prompts[i % 8], 12), timeout=300)
+            results[i] = list(r.token_ids)
+        except grpc.RpcError as e:
+            errors.append("%d: %s %s" % (i, e.code(), e.details()))
+
+    start = time.time()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i in range(64):
+        assert results[i] == expected[i % 8], (i, results[i], expected[i % 8])
+    print("    64 x 12 tokens in %.1f s" % (time.time() - start))
+
+
+def kv_idle(env):
+    text = cluster.scrape(env.router_metrics)
+    usage = cluster.metric_value(text, "caduceus_kv_cache_usage_ratio")
+    running = cluster.metric_value(text, "caduceus_requests_running")
+    return usage == 0 and running == 0
+
+
+@check("a cancelled stream frees its KV blocks")
+def cancel_frees(env):
+    before = cluster.metric_value(cluster.scrape(env.router_metrics), "caduceus_requests_total",
+                                  {"status": "cancelled"}) or 0
+    call = env.stub.GenerateStream(rc.ids_request([128000, 9906], 3000), timeout=300)
+    got = 0
+    for m in call:
+        got += len(m.token_ids)
+        if got >= 3:
+            break
+    text = cluster.scrape(env.router_metrics)
+    assert (cluster.metric_value(text, "caduceus_kv_cache_usage_ratio") or 0) > 0, "no blocks in use?"
+    call.cancel()
+    wait_until("blocks freed after cancel", lambda: kv_idle(env), timeout=20)
+    after = cluster.metric_value(cluster.scrape(env.router_metrics), "caduceus_requests_total",
+                                 {"status": "cancelled"})
+    assert after == before + 1, (before, after)
+    # The worker forgot the sequence too.
+    for grp in (env.g1, env.g2):
+        if grp.leader.alive():
+            wait_until("worker released", lambda: cluster.metric_value(
+                cluster.scrape(grp.metrics_address), "caduceus_worker_kv_blocks_used") == 0)
+
+
+@check("an expired deadline answers DEADLINE_EXCEEDED and frees the blocks")
+def deadline(env):
+    expect_error(lambda: env.stub.Generate(rc.ids_request([128000, 9906], 4000), timeout=0.5),
+                 grpc.StatusCode.DEADLINE_EXCEEDED)
+    wait_until("blocks freed after deadline", lambda: kv_idle(env), timeout=20)
+    n = cluster.metric_value(cluster.scrape(env.router_metrics), "caduceus_requests_total",
+                             {"status": "deadline_exceeded"})
+    assert n and n >= 1, n
+
+
+@check("bad input gets INVALID_ARGUMENT")
+def bad_input(env):
+    bad = grpc.StatusCode.INVALID_ARGUMENT
+    expect_error(lambda: env.stub.Generate(g.GenerateRequest(), timeout=10), bad, "empty prompt")
+    expect_error(lambda: env.stub.Generate(rc.ids_request([1], 4, top_p=1.5), timeout=10), bad, "top_p")
+    expect_error(lambda: env.stub.Generate(rc.ids_request([1], 9000), timeout=10), bad, "context")
+    expect_error(lambda: env.stub.Generate(rc.ids_request([1 << 20], 4), timeout=10), bad, "vocabulary")
+    expect_error(lambda: env.stub.Generate(rc.ids_request([1], 4, stop=["x"] * 17), timeout=10), bad,
+                 "stop")
+    expect_error(lambda: env.stub.Chat(rc.chat_request([("doctor", "hi")], 4), timeout=10), bad, "role")
+    # Invalid UTF-8 cannot be built with Python str: send raw bytes for field 2 (prompt).
+    raw = bytes([0x12, 3, ord("a"), 0xff, ord("b")])
+    call = grpc.insecure_channel(env.router_addr).unary_unary(
+        "/caduceus.v1.Generation/Generate", request_serializer=lambda b: b,
+        response_deserializer=lambda b: b)
+    try:
+        call(raw, timeout=10)
+        raise AssertionError("invalid UTF-8 accepted")
+    except grpc.RpcError as e:
+        print("    raw invalid UTF-8: %s: %s" % (e.code().name, e.details()))
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.code()
+        assert "UTF-8" in e.details()
+    # Still serving.
+    assert len(env.stub.Generate(rc.ids_request([128000, 9906], 2), timeout=60).token_ids) == 2
+
+
+@check("a shared prefix is reused")
+def prefix_reuse(env):
+    system = ("You are a clinical decision support assistant in a hospital. Answer concisely, cite "
+              "guidelines where relevant, and flag anything that needs urgent escalation. ") * 3
+    before = cluster.metric_value(cluster.scrape(env.router_metrics),
+                                  "caduceus_prefix_cache_hits_total") or 0
+    cached = []
+    for q in ["What is sepsis?", "Define tachycardia.", "What is a normal INR?", "Dose of aspirin?"]:
+        r = env.stub.Chat(rc.chat_request([("system", system), ("user", q)], 4), timeout=120)
+        cached.append(r.usage.cached_prompt_tokens)
+    after = cluster.metric_value(cluster.scrape(env.router_metrics), "caduceus_prefix_cache_hits_total")
+    print("    cached prompt tokens per request:", cached, "hits", before, "->", after)
+    assert max(cached) >= 16 and after > before
+
+
+def start_prometheus(c, targets):
+    prom_dir = tempfile.mkdtemp(prefix="caduceus-prom-")
+    port = cluster.free_port()
+    config = os.path.join(prom_dir, "prometheus.yml")
+    with open(config, "w") as f:
+        f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                "scrape_configs:\n  - job_name: caduceus\n    static_configs:\n"
+                "      - targets: [%s]\n" % ", ".join('"%s"' % t for t in targets))
+    argv = ["--config.file=" + config, "--storage.tsdb.path=" + os.path.join(prom_dir, "data"),
+            "--web.listen-address=127.0.0.1:%d" % port, "--log.level=warn"]
+    p = cluster.Process("prometheus", [shutil.which("prometheus")] + argv, c.log_dir)
+    c.procs.append(p)
+    return "http://127.0.0.1:%d" % port
+
+
+def promql(url, query):
+    with urllib.request.urlopen(url + "/api/v1/query?query=" + urllib.parse.quote(query), timeout=5) as r:
+        body = json.loads(r.read())
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+@check("Prometheus scrapes everything; promtool and PromQL agree")
+def prometheus(env):
+    pages = {"router": env.router_metrics, "r1-leader": env.g1.metrics_address,
+             "r2-leader": env.g2.metrics_address}
+    for name, addr in pages.items():
+        text = cluster.scrape(addr)
+        out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                             text=True)
+        # promtool exits 1 on lint problems too; errors about parsing are what must not happen.
+        assert "error while linting" not in out.stderr and "parse" not in out.stderr.lower(), out.stderr
+        problems = [l for l in (out.stdout + out.stderr).splitlines()
+                    if l.startswith("caduceus_") and "counter metrics should have" not in l]
+        assert not problems, "%s: %s" % (name, problems)
+    url = env.prom_url
+    wait_until("prometheus targets up", lambda: len(promql(url, "up == 1")) >= 3, timeout=60)
+    # Traffic inside the rate window.
+    for _ in range(3):
+        env.stub.Generate(rc.ids_request([128000, 9906, 11], 8), timeout=60)
+    time.sleep(3)
+    queries = {
+        "ttft p99": "histogram_quantile(0.99, sum by (le) (rate(caduceus_time_to_first_token_seconds_bucket[1m])))",
+        "tokens/s": "sum(rate(caduceus_generation_tokens_total[1m]))",
+        "kv usage": "caduceus_kv_cache_usage_ratio",
+        "worker step p50": "histogram_quantile(0.5, sum by (le) (rate(caduceus_worker_step_duration_seconds_bucket[1m])))",
+    }
+    for name, q in queries.items():
+        result = wait_until(name, lambda q=q: promql(url, q), timeout=30)
+        print("    %s: %s" % (name, result[0]["value"][1]))
+    if env.deploy_check:
+        out = subprocess.run([sys.executable, env.deploy_check, "--prometheus", url],
+                             capture_output=True, text=True, timeout=120)
+        print("    " + (out.stdout.strip().splitlines() or [""])[-1])
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+@check("killing a replica's leader marks it down; the other replica keeps serving")
+def replica_down(env):
+    env.g2.leader.signal(signal.SIGKILL)
+    wait_until("replica marked down", lambda: cluster.metric_value(
+        cluster.scrape(env.router_metrics), "caduceus_replicas", {"state": "down"}) == 1, timeout=30)
+    for _ in range(4):
+        r = env.stub.Generate(rc.ids_request([128000, 9906], 4), timeout=60)
+        assert r.replica == env.g1.address, r.replica
+
+
+def cluster_b(c, model):
+    print("cluster B: queue limit and drain")
+    router_addr = "127.0.0.1:%d" % cluster.free_port()
+    grp = c.start_worker_group(model, 1, name="b", extra=WORKER_KV)
+    router = c.start("routerB", "caduceus-router",
+                     ["--model", model, "--listen", router_addr, "--replica", grp.address,
+                      "--max-num-seqs", 1, "--max-waiting-requests", 2, "--drain-timeout", 60])
+    cluster.wait_serving(router_addr, processes=[router])
+    stub = rc.stub(router_addr)
+    wait_until("replica up", lambda: _info_if(stub, 1), timeout=120)
+    # One running + two waiting fill it; the next is refused.
+    calls = [stub.GenerateStream(rc.ids_request([128000, 9906], 400), timeout=300) for _ in range(3)]
+    first = next(iter(calls[0]))  # the first is running
+    time.sleep(0.5)
+    expect_error(lambda: stub.Generate(rc.ids_request([128000], 4), timeout=30),
+                 grpc.StatusCode.RESOURCE_EXHAUSTED, "queue")
+    for call in calls[1:]:
+        call.cancel()
+    # Drain: the running stream finishes; new calls are refused; exit 0.
+    router.signal(signal.SIGTERM)
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(router_addr))
+    wait_until("NOT_SERVING", lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+               == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
+    expect_error(lambda: stub.Generate(rc.ids_request([128000], 4), timeout=10),
+                 grpc.StatusCode.UNAVAILABLE, "draining")
+    text, ids, last = rc.collect_stream(calls[0])
+    assert last.finish_reason == g.FINISH_REASON_LENGTH and len(ids) + len(first.token_ids) == 400
+    code = router.wait(30)
+    assert code == 0, "router exit code %s" % code
+    print("    drained: running request finished (400 tokens), router exited 0")
+
+
+def main():
+    model, oracle_path = sys.argv[1], sys.argv[2]
+    c = cluster.Cluster()
+    failures = []
+    try:
+        print("cluster A")
+        env = start_cluster_a(c, model)
+        with open(oracle_path) as f:
+            env.oracle = json.load(f)
+        env.deploy_check = sys.argv[3] if len(sys.argv) > 3 else None
+        targets = [env.router_metrics, env.g1.metrics_address, env.g2.metrics_address]
+        env.prom_url = start_prometheus(c, targets)
+        for name, fn in CHECKS:
+            print("- " + name)
+            try:
+                fn(env)
+            except Exception as e:  # keep going: report every failing check
+                failures.append("%s: %r" % (name, e))
+                print("    FAILED: %r" % (e,))
+        c.close()
+        try:
+            cluster_b(c, model)
+        except Exception as e:
+            failures.append("cluster B: %r" % (e,))
+            print("    FAILED: %r" % (e,))
+        if failures:
+            c.dump_logs()
+    except Exception:
+        c.dump_logs()
+        raise
+    finally:
+        c.close()
+    for f in failures:
+        print("FAIL:", f)
+    print("%d checks failed" % len(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
