@@ -17,6 +17,9 @@
     * the waiting-queue limit answers RESOURCE_EXHAUSTED;
     * SIGTERM drains: health NOT_SERVING, new requests UNAVAILABLE, the running one completes,
       exit code 0.
+  cluster C: one TP=1 replica with a KV cache too small for 8 concurrent requests:
+    * preemption by recompute happens and every output equals the request run alone;
+    * prompt text never reaches the router's log (no --log-payloads).
 
 usage: test_router_e2e.py MODEL_DIR ORACLE_JSON [DEPLOY_CHECK_SCRIPT]"""
 
@@ -349,6 +352,43 @@ def cluster_b(c, model):
     print("    drained: running request finished (400 tokens), router exited 0")
 
 
+def cluster_c(c, model, oracle):
+    """A KV cache too small for the load forces preemptions; outputs must not change."""
+    print("cluster C: preemption by recompute")
+    router_addr = "127.0.0.1:%d" % cluster.free_port()
+    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
+    # 64 blocks of 16 tokens; 8 requests of ~50 + 120 tokens need ~88.
+    grp = c.start_worker_group(model, 1, name="c", extra=["--kv-cache-bytes", 2 << 20])
+    router = c.start("routerC", "caduceus-router",
+                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
+                      "--replica", grp.address])
+    cluster.wait_serving(router_addr, processes=[router])
+    stub = rc.stub(router_addr)
+    wait_until("replica up", lambda: _info_if(stub, 1), timeout=120)
+    prompts = [p["prompt_ids"] for p in oracle["prompts"][:8]]
+    alone = [list(stub.Generate(rc.ids_request(p, 120), timeout=300).token_ids) for p in prompts]
+    assert cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_preemptions_total") == 0
+    results = [None] * len(prompts)
+
+    def run(i):
+        results[i] = list(stub.Generate(rc.ids_request(prompts[i], 120), timeout=300).token_ids)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    preemptions = cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_preemptions_total")
+    print("    %s preemptions; outputs identical: %s" % (preemptions, results == alone))
+    assert preemptions and preemptions > 0, preemptions
+    assert results == alone
+    # Patient data stays out of the logs without --log-payloads.
+    stub.Generate(rc.text_request("Patient Jane Roe, MRN 99887766, chest pain", 2), timeout=60)
+    with open(router.log_path, "rb") as f:
+        assert b"99887766" not in f.read(), "prompt text in the router log"
+    c.close()
+
+
 def main():
     model, oracle_path = sys.argv[1], sys.argv[2]
     c = cluster.Cluster()
@@ -369,11 +409,14 @@ def main():
                 failures.append("%s: %r" % (name, e))
                 print("    FAILED: %r" % (e,))
         c.close()
-        try:
-            cluster_b(c, model)
-        except Exception as e:
-            failures.append("cluster B: %r" % (e,))
-            print("    FAILED: %r" % (e,))
+        for name, fn in (("cluster B", lambda: cluster_b(c, model)),
+                         ("cluster C", lambda: cluster_c(c, model, env.oracle))):
+            try:
+                fn()
+            except Exception as e:
+                failures.append("%s: %r" % (name, e))
+                print("    FAILED: %r" % (e,))
+            c.close()
         if failures:
             c.dump_logs()
     except Exception:
