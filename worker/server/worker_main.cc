@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <optional>
@@ -50,7 +51,11 @@ ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda[:K]");
 ABSL_FLAG(std::string, listen, "", "rank 0: HOST:PORT for the worker gRPC API");
 ABSL_FLAG(std::string, metrics_listen, "", "HOST:PORT for Prometheus /metrics (any rank)");
 ABSL_FLAG(int64_t, kv_cache_bytes, int64_t{1} << 30,
-          "KV-cache memory per rank in bytes (0: use --gpu-memory-utilization on GPUs)");
+          "KV-cache memory per rank in bytes; 0: a fraction of the memory available after "
+          "loading (--kv-cache-memory-fraction on CPUs, --gpu-memory-utilization on GPUs)");
+ABSL_FLAG(double, kv_cache_memory_fraction, 0.5,
+          "CPUs, with --kv-cache-bytes 0: fraction of MemAvailable (after loading the weights) "
+          "for this rank's KV cache; ranks sharing a host should split it");
 ABSL_FLAG(double, gpu_memory_utilization, 0.9,
           "GPUs: fraction of device memory for weights + activations + KV cache");
 ABSL_FLAG(std::string, router, "",
@@ -97,6 +102,19 @@ sigset_t BlockStopSignals() {
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   return set;
+}
+
+// MemAvailable from /proc/meminfo, in bytes (0 if unknown).
+int64_t MemAvailableBytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  int64_t kib = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "MemAvailable: %ld kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return kib * 1024;
 }
 
 // All ranks must agree on the number of KV blocks (the router's block tables index every rank's
@@ -177,7 +195,16 @@ int Main(int argc, char** argv) {
   const model::ShardLayout& layout = (*model)->shard();
   const int64_t block_bytes =
       model::KvCache::BytesPerBlock(config.num_layers, layout.kv_heads, config.head_dim);
-  const int64_t kv_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  int64_t kv_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  if (kv_bytes == 0) {
+    const double fraction = absl::GetFlag(FLAGS_kv_cache_memory_fraction);
+    if (!(fraction > 0 && fraction <= 0.95)) {
+      return Fail(absl::InvalidArgumentError("--kv-cache-memory-fraction must be in (0, 0.95]"));
+    }
+    kv_bytes = static_cast<int64_t>(fraction * static_cast<double>(MemAvailableBytes()));
+    LogInfo(absl::StrCat(where, ": KV cache gets ", fraction, " of the available memory: ",
+                         kv_bytes, " bytes"));
+  }
   if (kv_bytes < block_bytes) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
         "--kv-cache-bytes ", kv_bytes, " is less than one KV block (", block_bytes, " bytes)")));
