@@ -208,7 +208,7 @@ d1, p = r["decode_batch1"], r["prefill"]
 print(f"device: {r['device']['name']} ({r['device']['kind']}), model {r['shape']['name']}")
 print(f"copy D2D {r['memory']['copy_d2d_bytes_per_s']/1e9:.0f} GB/s, "
       f"stream read {r['memory']['stream_read_bytes_per_s']/1e9:.0f} GB/s, "
-      f"GEMM peak {r['gemm']['flops_per_s']/1e12:.1f} TFLOP/s")
+      f"GEMM peak {r['gemm']['flops_per_s']/1e12:.3g} TFLOP/s")
 for d in r["decode"]:
     g = d.get("cuda_graph", {})
     gs = f", graph {g['tokens_per_s']:.0f} tok/s (x{g['speedup']:.2f})" if "step_s" in g else ""
@@ -275,6 +275,8 @@ case "$MODE" in
   dry-run)
     BIN="${BIN:-$ROOT/build/bin/caduceus-bench-kernels}"
     [[ -x "$BIN" ]] || die "no benchmark binary at $BIN (build caduceus-bench-kernels, or --bin PATH)"
+    # Spinning OpenMP barriers collapse when CI shares its cores (docs/architecture.md, Threads).
+    export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
     OUT_DIR="${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/gpu-bench-dry-run.XXXXXX")}"
     mkdir -p "$OUT_DIR"
     echo "== caduceus-bench-kernels --dry-run ($BIN) -> $OUT_DIR"
