@@ -93,18 +93,34 @@ absl::StatusOr<std::vector<GenerationResult>> LocalEngine::Run(
     if (batch.sequences.empty()) break;
     RETURN_IF_ERROR(model_->Forward(batch, *cache, &logits));
 
+    // Sample every finished row in parallel (Sample is const, scratch is thread_local; ~150 us
+    // per 128k-vocabulary row), then apply the results in batch order.
+    std::vector<absl::StatusOr<sampling::SampleResult>> samples(in_batch.size(),
+                                                                absl::UnknownError("no sample"));
+    std::vector<char> sampled(in_batch.size(), 0);
     for (size_t b = 0; b < in_batch.size(); ++b) {
+      LiveSequence& s = live[in_batch[b]];
+      s.cached += static_cast<int32_t>(batch.sequences[b].tokens.size());
+      sampled[b] = s.cached >= static_cast<int32_t>(s.ids.size());
+    }
+    const int rows = static_cast<int>(in_batch.size());
+#pragma omp parallel for schedule(dynamic, 1) if (rows > 1)
+    for (int b = 0; b < rows; ++b) {
+      if (!sampled[b]) continue;
+      const LiveSequence& s = live[in_batch[b]];
+      samples[b] = s.sampler.Sample(logits.Row(logits.row_begin[b]),
+                                    results[in_batch[b]].generated_ids.size());
+    }
+    for (size_t b = 0; b < in_batch.size(); ++b) {
+      if (!sampled[b]) continue;  // prefill not finished
       const size_t i = in_batch[b];
       LiveSequence& s = live[i];
-      s.cached += static_cast<int32_t>(batch.sequences[b].tokens.size());
-      if (s.cached < static_cast<int32_t>(s.ids.size())) continue;  // prefill not finished
       GenerationResult& result = results[i];
       std::span<const float> row = logits.Row(logits.row_begin[b]);
       if (options_.keep_first_logits && result.generated_ids.empty()) {
         result.first_step_logits.assign(row.begin(), row.end());
       }
-      ASSIGN_OR_RETURN(sampling::SampleResult sample,
-                       s.sampler.Sample(row, result.generated_ids.size()));
+      ASSIGN_OR_RETURN(sampling::SampleResult sample, std::move(samples[b]));
       s.sampler.Accept(sample.token);
       s.ids.push_back(sample.token);
       result.generated_ids.push_back(sample.token);

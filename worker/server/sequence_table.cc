@@ -118,9 +118,20 @@ absl::Status SequenceTable::Validate(const v1::StepPlan& plan) const {
 
 absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLogits& logits,
                                    v1::StepResult* result) {
+  // Pass 1 (serial): record the new tokens and prepare the samplers. Pass 2 (parallel): sample,
+  // one sequence per thread; Sample is const and keeps its scratch thread_local, and at batch 32
+  // the serial loop cost ~5 ms a step (150 us per 128k-vocabulary row). Pass 3 (serial): accept
+  // the tokens and fill the result in plan order.
+  struct Pending {
+    int entry;
+    Sequence* seq;
+    int32_t len;
+    absl::StatusOr<sampling::SampleResult> sample = absl::UnknownError("not sampled");
+  };
+  std::vector<Pending> pending;
   for (int b = 0; b < plan.sequences_size(); ++b) {
     const v1::SequencePlan& s = plan.sequences(b);
-    Sequence* seq;
+    Sequence* seq;  // node_hash_map: stable while other sequences are inserted
     if (s.first_step()) {
       Sequence fresh;
       fresh.ids.assign(s.prefix_ids().begin(), s.prefix_ids().end());
@@ -139,9 +150,6 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
       }
     }
     seq->block_table.assign(s.block_table().begin(), s.block_table().end());
-
-    v1::SequenceResult* r = result->add_results();
-    r->set_sequence_id(s.sequence_id());
     if (!s.sample()) continue;
     const int32_t len = static_cast<int32_t>(seq->ids.size());
     if (!seq->sampler) {
@@ -149,22 +157,40 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
       for (int32_t q = seq->prompt_len; q < len; ++q) seq->sampler->Accept(seq->ids[q]);
       seq->accepted_until = len;
     }
-    std::span<const float> row = logits.Row(logits.row_begin[b]);
-    // The index of the token being generated seeds the draw (same as the single-process engine),
-    // so a recomputed sequence samples the same tokens.
-    absl::StatusOr<sampling::SampleResult> sample = seq->sampler->Sample(row, len - seq->prompt_len);
-    if (!sample.ok()) return Invalid(s.sequence_id(), std::string(sample.status().message()));
-    seq->sampler->Accept(sample->token);
-    seq->accepted_until = len + 1;
+    pending.push_back(Pending{b, seq, len});
+  }
+
+  const int n = static_cast<int>(pending.size());
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+  for (int i = 0; i < n; ++i) {
+    Pending& p = pending[i];
+    // The index of the token being generated seeds the draw (same as the single-process
+    // engine), so a recomputed sequence samples the same tokens.
+    p.sample = p.seq->sampler->Sample(logits.Row(logits.row_begin[p.entry]), p.len - p.seq->prompt_len);
+  }
+
+  size_t next = 0;
+  for (int b = 0; b < plan.sequences_size(); ++b) {
+    const v1::SequencePlan& s = plan.sequences(b);
+    v1::SequenceResult* r = result->add_results();
+    r->set_sequence_id(s.sequence_id());
+    if (next == pending.size() || pending[next].entry != b) continue;
+    Pending& p = pending[next++];
+    if (!p.sample.ok()) return Invalid(s.sequence_id(), std::string(p.sample.status().message()));
+    p.seq->sampler->Accept(p.sample->token);
+    p.seq->accepted_until = p.len + 1;
     r->set_sampled(true);
-    r->set_token_id(sample->token);
-    r->set_logprob(sample->logprob);
-    for (const sampling::TokenLogprob& t : sample->top_logprobs) {
+    r->set_token_id(p.sample->token);
+    r->set_logprob(p.sample->logprob);
+    for (const sampling::TokenLogprob& t : p.sample->top_logprobs) {
       v1::TokenLogprob* out = r->add_top_logprobs();
       out->set_token_id(t.token);
       out->set_logprob(t.logprob);
     }
-    if (s.return_logits()) r->mutable_logits()->Add(row.begin(), row.end());
+    if (s.return_logits()) {
+      std::span<const float> row = logits.Row(logits.row_begin[b]);
+      r->mutable_logits()->Add(row.begin(), row.end());
+    }
   }
   return absl::OkStatus();
 }

@@ -17,7 +17,7 @@
 #include <optional>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "caduceus/worker/v1/worker.pb.h"
 #include "worker/model/model_config.h"
@@ -76,7 +76,7 @@ class SequenceTable {
   };
 
   StepLimits limits_;
-  absl::flat_hash_map<uint64_t, Sequence> sequences_;
+  absl::node_hash_map<uint64_t, Sequence> sequences_;  // stable addresses (Commit)
 };
 
 sampling::SamplingParams FromProto(const v1::SamplingParams& p);
