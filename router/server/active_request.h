@@ -47,6 +47,15 @@ class ActiveRequest {
   std::optional<v1::GenerateStreamResponse> Pop(absl::Duration wait);
   bool done() const;
   absl::Status error() const;  // set when the request failed (not for normal finishes)
+  // The replica serving it (it may move once, off a draining replica, before it starts).
+  std::string replica() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return replica_;
+  }
+  void set_replica(std::string r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    replica_ = std::move(r);
+  }
   void RequestCancel(CancelReason reason) {
     int expected = 0;
     cancel_.compare_exchange_strong(expected, static_cast<int>(reason));
@@ -81,6 +90,7 @@ class ActiveRequest {
   std::condition_variable cv_;
   std::deque<v1::GenerateStreamResponse> outbox_;
   bool final_pushed_ = false;
+  std::string replica_;
   absl::Status error_;
 };
 

@@ -84,7 +84,7 @@ grpc::Status GenerationService::Run(grpc::ServerContext* context, absl::StatusOr
         Accumulate(*message, response);
       }
       if (last) {
-        if (response) response->set_replica(*replica);
+        if (response) response->set_replica(request->replica());
         if (options_.log_payloads && response) {
           LogInfo(absl::StrCat("request ", request->spec().request_id, " output: ", response->text()));
         }

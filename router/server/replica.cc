@@ -29,7 +29,7 @@ double Replica::Load::FreeCapacity() const {
 }
 
 Replica::Replica(std::string address, ReplicaOptions options, const ModelTextContext* model,
-                 RouterMetrics* metrics)
+                 RouterMetrics* metrics, Resubmit resubmit)
     : address_(std::move(address)),
       options_(options),
       model_(model),
@@ -41,6 +41,7 @@ Replica::Replica(std::string address, ReplicaOptions options, const ModelTextCon
             args.SetMaxSendMessageSize(256 << 20);
             return args;
           }()))),
+      resubmit_(std::move(resubmit)),
       loop_([this] { Loop(); }) {}
 
 Replica::~Replica() {
@@ -58,6 +59,9 @@ absl::Status Replica::Submit(std::shared_ptr<ActiveRequest> request) {
   if (!up_ || scheduler_ == nullptr) {
     return absl::UnavailableError(absl::StrCat("replica ", address_, " is down"));
   }
+  if (draining_) {
+    return absl::UnavailableError(absl::StrCat("replica ", address_, " is draining"));
+  }
   const RequestSpec& spec = request->spec();
   if (absl::Status s = scheduler_->Add(request->seq_id(), spec.prompt_ids, spec.max_new_tokens,
                                        request->arrival());
@@ -68,7 +72,10 @@ absl::Status Replica::Submit(std::shared_ptr<ActiveRequest> request) {
     LogInfo(absl::StrCat("request ", spec.request_id, " on ", address_, ": prompt ids [",
                          absl::StrJoin(spec.prompt_ids, ","), "]"));
   }
-  metrics_->AddPromptTokens(static_cast<int64_t>(spec.prompt_ids.size()));
+  if (!request->progress().first_scheduled) {
+    metrics_->AddPromptTokens(static_cast<int64_t>(spec.prompt_ids.size()));
+  }
+  request->set_replica(address_);
   requests_[request->seq_id()] = std::move(request);
   cv_.notify_all();
   return absl::OkStatus();
@@ -83,6 +90,7 @@ Replica::Load Replica::load() const {
   std::lock_guard<std::mutex> lock(mu_);
   Load l;
   l.up = up_ && scheduler_ != nullptr;
+  l.draining = draining_;
   l.info = info_;
   if (scheduler_) {
     l.waiting = scheduler_->num_waiting();
@@ -129,6 +137,7 @@ bool Replica::Connect() {
   scheduler_ = std::move(*scheduler);
   info_ = info;
   up_ = true;
+  draining_ = false;
   last_ok_ = absl::Now();
   preemptions_seen_ = prefix_hits_seen_ = 0;
   LogInfo(absl::StrCat("replica ", address_, " up: ", info.model_id(), " (revision ",
@@ -137,12 +146,43 @@ bool Replica::Connect() {
   return true;
 }
 
-bool Replica::ProbeHealth() {
+Replica::Health Replica::ProbeHealth() {
   grpc::ClientContext context;
   context.set_deadline(DeadlineIn(absl::Seconds(2)));
   worker::v1::HealthResponse health;
   grpc::Status status = stub_->Health(&context, worker::v1::HealthRequest(), &health);
-  return status.ok() && health.serving();
+  if (!status.ok()) return Health::kUnreachable;
+  if (health.draining()) return Health::kDraining;
+  return health.serving() ? Health::kServing : Health::kUnreachable;
+}
+
+std::vector<std::shared_ptr<ActiveRequest>> Replica::BeginDraining() {
+  std::vector<std::shared_ptr<ActiveRequest>> moved;
+  if (!draining_) {
+    LogInfo(absl::StrCat("replica ", address_, " is draining: no new requests; finishing ",
+                         requests_.size(), " in flight"));
+  }
+  draining_ = true;
+  for (auto it = requests_.begin(); it != requests_.end();) {
+    if (it->second->progress().first_scheduled) {
+      ++it;
+      continue;
+    }
+    scheduler_->Finish(it->first).IgnoreError();
+    moved.push_back(std::move(it->second));
+    requests_.erase(it++);
+  }
+  return moved;
+}
+
+void Replica::Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests) {
+  for (std::shared_ptr<ActiveRequest>& r : requests) {
+    absl::Status s = resubmit_(r);
+    if (!s.ok()) {
+      r->Fail(s);
+      metrics_->RequestFinished(absl::AsciiStrToLower(absl::StatusCodeToString(s.code())));
+    }
+  }
 }
 
 void Replica::FailAll(const absl::Status& status) {
@@ -291,10 +331,17 @@ void Replica::Loop() {
         // Idle: check that the group is still alive, so routing does not pick a dead replica.
         lock.unlock();
         Release(release);
-        const bool healthy = ProbeHealth();
+        const Health health = ProbeHealth();
         lock.lock();
         const absl::Time now = absl::Now();
-        if (healthy) {
+        if (health == Health::kDraining) {
+          last_ok_ = now;
+          std::vector<std::shared_ptr<ActiveRequest>> moved = BeginDraining();
+          lock.unlock();
+          Reroute(std::move(moved));
+          continue;
+        }
+        if (health == Health::kServing) {
           last_ok_ = now;
           up_ = true;
         } else if (now - last_ok_ > options_.heartbeat_timeout && up_) {
@@ -399,6 +446,8 @@ void Replica::Loop() {
       continue;
     }
     last_ok_ = absl::Now();
+    std::vector<std::shared_ptr<ActiveRequest>> reroute;
+    if (result.draining()) reroute = BeginDraining();
     metrics_->ObserveStep(static_cast<int64_t>(step.entries.size()), Seconds(took),
                           std::max(0.0, Seconds(took) - result.timings().total_seconds()));
     release.clear();
@@ -430,6 +479,7 @@ void Replica::Loop() {
     lock.unlock();
     Release(release);
     release.clear();
+    Reroute(std::move(reroute));
   }
 }
 

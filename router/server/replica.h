@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -42,8 +43,10 @@ struct ReplicaOptions {
 
 class Replica {
  public:
+  // Re-routes a request that had not started when this replica began draining.
+  using Resubmit = std::function<absl::Status(std::shared_ptr<ActiveRequest>)>;
   Replica(std::string address, ReplicaOptions options, const ModelTextContext* model,
-          RouterMetrics* metrics);
+          RouterMetrics* metrics, Resubmit resubmit);
   ~Replica();
 
   const std::string& address() const { return address_; }
@@ -56,6 +59,7 @@ class Replica {
 
   struct Load {
     bool up = false;
+    bool draining = false;  // up, finishing its requests, taking no new ones
     int64_t waiting = 0, running = 0, waiting_tokens = 0;
     double kv_usage = 0;
     int64_t num_blocks = 0, block_size = 0;
@@ -70,13 +74,18 @@ class Replica {
   void Loop();
   // Info + scheduler. Requires !mu_ held. False while the worker cannot be reached.
   bool Connect();
-  bool ProbeHealth();
+  enum class Health { kServing, kDraining, kUnreachable };
+  Health ProbeHealth();
   // Each of these requires mu_.
   void HandleCancellations(std::vector<uint64_t>* release);
   void FailAll(const absl::Status& status);
   // Turns a sampled token into stream output; true when the request finished.
   bool ProcessToken(ActiveRequest& request, const worker::v1::SequenceResult& result);
   void Release(const std::vector<uint64_t>& ids);
+  // Requires mu_. Marks the replica draining and takes its not-yet-started requests out of the
+  // scheduler; the caller re-routes them after releasing mu_ (ReplicaSet locks other replicas).
+  std::vector<std::shared_ptr<ActiveRequest>> BeginDraining();
+  void Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests);
 
   const std::string address_;
   const ReplicaOptions options_;
@@ -90,6 +99,8 @@ class Replica {
   std::optional<worker::v1::InfoResponse> info_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<ActiveRequest>> requests_;
   bool up_ = false;
+  bool draining_ = false;
+  Resubmit resubmit_;
   absl::Time last_ok_ = absl::InfinitePast();
   bool stop_ = false;
   int64_t preemptions_seen_ = 0, prefix_hits_seen_ = 0;

@@ -27,7 +27,9 @@ std::string ReplicaSet::Add(const std::string& address) {
     if (r->address() == address) return address;
   }
   LogInfo(absl::StrCat("replica ", address, " added"));
-  replicas_.push_back(std::make_unique<Replica>(address, options_, model_, metrics_));
+  replicas_.push_back(std::make_unique<Replica>(
+      address, options_, model_, metrics_,
+      [this](std::shared_ptr<ActiveRequest> r) { return Submit(r).status(); }));
   return address;
 }
 
@@ -48,11 +50,11 @@ absl::StatusOr<std::string> ReplicaSet::Submit(const std::shared_ptr<ActiveReque
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& r : replicas_) {
       Replica::Load load = r->load();
-      if (load.up) ranked.emplace_back(load.FreeCapacity(), r.get());
+      if (load.up && !load.draining) ranked.emplace_back(load.FreeCapacity(), r.get());
     }
   }
   if (ranked.empty()) {
-    return absl::UnavailableError("no worker replica is up; retry later");
+    return absl::UnavailableError("no worker replica is up (or all are draining); retry later");
   }
   std::stable_sort(ranked.begin(), ranked.end(),
                    [](const auto& a, const auto& b) { return a.first > b.first; });

@@ -20,6 +20,9 @@
   cluster C: one TP=1 replica with a KV cache too small for 8 concurrent requests:
     * preemption by recompute happens and every output equals the request run alone;
     * prompt text never reaches the router's log (no --log-payloads).
+  cluster D: two TP=1 replicas; SIGTERM to one leader (scale-in):
+    * its running streams finish, new requests go to the other replica, nothing fails with
+      UNAVAILABLE, and the draining worker exits 0 once the router released its sequences.
 
 usage: test_router_e2e.py MODEL_DIR ORACLE_JSON [DEPLOY_CHECK_SCRIPT]"""
 
@@ -389,6 +392,56 @@ def cluster_c(c, model, oracle):
     c.close()
 
 
+def cluster_d(c, model):
+    """SIGTERM to one replica's leader (Kubernetes scale-in): its running requests finish, new
+    ones go to the other replica, nothing fails, and the worker exits 0 once it is empty."""
+    print("cluster D: graceful worker drain")
+    router_addr = "127.0.0.1:%d" % cluster.free_port()
+    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
+    keep = c.start_worker_group(model, 1, name="keep", extra=WORKER_KV)
+    leave = c.start_worker_group(model, 1, name="leave", extra=WORKER_KV)
+    router = c.start("routerD", "caduceus-router",
+                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
+                      "--replica", keep.address, "--replica", leave.address])
+    cluster.wait_serving(router_addr, processes=[router])
+    stub = rc.stub(router_addr)
+    wait_until("replicas up", lambda: _info_if(stub, 2), timeout=120)
+    calls = [stub.GenerateStream(rc.ids_request([128000, 9906, 11 + i], 300), timeout=300)
+             for i in range(6)]
+    firsts = [next(iter(call)) for call in calls]  # all six are running
+    leave.leader.signal(signal.SIGTERM)
+    results, errors = [None] * 6, []
+
+    def finish(i):
+        try:
+            text, ids, last = rc.collect_stream(calls[i])
+            results[i] = (len(ids) + len(firsts[i].token_ids), last.finish_reason)
+        except grpc.RpcError as e:
+            errors.append("%d: %s %s" % (i, e.code(), e.details()))
+
+    threads = [threading.Thread(target=finish, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    # Meanwhile new requests keep succeeding, on the replica that stays.
+    served = []
+    for _ in range(4):
+        r = stub.Generate(rc.ids_request([128000, 9906], 4), timeout=60)
+        served.append(r.replica)
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(r == (300, g.FINISH_REASON_LENGTH) for r in results), results
+    assert set(served[1:]) == {keep.address}, served
+    code = leave.leader.wait(30)
+    assert code == 0, "draining worker exit code %s" % code
+    unavailable = cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_requests_total",
+                                       {"status": "unavailable"})
+    assert not unavailable, unavailable
+    print("    6 running streams finished (300 tokens each), new requests went to %s, the "
+          "draining worker exited 0" % keep.address)
+    c.close()
+
+
 def main():
     model, oracle_path = sys.argv[1], sys.argv[2]
     c = cluster.Cluster()
@@ -410,7 +463,8 @@ def main():
                 print("    FAILED: %r" % (e,))
         c.close()
         for name, fn in (("cluster B", lambda: cluster_b(c, model)),
-                         ("cluster C", lambda: cluster_c(c, model, env.oracle))):
+                         ("cluster C", lambda: cluster_c(c, model, env.oracle)),
+                         ("cluster D", lambda: cluster_d(c, model))):
             try:
                 fn()
             except Exception as e:

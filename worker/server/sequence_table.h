@@ -59,6 +59,7 @@ class SequenceTable {
   void Clear() { sequences_.clear(); }
 
   int32_t size() const { return static_cast<int32_t>(sequences_.size()); }
+  bool Contains(uint64_t id) const { return sequences_.contains(id); }
   // Distinct KV blocks referenced by the live sequences' latest block tables.
   int32_t BlocksInUse() const;
   const StepLimits& limits() const { return limits_; }

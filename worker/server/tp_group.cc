@@ -93,6 +93,7 @@ absl::Status GroupLeader::Step(const v1::StepPlan& plan, v1::StepResult* result)
   timings->set_total_seconds(SecondsSince(start));
   const int32_t used = table_.BlocksInUse();
   result->set_kv_blocks_used(used);
+  result->set_draining(draining_);
   if (parts_.metrics) {
     parts_.metrics->ObserveStep(timings->total_seconds(), forward_seconds, collective_seconds,
                                 TokenCount(plan));
@@ -106,6 +107,21 @@ int32_t GroupLeader::Release(const v1::ReleaseRequest& request) {
   const int32_t n = table_.Release(request.sequence_ids());
   if (parts_.metrics) parts_.metrics->SetKvBlocks(table_.BlocksInUse(), parts_.cache->num_blocks());
   return n;
+}
+
+void GroupLeader::StartDraining() {
+  std::lock_guard<std::mutex> lock(mu_);
+  draining_ = true;
+}
+
+bool GroupLeader::draining() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return draining_;
+}
+
+int32_t GroupLeader::live_sequences() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return table_.size();
 }
 
 void GroupLeader::Shutdown() {

@@ -48,6 +48,13 @@ class GroupLeader {
   int32_t Release(const v1::ReleaseRequest& request);
   // OK while the group can run steps; otherwise the error that broke it.
   absl::Status health() const;
+  // Graceful shutdown, first half: steps keep running (a sequence admitted by the router before
+  // it saw the flag is still served), and every result says `draining` so that the router sends
+  // new work elsewhere; the owner stops the group once live_sequences() reaches 0.
+  void StartDraining();
+  bool draining() const;
+  // Sequences the router has not released yet.
+  int32_t live_sequences() const;
   // Tells the followers to exit (graceful shutdown) and stops the heartbeats.
   void Shutdown();
   // Called once, from the thread that broke the group.
@@ -65,6 +72,7 @@ class GroupLeader {
   mutable std::mutex mu_;  // one step (or heartbeat) at a time on the group
   absl::Status broken_;
   bool stopping_ = false;
+  bool draining_ = false;
   absl::Time last_send_ = absl::Now();
   std::condition_variable wake_;
   std::function<void(const absl::Status&)> on_broken_;

@@ -72,6 +72,9 @@ ABSL_FLAG(std::string, gloo_hostname, "",
 ABSL_FLAG(std::string, gloo_iface, "", "network interface for Gloo instead of --gloo-hostname");
 ABSL_FLAG(int32_t, max_step_tokens, 8192, "largest number of new tokens in one step");
 ABSL_FLAG(int32_t, max_step_sequences, 256, "largest number of sequences in one step");
+ABSL_FLAG(double, drain_timeout, 30,
+          "rank 0, on SIGTERM: seconds to keep running the sequences the router already sent "
+          "(new ones go to other replicas) before the group stops");
 ABSL_FLAG(bool, resident_weights, true,
           "copy hot weights out of the mapped files into anonymous memory (faster decode)");
 
@@ -311,7 +314,20 @@ int Main(int argc, char** argv) {
     LogError(absl::StrCat(where, ": exiting because the group broke"));
     return 2;
   }
-  LogInfo(absl::StrCat("signal ", sig, ": stopping the group"));
+  // Graceful: keep running what the router already sent until it has released everything (it
+  // routes new requests elsewhere once a result or health check says "draining").
+  leader.StartDraining();
+  const auto drain_deadline = std::chrono::steady_clock::now() +
+                              std::chrono::duration<double>(absl::GetFlag(FLAGS_drain_timeout));
+  LogInfo(absl::StrCat("signal ", sig, ": draining ", leader.live_sequences(),
+                       " sequences (up to ", absl::GetFlag(FLAGS_drain_timeout), " s)"));
+  while (leader.live_sequences() > 0 && !broken && std::chrono::steady_clock::now() < drain_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (leader.live_sequences() > 0) {
+    LogWarning(absl::StrCat(leader.live_sequences(), " sequences still live at the drain timeout"));
+  }
+  LogInfo("stopping the group");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   leader.Shutdown();
   return 0;

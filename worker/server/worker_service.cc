@@ -30,8 +30,10 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
 grpc::Status WorkerService::Health(grpc::ServerContext*, const v1::HealthRequest*,
                                    v1::HealthResponse* response) {
   const absl::Status health = leader_->health();
-  response->set_serving(health.ok());
-  response->set_message(std::string(health.message()));
+  const bool draining = leader_->draining();
+  response->set_serving(health.ok() && !draining);
+  response->set_draining(draining);
+  response->set_message(draining ? "draining (graceful shutdown)" : std::string(health.message()));
   return grpc::Status::OK;
 }
 
