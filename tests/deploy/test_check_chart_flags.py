@@ -21,7 +21,8 @@ ROUTER_FLAGS = ["model", "listen", "metrics_listen", "replica", "max_num_seqs", 
                 "api_token_file", "log_payloads", "heartbeat_timeout"]
 WORKER_FLAGS = ["model", "tp_size", "rank", "rendezvous", "device", "listen", "metrics_listen",
                 "kv_cache_bytes", "gpu_memory_utilization", "router", "advertise_address",
-                "collective_timeout", "connect_timeout", "gloo_hostname", "gloo_iface", "max_step_tokens"]
+                "collective_timeout", "connect_timeout", "gloo_hostname", "gloo_iface", "max_step_tokens",
+                "drain_timeout"]
 passed = failed = 0
 
 

@@ -85,6 +85,7 @@ spec:
         - --gpu-memory-utilization={{ $w.gpuMemoryUtilization }}
         {{- end }}
         - --collective-timeout={{ $w.collectiveTimeoutSeconds }}
+        - --drain-timeout={{ $w.drainTimeoutSeconds }}
         - --connect-timeout={{ $w.connectTimeoutSeconds }}
         {{- if $w.maxStepTokens }}
         - --max-step-tokens={{ $w.maxStepTokens }}
