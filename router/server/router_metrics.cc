@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "common/histogram_buckets.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
@@ -13,29 +14,6 @@
 
 namespace caduceus::router {
 
-namespace {
-
-// 1 ms .. ~65 s, doubling.
-prometheus::Histogram::BucketBoundaries Seconds() {
-  prometheus::Histogram::BucketBoundaries b;
-  for (double v = 0.001; v < 70; v *= 2) b.push_back(v);
-  return b;
-}
-
-// 0.25 ms .. ~8 s: inter-token latency and step times are short.
-prometheus::Histogram::BucketBoundaries ShortSeconds() {
-  prometheus::Histogram::BucketBoundaries b;
-  for (double v = 0.00025; v < 10; v *= 2) b.push_back(v);
-  return b;
-}
-
-prometheus::Histogram::BucketBoundaries BatchSizes() {
-  prometheus::Histogram::BucketBoundaries b;
-  for (double v = 1; v <= 1024; v *= 2) b.push_back(v);
-  return b;
-}
-
-}  // namespace
 
 struct RouterMetrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
@@ -71,19 +49,19 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(const std::
     m->requests->Add({{"status", s}});  // export zeros so rate() works from the first scrape
   }
   m->queue = histogram("caduceus_queue_time_seconds",
-                       "Arrival to the first scheduled step of a request.", Seconds());
+                       "Arrival to the first scheduled step of a request.", SecondsBuckets());
   m->ttft = histogram("caduceus_time_to_first_token_seconds",
-                      "Arrival to the first generated token.", Seconds());
+                      "Arrival to the first generated token.", SecondsBuckets());
   m->itl = histogram("caduceus_inter_token_latency_seconds",
-                     "Time between consecutive generated tokens of a request.", ShortSeconds());
+                     "Time between consecutive generated tokens of a request.", ShortSecondsBuckets());
   m->duration = histogram("caduceus_request_duration_seconds",
-                          "Arrival to the last token (or failure) of a request.", Seconds());
-  m->batch = histogram("caduceus_batch_size", "Sequences in one step of a replica.", BatchSizes());
+                          "Arrival to the last token (or failure) of a request.", SecondsBuckets());
+  m->batch = histogram("caduceus_batch_size", "Sequences in one step of a replica.", DoublingBuckets(1, 1024));
   m->step = histogram("caduceus_step_duration_seconds",
-                      "Wall time of one step as seen by the router (RPC included).", ShortSeconds());
+                      "Wall time of one step as seen by the router (RPC included).", ShortSecondsBuckets());
   m->overhead = histogram("caduceus_router_step_overhead_seconds",
                           "Step time seen by the router minus the worker's own step time.",
-                          ShortSeconds());
+                          ShortSecondsBuckets());
   m->prompt_tokens = counter("caduceus_prompt_tokens_total", "Prompt tokens of admitted requests.");
   m->generation_tokens = counter("caduceus_generation_tokens_total", "Generated tokens.");
   m->preemptions = counter("caduceus_preemptions_total",

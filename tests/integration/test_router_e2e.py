@@ -326,17 +326,20 @@ def replica_down(env):
 def cluster_b(c, model):
     print("cluster B: queue limit and drain")
     router_addr = "127.0.0.1:%d" % cluster.free_port()
+    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
     grp = c.start_worker_group(model, 1, name="b", extra=WORKER_KV)
     router = c.start("routerB", "caduceus-router",
-                     ["--model", model, "--listen", router_addr, "--replica", grp.address,
-                      "--max-num-seqs", 1, "--max-waiting-requests", 2, "--drain-timeout", 60])
+                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
+                      "--replica", grp.address, "--max-num-seqs", 1, "--max-waiting-requests", 2,
+                      "--drain-timeout", 60])
     cluster.wait_serving(router_addr, processes=[router])
     stub = rc.stub(router_addr)
     wait_until("replica up", lambda: _info_if(stub, 1), timeout=120)
     # One running + two waiting fill it; the next is refused.
     calls = [stub.GenerateStream(rc.ids_request([128000, 9906], 400), timeout=300) for _ in range(3)]
     first = next(iter(calls[0]))  # the first is running
-    time.sleep(0.5)
+    wait_until("two requests waiting", lambda: cluster.metric_value(
+        cluster.scrape(metrics_addr), "caduceus_requests_waiting") == 2, timeout=30)
     expect_error(lambda: stub.Generate(rc.ids_request([128000], 4), timeout=30),
                  grpc.StatusCode.RESOURCE_EXHAUSTED, "queue")
     for call in calls[1:]:

@@ -3,6 +3,7 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "common/histogram_buckets.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
@@ -12,22 +13,6 @@
 
 namespace caduceus::worker {
 
-namespace {
-
-// 1 ms .. ~65 s, doubling: covers a tiny-model decode step on a CPU and a 70B prefill chunk.
-prometheus::Histogram::BucketBoundaries SecondsBuckets() {
-  prometheus::Histogram::BucketBoundaries b;
-  for (double v = 0.001; v < 70; v *= 2) b.push_back(v);
-  return b;
-}
-
-prometheus::Histogram::BucketBoundaries TokenBuckets() {
-  prometheus::Histogram::BucketBoundaries b;
-  for (double v = 1; v <= 16384; v *= 2) b.push_back(v);
-  return b;
-}
-
-}  // namespace
 
 struct WorkerMetrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
@@ -59,7 +44,7 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Worke
   impl->collective = histogram("caduceus_worker_collective_duration_seconds",
                                "Time one step spent in tensor-parallel collectives.",
                                SecondsBuckets());
-  impl->tokens = histogram("caduceus_worker_step_tokens", "New tokens in one step.", TokenBuckets());
+  impl->tokens = histogram("caduceus_worker_step_tokens", "New tokens in one step.", DoublingBuckets(1, 16384));
   impl->steps_total = &prometheus::BuildCounter()
                            .Name("caduceus_worker_steps_total")
                            .Help("Steps executed by this rank.")
