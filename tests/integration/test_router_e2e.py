@@ -336,8 +336,9 @@ def cluster_b(c, model):
     stub = rc.stub(router_addr)
     wait_until("replica up", lambda: _info_if(stub, 1), timeout=120)
     # One running + two waiting fill it; the next is refused.
-    calls = [stub.GenerateStream(rc.ids_request([128000, 9906], 400), timeout=300) for _ in range(3)]
+    calls = [stub.GenerateStream(rc.ids_request([128000, 9906], 400), timeout=300)]
     first = next(iter(calls[0]))  # the first is running
+    calls += [stub.GenerateStream(rc.ids_request([128000, 9906], 400), timeout=300) for _ in range(2)]
     wait_until("two requests waiting", lambda: cluster.metric_value(
         cluster.scrape(metrics_addr), "caduceus_requests_waiting") == 2, timeout=30)
     expect_error(lambda: stub.Generate(rc.ids_request([128000], 4), timeout=30),
