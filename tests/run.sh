@@ -19,8 +19,9 @@ cmake --build build -j"$JOBS"
 echo "== tests =="
 ctest --test-dir build --output-on-failure -j"$JOBS"
 
-echo "== parser tests under AddressSanitizer =="
-ASAN_TARGETS=(safetensors_test model_config_test weight_store_test caduceus_tokenizer_test caduceus_jinja_test caduceus_chat_template_test)
+echo "== parser and scheduler tests under AddressSanitizer =="
+ASAN_TARGETS=(safetensors_test model_config_test weight_store_test caduceus_tokenizer_test caduceus_jinja_test caduceus_chat_template_test
+             block_manager_test scheduler_test scheduler_simulation_test)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCADUCEUS_SANITIZE=address -DCADUCEUS_CUDA=OFF >/dev/null
 present=()
 for t in "${ASAN_TARGETS[@]}"; do
