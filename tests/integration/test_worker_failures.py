@@ -2,7 +2,8 @@
 """Failure behaviour of a worker group (real processes on loopback, worker gRPC API):
   1. wrong inputs (unknown sequence, block id out of range, plan over the batch limits, position
      beyond the context) get INVALID_ARGUMENT and the group keeps serving;
-  2. a follower started 10 s before its leader still joins;
+  2. a follower started 10 s before its leader still joins (the leader configured only through
+     CADUCEUS_* environment variables);
   3. killing one follower mid-run makes the leader answer UNAVAILABLE within the collective
      timeout; then every process exits on its own (leader 2, followers 3): no orphan, no hang;
   4. a follower that hangs (SIGSTOP) turns into UNAVAILABLE after the collective timeout.
@@ -83,10 +84,11 @@ def late_leader(c, model):
                              start_leader=False)
     time.sleep(10)
     assert g.ranks[0].alive(), g.ranks[0].tail()
-    leader_args = ["--model", model, "--tp-size", 2, "--rank", 0,
-                   "--rendezvous", "127.0.0.1:%d" % g.store_port, "--device", "cpu",
-                   "--kv-cache-bytes", 8 << 20, "--listen", g.address]
-    leader = c.start("late-rank0", "caduceus-worker", leader_args)
+    # The leader gets every flag from the environment (as Kubernetes sets them), none as args.
+    env = {"CADUCEUS_MODEL": model, "CADUCEUS_TP_SIZE": "2", "CADUCEUS_RANK": "0",
+           "CADUCEUS_RENDEZVOUS": "127.0.0.1:%d" % g.store_port, "CADUCEUS_DEVICE": "cpu",
+           "CADUCEUS_KV_CACHE_BYTES": str(8 << 20), "CADUCEUS_LISTEN": g.address}
+    leader = c.start("late-rank0", "caduceus-worker", [], env=env)
     cluster.wait_serving(g.address, processes=[leader, g.ranks[0]])
     tokens, _ = worker_client.generate(worker_client.stub(g.address), [PROMPT], 4)
     assert len(tokens[0]) == 4
