@@ -122,6 +122,19 @@ bool Replica::Connect() {
                           "); not using it"));
     return false;
   }
+  {
+    // This router owns the replica's KV blocks from now on: drop any sequence state a previous
+    // router (before a restart) left on the worker.
+    grpc::ClientContext release_context;
+    release_context.set_deadline(DeadlineIn(absl::Seconds(5)));
+    worker::v1::ReleaseRequest release_all;
+    release_all.set_all(true);
+    worker::v1::ReleaseResponse released;
+    if (stub_->Release(&release_context, release_all, &released).ok() && released.released() > 0) {
+      LogInfo(absl::StrCat("replica ", address_, ": dropped ", released.released(),
+                           " sequences left by a previous router"));
+    }
+  }
   SchedulerConfig sc = options_.scheduler;
   sc.block_size = info.block_size();
   sc.num_blocks = info.num_kv_blocks();

@@ -70,6 +70,12 @@ def wrong_inputs(c, model):
     beyond.start_pos = info.max_context
     beyond.prefix_ids.extend([1] * info.max_context)
     expect_code(lambda: w.Step(plan_of(beyond), timeout=30), invalid, "exceed the model's context")
+    # Release(all) (a restarted router connecting) forgets every sequence.
+    w.Step(plan_of(first(9, [1, 2], [0])), timeout=30)
+    assert w.Release(worker_pb2.ReleaseRequest(all=True), timeout=10).released == 1
+    cont = worker_pb2.SequencePlan(sequence_id=9, token_ids=[3], start_pos=2, block_table=[0],
+                                   sample=True, prompt_len=2)
+    expect_code(lambda: w.Step(plan_of(cont), timeout=30), invalid, "unknown sequence")
     # Still serving: a well-formed request completes on both ranks.
     tokens, _ = worker_client.generate(w, [PROMPT], 4)
     assert len(tokens[0]) == 4

@@ -104,7 +104,13 @@ absl::Status GroupLeader::Step(const v1::StepPlan& plan, v1::StepResult* result)
 
 int32_t GroupLeader::Release(const v1::ReleaseRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
-  const int32_t n = table_.Release(request.sequence_ids());
+  int32_t n;
+  if (request.all()) {
+    n = table_.size();
+    table_.Clear();
+  } else {
+    n = table_.Release(request.sequence_ids());
+  }
   if (parts_.metrics) parts_.metrics->SetKvBlocks(table_.BlocksInUse(), parts_.cache->num_blocks());
   return n;
 }
