@@ -10,6 +10,7 @@ Python stubs (<build>/proto_py), both set by CTest.
 
 import atexit
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,18 +25,26 @@ BIN_DIR = os.environ.get("CADUCEUS_BIN_DIR", "")
 
 
 _handed_out = set()
+_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
 
 
 def free_port():
-    """A port nothing listens on now and that this process has not handed out before (a port
-    given to a process that has not bound it yet would otherwise come back)."""
+    """A port nothing listens on now and that this process has not handed out before.
+
+    Drawn at random below the kernel's ephemeral range (32768+ on Linux): ports from bind(0) come
+    from that range, where outgoing connections of other processes (and of other tests running
+    in parallel) also take theirs, so one could be taken before our server binds it."""
     while True:
+        port = _rng.randint(20000, 32000)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 class Process:

@@ -2,20 +2,61 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <climits>
 
 namespace caduceus::backend {
+
+namespace {
+
+// The directory of the running executable (where the build and the images put the module).
+std::string ExecutableDir() {
+  char path[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n <= 0) return ".";
+  std::string p(path, static_cast<size_t>(n));
+  return p.substr(0, p.rfind('/'));
+}
+
+absl::StatusOr<KernelTable> LoadCudaTable(int ordinal) {
+  const std::string module = "libcaduceus_backend_cuda.so";
+  void* handle = dlopen((ExecutableDir() + "/" + module).c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) handle = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);  // LD_LIBRARY_PATH
+  if (handle == nullptr) {
+    return absl::UnimplementedError(absl::StrCat(
+        "cuda:", ordinal, ": cannot load the CUDA backend ", module, " (", dlerror(),
+        "); it is built with CADUCEUS_CUDA=ON next to the executables"));
+  }
+  using Fn = int (*)(int, KernelTable*, char*, size_t);
+  auto fn = reinterpret_cast<Fn>(dlsym(handle, "caduceus_cuda_kernel_table"));
+  if (fn == nullptr) return absl::InternalError(absl::StrCat(module, " has no kernel table"));
+  KernelTable table;
+  char error[256] = {0};
+  if (!fn(ordinal, &table, error, sizeof(error))) return absl::UnavailableError(error);
+  return table;  // the module stays loaded for the life of the process
+}
+
+}  // namespace
 
 absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device) {
   if (device == "cpu") {
     namespace k = kernels::cpu;
     return KernelTable{absl::StrCat("cpu-", k::ActiveIsa()),
                        &k::EmbeddingGather, &k::RmsNorm, &k::AddRmsNorm, &k::Linear, &k::Rope,
-                       &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention};
+                       &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention, HostMemoryOps()};
   }
   if (absl::StartsWith(device, "cuda")) {
-    return absl::UnimplementedError(absl::StrCat(
-        "device '", device, "': this build has no CUDA backend (configure with CADUCEUS_CUDA=ON)"));
+    int ordinal = 0;
+    if (device.size() > 4 && (device[4] != ':' || !absl::SimpleAtoi(device.substr(5), &ordinal) ||
+                              ordinal < 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device '", device, "': expected cuda or cuda:K with K >= 0"));
+    }
+    return LoadCudaTable(ordinal);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown device '", device, "'; expected cpu or cuda[:K]"));

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/kernels.h"
+#include "worker/backend/device_memory.h"
 
 namespace caduceus::backend {
 
@@ -25,9 +26,11 @@ struct KernelTable {
                          kernels::PagedKvLayer, kernels::Stream);
   void (*paged_attention)(const float*, int32_t, kernels::PagedKvLayer,
                           const kernels::AttentionBatch&, float, float*, kernels::Stream);
+  // Where every pointer the kernels take lives, and how to get data there and back.
+  MemoryOps memory;
 };
 
-// "cpu" or "cuda[:K]". The CUDA kernels keep host-side scheduling for now; see docs.
+// "cpu" or "cuda[:K]" (UNIMPLEMENTED for cuda in builds without CUDA).
 absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device);
 
 }  // namespace caduceus::backend

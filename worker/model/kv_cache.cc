@@ -13,7 +13,9 @@ int64_t KvCache::BytesPerBlock(int32_t num_layers, int32_t kv_heads, int32_t hea
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(int32_t num_layers, int32_t kv_heads,
                                                          int32_t head_dim, int32_t num_blocks,
-                                                         int32_t block_size) {
+                                                         int32_t block_size,
+                                                         const backend::MemoryOps* memory) {
+  static const backend::MemoryOps kHost = backend::HostMemoryOps();
   if (num_layers <= 0 || kv_heads <= 0 || head_dim <= 0 || num_blocks <= 0 || block_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "KV cache dimensions must be positive: layers=", num_layers, " kv_heads=", kv_heads,
@@ -21,10 +23,9 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(int32_t num_layers, int
   }
   std::unique_ptr<KvCache> cache(new KvCache(num_layers, kv_heads, head_dim, num_blocks, block_size));
   const int64_t total = cache->layer_floats_ * 2 * num_layers;
-  // Value-initialization would touch every page up front; leave pages untouched until used so
-  // the resident size grows with the blocks actually written.
-  cache->storage_.reset(new (std::nothrow) float[total]);
-  if (!cache->storage_) {
+  // Host memory is not touched here: pages become resident as blocks are written.
+  cache->storage_ = backend::DeviceArray<float>(memory != nullptr ? memory : &kHost);
+  if (!cache->storage_.Reserve(static_cast<size_t>(total))) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "cannot allocate the KV cache: ", num_blocks, " blocks x ",
         BytesPerBlock(num_layers, kv_heads, head_dim, block_size), " bytes"));
@@ -39,7 +40,7 @@ KvCache::KvCache(int32_t num_layers, int32_t kv_heads, int32_t head_dim, int32_t
       layer_floats_(int64_t{num_blocks} * block_size * kv_heads * head_dim) {}
 
 kernels::PagedKvLayer KvCache::Layer(int32_t layer) const {
-  float* base = storage_.get() + layer_floats_ * 2 * layer;
+  float* base = const_cast<float*>(storage_.data()) + layer_floats_ * 2 * layer;
   return kernels::PagedKvLayer{base, base + layer_floats_, num_blocks_, block_size_, kv_heads_,
                                head_dim_};
 }

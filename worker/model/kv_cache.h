@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/kernels.h"
+#include "worker/backend/device_memory.h"
 
 namespace caduceus::model {
 
@@ -15,9 +16,12 @@ class KvCache {
  public:
   static constexpr int32_t kDefaultBlockSize = 16;
 
+  // `memory`: where the cache lives (the model's backend); null means host memory. It must
+  // outlive the cache.
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(int32_t num_layers, int32_t kv_heads,
                                                          int32_t head_dim, int32_t num_blocks,
-                                                         int32_t block_size = kDefaultBlockSize);
+                                                         int32_t block_size = kDefaultBlockSize,
+                                                         const backend::MemoryOps* memory = nullptr);
   // Bytes one block takes over all layers (K and V), for sizing from a memory budget.
   static int64_t BytesPerBlock(int32_t num_layers, int32_t kv_heads, int32_t head_dim,
                                int32_t block_size = kDefaultBlockSize);
@@ -32,7 +36,7 @@ class KvCache {
           int32_t block_size);
   int32_t num_layers_, kv_heads_, head_dim_, num_blocks_, block_size_;
   int64_t layer_floats_;
-  std::unique_ptr<float[]> storage_;  // [layers][2][layer_floats_]
+  backend::DeviceArray<float> storage_;  // [layers][2][layer_floats_]
 };
 
 }  // namespace caduceus::model

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/model/rope.h"
@@ -39,15 +40,73 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(model_dir));
   ASSIGN_OR_RETURN(backend::KernelTable kernels, backend::MakeKernelTable(options.device));
   std::unique_ptr<WeightArena> arena;
-  if (options.resident_weights) {
+  // A device backend uploads the weights straight from the mapped files; a host arena copy
+  // would only double the host memory.
+  if (options.resident_weights && kernels.memory.host) {
     ASSIGN_OR_RETURN(arena, WeightArena::Create(LlamaWeights::ArenaBytes(config, layout)));
   }
   ASSIGN_OR_RETURN(LlamaWeights weights, LlamaWeights::Load(config, layout, *store, arena.get()));
   // A group of one runs exactly the unsharded code path: no collectives at all.
   parallel::Communicator* group = layout.spec.size > 1 ? comm : nullptr;
-  return std::unique_ptr<LlamaModel>(new LlamaModel(std::move(config), layout, group,
-                                                    std::move(store), std::move(arena),
-                                                    std::move(weights), std::move(kernels)));
+  std::unique_ptr<LlamaModel> model(new LlamaModel(std::move(config), layout, group,
+                                                   std::move(store), std::move(arena),
+                                                   std::move(weights), std::move(kernels)));
+  if (!model->kernels_.memory.host) RETURN_IF_ERROR(model->UploadWeights());
+  return model;
+}
+
+absl::Status LlamaModel::UploadWeights() {
+  const backend::MemoryOps* m = &kernels_.memory;
+  const size_t h = config_.hidden_size, hd = config_.head_dim;
+  const size_t q = layout_.q_heads * hd, kv = layout_.kv_heads * hd, inter = layout_.inter;
+  const size_t vocab = layout_.vocab;
+  absl::flat_hash_map<const bf16*, const bf16*> uploaded;  // tied embeddings are uploaded once
+  auto upload = [&](const bf16*& ptr, size_t count, const char* what) -> absl::Status {
+    if (auto it = uploaded.find(ptr); it != uploaded.end()) {
+      ptr = it->second;
+      return absl::OkStatus();
+    }
+    backend::DeviceArray<bf16> dev(m);
+    if (!dev.Reserve(count)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "out of device memory uploading ", what, " (", count * sizeof(bf16), " bytes) to ",
+          kernels_.name));
+    }
+    m->to_device(dev.data(), ptr, count * sizeof(bf16), m->device);
+    uploaded[ptr] = dev.data();
+    ptr = dev.data();
+    device_weights_.push_back(std::move(dev));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(upload(weights_.embed_tokens, vocab * h, "embed_tokens"));
+  for (LayerWeights& w : weights_.layers) {
+    RETURN_IF_ERROR(upload(w.input_norm, h, "input_layernorm"));
+    RETURN_IF_ERROR(upload(w.q_proj, q * h, "q_proj"));
+    RETURN_IF_ERROR(upload(w.k_proj, kv * h, "k_proj"));
+    RETURN_IF_ERROR(upload(w.v_proj, kv * h, "v_proj"));
+    RETURN_IF_ERROR(upload(w.o_proj, h * q, "o_proj"));
+    RETURN_IF_ERROR(upload(w.post_norm, h, "post_attention_layernorm"));
+    RETURN_IF_ERROR(upload(w.gate_proj, inter * h, "gate_proj"));
+    RETURN_IF_ERROR(upload(w.up_proj, inter * h, "up_proj"));
+    RETURN_IF_ERROR(upload(w.down_proj, h * inter, "down_proj"));
+  }
+  RETURN_IF_ERROR(upload(weights_.final_norm, h, "norm"));
+  RETURN_IF_ERROR(upload(weights_.lm_head, vocab * h, "lm_head"));
+  d_inv_freq_ = backend::DeviceArray<float>(m);
+  if (!d_inv_freq_.Reserve(inv_freq_.size())) {
+    return absl::ResourceExhaustedError("out of device memory for the RoPE frequencies");
+  }
+  m->to_device(d_inv_freq_.data(), inv_freq_.data(), inv_freq_.size() * sizeof(float), m->device);
+  return absl::OkStatus();
+}
+
+const int32_t* LlamaModel::OnDevice(const std::vector<int32_t>& host,
+                                    backend::DeviceArray<int32_t>& dev) {
+  if (kernels_.memory.host) return host.data();
+  // Reserve was checked in PrepareScratch.
+  kernels_.memory.to_device(dev.data(), host.data(), host.size() * sizeof(int32_t),
+                            kernels_.memory.device);
+  return dev.data();
 }
 
 LlamaModel::LlamaModel(ModelConfig config, ShardLayout layout, parallel::Communicator* comm,
@@ -55,11 +114,11 @@ LlamaModel::LlamaModel(ModelConfig config, ShardLayout layout, parallel::Communi
                        LlamaWeights weights, backend::KernelTable kernels)
     : config_(std::move(config)), layout_(layout), comm_(comm), store_(std::move(store)),
       arena_(std::move(arena)), weights_(std::move(weights)), kernels_(std::move(kernels)),
-      inv_freq_(RopeInverseFrequencies(config_)) {}
+      inv_freq_(RopeInverseFrequencies(config_)), scratch_(&kernels_.memory) {}
 
-absl::Status LlamaModel::AllReduce(std::vector<float>& data, size_t count) {
+absl::Status LlamaModel::AllReduce(float* data, size_t count) {
   if (comm_ == nullptr) return absl::OkStatus();
-  return comm_->AllReduceSum(data.data(), count);
+  return comm_->AllReduceSum(data, count);
 }
 
 int64_t LlamaModel::WeightBytesPerToken() const {
@@ -72,7 +131,8 @@ int64_t LlamaModel::WeightBytesPerToken() const {
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::CreateKvCache(int32_t num_blocks) const {
-  return KvCache::Create(config_.num_layers, layout_.kv_heads, config_.head_dim, num_blocks);
+  return KvCache::Create(config_.num_layers, layout_.kv_heads, config_.head_dim, num_blocks,
+                         KvCache::kDefaultBlockSize, &kernels_.memory);
 }
 
 absl::Status LlamaModel::ValidateBatch(const StepBatch& batch, const KvCache& cache) const {
@@ -123,7 +183,7 @@ absl::Status LlamaModel::ValidateBatch(const StepBatch& batch, const KvCache& ca
   return absl::OkStatus();
 }
 
-void LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& cache) {
+absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& cache) {
   Scratch& sc = scratch_;
   sc.tokens.clear();
   sc.positions.clear();
@@ -155,30 +215,38 @@ void LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& cache) {
   const size_t q = size_t(layout_.q_heads) * config_.head_dim;
   const size_t kv = size_t(layout_.kv_heads) * config_.head_dim;
   const size_t inter = layout_.inter;
-  // resize() only reallocates when a step is larger than every step before it.
-  sc.residual.resize(n * h);
-  sc.normed.resize(n * h);
-  sc.q.resize(n * q);
-  sc.k.resize(n * kv);
-  sc.v.resize(n * kv);
-  sc.attn.resize(n * q);
-  sc.proj.resize(n * h);
-  sc.gate.resize(n * inter);
-  sc.up.resize(n * inter);
-  sc.act.resize(n * inter);
-  sc.last_hidden.resize(sc.logit_rows.size() * h);
+  // Reserve() only reallocates when a step is larger than every step before it.
+  const size_t rows = sc.logit_rows.size();
+  bool ok = sc.residual.Reserve(n * h) && sc.normed.Reserve(n * h) && sc.q.Reserve(n * q) &&
+            sc.k.Reserve(n * kv) && sc.v.Reserve(n * kv) && sc.attn.Reserve(n * q) &&
+            sc.proj.Reserve(n * h) && sc.gate.Reserve(n * inter) && sc.up.Reserve(n * inter) &&
+            sc.act.Reserve(n * inter) && sc.last_hidden.Reserve(rows * h);
+  if (!kernels_.memory.host || comm_ != nullptr) {
+    ok = ok && sc.logits.Reserve(rows * layout_.vocab);
+  }
   if (comm_ != nullptr) {
-    sc.local_logits.resize(sc.logit_rows.size() * layout_.vocab);
-    sc.gathered_logits.resize(sc.logit_rows.size() * config_.vocab_size);
+    ok = ok && sc.gathered_logits.Reserve(rows * config_.vocab_size);
+    sc.host_gathered.resize(rows * config_.vocab_size);
+  }
+  if (!kernels_.memory.host) {
+    ok = ok && sc.d_tokens.Reserve(n) && sc.d_positions.Reserve(n) && sc.d_slots.Reserve(n) &&
+         sc.d_query_start.Reserve(sc.query_start.size()) &&
+         sc.d_block_tables.Reserve(std::max<size_t>(sc.block_tables.size(), 1));
+  }
+  if (!ok) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of ", kernels_.name, " memory for the activations of a ", n, "-token step"));
   }
   block_table_width_ = static_cast<int32_t>(max_blocks);
+  return absl::OkStatus();
 }
 
 absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLogits* logits) {
   RETURN_IF_ERROR(ValidateBatch(batch, cache));
-  PrepareScratch(batch, cache);
+  RETURN_IF_ERROR(PrepareScratch(batch, cache));
   Scratch& sc = scratch_;
   const backend::KernelTable& k = kernels_;
+  const backend::MemoryOps& mem = kernels_.memory;
   const ModelConfig& c = config_;
   const ShardLayout& l = layout_;
   const int32_t n = static_cast<int32_t>(sc.tokens.size());
@@ -189,59 +257,78 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   const size_t acts = static_cast<size_t>(n) * h;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  // Metadata where the kernels read it (host vectors themselves on the CPU).
+  const int32_t* tokens = OnDevice(sc.tokens, sc.d_tokens);
+  const int32_t* positions = OnDevice(sc.positions, sc.d_positions);
+  const int32_t* slots = OnDevice(sc.slots, sc.d_slots);
+  const int32_t* query_start = OnDevice(sc.query_start, sc.d_query_start);
+  const int32_t* block_tables = OnDevice(sc.block_tables, sc.d_block_tables);
+  const float* inv_freq = mem.host ? inv_freq_.data() : d_inv_freq_.data();
   const kernels::AttentionBatch attention{static_cast<int32_t>(batch.sequences.size()),
-                                          sc.query_start.data(), sc.positions.data(),
-                                          sc.block_tables.data(), block_table_width_};
+                                          query_start, positions, block_tables,
+                                          block_table_width_};
+  float* residual = sc.residual.data();
+  float* normed = sc.normed.data();
+  float* proj = sc.proj.data();
 
   // Each rank gathers the tokens in its vocabulary rows (zeros elsewhere); the sum completes them.
-  k.embedding_gather(weights_.embed_tokens, l.vocab_begin, l.vocab, h, sc.tokens.data(), n,
-                     sc.residual.data(), {});
-  RETURN_IF_ERROR(AllReduce(sc.residual, acts));
-  k.rms_norm(sc.residual.data(), weights_.layers[0].input_norm, n, h, eps, sc.normed.data(), {});
+  k.embedding_gather(weights_.embed_tokens, l.vocab_begin, l.vocab, h, tokens, n, residual, {});
+  RETURN_IF_ERROR(AllReduce(residual, acts));
+  k.rms_norm(residual, weights_.layers[0].input_norm, n, h, eps, normed, {});
   for (int32_t layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights_.layers[layer];
     const kernels::PagedKvLayer kv = cache.Layer(layer);
-    k.linear(sc.normed.data(), n, h, w.q_proj, q_dim, sc.q.data(), {});
-    k.linear(sc.normed.data(), n, h, w.k_proj, kv_dim, sc.k.data(), {});
-    k.linear(sc.normed.data(), n, h, w.v_proj, kv_dim, sc.v.data(), {});
-    k.rope(sc.q.data(), sc.k.data(), sc.positions.data(), n, l.q_heads, l.kv_heads, c.head_dim,
-           inv_freq_.data(), {});
-    k.kv_cache_write(sc.k.data(), sc.v.data(), sc.slots.data(), n, kv, {});
+    k.linear(normed, n, h, w.q_proj, q_dim, sc.q.data(), {});
+    k.linear(normed, n, h, w.k_proj, kv_dim, sc.k.data(), {});
+    k.linear(normed, n, h, w.v_proj, kv_dim, sc.v.data(), {});
+    k.rope(sc.q.data(), sc.k.data(), positions, n, l.q_heads, l.kv_heads, c.head_dim, inv_freq, {});
+    k.kv_cache_write(sc.k.data(), sc.v.data(), slots, n, kv, {});
     k.paged_attention(sc.q.data(), l.q_heads, kv, attention, scale, sc.attn.data(), {});
     // Row-parallel o_proj: each rank's heads give a partial sum of the output.
-    k.linear(sc.attn.data(), n, q_dim, w.o_proj, h, sc.proj.data(), {});
-    RETURN_IF_ERROR(AllReduce(sc.proj, acts));
-    k.add_rms_norm(sc.residual.data(), sc.proj.data(), w.post_norm, n, h, eps, sc.normed.data(), {});
-    k.linear(sc.normed.data(), n, h, w.gate_proj, l.inter, sc.gate.data(), {});
-    k.linear(sc.normed.data(), n, h, w.up_proj, l.inter, sc.up.data(), {});
+    k.linear(sc.attn.data(), n, q_dim, w.o_proj, h, proj, {});
+    RETURN_IF_ERROR(AllReduce(proj, acts));
+    k.add_rms_norm(residual, proj, w.post_norm, n, h, eps, normed, {});
+    k.linear(normed, n, h, w.gate_proj, l.inter, sc.gate.data(), {});
+    k.linear(normed, n, h, w.up_proj, l.inter, sc.up.data(), {});
     k.silu_mul(sc.gate.data(), sc.up.data(), n, l.inter, sc.act.data(), {});
-    k.linear(sc.act.data(), n, l.inter, w.down_proj, h, sc.proj.data(), {});
-    RETURN_IF_ERROR(AllReduce(sc.proj, acts));
+    k.linear(sc.act.data(), n, l.inter, w.down_proj, h, proj, {});
+    RETURN_IF_ERROR(AllReduce(proj, acts));
     const bf16* next_norm =
         layer + 1 < c.num_layers ? weights_.layers[layer + 1].input_norm : weights_.final_norm;
-    k.add_rms_norm(sc.residual.data(), sc.proj.data(), next_norm, n, h, eps, sc.normed.data(), {});
+    k.add_rms_norm(residual, proj, next_norm, n, h, eps, normed, {});
   }
 
   // lm_head only for the rows whose logits were asked for (the last token of each sequence).
   const int32_t rows = static_cast<int32_t>(sc.logit_rows.size());
   for (int32_t r = 0; r < rows; ++r) {
-    std::copy_n(sc.normed.data() + static_cast<size_t>(sc.logit_rows[r]) * h, h,
-                sc.last_hidden.data() + static_cast<size_t>(r) * h);
+    mem.device_copy(sc.last_hidden.data() + static_cast<size_t>(r) * h,
+                    normed + static_cast<size_t>(sc.logit_rows[r]) * h, sizeof(float) * h,
+                    mem.device);
   }
   logits->vocab_size = c.vocab_size;
   logits->values.resize(static_cast<size_t>(rows) * c.vocab_size);
   if (comm_ == nullptr) {
-    k.linear(sc.last_hidden.data(), rows, h, weights_.lm_head, c.vocab_size,
-             logits->values.data(), {});
+    // Host backends write the logits in place; device backends copy them back once.
+    float* out = mem.host ? logits->values.data() : sc.logits.data();
+    k.linear(sc.last_hidden.data(), rows, h, weights_.lm_head, c.vocab_size, out, {});
+    if (!mem.host) {
+      mem.to_host(logits->values.data(), out, logits->values.size() * sizeof(float), mem.device);
+    }
   } else {
     // Vocab-parallel lm_head: rank r computes columns [r * V/size, (r+1) * V/size) of every row.
     // The gather lands [rank][row][local column]; logits rows want [row][rank][local column].
     const size_t lv = static_cast<size_t>(l.vocab), per_rank = static_cast<size_t>(rows) * lv;
-    k.linear(sc.last_hidden.data(), rows, h, weights_.lm_head, l.vocab, sc.local_logits.data(), {});
-    RETURN_IF_ERROR(comm_->AllGather(sc.local_logits.data(), per_rank, sc.gathered_logits.data()));
+    k.linear(sc.last_hidden.data(), rows, h, weights_.lm_head, l.vocab, sc.logits.data(), {});
+    RETURN_IF_ERROR(comm_->AllGather(sc.logits.data(), per_rank, sc.gathered_logits.data()));
+    const float* gathered = sc.gathered_logits.data();
+    if (!mem.host) {
+      mem.to_host(sc.host_gathered.data(), gathered, sc.host_gathered.size() * sizeof(float),
+                  mem.device);
+      gathered = sc.host_gathered.data();
+    }
     for (int32_t rank = 0; rank < l.spec.size; ++rank) {
       for (int32_t r = 0; r < rows; ++r) {
-        std::copy_n(sc.gathered_logits.data() + rank * per_rank + r * lv, lv,
+        std::copy_n(gathered + rank * per_rank + r * lv, lv,
                     logits->values.data() + static_cast<size_t>(r) * c.vocab_size + rank * lv);
       }
     }

@@ -70,15 +70,27 @@ class LlamaModel {
   LlamaModel(ModelConfig config, ShardLayout layout, parallel::Communicator* comm,
              std::unique_ptr<WeightStore> store, std::unique_ptr<WeightArena> arena,
              LlamaWeights weights, backend::KernelTable kernels);
-  absl::Status AllReduce(std::vector<float>& data, size_t count);
+  absl::Status AllReduce(float* data, size_t count);
+  // Copies the weights into the backend's device memory (non-host backends only) and points
+  // weights_ at the copies.
+  absl::Status UploadWeights();
+  // Host metadata -> the pointer the kernels get (itself for host backends, else a device copy).
+  const int32_t* OnDevice(const std::vector<int32_t>& host, backend::DeviceArray<int32_t>& dev);
 
-  // Scratch activations, grown on demand and reused across steps.
+  // Scratch activations in the backend's memory, grown on demand and reused across steps.
   struct Scratch {
-    std::vector<float> residual, normed, q, k, v, attn, proj, gate, up, act, last_hidden;
-    std::vector<float> local_logits, gathered_logits;  // tensor-parallel lm_head
+    explicit Scratch(const backend::MemoryOps* m)
+        : residual(m), normed(m), q(m), k(m), v(m), attn(m), proj(m), gate(m), up(m), act(m),
+          last_hidden(m), logits(m), gathered_logits(m), d_tokens(m), d_positions(m), d_slots(m),
+          d_query_start(m), d_block_tables(m) {}
+    backend::DeviceArray<float> residual, normed, q, k, v, attn, proj, gate, up, act, last_hidden;
+    backend::DeviceArray<float> logits, gathered_logits;  // lm_head output (device backends, TP)
+    std::vector<float> host_gathered;                      // TP logits on the host, rank-major
+    // Step metadata, built on the host; d_* are their device copies (unused on the host).
     std::vector<int32_t> tokens, positions, slots, query_start, block_tables, logit_rows;
+    backend::DeviceArray<int32_t> d_tokens, d_positions, d_slots, d_query_start, d_block_tables;
   };
-  void PrepareScratch(const StepBatch& batch, const KvCache& cache);
+  absl::Status PrepareScratch(const StepBatch& batch, const KvCache& cache);
 
   ModelConfig config_;
   ShardLayout layout_;
@@ -88,6 +100,8 @@ class LlamaModel {
   LlamaWeights weights_;
   backend::KernelTable kernels_;
   std::vector<float> inv_freq_;
+  backend::DeviceArray<float> d_inv_freq_;
+  std::vector<backend::DeviceArray<bf16>> device_weights_;  // owners of the uploaded weights
   Scratch scratch_;
   int32_t block_table_width_ = 0;
 };

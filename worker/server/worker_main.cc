@@ -152,10 +152,17 @@ int Main(int argc, char** argv) {
   if (rank == 0 && listen.empty()) {
     return Fail(absl::InvalidArgumentError("rank 0 needs --listen HOST:PORT for the worker API"));
   }
-  if (device != "cpu") {
+  const bool gpu = device.rfind("cuda", 0) == 0;
+  if (device != "cpu" && !gpu) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--device ", device, ": expected cpu, cuda or cuda:K")));
+  }
+  if (gpu && tp_size > 1) {
+    // The model takes any Communicator; the NCCL one (worker/parallel/nccl_communicator.h,
+    // bootstrapped through this Gloo group) is not wired into the worker yet.
     return Fail(absl::UnimplementedError(absl::StrCat(
-        "--device ", device, ": this build runs the model on cpu only (the CUDA kernels are "
-        "built and tested, the model's device binding is not done yet; see kernels/cuda/README.md)")));
+        "--device ", device, " with --tp-size ", tp_size, ": tensor parallelism on GPUs is not "
+        "wired into the worker yet (docs/cuda.md); run one TP=1 replica per GPU for now")));
   }
   const std::string where = absl::StrCat("rank ", rank, "/", tp_size);
 
@@ -199,7 +206,18 @@ int Main(int argc, char** argv) {
   const int64_t block_bytes =
       model::KvCache::BytesPerBlock(config.num_layers, layout.kv_heads, config.head_dim);
   int64_t kv_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
-  if (kv_bytes == 0) {
+  if (kv_bytes == 0 && gpu) {
+    // What is left on the device after the weights, minus the headroom the utilization leaves
+    // for activations and the CUDA/cuBLAS workspaces.
+    const double utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
+    if (!(utilization > 0 && utilization < 1)) {
+      return Fail(absl::InvalidArgumentError("--gpu-memory-utilization must be in (0, 1)"));
+    }
+    const backend::MemoryOps& memory = (*model)->kernels().memory;
+    kv_bytes = static_cast<int64_t>(utilization * static_cast<double>(memory.free_bytes(memory.device)));
+    LogInfo(absl::StrCat(where, ": KV cache gets ", utilization, " of the free device memory: ",
+                         kv_bytes, " bytes"));
+  } else if (kv_bytes == 0) {
     const double fraction = absl::GetFlag(FLAGS_kv_cache_memory_fraction);
     if (!(fraction > 0 && fraction <= 0.95)) {
       return Fail(absl::InvalidArgumentError("--kv-cache-memory-fraction must be in (0, 0.95]"));

@@ -1,0 +1,48 @@
+#!/usr/bin/python3
+"""GPU end to end: the tiny preset on cuda:0 gives the same greedy tokens as on the CPU (and as
+the oracle), for the first prompts of the oracle file. Exits 77 (CTest: Skipped) when this
+machine has no CUDA device, never 0.
+
+usage: test_gpu_generate.py BIN_DIR MODEL_DIR ORACLE_JSON"""
+
+import json
+import subprocess
+import sys
+
+SKIP = 77
+N = 16
+
+
+def generate(bin_dir, model, ids, device):
+    out = subprocess.run([bin_dir + "/caduceus-generate", "--model", model, "--device", device,
+                          "--prompt-ids", ",".join(map(str, ids)), "--max-new-tokens", str(N),
+                          "--temperature", "0", "--ignore-eos", "--json"],
+                         capture_output=True, text=True, timeout=600)
+    return out
+
+
+def main():
+    bin_dir, model, oracle_path = sys.argv[1:4]
+    with open(oracle_path) as f:
+        prompts = json.load(f)["prompts"][:4]
+    failures = 0
+    for i, p in enumerate(prompts):
+        gpu = generate(bin_dir, model, p["prompt_ids"], "cuda:0")
+        if gpu.returncode != 0:
+            if "CUDA device" in gpu.stderr or "cannot load the CUDA backend" in gpu.stderr:
+                print("SKIPPED: no usable CUDA device here (%s)" % gpu.stderr.strip().splitlines()[-1])
+                return SKIP
+            print("FAIL: cuda:0 run failed: %s" % gpu.stderr)
+            return 1
+        cpu = generate(bin_dir, model, p["prompt_ids"], "cpu")
+        got = json.loads(gpu.stdout.strip().splitlines()[-1])["generated_ids"]
+        want = json.loads(cpu.stdout.strip().splitlines()[-1])["generated_ids"]
+        ok = got == want and got == p["gen_ids"][:N]
+        print("prompt %d: cuda %s cpu %s oracle %s -> %s" % (i, got, want, p["gen_ids"][:N],
+                                                           "ok" if ok else "MISMATCH"))
+        failures += not ok
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

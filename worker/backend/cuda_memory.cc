@@ -1,0 +1,60 @@
+// Device memory for the CUDA backend (built only with CADUCEUS_WITH_CUDA). Copies are
+// synchronous with respect to the host: the model enqueues its kernels on the legacy default
+// stream, so a copy after them waits for them, and a copy before them completes first.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "worker/backend/device_memory.h"
+
+namespace caduceus::backend {
+
+namespace {
+
+void Check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "CUDA error in %s: %s\n", what, cudaGetErrorString(e));
+    std::abort();  // a failed copy leaves the model in an undefined state
+  }
+}
+
+void* CudaAlloc(size_t bytes, int device) {
+  Check(cudaSetDevice(device), "cudaSetDevice");
+  void* p = nullptr;
+  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error so the caller can report it
+    return nullptr;
+  }
+  return p;
+}
+void CudaFree(void* p, int device) {
+  cudaSetDevice(device);
+  cudaFree(p);
+}
+void ToDevice(void* dst, const void* src, size_t bytes, int device) {
+  Check(cudaSetDevice(device), "cudaSetDevice");
+  Check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+}
+void ToHost(void* dst, const void* src, size_t bytes, int device) {
+  Check(cudaSetDevice(device), "cudaSetDevice");
+  Check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+}
+void DeviceCopy(void* dst, const void* src, size_t bytes, int device) {
+  Check(cudaSetDevice(device), "cudaSetDevice");
+  Check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy D2D");
+}
+int64_t FreeBytes(int device) {
+  Check(cudaSetDevice(device), "cudaSetDevice");
+  size_t free_b = 0, total = 0;
+  Check(cudaMemGetInfo(&free_b, &total), "cudaMemGetInfo");
+  return static_cast<int64_t>(free_b);
+}
+
+}  // namespace
+
+MemoryOps CudaMemoryOps(int device) {
+  return MemoryOps{false, device, &CudaAlloc, &CudaFree, &ToDevice, &ToHost, &DeviceCopy, &FreeBytes};
+}
+
+}  // namespace caduceus::backend

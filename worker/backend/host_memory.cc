@@ -1,0 +1,25 @@
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "worker/backend/device_memory.h"
+
+namespace caduceus::backend {
+
+namespace {
+
+void* HostAlloc(size_t bytes, int) {
+  // 64-byte alignment for AVX-512 loads; aligned_alloc wants a multiple of the alignment.
+  return std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+}
+void HostFree(void* p, int) { std::free(p); }
+void HostCopy(void* dst, const void* src, size_t bytes, int) { std::memcpy(dst, src, bytes); }
+int64_t HostFreeBytes(int) { return 0; }
+
+}  // namespace
+
+MemoryOps HostMemoryOps() {
+  return MemoryOps{true, -1, &HostAlloc, &HostFree, &HostCopy, &HostCopy, &HostCopy, &HostFreeBytes};
+}
+
+}  // namespace caduceus::backend
