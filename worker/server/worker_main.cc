@@ -35,6 +35,7 @@
 #include "worker/model/llama_model.h"
 #include "worker/parallel/gloo_communicator.h"
 #include "worker/parallel/timed_communicator.h"
+#include "worker/server/gpu_communicator.h"
 #include "worker/server/model_identity.h"
 #include "worker/server/router_registration.h"
 #include "worker/server/tp_group.h"
@@ -157,12 +158,10 @@ int Main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("--device ", device, ": expected cpu, cuda or cuda:K")));
   }
-  if (gpu && tp_size > 1) {
-    // The model takes any Communicator; the NCCL one (worker/parallel/nccl_communicator.h,
-    // bootstrapped through this Gloo group) is not wired into the worker yet.
-    return Fail(absl::UnimplementedError(absl::StrCat(
-        "--device ", device, " with --tp-size ", tp_size, ": tensor parallelism on GPUs is not "
-        "wired into the worker yet (docs/cuda.md); run one TP=1 replica per GPU for now")));
+  int gpu_ordinal = 0;
+  if (gpu && device.size() > 4 &&
+      (device[4] != ':' || !absl::SimpleAtoi(device.substr(5), &gpu_ordinal) || gpu_ordinal < 0)) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--device ", device, ": expected cuda:K")));
   }
   const std::string where = absl::StrCat("rank ", rank, "/", tp_size);
 
@@ -174,6 +173,7 @@ int Main(int argc, char** argv) {
 
   // The group: Gloo over TCP; rank 0 hosts the rendezvous store.
   std::unique_ptr<parallel::GlooCommunicator> gloo;
+  std::unique_ptr<parallel::Communicator> data_plane;  // NCCL on GPUs; null: Gloo carries data too
   std::optional<parallel::TimedCommunicator> timed;
   if (tp_size > 1) {
     parallel::GlooOptions o;
@@ -190,8 +190,16 @@ int Main(int argc, char** argv) {
     auto created = parallel::GlooCommunicator::Create(o);
     if (!created.ok()) return Fail(created.status());
     gloo = std::move(*created);
-    timed.emplace(gloo.get());
     LogInfo(absl::StrCat(where, ": group formed"));
+    if (gpu) {
+      // Data plane over NCCL (unique id broadcast through Gloo); the control plane stays on Gloo.
+      auto nccl = MakeGpuCommunicator(*gloo, gpu_ordinal,
+                                      absl::Seconds(absl::GetFlag(FLAGS_collective_timeout)));
+      if (!nccl.ok()) return Fail(nccl.status());
+      data_plane = std::move(*nccl);
+      LogInfo(absl::StrCat(where, ": NCCL communicator up on cuda:", gpu_ordinal));
+    }
+    timed.emplace(data_plane ? data_plane.get() : gloo.get());
   }
 
   model::LoadOptions load;
