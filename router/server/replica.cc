@@ -170,12 +170,16 @@ Replica::Health Replica::ProbeHealth() {
 }
 
 std::vector<std::shared_ptr<ActiveRequest>> Replica::BeginDraining() {
-  std::vector<std::shared_ptr<ActiveRequest>> moved;
   if (!draining_) {
     LogInfo(absl::StrCat("replica ", address_, " is draining: no new requests; finishing ",
                          requests_.size(), " in flight"));
   }
   draining_ = true;
+  return TakeUnstarted();
+}
+
+std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeUnstarted() {
+  std::vector<std::shared_ptr<ActiveRequest>> moved;
   for (auto it = requests_.begin(); it != requests_.end();) {
     if (it->second->progress().first_scheduled) {
       ++it;
@@ -451,11 +455,19 @@ void Replica::Loop() {
       }
       LogError(absl::StrCat("replica ", address_, " failed a step (", status.error_code(), ": ",
                             status.error_message(), "); marking it down"));
+      // Requests that never ran here lose nothing by moving; the others have streamed output
+      // (or KV state) that died with the replica, so they fail and the client retries.
+      up_ = false;
+      std::vector<std::shared_ptr<ActiveRequest>> moved = TakeUnstarted();
       FailAll(absl::UnavailableError(absl::StrCat("replica ", address_, " failed: ",
                                                   status.error_message(), "; retry the request")));
-      up_ = false;
       scheduler_.reset();
       info_.reset();
+      lock.unlock();
+      if (!moved.empty()) {
+        LogInfo(absl::StrCat("moving ", moved.size(), " unstarted requests off ", address_));
+      }
+      Reroute(std::move(moved));
       continue;
     }
     last_ok_ = absl::Now();

@@ -85,6 +85,8 @@ class Replica {
   // Requires mu_. Marks the replica draining and takes its not-yet-started requests out of the
   // scheduler; the caller re-routes them after releasing mu_ (ReplicaSet locks other replicas).
   std::vector<std::shared_ptr<ActiveRequest>> BeginDraining();
+  // Requires mu_. Removes the requests that have not had a step yet (from the scheduler too).
+  std::vector<std::shared_ptr<ActiveRequest>> TakeUnstarted();
   void Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests);
 
   const std::string address_;

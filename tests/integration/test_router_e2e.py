@@ -23,6 +23,8 @@
   cluster D: two TP=1 replicas; SIGTERM to one leader (scale-in):
     * its running streams finish, new requests go to the other replica, nothing fails with
       UNAVAILABLE, and the draining worker exits 0 once the router released its sequences.
+  cluster E: two replicas; one dies with a request running and one queued on it:
+    * the running one fails with UNAVAILABLE, the queued one moves to the other replica.
 
 usage: test_router_e2e.py MODEL_DIR ORACLE_JSON [DEPLOY_CHECK_SCRIPT]"""
 
@@ -446,6 +448,44 @@ def cluster_d(c, model):
     c.close()
 
 
+def cluster_e(c, model):
+    """A replica dies while a request waits in its queue: the request moves to the other replica
+    and completes; the one that was running there fails with UNAVAILABLE."""
+    print("cluster E: unstarted requests survive a replica failure")
+    router_addr = "127.0.0.1:%d" % cluster.free_port()
+    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
+    big = c.start_worker_group(model, 1, name="big", extra=["--kv-cache-bytes", 64 << 20])
+    small = c.start_worker_group(model, 1, name="small", extra=["--kv-cache-bytes", 16 << 20])
+    router = c.start("routerE", "caduceus-router",
+                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
+                      "--replica", big.address, "--replica", small.address, "--max-num-seqs", 1])
+    cluster.wait_serving(router_addr, processes=[router])
+    stub = rc.stub(router_addr)
+    wait_until("replicas up", lambda: _info_if(stub, 2), timeout=120)
+    # Both go to the replica with the most free KV blocks (big): A runs, B waits behind it.
+    running = stub.GenerateStream(rc.ids_request([128000, 9906], 3000), timeout=300)
+    next(iter(running))
+    outcome = {}
+
+    def queued():
+        try:
+            r = stub.Generate(rc.ids_request([128000, 9906, 11], 8), timeout=120)
+            outcome["replica"], outcome["tokens"] = r.replica, len(r.token_ids)
+        except grpc.RpcError as e:
+            outcome["error"] = "%s %s" % (e.code(), e.details())
+
+    t = threading.Thread(target=queued)
+    t.start()
+    wait_until("one request waiting", lambda: cluster.metric_value(
+        cluster.scrape(metrics_addr), "caduceus_requests_waiting") == 1, timeout=30)
+    big.leader.signal(signal.SIGKILL)
+    expect_error(lambda: rc.collect_stream(running), grpc.StatusCode.UNAVAILABLE, "failed")
+    t.join()
+    assert outcome.get("tokens") == 8 and outcome.get("replica") == small.address, outcome
+    print("    the queued request moved to %s and completed" % small.address)
+    c.close()
+
+
 def main():
     model, oracle_path = sys.argv[1], sys.argv[2]
     c = cluster.Cluster()
@@ -468,7 +508,8 @@ def main():
         c.close()
         for name, fn in (("cluster B", lambda: cluster_b(c, model)),
                          ("cluster C", lambda: cluster_c(c, model, env.oracle)),
-                         ("cluster D", lambda: cluster_d(c, model))):
+                         ("cluster D", lambda: cluster_d(c, model)),
+                         ("cluster E", lambda: cluster_e(c, model))):
             try:
                 fn()
             except Exception as e:
