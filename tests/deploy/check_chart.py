@@ -26,17 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chart_render as cr  # noqa: E402
 
 INVALID_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "invalid-values")
-passed, failed = 0, 0
-
-
-def report(ok, name, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}")
-    else:
-        failed += 1
-        print(f"FAIL: {name}\n  " + detail.replace("\n", "\n  "))
+from tally import check as report, summary  # noqa: E402
 
 
 def by_kind(objs, kind):
@@ -310,8 +300,7 @@ def main():
         report(rc != 0 and m.group(1).strip() in err, f"rejects {name}",
                f"status {rc}; expected '{m.group(1).strip()}' in:\n{err}")
 
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -23,17 +23,7 @@ sys.path.insert(0, HERE)
 import promql_sources as ps  # noqa: E402
 
 PROM_DIR = os.path.join(ps.ROOT, "deploy", "prometheus")
-passed = failed = 0
-
-
-def check(ok, name, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}")
-    else:
-        failed += 1
-        print(f"FAIL: {name}\n  " + detail.strip().replace("\n", "\n  "))
+from tally import check, summary  # noqa: E402
 
 
 def promtool(*args):
@@ -76,8 +66,7 @@ def main():
 
     rc, out = promtool("test", "rules", os.path.join(HERE, "alerts_test.yml"))
     check(rc == 0, "promtool test rules tests/deploy/alerts_test.yml", out)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -23,17 +23,7 @@ WORKER_FLAGS = ["model", "tp_size", "rank", "rendezvous", "device", "listen", "m
                 "kv_cache_bytes", "gpu_memory_utilization", "router", "advertise_address",
                 "collective_timeout", "connect_timeout", "gloo_hostname", "gloo_iface", "max_step_tokens",
                 "drain_timeout"]
-passed = failed = 0
-
-
-def check(ok, name, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}")
-    else:
-        failed += 1
-        print(f"FAIL: {name}\n  " + detail.replace("\n", "\n  "))
+from tally import check, summary  # noqa: E402
 
 
 def fake(directory, name, flags, helpfull_only=(), dashes=False):
@@ -83,5 +73,4 @@ with tempfile.TemporaryDirectory() as d:
     rc, out = run(os.path.join(d, "nowhere"))
     check(rc == 2, "missing binaries are an error, not a pass", out)
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+sys.exit(summary())

@@ -27,17 +27,7 @@ import promql_sources as ps  # noqa: E402
 SCRIPT = os.path.join(HERE, "check_metrics_exported.py")
 ROUTER = os.path.join(HERE, "fixtures", "metrics-router.txt")
 WORKER = os.path.join(HERE, "fixtures", "metrics-worker.txt")
-passed = failed = 0
-
-
-def check(ok, name, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}")
-    else:
-        failed += 1
-        print(f"FAIL: {name}\n  {detail}")
+from tally import check, summary  # noqa: E402
 
 
 def run(*args):
@@ -190,5 +180,4 @@ if __name__ == "__main__":
     test_files()
     test_fake_api()
     test_real_prometheus()
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    sys.exit(summary())
