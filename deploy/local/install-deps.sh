@@ -12,7 +12,7 @@ APT_PACKAGES=(
   prometheus-cpp-dev libgloo-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   python3-numpy python3-grpcio python3-grpc-tools
-  prometheus unzip
+  prometheus unzip openssl
 )
 # Node.js + npm only when absent (some images ship nodesource's nodejs, which conflicts with Debian's npm).
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

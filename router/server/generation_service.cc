@@ -5,16 +5,12 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "proto/status_conversion.h"
 #include "router/server/active_request.h"
 
 namespace caduceus::router {
 
 namespace {
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 std::string CodeName(absl::StatusCode code) {
   return absl::AsciiStrToLower(absl::StatusCodeToString(code));
@@ -55,7 +51,7 @@ grpc::Status GenerationService::Admit(grpc::ServerContext* context) const {
 
 grpc::Status GenerationService::Refuse(const absl::Status& status) {
   metrics_->RequestFinished(CodeName(status.code()));
-  return ToGrpc(status);
+  return ToGrpcStatus(status);
 }
 
 grpc::Status GenerationService::Run(grpc::ServerContext* context, absl::StatusOr<RequestSpec> spec,
@@ -91,7 +87,7 @@ grpc::Status GenerationService::Run(grpc::ServerContext* context, absl::StatusOr
         return grpc::Status::OK;
       }
     } else if (request->done()) {
-      return ToGrpc(request->error());
+      return ToGrpcStatus(request->error());
     }
     const bool deadline_passed = context->deadline() < std::chrono::system_clock::now();
     if (deadline_passed || context->IsCancelled() || write_failed) {
@@ -141,7 +137,7 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "give either text or messages, not both");
     }
     absl::StatusOr<std::vector<int32_t>> encoded = EncodeMessages(request->messages(), *model_);
-    if (!encoded.ok()) return ToGrpc(encoded.status());
+    if (!encoded.ok()) return ToGrpcStatus(encoded.status());
     ids = *std::move(encoded);
   } else {
     if (static_cast<int64_t>(request->text().size()) > options_.limits.max_prompt_bytes) {

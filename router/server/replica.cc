@@ -91,7 +91,6 @@ Replica::Load Replica::load() const {
   Load l;
   l.up = up_ && scheduler_ != nullptr;
   l.draining = draining_;
-  l.info = info_;
   if (scheduler_) {
     l.waiting = scheduler_->num_waiting();
     l.running = scheduler_->num_running();
@@ -101,6 +100,11 @@ Replica::Load Replica::load() const {
     l.block_size = scheduler_->config().block_size;
   }
   return l;
+}
+
+std::optional<worker::v1::InfoResponse> Replica::info() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return info_;
 }
 
 int64_t Replica::in_flight() const {
@@ -381,7 +385,6 @@ void Replica::Loop() {
       metrics_->AddPrefixCacheHits(scheduler_->prefix_hits_total() - prefix_hits_seen_);
       prefix_hits_seen_ = scheduler_->prefix_hits_total();
     }
-    metrics_->SetKvUsage(address_, scheduler_->kv_usage());
     if (step.empty()) {
       // Everything waits (for blocks held by sequences that are finishing): try again shortly.
       cv_.wait_for(lock, std::chrono::milliseconds(5));

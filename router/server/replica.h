@@ -63,11 +63,12 @@ class Replica {
     int64_t waiting = 0, running = 0, waiting_tokens = 0;
     double kv_usage = 0;
     int64_t num_blocks = 0, block_size = 0;
-    std::optional<worker::v1::InfoResponse> info;
     // Free KV blocks minus what the waiting queue will need: where a new request fits best.
     double FreeCapacity() const;
   };
   Load load() const;
+  // What the worker reported when the replica came up (nullopt while down).
+  std::optional<worker::v1::InfoResponse> info() const;
   int64_t in_flight() const;
 
  private:

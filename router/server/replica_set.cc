@@ -83,7 +83,7 @@ ReplicaSet::Summary ReplicaSet::Summarize() const {
     s.in_flight += r->in_flight();
     if (load.up) {
       s.kv_blocks_total += load.num_blocks;
-      if (!s.first_info) s.first_info = load.info;
+      if (!s.first_info) s.first_info = r->info();
     }
   }
   return s;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "router/text/chat_encoder.h"
+#include "router/text/tokenizer_utf8.h"
 
 namespace caduceus::router {
 
@@ -90,29 +91,11 @@ absl::Status FillParameters(const v1::GenerationParameters& p, int64_t prompt_le
 }  // namespace
 
 bool IsValidUtf8(const std::string& s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char c = p[i];
-    int len;
-    uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-    else return false;
-    if (i + len > n) return false;
-    for (int k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are ill-formed.
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) {
-      return false;
-    }
-    i += len;
+  // The tokenizer's scanner: the same notion of well-formed UTF-8 as the pre-tokenizer's.
+  for (size_t pos = 0; pos < s.size();) {
+    const text::Utf8Step step = text::NextUtf8(s, pos);
+    if (step.kind != text::Utf8Kind::kValid) return false;
+    pos += step.length;
   }
   return true;
 }

@@ -10,9 +10,7 @@
 #include <signal.h>
 
 #include <chrono>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,6 +27,7 @@
 #include "absl/strings/strip.h"
 #include "common/cli_flags.h"
 #include "common/log.h"
+#include "common/read_file.h"
 #include "router/server/generation_service.h"
 #include "router/server/replica_set.h"
 #include "router/server/router_metrics.h"
@@ -75,14 +74,6 @@ constexpr const char kUsage[] =
 int Fail(const absl::Status& status) {
   LogError(status.ToString());
   return 1;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(what, ": cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // absl keeps only the last value of a repeated flag: join every --replica into one list first.

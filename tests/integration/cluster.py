@@ -190,3 +190,11 @@ def metric_value(text, name, labels=None):
         total += float(value)
         seen = True
     return total if seen else None
+
+
+def report(failures, noun="failures"):
+    """Prints every failure and the count; returns the exit status."""
+    for f in failures:
+        print("FAIL:", f)
+    print("%d %s" % (len(failures), noun))
+    return 1 if failures else 0

@@ -523,10 +523,7 @@ def main():
         raise
     finally:
         c.close()
-    for f in failures:
-        print("FAIL:", f)
-    print("%d checks failed" % len(failures))
-    return 1 if failures else 0
+    return cluster.report(failures, "checks failed")
 
 
 if __name__ == "__main__":

@@ -68,10 +68,7 @@ def main():
         raise
     finally:
         c.close()
-    for f in failures:
-        print("FAIL:", f)
-    print("%d failures" % len(failures))
-    return 1 if failures else 0
+    return cluster.report(failures)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
+#include "proto/status_conversion.h"
 
 namespace caduceus::tools {
 
-// gRPC and absl share the canonical code numbering, so the code carries over unchanged.
-absl::Status FromGrpcStatus(const grpc::Status& status);
+using ::caduceus::FromGrpcStatus;  // proto/status_conversion.h
 
 // "OK", "INVALID_ARGUMENT", ...
 std::string StatusCodeName(absl::StatusCode code);

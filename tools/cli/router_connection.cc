@@ -1,29 +1,15 @@
 #include "tools/cli/router_connection.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/ascii.h"
+#include "common/read_file.h"
 
 namespace caduceus::tools {
-
-namespace {
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(std::string(what) + ": cannot open " + path);
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
-}
-
-}  // namespace
 
 absl::StatusOr<RouterConnection> RouterConnection::Open(const RouterConnectionOptions& options) {
   if (options.address.empty()) return absl::InvalidArgumentError("--router HOST:PORT is required");
   RouterConnection connection;
   if (!options.api_token_file.empty()) {
-    auto token = ReadWholeFile(options.api_token_file, "--api-token-file");
+    auto token = ReadFile(options.api_token_file, "--api-token-file");
     if (!token.ok()) return token.status();
     // Token files usually end with a newline (echo > file, Kubernetes secrets edited by hand).
     connection.bearer_token_ = std::string(absl::StripAsciiWhitespace(*token));
@@ -35,7 +21,7 @@ absl::StatusOr<RouterConnection> RouterConnection::Open(const RouterConnectionOp
   if (options.tls_ca_file.empty()) {
     credentials = grpc::InsecureChannelCredentials();
   } else {
-    auto ca = ReadWholeFile(options.tls_ca_file, "--tls-ca");
+    auto ca = ReadFile(options.tls_ca_file, "--tls-ca");
     if (!ca.ok()) return ca.status();
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = *ca;

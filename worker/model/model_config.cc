@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -165,16 +166,6 @@ void AddUnique(std::vector<int>& to, const std::vector<int>& from) {
   }
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
-  }
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) return absl::InternalError(absl::StrCat(path, ": read error"));
-  return ss.str();
-}
 
 }  // namespace
 

@@ -5,13 +5,11 @@
 
 namespace caduceus::worker {
 
-absl::Status ControlPlane::Send(ControlKind kind, std::string_view payload) {
+absl::Status ControlPlane::Send(ControlKind kind, std::string payload) {
   int64_t header[2] = {static_cast<int64_t>(kind), static_cast<int64_t>(payload.size())};
   RETURN_IF_ERROR(comm_->Broadcast(header, sizeof(header), 0));
   if (payload.empty()) return absl::OkStatus();
-  // Broadcast writes into the root's buffer too (in place), hence the copy.
-  std::string copy(payload);
-  return comm_->Broadcast(copy.data(), copy.size(), 0);
+  return comm_->Broadcast(payload.data(), payload.size(), 0);
 }
 
 absl::StatusOr<ControlMessage> ControlPlane::Receive() {

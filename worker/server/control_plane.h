@@ -33,8 +33,8 @@ class ControlPlane {
 
   explicit ControlPlane(parallel::Communicator* comm) : comm_(comm) {}
 
-  // Leader (rank 0) only.
-  absl::Status Send(ControlKind kind, std::string_view payload = {});
+  // Leader (rank 0) only. Takes the payload: Broadcast writes into the root's buffer as well.
+  absl::Status Send(ControlKind kind, std::string payload = {});
   // Followers only.
   absl::StatusOr<ControlMessage> Receive();
 

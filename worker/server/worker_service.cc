@@ -2,12 +2,9 @@
 
 #include <string>
 
-namespace caduceus::worker {
+#include "proto/status_conversion.h"
 
-grpc::Status ToGrpc(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
-}
+namespace caduceus::worker {
 
 grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::InfoRequest*,
                                  v1::InfoResponse* response) {
@@ -18,7 +15,7 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::InfoRequest*,
 
 grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepPlan* plan,
                                  v1::StepResult* result) {
-  return ToGrpc(leader_->Step(*plan, result));
+  return ToGrpcStatus(leader_->Step(*plan, result));
 }
 
 grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseRequest* request,

@@ -8,9 +8,6 @@
 
 namespace caduceus::worker {
 
-// absl::Status -> grpc::Status with the same code and message.
-grpc::Status ToGrpc(const absl::Status& status);
-
 class WorkerService final : public v1::Worker::Service {
  public:
   WorkerService(GroupLeader* leader, v1::InfoResponse info) : leader_(leader), info_(std::move(info)) {}
