@@ -320,8 +320,148 @@ void Replica::Release(const std::vector<uint64_t>& ids) {
   stub_->Release(&context, request, &response);
 }
 
-void Replica::Loop() {
+void Replica::DropRequest(uint64_t seq, const absl::Status& error, std::vector<uint64_t>* release) {
+  auto it = requests_.find(seq);
+  if (it == requests_.end()) return;
+  it->second->Fail(error);
+  metrics_->RequestFinished(absl::AsciiStrToLower(absl::StatusCodeToString(error.code())));
+  scheduler_->Finish(seq).IgnoreError();
+  release->push_back(seq);
+  requests_.erase(it);
+}
+
+void Replica::CountSchedulerEvents() {
+  if (scheduler_->preemptions_total() > preemptions_seen_) {
+    metrics_->AddPreemptions(scheduler_->preemptions_total() - preemptions_seen_);
+    preemptions_seen_ = scheduler_->preemptions_total();
+  }
+  if (scheduler_->prefix_hits_total() > prefix_hits_seen_) {
+    metrics_->AddPrefixCacheHits(scheduler_->prefix_hits_total() - prefix_hits_seen_);
+    prefix_hits_seen_ = scheduler_->prefix_hits_total();
+  }
+}
+
+worker::v1::StepPlan Replica::BuildPlan(const ScheduledStep& step) {
+  worker::v1::StepPlan plan;
+  plan.set_step_id(next_step_id_++);
+  const absl::Time now = absl::Now();
+  for (const StepEntry& e : step.entries) {
+    ActiveRequest& request = *requests_.at(e.seq_id);
+    ActiveRequest::Progress& p = request.progress();
+    if (!p.first_scheduled) {
+      p.first_scheduled = now;
+      p.cached_prompt_tokens = e.start_pos;
+      metrics_->ObserveQueueTime(Seconds(now - request.arrival()));
+    }
+    worker::v1::SequencePlan* s = plan.add_sequences();
+    s->set_sequence_id(e.seq_id);
+    s->mutable_token_ids()->Add(e.tokens.begin(), e.tokens.end());
+    s->set_start_pos(e.start_pos);
+    s->mutable_block_table()->Add(e.block_table.begin(), e.block_table.end());
+    s->set_sample(e.sample);
+    s->set_prompt_len(e.prompt_len);
+    if (e.first_step) {
+      s->set_first_step(true);
+      s->mutable_prefix_ids()->Add(e.prefix_ids.begin(), e.prefix_ids.end());
+      const sampling::SamplingParams& sp = request.spec().sampling;
+      worker::v1::SamplingParams* out = s->mutable_sampling();
+      out->set_temperature(sp.temperature);
+      out->set_top_k(sp.top_k);
+      out->set_top_p(sp.top_p);
+      out->set_min_p(sp.min_p);
+      out->set_repetition_penalty(sp.repetition_penalty);
+      out->set_frequency_penalty(sp.frequency_penalty);
+      out->set_presence_penalty(sp.presence_penalty);
+      out->set_seed(sp.seed);
+      out->set_top_logprobs(sp.top_logprobs);
+    }
+  }
+  return plan;
+}
+
+void Replica::CheckIdleHealth(std::unique_lock<std::mutex>& lock) {
+  lock.unlock();
+  const Health health = ProbeHealth();
+  lock.lock();
+  const absl::Time now = absl::Now();
+  if (health == Health::kDraining) {
+    last_ok_ = now;
+    std::vector<std::shared_ptr<ActiveRequest>> moved = BeginDraining();
+    lock.unlock();
+    Reroute(std::move(moved));
+    lock.lock();
+  } else if (health == Health::kServing) {
+    last_ok_ = now;
+    up_ = true;
+  } else if (now - last_ok_ > options_.heartbeat_timeout && up_) {
+    LogWarning(absl::StrCat("replica ", address_, " missed its health checks for ",
+                            absl::FormatDuration(now - last_ok_), "; marking it down"));
+    up_ = false;
+    scheduler_.reset();
+    info_.reset();
+  }
+}
+
+void Replica::OnStepFailed(const grpc::Status& status, const ScheduledStep& step,
+                           std::unique_lock<std::mutex>& lock) {
   std::vector<uint64_t> release;
+  std::vector<std::shared_ptr<ActiveRequest>> moved;
+  if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+    // The worker refused the plan: a bug on one side or the other. Fail the requests in it
+    // (they are poisoned) and keep the replica.
+    LogError(absl::StrCat("replica ", address_, " refused a step: ", status.error_message()));
+    scheduler_->AbortStep();
+    const absl::Status error = absl::InternalError(
+        absl::StrCat("the worker refused this request's step: ", status.error_message()));
+    for (const StepEntry& e : step.entries) DropRequest(e.seq_id, error, &release);
+  } else {
+    LogError(absl::StrCat("replica ", address_, " failed a step (", status.error_code(), ": ",
+                          status.error_message(), "); marking it down"));
+    // Requests that never ran here lose nothing by moving; the others have streamed output
+    // (or KV state) that died with the replica, so they fail and the client retries.
+    up_ = false;
+    moved = TakeUnstarted();
+    FailAll(absl::UnavailableError(absl::StrCat("replica ", address_, " failed: ",
+                                                status.error_message(), "; retry the request")));
+    scheduler_.reset();
+    info_.reset();
+    if (!moved.empty()) {
+      LogInfo(absl::StrCat("moving ", moved.size(), " unstarted requests off ", address_));
+    }
+  }
+  lock.unlock();
+  Release(release);
+  Reroute(std::move(moved));
+}
+
+std::vector<uint64_t> Replica::ApplyResult(const ScheduledStep& step,
+                                           const worker::v1::StepResult& result) {
+  std::vector<uint64_t> release;
+  for (size_t i = 0; i < step.entries.size(); ++i) {
+    const StepEntry& e = step.entries[i];
+    if (!e.sample) continue;
+    auto it = requests_.find(e.seq_id);
+    if (it == requests_.end()) continue;
+    const bool answered = static_cast<int>(i) < result.results_size() &&
+                          result.results(i).sequence_id() == e.seq_id && result.results(i).sampled();
+    if (!answered) {
+      // A sequence that asked for a token and got none would wait forever: fail it.
+      DropRequest(e.seq_id, absl::InternalError("the worker returned no token for this request"),
+                  &release);
+      continue;
+    }
+    const worker::v1::SequenceResult& r = result.results(i);
+    scheduler_->OnSampled(r.sequence_id(), r.token_id()).IgnoreError();
+    if (ProcessToken(*it->second, r)) {
+      scheduler_->Finish(r.sequence_id()).IgnoreError();
+      release.push_back(r.sequence_id());
+      requests_.erase(it);
+    }
+  }
+  return release;
+}
+
+void Replica::Loop() {
   while (true) {
     bool connected;
     {
@@ -340,7 +480,7 @@ void Replica::Loop() {
     }
 
     std::unique_lock<std::mutex> lock(mu_);
-    release.clear();
+    std::vector<uint64_t> release;
     HandleCancellations(&release);
     metrics_->SetKvUsage(address_, scheduler_->kv_usage());
     if (scheduler_->num_waiting() == 0 && scheduler_->num_running() == 0) {
@@ -352,78 +492,20 @@ void Replica::Loop() {
         // Idle: check that the group is still alive, so routing does not pick a dead replica.
         lock.unlock();
         Release(release);
-        const Health health = ProbeHealth();
         lock.lock();
-        const absl::Time now = absl::Now();
-        if (health == Health::kDraining) {
-          last_ok_ = now;
-          std::vector<std::shared_ptr<ActiveRequest>> moved = BeginDraining();
-          lock.unlock();
-          Reroute(std::move(moved));
-          continue;
-        }
-        if (health == Health::kServing) {
-          last_ok_ = now;
-          up_ = true;
-        } else if (now - last_ok_ > options_.heartbeat_timeout && up_) {
-          LogWarning(absl::StrCat("replica ", address_, " missed its health checks for ",
-                                  absl::FormatDuration(now - last_ok_), "; marking it down"));
-          up_ = false;
-          scheduler_.reset();
-          info_.reset();
-        }
+        CheckIdleHealth(lock);
         continue;
       }
     }
 
     ScheduledStep step = scheduler_->Schedule();
-    if (scheduler_->preemptions_total() > preemptions_seen_) {
-      metrics_->AddPreemptions(scheduler_->preemptions_total() - preemptions_seen_);
-      preemptions_seen_ = scheduler_->preemptions_total();
-    }
-    if (scheduler_->prefix_hits_total() > prefix_hits_seen_) {
-      metrics_->AddPrefixCacheHits(scheduler_->prefix_hits_total() - prefix_hits_seen_);
-      prefix_hits_seen_ = scheduler_->prefix_hits_total();
-    }
+    CountSchedulerEvents();
     if (step.empty()) {
       // Everything waits (for blocks held by sequences that are finishing): try again shortly.
       cv_.wait_for(lock, std::chrono::milliseconds(5));
       continue;
     }
-    worker::v1::StepPlan plan;
-    plan.set_step_id(next_step_id_++);
-    const absl::Time now = absl::Now();
-    for (const StepEntry& e : step.entries) {
-      ActiveRequest& request = *requests_.at(e.seq_id);
-      ActiveRequest::Progress& p = request.progress();
-      if (!p.first_scheduled) {
-        p.first_scheduled = now;
-        p.cached_prompt_tokens = e.start_pos;
-        metrics_->ObserveQueueTime(Seconds(now - request.arrival()));
-      }
-      worker::v1::SequencePlan* s = plan.add_sequences();
-      s->set_sequence_id(e.seq_id);
-      s->mutable_token_ids()->Add(e.tokens.begin(), e.tokens.end());
-      s->set_start_pos(e.start_pos);
-      s->mutable_block_table()->Add(e.block_table.begin(), e.block_table.end());
-      s->set_sample(e.sample);
-      s->set_prompt_len(e.prompt_len);
-      if (e.first_step) {
-        s->set_first_step(true);
-        s->mutable_prefix_ids()->Add(e.prefix_ids.begin(), e.prefix_ids.end());
-        const sampling::SamplingParams& sp = request.spec().sampling;
-        worker::v1::SamplingParams* out = s->mutable_sampling();
-        out->set_temperature(sp.temperature);
-        out->set_top_k(sp.top_k);
-        out->set_top_p(sp.top_p);
-        out->set_min_p(sp.min_p);
-        out->set_repetition_penalty(sp.repetition_penalty);
-        out->set_frequency_penalty(sp.frequency_penalty);
-        out->set_presence_penalty(sp.presence_penalty);
-        out->set_seed(sp.seed);
-        out->set_top_logprobs(sp.top_logprobs);
-      }
-    }
+    const worker::v1::StepPlan plan = BuildPlan(step);
     lock.unlock();
     Release(release);
 
@@ -436,41 +518,7 @@ void Replica::Loop() {
 
     lock.lock();
     if (!status.ok()) {
-      if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-        // The worker refused the plan: a bug on one side or the other. Fail the requests in it
-        // (they are poisoned) and keep the replica.
-        LogError(absl::StrCat("replica ", address_, " refused a step: ", status.error_message()));
-        scheduler_->AbortStep();
-        release.clear();
-        for (const StepEntry& e : step.entries) {
-          auto it = requests_.find(e.seq_id);
-          if (it == requests_.end()) continue;
-          it->second->Fail(absl::InternalError(
-              absl::StrCat("the worker refused this request's step: ", status.error_message())));
-          metrics_->RequestFinished("internal");
-          scheduler_->Finish(e.seq_id).IgnoreError();
-          release.push_back(e.seq_id);
-          requests_.erase(it);
-        }
-        lock.unlock();
-        Release(release);
-        continue;
-      }
-      LogError(absl::StrCat("replica ", address_, " failed a step (", status.error_code(), ": ",
-                            status.error_message(), "); marking it down"));
-      // Requests that never ran here lose nothing by moving; the others have streamed output
-      // (or KV state) that died with the replica, so they fail and the client retries.
-      up_ = false;
-      std::vector<std::shared_ptr<ActiveRequest>> moved = TakeUnstarted();
-      FailAll(absl::UnavailableError(absl::StrCat("replica ", address_, " failed: ",
-                                                  status.error_message(), "; retry the request")));
-      scheduler_.reset();
-      info_.reset();
-      lock.unlock();
-      if (!moved.empty()) {
-        LogInfo(absl::StrCat("moving ", moved.size(), " unstarted requests off ", address_));
-      }
-      Reroute(std::move(moved));
+      OnStepFailed(status, step, lock);
       continue;
     }
     last_ok_ = absl::Now();
@@ -478,35 +526,10 @@ void Replica::Loop() {
     if (result.draining()) reroute = BeginDraining();
     metrics_->ObserveStep(static_cast<int64_t>(step.entries.size()), Seconds(took),
                           std::max(0.0, Seconds(took) - result.timings().total_seconds()));
-    release.clear();
-    for (size_t i = 0; i < step.entries.size(); ++i) {
-      const StepEntry& e = step.entries[i];
-      if (!e.sample) continue;
-      auto it = requests_.find(e.seq_id);
-      if (it == requests_.end()) continue;
-      const bool answered = static_cast<int>(i) < result.results_size() &&
-                            result.results(i).sequence_id() == e.seq_id && result.results(i).sampled();
-      if (!answered) {
-        // A sequence that asked for a token and got none would wait forever: fail it.
-        it->second->Fail(absl::InternalError("the worker returned no token for this request"));
-        metrics_->RequestFinished("internal");
-        scheduler_->Finish(e.seq_id).IgnoreError();
-        release.push_back(e.seq_id);
-        requests_.erase(it);
-        continue;
-      }
-      const worker::v1::SequenceResult& r = result.results(i);
-      scheduler_->OnSampled(r.sequence_id(), r.token_id()).IgnoreError();
-      if (ProcessToken(*it->second, r)) {
-        scheduler_->Finish(r.sequence_id()).IgnoreError();
-        release.push_back(r.sequence_id());
-        requests_.erase(it);
-      }
-    }
+    release = ApplyResult(step, result);
     metrics_->SetKvUsage(address_, scheduler_->kv_usage());
     lock.unlock();
     Release(release);
-    release.clear();
     Reroute(std::move(reroute));
   }
 }

@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include <grpcpp/support/status.h>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -83,6 +85,16 @@ class Replica {
   // Turns a sampled token into stream output; true when the request finished.
   bool ProcessToken(ActiveRequest& request, const worker::v1::SequenceResult& result);
   void Release(const std::vector<uint64_t>& ids);
+  // The steps of Loop. Each requires mu_ (held through `lock` where it is passed: it may be
+  // released for RPCs and re-routing; OnStepFailed returns with it released).
+  worker::v1::StepPlan BuildPlan(const ScheduledStep& step);
+  std::vector<uint64_t> ApplyResult(const ScheduledStep& step, const worker::v1::StepResult& result);
+  void OnStepFailed(const grpc::Status& status, const ScheduledStep& step,
+                    std::unique_lock<std::mutex>& lock);
+  void CheckIdleHealth(std::unique_lock<std::mutex>& lock);
+  void CountSchedulerEvents();
+  // Fails one request with `error`, frees its blocks and queues its release on the worker.
+  void DropRequest(uint64_t seq, const absl::Status& error, std::vector<uint64_t>* release);
   // Requires mu_. Marks the replica draining and takes its not-yet-started requests out of the
   // scheduler; the caller re-routes them after releasing mu_ (ReplicaSet locks other replicas).
   std::vector<std::shared_ptr<ActiveRequest>> BeginDraining();
