@@ -1,4 +1,7 @@
 // Run-time choice between the AVX-512 and the portable kernels, made once per process.
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -12,6 +15,11 @@ bool CpuHasAvx512() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl");
+}
+
+int32_t DynamicChunk(int32_t tiles) {
+  const int32_t threads = std::max(1, omp_get_max_threads());
+  return std::max<int32_t>(1, tiles / (threads * 32));
 }
 
 }  // namespace internal

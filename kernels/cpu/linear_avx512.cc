@@ -126,7 +126,7 @@ void LinearSingleToken(const float* xp, int32_t k_pad, int32_t k, const bf16* w,
                        float* y) {
   constexpr int32_t kWide = 8;
   const int32_t tiles = (n + kWide - 1) / kWide;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, DynamicChunk(tiles))
   for (int32_t t = 0; t < tiles; ++t) {
     const int32_t n0 = t * kWide;
     if (n - n0 >= kWide) {
@@ -154,7 +154,7 @@ void LinearAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
   const int32_t row_tiles = (n + kRowTile - 1) / kRowTile;
   for (int32_t m0 = 0; m0 < m; m0 += kTokenBlock) {
     const int32_t m1 = std::min(m, m0 + kTokenBlock);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, DynamicChunk(row_tiles))
     for (int32_t t = 0; t < row_tiles; ++t) {
       const int32_t n0 = t * kRowTile;
       const int32_t nt = std::min(kRowTile, n - n0);

@@ -18,7 +18,7 @@ float Dot(const float* x, const bf16* w, int32_t k) {
 void LinearGeneric(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y) {
   for (int32_t m0 = 0; m0 < m; m0 += kTokenBlock) {
     const int32_t m1 = std::min(m, m0 + kTokenBlock);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, DynamicChunk(n))
     for (int32_t j = 0; j < n; ++j) {
       const bf16* wj = w + static_cast<int64_t>(j) * k;
       for (int32_t i = m0; i < m1; ++i) {

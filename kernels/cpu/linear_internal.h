@@ -20,4 +20,11 @@ inline constexpr int32_t kTokenBlock = 64;
 inline constexpr int32_t kRowTile = 4;    // weight rows per micro-kernel
 inline constexpr int32_t kTokenTile = 4;  // tokens per micro-kernel
 
+// Chunk size for `schedule(dynamic)` over `tiles` independent tiles: about 32 chunks per thread.
+// Dynamic rather than static because a serving worker shares its cores with the router's and
+// clients' threads: with a static split, a thread preempted for a moment stalls the whole
+// region at its barrier; with dynamic chunks the other threads take over its remaining tiles.
+// Which thread computes a tile never changes its result (batch invariance holds).
+int32_t DynamicChunk(int32_t tiles);
+
 }  // namespace caduceus::kernels::cpu::internal

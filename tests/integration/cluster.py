@@ -58,6 +58,8 @@ class Process:
         full_env.setdefault("OMP_NUM_THREADS", "1")
         full_env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         full_env.update(env or {})
+        for name in [k for k, v in full_env.items() if v is None]:  # None: leave unset
+            del full_env[name]
         self.popen = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                       env=full_env, start_new_session=True)
 

@@ -76,6 +76,17 @@ def wrong_inputs(c, model):
     cont = worker_pb2.SequencePlan(sequence_id=9, token_ids=[3], start_pos=2, block_table=[0],
                                    sample=True, prompt_len=2)
     expect_code(lambda: w.Step(plan_of(cont), timeout=30), invalid, "unknown sequence")
+    # A step plan's release_sequence_ids forget sequences before the step runs (the router's
+    # way to release without a round trip): 10 continues, 11 is released in the same plan.
+    w.Step(plan_of(first(10, [1, 2], [0]), first(11, [1, 2], [1])), timeout=30)
+    cont10 = worker_pb2.SequencePlan(sequence_id=10, token_ids=[3], start_pos=2, block_table=[0],
+                                     sample=True, prompt_len=2)
+    released = plan_of(cont10)
+    released.release_sequence_ids.append(11)
+    assert w.Step(released, timeout=30).results[0].sampled
+    cont11 = worker_pb2.SequencePlan(sequence_id=11, token_ids=[3], start_pos=2, block_table=[1],
+                                     sample=True, prompt_len=2)
+    expect_code(lambda: w.Step(plan_of(cont11), timeout=30), invalid, "unknown sequence")
     # Still serving: a well-formed request completes on both ranks.
     tokens, _ = worker_client.generate(w, [PROMPT], 4)
     assert len(tokens[0]) == 4

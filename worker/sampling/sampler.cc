@@ -286,13 +286,19 @@ absl::StatusOr<SampleResult> SequenceSampler::Sample(std::span<const float> logi
   if (raw_max == -std::numeric_limits<float>::infinity()) {
     return absl::InvalidArgumentError("every logit is NaN or -inf");
   }
-  const double raw_sum = internal::SumExp(logits, raw_max, 1.0f, &scratch.block_sums);
-  // Logprob = (x - max) - log(sum): subtracting max first keeps precision near FLT_MAX.
-  const double log_raw_sum = std::log(raw_sum);
-
   // z = the row after penalties. Without penalties it is the raw row itself (no copy).
   const bool penalized =
       params_.HasPenalties() && (!seen_ids_.empty() || !generated_counts_.empty());
+  // The raw sum of exponentials: for logprobs, and reused by a draw at temperature 1 without
+  // penalties. A greedy draw without logprobs skips this pass over the row.
+  const bool draw_reuses_raw_sum =
+      !params_.IsGreedy() && !penalized && params_.temperature == 1.0f;
+  const bool need_raw_sum =
+      !params_.skip_logprob || params_.top_logprobs > 0 || draw_reuses_raw_sum;
+  const double raw_sum =
+      need_raw_sum ? internal::SumExp(logits, raw_max, 1.0f, &scratch.block_sums) : 0.0;
+  // Logprob = (x - max) - log(sum): subtracting max first keeps precision near FLT_MAX.
+  const double log_raw_sum = need_raw_sum ? std::log(raw_sum) : 0.0;
   std::span<const float> z = logits;
   std::span<const float> z_block_max = scratch.raw_block_max;
   float z_max = raw_max;
@@ -354,8 +360,10 @@ absl::StatusOr<SampleResult> SequenceSampler::Sample(std::span<const float> logi
 
   SampleResult result;
   result.token = token;
-  result.logprob = static_cast<float>(static_cast<double>(internal::Sanitize(logits[token])) -
-                                      raw_max - log_raw_sum);
+  if (!params_.skip_logprob) {
+    result.logprob = static_cast<float>(static_cast<double>(internal::Sanitize(logits[token])) -
+                                        raw_max - log_raw_sum);
+  }
   if (params_.top_logprobs > 0) {
     internal::TopN(logits, scratch.raw_block_max, params_.top_logprobs, &scratch.top);
     result.top_logprobs.reserve(scratch.top.size());

@@ -26,7 +26,8 @@
 //
 // Efficiency (128k vocabulary, hundreds of sequences per step): no full sort, no per-call
 // allocation once the thread_local scratch has grown. A Sample() is one max-per-64-block pass
-// and one vectorized exp pass over the raw row (for the logprobs), plus, depending on params:
+// and one vectorized exp pass over the raw row (for the logprobs; skipped when
+// params.skip_logprob and nothing else needs the raw sum), plus, depending on params:
 //   greedy: nothing more (a first-index scan that skips blocks below the max);
 //   top-k: the k-th largest block maximum bounds the top-k set from below, so only tokens above
 //     it are gathered (typically ~2k of them for k = 50) and nth_element picks the k;
@@ -57,8 +58,9 @@ struct TokenLogprob {
 };
 
 struct SampleResult {
-  int32_t token;
-  float logprob;                           // of `token`, log-softmax of the raw logits
+  int32_t token = -1;
+  float logprob = 0.0f;                    // of `token`, log-softmax of the raw logits
+                                           // (0 with params.skip_logprob)
   std::vector<TokenLogprob> top_logprobs;  // params.top_logprobs entries, logprob desc, id asc
 };
 

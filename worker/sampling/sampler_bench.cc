@@ -35,6 +35,12 @@ void BM_Greedy(benchmark::State& state) {
   p.temperature = 0.0f;
   Run(state, p);
 }
+void BM_GreedyWithoutLogprob(benchmark::State& state) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.skip_logprob = true;
+  Run(state, p);
+}
 void BM_TopKTopPTemperature(benchmark::State& state) {
   SamplingParams p;
   p.temperature = 0.7f;
@@ -85,6 +91,7 @@ void BM_PlainWithTopLogprobs(benchmark::State& state) {
 }
 
 BENCHMARK(BM_Greedy);
+BENCHMARK(BM_GreedyWithoutLogprob);
 BENCHMARK(BM_TopKTopPTemperature);
 BENCHMARK(BM_TopPOnly);
 BENCHMARK(BM_TopPFlat);

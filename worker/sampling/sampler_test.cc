@@ -71,6 +71,42 @@ TEST(SamplerGreedyTest, LargeVocabArgmaxAndTies) {
   EXPECT_EQ(SampleToken(s, logits), kLlamaVocab - 1);
 }
 
+// skip_logprob leaves the draw alone (same token for greedy, plain, top-p and penalized
+// sampling, every step) and only drops the chosen token's logprob; top-n alternatives asked
+// for are still exact.
+TEST(SamplerSkipLogprobTest, SameTokensNoLogprobTopNStillExact) {
+  const std::vector<float> logits = RandomLogits(kLlamaVocab, 11, 2.5f);
+  const std::vector<double> ref = LogSoftmax64(logits);
+  std::vector<SamplingParams> cases(4);
+  cases[0].temperature = 0.0f;
+  cases[1].temperature = 1.0f;
+  cases[2].temperature = 0.8f;
+  cases[2].top_p = 0.9f;
+  cases[3].temperature = 1.0f;
+  cases[3].repetition_penalty = 1.3f;
+  for (size_t c = 0; c < cases.size(); ++c) {
+    SamplingParams skip = cases[c];
+    skip.skip_logprob = true;
+    const std::vector<int32_t> prompt = {5, 6, 7};
+    SequenceSampler with(cases[c], prompt), without(skip, prompt);
+    for (uint64_t step = 0; step < 20; ++step) {
+      auto a = with.Sample(logits, step), b = without.Sample(logits, step);
+      ASSERT_TRUE(a.ok() && b.ok());
+      EXPECT_EQ(a->token, b->token) << "case " << c << " step " << step;
+      EXPECT_NEAR(a->logprob, ref[a->token], 1e-4) << "case " << c;
+      EXPECT_EQ(b->logprob, 0.0f) << "case " << c;
+    }
+  }
+  SamplingParams top = Greedy();
+  top.skip_logprob = true;
+  top.top_logprobs = 3;
+  auto r = SequenceSampler(top, {}).Sample(logits, 0);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->top_logprobs.size(), 3u);
+  EXPECT_EQ(r->top_logprobs[0].token, r->token);
+  for (const TokenLogprob& t : r->top_logprobs) EXPECT_NEAR(t.logprob, ref[t.token], 1e-4);
+}
+
 TEST(SamplerGreedyTest, IgnoresTruncationParameters) {
   SamplingParams p = Greedy();
   p.top_k = 1;

@@ -23,6 +23,10 @@ struct SamplingParams {
   float presence_penalty = 0.0f;    // [-2, 2]: logit -= pres * (count(generated) > 0)
   uint64_t seed = 0;                // same seed + same logits + same step => same token
   int32_t top_logprobs = 0;         // [0, 20]: alternatives reported per step
+  // SampleResult::logprob is left 0 instead of computed. A greedy draw then needs no
+  // log-sum-exp over the vocabulary (about half of its cost); the router sets it for requests
+  // that did not ask for logprobs.
+  bool skip_logprob = false;
 
   // INVALID_ARGUMENT naming the offending parameter and its allowed range, e.g.
   // "top_p must be in (0, 1], got 1.5". NaN fails every range check.

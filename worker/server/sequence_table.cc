@@ -20,6 +20,7 @@ sampling::SamplingParams FromProto(const v1::SamplingParams& p) {
   s.presence_penalty = p.presence_penalty();
   s.seed = p.seed();
   s.top_logprobs = p.top_logprobs();
+  s.skip_logprob = p.skip_logprob();
   return s;
 }
 

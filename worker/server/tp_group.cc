@@ -59,6 +59,7 @@ absl::Status GroupLeader::Step(const v1::StepPlan& plan, v1::StepResult* result)
   std::lock_guard<std::mutex> lock(mu_);
   if (!broken_.ok()) return broken_;
   if (stopping_) return absl::UnavailableError("worker is shutting down");
+  table_.Release(plan.release_sequence_ids());
   RETURN_IF_ERROR(table_.Validate(plan));
   const model::StepBatch batch = BatchFromPlan(plan);
   RETURN_IF_ERROR(parts_.model->ValidateBatch(batch, *parts_.cache));
