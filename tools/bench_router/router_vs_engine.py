@@ -37,17 +37,18 @@ def engine_rate(bin_dir, model, batch):
     return json.loads(out.strip().splitlines()[-1])["decode_tokens_per_s_batch%d" % batch]
 
 
-def router_run(bin_dir, model, batch, requests, prompt_len, output_len, threads):
+def router_run(bin_dir, model, batch, requests, prompt_len, output_len, threads, router_nice,
+               wait_policy):
     c = cluster.Cluster()
     try:
         # Like a deployment (and like the engine benchmark): OpenMP's default wait policy.
-        env = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": None}
+        env = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": wait_policy or None}
         group = c.start_worker_group(model, 1, extra=["--kv-cache-bytes", str(256 << 20)],
                                      env=env)
         cluster.wait_serving(group.address, processes=group.ranks)
         listen, metrics = ("127.0.0.1:%d" % cluster.free_port() for _ in range(2))
         router = cluster.Process(
-            "router", ["nice", "-n", "10", os.path.join(bin_dir, "caduceus-router"), "--model",
+            "router", ["nice", "-n", str(router_nice), os.path.join(bin_dir, "caduceus-router"), "--model",
                        model, "--listen", listen, "--metrics-listen", metrics, "--replica",
                        group.address], c.log_dir, env={"OMP_NUM_THREADS": "1"})
         c.procs.append(router)
@@ -94,6 +95,9 @@ def main():
     ap.add_argument("--prompt-len", type=int, default=8)
     ap.add_argument("--output-len", type=int, default=128)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--router-nice", type=int, default=10)
+    ap.add_argument("--worker-wait-policy", default="",
+                    help="OMP_WAIT_POLICY of the worker (default: unset, as deployed)")
     a = ap.parse_args()
     cluster.BIN_DIR = a.bin
     requests = a.requests or max(32, 8 * a.concurrency)
@@ -101,7 +105,7 @@ def main():
     for i in range(a.pairs):
         engine = engine_rate(a.bin, a.model, a.concurrency)
         routed = router_run(a.bin, a.model, a.concurrency, requests, a.prompt_len,
-                            a.output_len, a.threads)
+                            a.output_len, a.threads, a.router_nice, a.worker_wait_policy)
         routed["engine_tokens_per_s"] = engine
         routed["ratio"] = routed["output_tokens_per_s"] / engine
         pairs.append(routed)
