@@ -10,6 +10,8 @@
 #include <span>
 #include <vector>
 
+#include "common/fast_exp.h"
+
 namespace caduceus::sampling::internal {
 
 // Blocks let later passes skip most of a 128k row after one cheap max-per-block pass.
@@ -21,24 +23,8 @@ inline float Sanitize(float x) {
   return no_nan > FLT_MAX ? FLT_MAX : no_nan;
 }
 
-// exp(x) for x <= 0, relative error ~2e-7, exactly 1 at 0 and exactly 0 below -87 (where float
-// exp would be denormal). Branch-free so GCC vectorizes it; std::exp would be a scalar libm call
-// per element, ~10x slower over a 128k vocabulary.
-inline float FastExpNonPositive(float x) {
-  const float xc = x < -87.0f ? -87.0f : x;  // also maps -inf
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float t = xc * kLog2e + kRound;
-  const float n = t - kRound;
-  const int32_t n_int = std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(kRound);
-  // Cody-Waite split of ln2 keeps r accurate.
-  const float r = (xc - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-  const float p =
-      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 +
-                                          r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
-  const float scale = std::bit_cast<float>((n_int + 127) << 23);
-  return x < -87.0f ? 0.0f : p * scale;
-}
+// exp(x) for x <= 0 (common/fast_exp.h; shared with the CPU attention kernel).
+using ::caduceus::FastExpNonPositive;
 
 // block_max[b] = max of Sanitize(x) over block b; returns the max over the whole row
 // (-inf when every entry is NaN or -inf).
