@@ -21,6 +21,7 @@
 #include "absl/flags/flag.h"
 #include "common/cli_flags.h"
 #include "nlohmann/json.hpp"
+#include "tools/bench/bench_stats.h"
 #include "worker/model/llama_model.h"
 
 ABSL_FLAG(std::string, model, "", "model directory");
@@ -107,11 +108,11 @@ class BandwidthProbe {
   int request_ = -1, answer_ = -1;
 };
 
+// Median of the samples (0 when there are none).
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  return tools::Percentile(v, 0.5);
 }
 
 double MeasureSgemmGflops() {
@@ -263,12 +264,13 @@ int Main() {
       out["decode_batch1_bandwidth_bound_tokens_per_s"] = bound;
       // Median over steps of (bandwidth-bound step time / step time), each step against the
       // bandwidth pass right after it: robust to the VM's drift during the run.
-      out["decode_batch1_fraction_of_bandwidth_bound"] = Median(fractions);
+      const double fraction = Median(fractions);
+      out["decode_batch1_fraction_of_bandwidth_bound"] = fraction;
       // The same rate against the best pass at the start of the run (a pessimistic ratio).
       out["decode_batch1_fraction_of_best_bandwidth"] = rate / bound;
       std::fprintf(stderr, "decode batch 1: %.0f%% of the bandwidth bound (median of %zu steps, "
                    "each against an adjacent bandwidth pass); %.0f%% against the best pass\n",
-                   100 * Median(fractions), fractions.size(), 100 * rate / bound);
+                   100 * fraction, fractions.size(), 100 * rate / bound);
     }
   }
   out["peak_rss_bytes"] = PeakRssBytes();
