@@ -1,10 +1,15 @@
-// One request in flight, shared between the RPC handler thread that waits for its output and the
-// replica loop that produces it.
+// One request in flight, shared between the RPC handler that relays its output and the replica
+// loop that produces it.
 //
 // The replica loop owns the generation state (detokenizer, stop matcher, tokens); it pushes
-// stream messages into the request's outbox. The handler pops them, and asks for cancellation
-// (client cancel, disconnect, deadline) through RequestCancel, which the loop honours at its
-// next step boundary (the scheduler must not drop a sequence while a step runs).
+// stream messages into the request's outbox. The handler takes them out, and asks for
+// cancellation (client cancel, disconnect, deadline) through RequestCancel, which the loop
+// honours at its next step boundary (the scheduler must not drop a sequence while a step runs).
+//
+// Two kinds of handler: a unary one blocks in Pop, and is woken only by the final message or an
+// error (its result is one response anyway); a streaming one registers a StreamListener, which
+// the replica loop calls after every message so that the write starts at once, on the loop's
+// thread, without a thread hand-off per token.
 #pragma once
 
 #include <atomic>
@@ -28,6 +33,13 @@ namespace caduceus::router {
 
 enum class CancelReason : int { kNone = 0, kCancelled = 1, kDeadline = 2 };
 
+class StreamListener {
+ public:
+  virtual ~StreamListener() = default;
+  // Called after each Push and Fail, outside the request's lock, on the pushing thread.
+  virtual void OnOutput() = 0;
+};
+
 class ActiveRequest {
  public:
   ActiveRequest(RequestSpec spec, const text::Tokenizer* tokenizer, uint64_t seq_id, absl::Time arrival)
@@ -42,9 +54,14 @@ class ActiveRequest {
   absl::Time arrival() const { return arrival_; }
 
   // --- handler side ---
-  // Waits up to `wait` for the next message. Returns the message, or nullopt on timeout. After
-  // the final message (or an error) `done()` is true and Pop returns nullopt at once.
-  std::optional<v1::GenerateStreamResponse> Pop(absl::Duration wait);
+  // Waits up to `wait` for the final message or an error, then takes all queued messages (none
+  // after an error). After the final message (or an error) `done()` is true once the outbox is
+  // empty.
+  std::vector<v1::GenerateStreamResponse> PopAll(absl::Duration wait);
+  // The oldest queued message, without waiting.
+  std::optional<v1::GenerateStreamResponse> TryPop();
+  // Streaming handlers: `listener` is called after every Push and Fail; nullptr removes it.
+  void SetListener(std::shared_ptr<StreamListener> listener);
   bool done() const;
   absl::Status error() const;  // set when the request failed (not for normal finishes)
   // The replica serving it (it may move once, off a draining replica, before it starts).
@@ -90,6 +107,7 @@ class ActiveRequest {
   std::condition_variable cv_;
   std::deque<v1::GenerateStreamResponse> outbox_;
   bool final_pushed_ = false;
+  std::shared_ptr<StreamListener> listener_;
   std::string replica_;
   absl::Status error_;
 };

@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "proto/status_conversion.h"
 #include "router/server/active_request.h"
+#include "router/server/stream_reactor.h"
 
 namespace caduceus::router {
 
@@ -32,7 +33,7 @@ void Accumulate(const v1::GenerateStreamResponse& m, v1::GenerateResponse* r) {
 
 }  // namespace
 
-grpc::Status GenerationService::Admit(grpc::ServerContext* context) const {
+grpc::Status GenerationService::Admit(const grpc::ServerContextBase* context) const {
   if (!options_.api_token.empty()) {
     const auto& md = context->client_metadata();
     auto it = md.find("authorization");
@@ -54,13 +55,17 @@ grpc::Status GenerationService::Refuse(const absl::Status& status) {
   return ToGrpcStatus(status);
 }
 
-grpc::Status GenerationService::Run(grpc::ServerContext* context, absl::StatusOr<RequestSpec> spec,
-                                    grpc::ServerWriter<v1::GenerateStreamResponse>* writer,
-                                    v1::GenerateResponse* response) {
-  if (!spec.ok()) return Refuse(spec.status());
+std::shared_ptr<ActiveRequest> GenerationService::NewRequest(RequestSpec spec) {
   const uint64_t seq = next_seq_++;
-  if (spec->request_id.empty()) spec->request_id = absl::StrCat("req-", seq);
-  auto request = std::make_shared<ActiveRequest>(*std::move(spec), model_->tokenizer, seq, absl::Now());
+  if (spec.request_id.empty()) spec.request_id = absl::StrCat("req-", seq);
+  return std::make_shared<ActiveRequest>(std::move(spec), model_->tokenizer, seq, absl::Now());
+}
+
+grpc::Status GenerationService::RunUnary(grpc::ServerContext* context,
+                                         absl::StatusOr<RequestSpec> spec,
+                                         v1::GenerateResponse* response) {
+  if (!spec.ok()) return Refuse(spec.status());
+  std::shared_ptr<ActiveRequest> request = NewRequest(*std::move(spec));
   in_flight_++;
   struct Done {
     std::atomic<int64_t>& n;
@@ -69,28 +74,21 @@ grpc::Status GenerationService::Run(grpc::ServerContext* context, absl::StatusOr
   absl::StatusOr<std::string> replica = replicas_->Submit(request);
   if (!replica.ok()) return Refuse(replica.status());
 
-  bool write_failed = false;
   while (true) {
-    std::optional<v1::GenerateStreamResponse> message = request->Pop(absl::Milliseconds(50));
-    if (message) {
-      const bool last = message->finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
-      if (writer != nullptr) {
-        if (!writer->Write(*message)) write_failed = true;  // client went away
-      } else {
-        Accumulate(*message, response);
-      }
-      if (last) {
-        if (response) response->set_replica(request->replica());
-        if (options_.log_payloads && response) {
+    // Sleeps until the final message, waking every 50 ms to notice a cancel or deadline.
+    for (const v1::GenerateStreamResponse& message : request->PopAll(absl::Milliseconds(50))) {
+      Accumulate(message, response);
+      if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+        response->set_replica(request->replica());
+        if (options_.log_payloads) {
           LogInfo(absl::StrCat("request ", request->spec().request_id, " output: ", response->text()));
         }
         return grpc::Status::OK;
       }
-    } else if (request->done()) {
-      return ToGrpcStatus(request->error());
     }
+    if (request->done()) return ToGrpcStatus(request->error());
     const bool deadline_passed = context->deadline() < std::chrono::system_clock::now();
-    if (deadline_passed || context->IsCancelled() || write_failed) {
+    if (deadline_passed || context->IsCancelled()) {
       request->RequestCancel(deadline_passed ? CancelReason::kDeadline : CancelReason::kCancelled);
       return deadline_passed
                  ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
@@ -100,31 +98,55 @@ grpc::Status GenerationService::Run(grpc::ServerContext* context, absl::StatusOr
   }
 }
 
+namespace {
+
+// A stream refused before it started (auth, drain, validation).
+class RefusedStream final : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerationService::StartStream(
+    grpc::CallbackServerContext* context, absl::StatusOr<RequestSpec> spec) {
+  if (!spec.ok()) return new RefusedStream(Refuse(spec.status()));
+  std::shared_ptr<ActiveRequest> request = NewRequest(*std::move(spec));
+  in_flight_++;
+  auto* reactor = new StreamReactor(context, request, [this] { in_flight_--; });
+  absl::StatusOr<std::string> replica = replicas_->Submit(request);
+  if (!replica.ok()) {
+    reactor->Abort(Refuse(replica.status()));
+  } else {
+    reactor->Start();
+  }
+  return reactor;
+}
+
 grpc::Status GenerationService::Generate(grpc::ServerContext* context,
                                          const v1::GenerateRequest* request,
                                          v1::GenerateResponse* response) {
   if (grpc::Status s = Admit(context); !s.ok()) return s;
-  return Run(context, SpecFromGenerate(*request, *model_, options_.limits), nullptr, response);
+  return RunUnary(context, SpecFromGenerate(*request, *model_, options_.limits), response);
 }
 
-grpc::Status GenerationService::GenerateStream(grpc::ServerContext* context,
-                                               const v1::GenerateRequest* request,
-                                               grpc::ServerWriter<v1::GenerateStreamResponse>* writer) {
-  if (grpc::Status s = Admit(context); !s.ok()) return s;
-  return Run(context, SpecFromGenerate(*request, *model_, options_.limits), writer, nullptr);
+grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerationService::GenerateStream(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  if (grpc::Status s = Admit(context); !s.ok()) return new RefusedStream(s);
+  return StartStream(context, SpecFromGenerate(*request, *model_, options_.limits));
 }
 
 grpc::Status GenerationService::Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
                                      v1::GenerateResponse* response) {
   if (grpc::Status s = Admit(context); !s.ok()) return s;
-  return Run(context, SpecFromChat(*request, *model_, options_.limits), nullptr, response);
+  return RunUnary(context, SpecFromChat(*request, *model_, options_.limits), response);
 }
 
-grpc::Status GenerationService::ChatStream(grpc::ServerContext* context,
-                                           const v1::ChatRequest* request,
-                                           grpc::ServerWriter<v1::GenerateStreamResponse>* writer) {
-  if (grpc::Status s = Admit(context); !s.ok()) return s;
-  return Run(context, SpecFromChat(*request, *model_, options_.limits), writer, nullptr);
+grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerationService::ChatStream(
+    grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
+  if (grpc::Status s = Admit(context); !s.ok()) return new RefusedStream(s);
+  return StartStream(context, SpecFromChat(*request, *model_, options_.limits));
 }
 
 grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,

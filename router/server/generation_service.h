@@ -17,13 +17,20 @@
 
 namespace caduceus::router {
 
+class ActiveRequest;
+
 struct ServiceOptions {
   RequestLimits limits;
   std::string api_token;  // empty: no bearer-token check
   bool log_payloads = false;
 };
 
-class GenerationService final : public v1::Generation::Service {
+// The streaming methods use gRPC's callback API (see stream_reactor.h for why); the unary ones
+// stay synchronous, since their handler sleeps until the final message anyway.
+using GenerationServiceBase = v1::Generation::WithCallbackMethod_GenerateStream<
+    v1::Generation::WithCallbackMethod_ChatStream<v1::Generation::Service>>;
+
+class GenerationService final : public GenerationServiceBase {
  public:
   GenerationService(ServiceOptions options, const ModelTextContext* model, ReplicaSet* replicas,
                     RouterMetrics* metrics)
@@ -31,12 +38,12 @@ class GenerationService final : public v1::Generation::Service {
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         v1::GenerateResponse* response) override;
-  grpc::Status GenerateStream(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                              grpc::ServerWriter<v1::GenerateStreamResponse>* writer) override;
+  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerateStream(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
   grpc::Status Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
                     v1::GenerateResponse* response) override;
-  grpc::Status ChatStream(grpc::ServerContext* context, const v1::ChatRequest* request,
-                          grpc::ServerWriter<v1::GenerateStreamResponse>* writer) override;
+  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* ChatStream(
+      grpc::CallbackServerContext* context, const v1::ChatRequest* request) override;
   grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
                         v1::TokenizeResponse* response) override;
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
@@ -47,11 +54,15 @@ class GenerationService final : public v1::Generation::Service {
   int64_t in_flight() const { return in_flight_.load(); }
 
  private:
-  grpc::Status Admit(grpc::ServerContext* context) const;
-  // Runs a validated request to the end; exactly one of writer / response is set.
-  grpc::Status Run(grpc::ServerContext* context, absl::StatusOr<RequestSpec> spec,
-                   grpc::ServerWriter<v1::GenerateStreamResponse>* writer,
-                   v1::GenerateResponse* response);
+  grpc::Status Admit(const grpc::ServerContextBase* context) const;
+  // The in-flight request for a validated spec (a request id assigned if the client gave none).
+  std::shared_ptr<ActiveRequest> NewRequest(RequestSpec spec);
+  // Runs a unary request to the end.
+  grpc::Status RunUnary(grpc::ServerContext* context, absl::StatusOr<RequestSpec> spec,
+                        v1::GenerateResponse* response);
+  // Starts a streaming request; the returned reactor relays it.
+  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* StartStream(
+      grpc::CallbackServerContext* context, absl::StatusOr<RequestSpec> spec);
   grpc::Status Refuse(const absl::Status& status);
 
   const ServiceOptions options_;

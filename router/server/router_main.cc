@@ -180,7 +180,7 @@ int Main(int argc, char** argv) {
   builder.RegisterService(&generation);
   builder.RegisterService(&registry);
   grpc::ResourceQuota quota("caduceus-router");
-  quota.SetMaxThreads(2048);  // sync API: one thread per in-flight call
+  quota.SetMaxThreads(2048);  // unary calls use the sync API: one thread per call in flight
   builder.SetResourceQuota(quota);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {

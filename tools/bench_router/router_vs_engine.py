@@ -20,6 +20,7 @@ Needs PYTHONPATH=<build>/proto_py:tests/integration/protos and Debian's python3-
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,13 @@ def engine_rate(bin_dir, model, batch):
                           "--decode-steps", "64", "--context-tokens", "64", "--json"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["decode_tokens_per_s_batch%d" % batch]
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a live process has used (all its threads)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def router_run(bin_dir, model, batch, requests, prompt_len, output_len, threads, router_nice,
@@ -53,11 +61,21 @@ def router_run(bin_dir, model, batch, requests, prompt_len, output_len, threads,
                        group.address], c.log_dir, env={"OMP_NUM_THREADS": "1"})
         c.procs.append(router)
         cluster.wait_serving(listen, processes=[router])
+        # CPU time each process spends during the load: on a machine where all three share the
+        # cores, the router's and the client's CPU is taken from the worker's forward pass.
+        worker_pid = group.ranks[0].popen.pid
+        cpu_before = (cpu_seconds(router.popen.pid), cpu_seconds(worker_pid),
+                      resource.getrusage(resource.RUSAGE_CHILDREN))
         out = subprocess.run(["nice", "-n", "10", os.path.join(bin_dir, "caduceus-bench"),
                               "--router", listen, "--concurrency", str(batch), "--requests",
                               str(requests), "--prompt-len", str(prompt_len), "--output-len",
                               str(output_len), "--json"],
                              check=True, capture_output=True, text=True).stdout
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = {"router": cpu_seconds(router.popen.pid) - cpu_before[0],
+               "worker": cpu_seconds(worker_pid) - cpu_before[1],
+               "client": (children.ru_utime + children.ru_stime
+                          - cpu_before[2].ru_utime - cpu_before[2].ru_stime)}
         report = json.loads(out.strip().splitlines()[-1])
         text = cluster.scrape(metrics)
         steps = cluster.metric_value(text, "caduceus_step_duration_seconds_count")
@@ -80,6 +98,8 @@ def router_run(bin_dir, model, batch, requests, prompt_len, output_len, threads,
             "worker_steps": worker_steps,
             "router_steps": steps,
             "mean_batch": (batch_sum / steps) if batch_sum is not None else None,
+            # CPU milliseconds per router step, by process.
+            "cpu_ms_per_step": {k: 1e3 * v / steps for k, v in cpu.items()},
         }
     finally:
         c.close()
@@ -111,12 +131,15 @@ def main():
         pairs.append(routed)
         print("pair %d: engine %.0f tok/s, router %.0f tok/s (%.1f%%), step %.1f ms, mean batch "
               "%s, step beyond the worker's forward %.1f%% (router + transport %.1f%%, worker "
-              "sampling + control %.1f%%), errors %s" %
+              "sampling + control %.1f%%), CPU ms/step router %.2f client %.2f worker %.2f, "
+              "errors %s" %
               (i + 1, engine, routed["output_tokens_per_s"], 100 * routed["ratio"],
                1e3 * routed["mean_step_s"],
                "%.1f" % routed["mean_batch"] if routed["mean_batch"] is not None else "?",
                100 * routed["share_beyond_forward"], 100 * routed["router_share"],
-               100 * routed["worker_sampling_and_control_share"], routed["errors"] or "none"),
+               100 * routed["worker_sampling_and_control_share"],
+               routed["cpu_ms_per_step"]["router"], routed["cpu_ms_per_step"]["client"],
+               routed["cpu_ms_per_step"]["worker"], routed["errors"] or "none"),
               flush=True)
     print(json.dumps({"concurrency": a.concurrency, "pairs": pairs,
                       "median_ratio": statistics.median(p["ratio"] for p in pairs)}))

@@ -1,0 +1,57 @@
+// Relays one request's stream messages to its gRPC server stream with gRPC's callback API.
+//
+// Why not the synchronous API: there, each stream has a handler thread that the replica loop
+// wakes for every token, and that thread then drives the write. At concurrency 32 that is 32
+// wake-ups and context switches per step, on cores the worker's forward pass also wants. Here
+// the replica loop that pushes a message starts the write itself (StartWrite does not block), and
+// gRPC's completion of one write starts the next. Client cancel, disconnect and deadline arrive
+// as OnCancel / a failed write and become RequestCancel, which the loop honours at its next step.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+
+#include <grpcpp/grpcpp.h>
+
+#include "caduceus/v1/generation.pb.h"
+#include "router/server/active_request.h"
+
+namespace caduceus::router {
+
+class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+ public:
+  // `on_done` runs once gRPC is finished with the stream, just before the reactor deletes
+  // itself (it owns itself, as gRPC's callback API expects).
+  StreamReactor(grpc::CallbackServerContext* context, std::shared_ptr<ActiveRequest> request,
+                std::function<void()> on_done);
+
+  // Starts relaying: from now on every message the replica loop pushes is written.
+  void Start();
+  // Ends the stream with `status` before anything was written (e.g. no replica took it).
+  void Abort(const grpc::Status& status);
+
+
+ private:
+  // All state is guarded by the link's mutex: the replica loop (through the link), gRPC's
+  // reactions and Start/Abort may run on different threads at once.
+  class Link;
+
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+  void PumpLocked();
+  void FinishLocked(const grpc::Status& status);
+
+  grpc::CallbackServerContext* const context_;
+  const std::shared_ptr<ActiveRequest> request_;
+  const std::function<void()> on_done_;
+  const std::shared_ptr<Link> link_;
+  v1::GenerateStreamResponse current_;  // the message being written; gRPC reads it until done
+  bool writing_ = false;
+  bool finished_ = false;
+  std::optional<grpc::Status> cancelled_;  // OnCancel came while a write was in flight
+};
+
+}  // namespace caduceus::router
