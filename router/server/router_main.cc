@@ -27,6 +27,7 @@
 #include "absl/strings/strip.h"
 #include "common/cli_flags.h"
 #include "common/log.h"
+#include "common/mutex_debug.h"
 #include "common/read_file.h"
 #include "router/server/generation_service.h"
 #include "router/server/replica_set.h"
@@ -105,6 +106,7 @@ int Main(int argc, char** argv) {
   std::vector<char*> merged_argv;
   for (std::string& a : merged) merged_argv.push_back(a.data());
   ParseFlagsWithEnv(static_cast<int>(merged_argv.size()), merged_argv.data(), kUsage, "CADUCEUS_");
+  DisableMutexDeadlockDetection();
 
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) return Fail(absl::InvalidArgumentError("--model is required"));

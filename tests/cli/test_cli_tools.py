@@ -219,6 +219,15 @@ def checks(cli, address, info):
         assert r["ttft_s"]["p50"] <= r["latency_s"]["p50"], r
 
     @case
+    def bench_counts_errors_by_status():
+        # Every request asks for more tokens than the context holds: all refused, none lost.
+        p = run([BENCH, "--router", address, "--concurrency", "3", "--requests", "5",
+                 "--prompt-len", "8", "--output-len", "100000000", "--json"], expect_rc=1)
+        r = last_json(p)
+        assert r["completed"] == 0 and r["errors"] == {"INVALID_ARGUMENT": 5}, r
+        assert "INVALID_ARGUMENT x5, e.g.: " in p.stderr, p.stderr
+
+    @case
     def bench_open_loop_with_jitter():
         p = run([BENCH, "--router", address, "--concurrency", "2", "--requests", "6", "--rate", "20",
                  "--prompt-len", "12", "--prompt-len-jitter", "4", "--output-len", "4", "--json"])

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,11 +21,16 @@ struct RequestResult {
   int64_t output_tokens = 0;
 };
 
-// Sends `request` on `stub` and reads the stream to its end. Never throws; failures are in
+// Sends `request` on `stub` and returns at once; `done` runs with the result, on a gRPC thread,
+// when the stream has ended. `request` must stay alive until then. Failures are in
 // RequestResult::status (their timings are not meaningful).
-RequestResult RunStreamingRequest(caduceus::v1::Generation::Stub& stub,
-                                  const RouterConnection& connection,
-                                  const caduceus::v1::GenerateRequest& request,
-                                  std::chrono::duration<double> timeout);
+//
+// Asynchronous (gRPC's callback API) so that a load generator with hundreds of streams in
+// flight does not need a thread per stream, woken for every token: on a machine it shares with
+// the router and the workers, those wake-ups would be taken from what it measures.
+void StartStreamingRequest(caduceus::v1::Generation::Stub& stub, const RouterConnection& connection,
+                           const caduceus::v1::GenerateRequest& request,
+                           std::chrono::duration<double> timeout,
+                           std::function<void(RequestResult)> done);
 
 }  // namespace caduceus::tools

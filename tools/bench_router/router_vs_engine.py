@@ -46,11 +46,12 @@ def cpu_seconds(pid):
 
 
 def router_run(bin_dir, model, batch, requests, prompt_len, output_len, threads, router_nice,
-               wait_policy):
+               wait_policy, worker_env):
     c = cluster.Cluster()
     try:
         # Like a deployment (and like the engine benchmark): OpenMP's default wait policy.
         env = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": wait_policy or None}
+        env.update(worker_env)
         group = c.start_worker_group(model, 1, extra=["--kv-cache-bytes", str(256 << 20)],
                                      env=env)
         cluster.wait_serving(group.address, processes=group.ranks)
@@ -118,6 +119,8 @@ def main():
     ap.add_argument("--router-nice", type=int, default=10)
     ap.add_argument("--worker-wait-policy", default="",
                     help="OMP_WAIT_POLICY of the worker (default: unset, as deployed)")
+    ap.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an extra environment variable for the worker (repeatable)")
     a = ap.parse_args()
     cluster.BIN_DIR = a.bin
     requests = a.requests or max(32, 8 * a.concurrency)
@@ -125,7 +128,8 @@ def main():
     for i in range(a.pairs):
         engine = engine_rate(a.bin, a.model, a.concurrency)
         routed = router_run(a.bin, a.model, a.concurrency, requests, a.prompt_len,
-                            a.output_len, a.threads, a.router_nice, a.worker_wait_policy)
+                            a.output_len, a.threads, a.router_nice, a.worker_wait_policy,
+                            dict(kv.split("=", 1) for kv in a.worker_env))
         routed["engine_tokens_per_s"] = engine
         routed["ratio"] = routed["output_tokens_per_s"] / engine
         pairs.append(routed)

@@ -32,6 +32,7 @@
 #include "absl/time/time.h"
 #include "common/cli_flags.h"
 #include "common/log.h"
+#include "common/mutex_debug.h"
 #include "worker/model/llama_model.h"
 #include "worker/parallel/gloo_communicator.h"
 #include "worker/parallel/timed_communicator.h"
@@ -136,6 +137,7 @@ absl::StatusOr<int32_t> AgreeOnBlocks(int32_t mine, parallel::Communicator* comm
 int Main(int argc, char** argv) {
   const sigset_t stop_signals = BlockStopSignals();
   ParseFlagsWithEnv(argc, argv, kUsage, "CADUCEUS_");
+  DisableMutexDeadlockDetection();
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   const int tp_size = absl::GetFlag(FLAGS_tp_size);
   const int rank = absl::GetFlag(FLAGS_rank);
