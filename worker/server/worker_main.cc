@@ -41,6 +41,7 @@
 #include "worker/server/router_registration.h"
 #include "worker/server/tp_group.h"
 #include "worker/server/worker_metrics.h"
+#include "worker/server/step_server.h"
 #include "worker/server/worker_service.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json + safetensors)");
@@ -309,11 +310,13 @@ int Main(int argc, char** argv) {
   builder.SetMaxReceiveMessageSize(256 << 20);
   builder.SetMaxSendMessageSize(256 << 20);
   builder.RegisterService(&service);
+  StepServer step_server(&service, &leader, builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     leader.Shutdown();
     return Fail(absl::UnavailableError(absl::StrCat("cannot serve the worker API on ", listen)));
   }
+  step_server.Start();
   server->GetHealthCheckService()->SetServingStatus(true);
 
   // Exit when the group breaks (so that the orchestrator restarts the whole group) or on a signal.
@@ -338,6 +341,7 @@ int Main(int argc, char** argv) {
   if (broken) {
     // Let the failed step's UNAVAILABLE reach the router before the process goes.
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    step_server.Stop();
     leader.Shutdown();
     LogError(absl::StrCat(where, ": exiting because the group broke"));
     return 2;
@@ -357,6 +361,7 @@ int Main(int argc, char** argv) {
   }
   LogInfo("stopping the group");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  step_server.Stop();
   leader.Shutdown();
   return 0;
 }

@@ -13,11 +13,6 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::InfoRequest*,
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepPlan* plan,
-                                 v1::StepResult* result) {
-  return ToGrpcStatus(leader_->Step(*plan, result));
-}
-
 grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseRequest* request,
                                     v1::ReleaseResponse* response) {
   response->set_released(leader_->Release(*request));

@@ -8,12 +8,12 @@
 
 namespace caduceus::worker {
 
-class WorkerService final : public v1::Worker::Service {
+// Step is asynchronous: StepServer (step_server.h) serves it on a thread of its own.
+class WorkerService final : public v1::Worker::WithAsyncMethod_Step<v1::Worker::Service> {
  public:
   WorkerService(GroupLeader* leader, v1::InfoResponse info) : leader_(leader), info_(std::move(info)) {}
 
   grpc::Status Info(grpc::ServerContext*, const v1::InfoRequest*, v1::InfoResponse* response) override;
-  grpc::Status Step(grpc::ServerContext*, const v1::StepPlan* plan, v1::StepResult* result) override;
   grpc::Status Release(grpc::ServerContext*, const v1::ReleaseRequest* request,
                        v1::ReleaseResponse* response) override;
   grpc::Status Health(grpc::ServerContext*, const v1::HealthRequest*,
