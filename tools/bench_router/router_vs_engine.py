@@ -10,11 +10,15 @@ Alternates, PAIRS times on the same machine:
       (step time seen by the router minus the worker's own step time, from the router's
       `caduceus_step_duration_seconds` and `caduceus_router_step_overhead_seconds`), and the
       share of the router's step time beyond the worker's forward pass (the issue's definition,
-      which also counts the worker's sampling; from the worker's own histograms).
+      which also counts the worker's sampling; from the worker's own histograms), and the CPU
+      milliseconds each process (router, client, worker) spent per router step: on a machine
+      they share, that is what the router and the client take from the forward pass, and it
+      is far steadier across runs than the throughput ratio.
 Prints one line per pair and the ratio (b)/(a); the last stdout line is one JSON object.
 
 usage: router_vs_engine.py --bin BUILD/bin --model DIR [--concurrency 32] [--pairs 3]
                            [--prompt-len 8] [--output-len 128] [--threads N]
+                           [--router-nice 10] [--worker-env NAME=VALUE ...]
 Needs PYTHONPATH=<build>/proto_py:tests/integration/protos and Debian's python3-grpcio."""
 
 import argparse
