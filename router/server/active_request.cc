@@ -5,7 +5,7 @@ namespace caduceus::router {
 std::vector<v1::GenerateStreamResponse> ActiveRequest::PopAll(absl::Duration wait) {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait_for(lock, absl::ToChronoNanoseconds(wait),
-               [this] { return final_pushed_ || !error_.ok(); });
+               [this] { return !outbox_.empty() || !error_.ok(); });
   std::vector<v1::GenerateStreamResponse> messages;
   if (!error_.ok()) return messages;
   messages.assign(std::make_move_iterator(outbox_.begin()), std::make_move_iterator(outbox_.end()));
@@ -45,10 +45,15 @@ void ActiveRequest::Push(v1::GenerateStreamResponse message, bool final) {
     final_pushed_ = final;
     listener = listener_;
   }
-  // A unary handler needs only the end; waking it for every token would cost a context switch
-  // per token on a machine whose cores the worker also wants.
-  if (final) cv_.notify_all();
-  if (listener) listener->OnOutput();
+  if (!listener) {
+    // A unary handler. Waking it only for the final message would save a context switch per
+    // token, but it then checks its deadline only every 50 ms, and once in CI a client's
+    // deadline was counted as a cancel (the client's RST_STREAM came before the server's own
+    // deadline had passed, and the 50 ms tick fell in between). Streams have a listener.
+    cv_.notify_all();
+    return;
+  }
+  listener->OnOutput();
 }
 
 void ActiveRequest::Fail(absl::Status status) {

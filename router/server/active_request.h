@@ -6,8 +6,8 @@
 // cancellation (client cancel, disconnect, deadline) through RequestCancel, which the loop
 // honours at its next step boundary (the scheduler must not drop a sequence while a step runs).
 //
-// Two kinds of handler: a unary one blocks in Pop, and is woken only by the final message or an
-// error (its result is one response anyway); a streaming one registers a StreamListener, which
+// Two kinds of handler: a unary one blocks in PopAll and is woken by every message; a streaming
+// one registers a StreamListener, which
 // the replica loop calls after every message so that the write starts at once, on the loop's
 // thread, without a thread hand-off per token.
 #pragma once
@@ -54,8 +54,8 @@ class ActiveRequest {
   absl::Time arrival() const { return arrival_; }
 
   // --- handler side ---
-  // Waits up to `wait` for the final message or an error, then takes all queued messages (none
-  // after an error). After the final message (or an error) `done()` is true once the outbox is
+  // Waits up to `wait` for a message or an error, then takes all queued messages (none after an
+  // error). After the final message (or an error) `done()` is true once the outbox is
   // empty.
   std::vector<v1::GenerateStreamResponse> PopAll(absl::Duration wait);
   // The oldest queued message, without waiting.

@@ -61,6 +61,8 @@ std::shared_ptr<ActiveRequest> GenerationService::NewRequest(RequestSpec spec) {
   return std::make_shared<ActiveRequest>(std::move(spec), model_->tokenizer, seq, absl::Now());
 }
 
+constexpr std::chrono::milliseconds kDeadlineSlack{100};
+
 grpc::Status GenerationService::RunUnary(grpc::ServerContext* context,
                                          absl::StatusOr<RequestSpec> spec,
                                          v1::GenerateResponse* response) {
@@ -87,7 +89,10 @@ grpc::Status GenerationService::RunUnary(grpc::ServerContext* context,
       }
     }
     if (request->done()) return ToGrpcStatus(request->error());
-    const bool deadline_passed = context->deadline() < std::chrono::system_clock::now();
+    // The client's deadline clock starts before ours, so its cancel (RST_STREAM) can arrive just
+    // before our deadline: a cancel that close to the deadline is the deadline.
+    const bool deadline_passed =
+        context->deadline() < std::chrono::system_clock::now() + kDeadlineSlack;
     if (deadline_passed || context->IsCancelled()) {
       request->RequestCancel(deadline_passed ? CancelReason::kDeadline : CancelReason::kCancelled);
       return deadline_passed

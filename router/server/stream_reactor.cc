@@ -80,7 +80,10 @@ void StreamReactor::OnWriteDone(bool ok) {
 }
 
 void StreamReactor::OnCancel() {
-  const bool deadline = context_->deadline() < std::chrono::system_clock::now();
+  // The client's deadline clock starts before ours, so its cancel (RST_STREAM) can arrive just
+  // before our deadline: a cancel that close to the deadline is the deadline.
+  const bool deadline =
+      context_->deadline() < std::chrono::system_clock::now() + std::chrono::milliseconds(100);
   request_->RequestCancel(deadline ? CancelReason::kDeadline : CancelReason::kCancelled);
   const grpc::Status status =
       deadline ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
