@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "proto/status_conversion.h"
 #include "router/server/active_request.h"
+#include "router/server/call_end.h"
 #include "router/server/stream_reactor.h"
 
 namespace caduceus::router {
@@ -61,8 +62,6 @@ std::shared_ptr<ActiveRequest> GenerationService::NewRequest(RequestSpec spec) {
   return std::make_shared<ActiveRequest>(std::move(spec), model_->tokenizer, seq, absl::Now());
 }
 
-constexpr std::chrono::milliseconds kDeadlineSlack{100};
-
 grpc::Status GenerationService::RunUnary(grpc::ServerContext* context,
                                          absl::StatusOr<RequestSpec> spec,
                                          v1::GenerateResponse* response) {
@@ -77,7 +76,7 @@ grpc::Status GenerationService::RunUnary(grpc::ServerContext* context,
   if (!replica.ok()) return Refuse(replica.status());
 
   while (true) {
-    // Sleeps until the final message, waking every 50 ms to notice a cancel or deadline.
+    // Woken by each message, and at least every 50 ms to notice a cancel or deadline.
     for (const v1::GenerateStreamResponse& message : request->PopAll(absl::Milliseconds(50))) {
       Accumulate(message, response);
       if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
@@ -89,16 +88,11 @@ grpc::Status GenerationService::RunUnary(grpc::ServerContext* context,
       }
     }
     if (request->done()) return ToGrpcStatus(request->error());
-    // The client's deadline clock starts before ours, so its cancel (RST_STREAM) can arrive just
-    // before our deadline: a cancel that close to the deadline is the deadline.
-    const bool deadline_passed =
-        context->deadline() < std::chrono::system_clock::now() + kDeadlineSlack;
+    const bool deadline_passed = context->deadline() < std::chrono::system_clock::now();
     if (deadline_passed || context->IsCancelled()) {
-      request->RequestCancel(deadline_passed ? CancelReason::kDeadline : CancelReason::kCancelled);
-      return deadline_passed
-                 ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                "deadline exceeded before generation finished")
-                 : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+      const CancelReason reason = ReasonForCancel(context->deadline());
+      request->RequestCancel(reason);
+      return CancelStatus(reason);
     }
   }
 }

@@ -1,9 +1,9 @@
 #include "router/server/stream_reactor.h"
 
-#include <chrono>
 #include <mutex>
 
 #include "proto/status_conversion.h"
+#include "router/server/call_end.h"
 
 namespace caduceus::router {
 
@@ -73,22 +73,16 @@ void StreamReactor::OnWriteDone(bool ok) {
   writing_ = false;
   if (!ok) {  // the client went away (or the call was cancelled) while we wrote
     request_->RequestCancel(CancelReason::kCancelled);
-    FinishLocked(cancelled_.value_or(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client")));
+    FinishLocked(cancelled_.value_or(CancelStatus(CancelReason::kCancelled)));
     return;
   }
   PumpLocked();
 }
 
 void StreamReactor::OnCancel() {
-  // The client's deadline clock starts before ours, so its cancel (RST_STREAM) can arrive just
-  // before our deadline: a cancel that close to the deadline is the deadline.
-  const bool deadline =
-      context_->deadline() < std::chrono::system_clock::now() + std::chrono::milliseconds(100);
-  request_->RequestCancel(deadline ? CancelReason::kDeadline : CancelReason::kCancelled);
-  const grpc::Status status =
-      deadline ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                              "deadline exceeded before generation finished")
-               : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+  const CancelReason reason = ReasonForCancel(context_->deadline());
+  request_->RequestCancel(reason);
+  const grpc::Status status = CancelStatus(reason);
   std::lock_guard<std::mutex> lock(link_->mu_);
   if (writing_) {
     cancelled_ = status;  // finished when the write in flight completes
