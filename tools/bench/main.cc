@@ -5,9 +5,9 @@
 //
 // Sends M GenerateStream requests with at most N in flight. Without --rate the next request is
 // sent as soon as one ends (closed loop); with --rate requests arrive as a Poisson process of R/s
-// (open loop), still capped at N in flight. The streams are asynchronous (no thread per stream). Prompts
-// are random token ids (seeded), every request generates exactly O tokens (ignore_eos), greedy
-// unless --temperature. Reports TTFT, inter-token latency, end-to-end latency percentiles and
+// (open loop), still capped at N in flight. The streams are asynchronous (no thread per
+// stream). Prompts are random token ids (seeded), every request generates exactly O tokens
+// (ignore_eos), greedy unless --temperature. Reports TTFT, inter-token latency, end-to-end latency percentiles and
 // throughput; --json prints one JSON object as the last stdout line. Exit 1 when no request
 // succeeded, 2 on usage errors.
 #include <chrono>
