@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/linear_internal.h"
@@ -43,6 +44,21 @@ void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, floa
     internal::LinearAvx512(x, m, k, w, n, y);
   } else {
     internal::LinearGeneric(x, m, k, w, n, y);
+  }
+}
+
+void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, int32_t* index,
+                  float* value, Stream) {
+  if (m <= 0) return;
+  if (n <= 0) {
+    std::fill_n(index, m, -1);
+    std::fill_n(value, m, -std::numeric_limits<float>::infinity());
+    return;
+  }
+  if (UseAvx512()) {
+    internal::LinearArgmaxAvx512(x, m, k, w, n, index, value);
+  } else {
+    internal::LinearArgmaxGeneric(x, m, k, w, n, index, value);
   }
 }
 

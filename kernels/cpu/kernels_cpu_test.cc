@@ -1,7 +1,10 @@
 // CPU kernels against straightforward float64 loops, plus the batch-invariance property.
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -60,6 +63,115 @@ TEST(LinearTest, GenericPathAgreesWithAvx512) {
   internal::LinearAvx512(x.data(), m, k, w.data(), n, a.data());
   internal::LinearGeneric(x.data(), m, k, w.data(), n, b.data());
   for (int i = 0; i < m * n; ++i) EXPECT_NEAR(a[i], b[i], 1e-4f);
+}
+
+// The greedy token of a logits row as the sampler defines it, by a plain ascending scan:
+// NaN never wins, +inf counts as FLT_MAX, the first of equal maxima wins.
+std::pair<int32_t, float> ScanArgmax(const float* row, int n) {
+  int32_t best = -1;
+  float best_value = -std::numeric_limits<float>::infinity();
+  for (int j = 0; j < n; ++j) {
+    float v = row[j];
+    if (std::isnan(v)) continue;
+    if (v == std::numeric_limits<float>::infinity()) v = std::numeric_limits<float>::max();
+    if (v > best_value) {
+      best_value = v;
+      best = j;
+    }
+  }
+  return {best, best_value};
+}
+
+using LinearFn = void (*)(const float*, int32_t, int32_t, const bf16*, int32_t, float*);
+using ArgmaxFn = void (*)(const float*, int32_t, int32_t, const bf16*, int32_t, int32_t*, float*);
+
+// LinearArgmax of one implementation against a scan of the same implementation's Linear output.
+void ExpectArgmaxOfLinear(LinearFn linear, ArgmaxFn argmax, const std::vector<float>& x, int m,
+                          int k, const std::vector<bf16>& w, int n, const std::string& what) {
+  std::vector<float> y(static_cast<size_t>(m) * n);
+  linear(x.data(), m, k, w.data(), n, y.data());
+  std::vector<int32_t> index(m, -7);
+  std::vector<float> value(m, 7.0f);
+  argmax(x.data(), m, k, w.data(), n, index.data(), value.data());
+  for (int i = 0; i < m; ++i) {
+    const auto [want_index, want_value] = ScanArgmax(y.data() + static_cast<size_t>(i) * n, n);
+    ASSERT_EQ(index[i], want_index) << what << " row " << i;
+    ASSERT_EQ(value[i], want_value) << what << " row " << i;  // bit-identical logits
+  }
+}
+
+void ExpectArgmaxOfLinearBothPaths(const std::vector<float>& x, int m, int k,
+                                   const std::vector<bf16>& w, int n, const std::string& what) {
+  ExpectArgmaxOfLinear(&internal::LinearGeneric, &internal::LinearArgmaxGeneric, x, m, k, w, n,
+                       "generic " + what);
+  if (internal::CpuHasAvx512()) {
+    ExpectArgmaxOfLinear(&internal::LinearAvx512, &internal::LinearArgmaxAvx512, x, m, k, w, n,
+                         "avx512 " + what);
+  }
+}
+
+class LinearArgmaxTest : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(LinearArgmaxTest, EqualsTheArgmaxOfLinearBitForBit) {
+  const auto [m, k, n] = GetParam();
+  const auto x = RandomFloats(static_cast<size_t>(m) * k, 11);
+  const auto w = RandomBf16(static_cast<size_t>(n) * k, 12, 0.1f);
+  ExpectArgmaxOfLinearBothPaths(x, m, k, w, n,
+                                std::to_string(m) + "x" + std::to_string(k) + "x" +
+                                    std::to_string(n));
+  // The dispatched kernel, and every row alone (batch invariance of the greedy token).
+  std::vector<int32_t> index(m);
+  std::vector<float> value(m);
+  LinearArgmax(x.data(), m, k, w.data(), n, index.data(), value.data());
+  for (int i = 0; i < m; ++i) {
+    int32_t alone_index = -7;
+    float alone_value = 0;
+    LinearArgmax(x.data() + static_cast<size_t>(i) * k, 1, k, w.data(), n, &alone_index,
+                 &alone_value);
+    ASSERT_EQ(alone_index, index[i]) << "row " << i;
+    ASSERT_EQ(alone_value, value[i]) << "row " << i;
+  }
+}
+
+// Odd k and n (masked tails, partial tiles), m = 1 (8-row tiles), m > 64 (two token blocks).
+INSTANTIATE_TEST_SUITE_P(Shapes, LinearArgmaxTest,
+                         ::testing::Values(Shape{1, 16, 4}, Shape{1, 64, 1001}, Shape{1, 256, 37},
+                                           Shape{3, 33, 5}, Shape{32, 256, 2051},
+                                           Shape{70, 64, 13}, Shape{5, 300, 8}));
+
+TEST(LinearArgmaxTest, TiesNonFiniteLogitsAndEmptyRows) {
+  const int k = 40, n = 23, m = 3;
+  std::vector<float> x(static_cast<size_t>(m) * k, 1.0f);
+  x[2 * k + 5] = std::numeric_limits<float>::quiet_NaN();  // row 2: every logit is NaN
+  auto w = RandomBf16(static_cast<size_t>(n) * k, 13, 0.1f);
+  const bf16 half = FloatToBf16(0.5f);
+  for (int kk = 0; kk < k; ++kk) {
+    w[4 * k + kk] = half;   // rows 4 and 17: the same, largest logit; 4 must win
+    w[17 * k + kk] = half;
+    w[9 * k + kk] = FloatToBf16(std::numeric_limits<float>::quiet_NaN());  // row 9: NaN logit
+  }
+  ExpectArgmaxOfLinearBothPaths(x, m, k, w, n, "ties");
+  std::vector<int32_t> index(m);
+  std::vector<float> value(m);
+  LinearArgmax(x.data(), m, k, w.data(), n, index.data(), value.data());
+  EXPECT_EQ(index[0], 4);
+  EXPECT_EQ(index[1], 4);
+  EXPECT_EQ(index[2], -1) << "a row of NaN logits has no greedy token";
+  EXPECT_EQ(value[2], -std::numeric_limits<float>::infinity());
+
+  // +inf logits count as FLT_MAX, and the first of them wins.
+  for (int kk = 0; kk < k; ++kk) {
+    w[6 * k + kk] = FloatToBf16(std::numeric_limits<float>::infinity());
+    w[20 * k + kk] = FloatToBf16(std::numeric_limits<float>::infinity());
+  }
+  ExpectArgmaxOfLinearBothPaths(x, 2, k, w, n, "+inf");
+  LinearArgmax(x.data(), 2, k, w.data(), n, index.data(), value.data());
+  EXPECT_EQ(index[0], 6);
+  EXPECT_EQ(value[0], std::numeric_limits<float>::max());
+
+  // No columns at all: no greedy token.
+  LinearArgmax(x.data(), 1, k, w.data(), 0, index.data(), value.data());
+  EXPECT_EQ(index[0], -1);
 }
 
 TEST(RmsNormTest, MatchesFloat64AndFusedResidual) {

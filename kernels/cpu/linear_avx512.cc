@@ -139,14 +139,68 @@ void LinearSingleToken(const float* xp, int32_t k_pad, int32_t k, const bf16* w,
   }
 }
 
-}  // namespace
-
-void LinearAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y) {
-  const int32_t k_pad = (k + kChunk - 1) / kChunk * kChunk;
+// Permuted activations of the current call, per thread (Linear runs from any serving thread).
+const float* Permute(const float* x, int32_t m, int32_t k, int32_t k_pad) {
   thread_local std::vector<float> permuted;
   permuted.resize(static_cast<size_t>(m) * k_pad);
   PermuteActivations(x, m, k, k_pad, permuted.data());
-  const float* xp = permuted.data();
+  return permuted.data();
+}
+
+}  // namespace
+
+void LinearArgmaxAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n,
+                        int32_t* index, float* value) {
+  const int32_t k_pad = (k + kChunk - 1) / kChunk * kChunk;
+  const float* xp = Permute(x, m, k, k_pad);
+  // One token: 8 weight rows per tile, as LinearSingleToken; otherwise the 4x4 tiles of Linear.
+  // The tile shape never changes an element's bits (the reduction order depends only on k).
+  const int32_t row_tile = m == 1 ? 8 : kRowTile;
+  const int32_t row_tiles = (n + row_tile - 1) / row_tile;
+  for (int32_t m0 = 0; m0 < m; m0 += kTokenBlock) {
+    const int32_t m1 = std::min(m, m0 + kTokenBlock);
+    std::vector<RowArgmax> best(m1 - m0);
+#pragma omp parallel
+    {
+      // Each thread folds its tiles into its own maxima, merged once at the end; the merge rule
+      // (largest value, then lowest index) makes the result independent of who computed what.
+      std::vector<RowArgmax> mine(m1 - m0);
+      float tile[kTokenTile * 8];
+#pragma omp for schedule(dynamic, DynamicChunk(row_tiles)) nowait
+      for (int32_t t = 0; t < row_tiles; ++t) {
+        const int32_t n0 = t * row_tile;
+        const int32_t nt = std::min(row_tile, n - n0);
+        const bf16* wt = w + static_cast<int64_t>(n0) * k;
+        for (int32_t i = m0; i < m1; i += kTokenTile) {
+          const int32_t mt = std::min(kTokenTile, m1 - i);
+          const float* xt = xp + static_cast<int64_t>(i) * k_pad;
+          if (nt == 8) {
+            MicroKernel<1, 8>(xt, k_pad, k, wt, k, tile, 8);  // m == 1 here
+          } else if (nt == kRowTile) {
+            RowTile<kRowTile>(xt, mt, k_pad, k, wt, k, tile, nt);
+          } else {
+            for (int32_t j = 0; j < nt; ++j) {
+              RowTile<1>(xt, mt, k_pad, k, wt + static_cast<int64_t>(j) * k, k, tile + j, nt);
+            }
+          }
+          for (int32_t a = 0; a < mt; ++a) {
+            for (int32_t b = 0; b < nt; ++b) mine[i - m0 + a].Consider(tile[a * nt + b], n0 + b);
+          }
+        }
+      }
+#pragma omp critical(caduceus_linear_argmax)
+      for (int32_t r = 0; r < m1 - m0; ++r) best[r].Merge(mine[r]);
+    }
+    for (int32_t r = 0; r < m1 - m0; ++r) {
+      index[m0 + r] = best[r].index;
+      value[m0 + r] = best[r].value;
+    }
+  }
+}
+
+void LinearAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y) {
+  const int32_t k_pad = (k + kChunk - 1) / kChunk * kChunk;
+  const float* xp = Permute(x, m, k, k_pad);
   if (m == 1) {
     LinearSingleToken(xp, k_pad, k, w, n, y);
     return;

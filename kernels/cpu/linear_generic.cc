@@ -28,4 +28,22 @@ void LinearGeneric(const float* x, int32_t m, int32_t k, const bf16* w, int32_t 
   }
 }
 
+void LinearArgmaxGeneric(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n,
+                         int32_t* index, float* value) {
+  for (int32_t i = 0; i < m; ++i) {
+    const float* xi = x + static_cast<int64_t>(i) * k;
+    RowArgmax best;
+#pragma omp parallel
+    {
+      RowArgmax mine;
+#pragma omp for schedule(dynamic, DynamicChunk(n)) nowait
+      for (int32_t j = 0; j < n; ++j) mine.Consider(Dot(xi, w + static_cast<int64_t>(j) * k, k), j);
+#pragma omp critical(caduceus_linear_argmax_generic)
+      best.Merge(mine);
+    }
+    index[i] = best.index;
+    value[i] = best.value;
+  }
+}
+
 }  // namespace caduceus::kernels::cpu::internal

@@ -158,6 +158,62 @@ TEST_F(CudaKernelsTest, LinearMatchesCpuAndIsDeterministic) {
   }
 }
 
+TEST_F(CudaKernelsTest, LinearArgmaxIsTheArgmaxOfLinearAndAgreesWithCpu) {
+  struct Shape {
+    int m, k, n;
+  };
+  for (const Shape s : {Shape{1, 1, 1}, Shape{1, 4096, 513}, Shape{3, 15, 7}, Shape{33, 256, 2051},
+                        Shape{64, 4096, 16032}}) {
+    const std::string what =
+        std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n);
+    auto x = RandomFloats(static_cast<size_t>(s.m) * s.k, 21);
+    auto w = RandomBf16(static_cast<size_t>(s.n) * s.k, 22, 0.05f);
+    if (s.m >= 3 && s.n >= 7) {
+      // Row 1: two equal largest logits (columns 2 and 6; 2 must win). Row 2: all NaN.
+      for (int kk = 0; kk < s.k; ++kk) {
+        x[static_cast<size_t>(1) * s.k + kk] = 1.0f;
+        w[static_cast<size_t>(2) * s.k + kk] = FloatToBf16(0.5f);
+        w[static_cast<size_t>(6) * s.k + kk] = FloatToBf16(0.5f);
+      }
+      x[static_cast<size_t>(2) * s.k] = std::numeric_limits<float>::quiet_NaN();
+    }
+    DeviceArray<float> d_x(x), d_y(static_cast<size_t>(s.m) * s.n), d_value(s.m);
+    DeviceArray<bf16> d_w(w);
+    DeviceArray<int32_t> d_index(s.m);
+    cuda::Linear(d_x.get(), s.m, s.k, d_w.get(), s.n, d_y.get());
+    cuda::LinearArgmax(d_x.get(), s.m, s.k, d_w.get(), s.n, d_index.get(), d_value.get());
+    const auto y = d_y.Read();
+    const auto index = d_index.Read();
+    const auto value = d_value.Read();
+    std::vector<int32_t> cpu_index(s.m);
+    std::vector<float> cpu_value(s.m);
+    cpu::LinearArgmax(x.data(), s.m, s.k, w.data(), s.n, cpu_index.data(), cpu_value.data());
+    for (int i = 0; i < s.m; ++i) {
+      // Against the device's own logits: exact (the same partial sums, the sampler's rule).
+      int32_t want = -1;
+      float want_value = -std::numeric_limits<float>::infinity();
+      for (int j = 0; j < s.n; ++j) {
+        const float v = y[static_cast<size_t>(i) * s.n + j];
+        if (!std::isnan(v) && std::min(v, std::numeric_limits<float>::max()) > want_value) {
+          want_value = std::min(v, std::numeric_limits<float>::max());
+          want = j;
+        }
+      }
+      ASSERT_EQ(index[i], want) << what << " row " << i;
+      ASSERT_EQ(value[i], want_value) << what << " row " << i;
+      // Against the CPU twin: the same token unless two logits lie within the GEMM tolerance.
+      if (cpu_index[i] != index[i] && cpu_index[i] >= 0) {
+        const float other = y[static_cast<size_t>(i) * s.n + cpu_index[i]];
+        EXPECT_NEAR(other, value[i], 1e-3f * (1.0f + std::fabs(value[i]))) << what << " row " << i;
+      }
+    }
+    if (s.m >= 3 && s.n >= 7) {
+      EXPECT_EQ(index[1], 2) << what;
+      EXPECT_EQ(index[2], -1) << what;
+    }
+  }
+}
+
 TEST_F(CudaKernelsTest, LinearOnNonDefaultStreams) {
   // The per-thread workspace is shared by calls on different streams: they must not race.
   const int m = 9, k = 2048, n = 1024;

@@ -17,6 +17,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cfloat>
 #include <cstdio>
 #include <map>
 
@@ -129,21 +130,12 @@ __global__ void SumHalvesKernel(const float* parts, int64_t total, float* y) {
   }
 }
 
-}  // namespace
-
-void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y,
-            Stream stream) {
-  if (m <= 0 || n <= 0) return;
-  const cudaStream_t s = StreamOf(stream);
-  const int64_t out_total = static_cast<int64_t>(m) * n;
-  if (k <= 0) {  // empty sum
-    CADUCEUS_CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * out_total, s));
-    return;
-  }
-  GemmContext& ctx = ContextForCurrentDevice();
-  ctx.Begin(s);
-
+// Enqueues the GEMM of the split activations: returns parts [2m, n] (hi rows, then lo rows) in
+// the context's buffer, valid until ctx.End. Needs m, n, k > 0.
+const float* GemmHalves(GemmContext& ctx, const float* x, int32_t m, int32_t k, const bf16* w,
+                        int32_t n, cudaStream_t s) {
   const int64_t in_total = static_cast<int64_t>(m) * k;
+  const int64_t out_total = static_cast<int64_t>(m) * n;
   // Layout: [2m, k] bf16 split activations, then (256-byte aligned) [2m, n] fp32 partial outputs.
   const size_t split_bytes = (sizeof(__nv_bfloat16) * 2 * in_total + 255) / 256 * 256;
   const size_t parts_bytes = sizeof(float) * 2 * out_total;
@@ -162,8 +154,93 @@ void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, floa
   CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, 2 * m, k, &alpha, w,
                                      CUDA_R_16BF, k, split, CUDA_R_16BF, k, &beta, parts,
                                      CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return parts;
+}
 
+// The sampler's view of one logit (NaN is -inf, +inf is FLT_MAX) and the argmax merge rule:
+// larger value first, then the lower index; index -1 (nothing above -inf) never wins.
+struct Candidate {
+  float value;
+  int32_t index;
+};
+__device__ __forceinline__ Candidate Better(Candidate a, Candidate b) {
+  if (b.index < 0) return a;
+  if (a.index < 0) return b;
+  if (b.value > a.value || (b.value == a.value && b.index < a.index)) return b;
+  return a;
+}
+
+// One block per row: y[i, j] = hi + lo exactly as SumHalvesKernel forms it, then the argmax.
+__global__ void ArgmaxHalvesKernel(const float* parts, int32_t n, int64_t total, int32_t* index,
+                                   float* value) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * n;
+  Candidate best{-INFINITY, -1};
+  for (int32_t j = threadIdx.x; j < n; j += blockDim.x) {
+    float v = parts[row + j] + parts[total + row + j];
+    if (isnan(v) || v == -INFINITY) continue;
+    best = Better(best, Candidate{fminf(v, FLT_MAX), j});
+  }
+  for (int offset = internal::kWarp / 2; offset > 0; offset /= 2) {
+    const Candidate other{__shfl_xor_sync(0xffffffffu, best.value, offset),
+                          __shfl_xor_sync(0xffffffffu, best.index, offset)};
+    best = Better(best, other);
+  }
+  __shared__ Candidate warps[kThreads / internal::kWarp];
+  const int lane = threadIdx.x % internal::kWarp, warp = threadIdx.x / internal::kWarp;
+  if (lane == 0) warps[warp] = best;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    Candidate all = warps[0];
+    for (int i = 1; i < static_cast<int>(blockDim.x) / internal::kWarp; ++i) {
+      all = Better(all, warps[i]);
+    }
+    index[blockIdx.x] = all.index;
+    value[blockIdx.x] = all.index < 0 ? -INFINITY : all.value;
+  }
+}
+
+// Rows of an empty or zero-length product: every y[i, j] is 0 (k == 0) or there is no j (n == 0).
+__global__ void FillArgmaxKernel(int32_t m, int32_t fill_index, float fill_value, int32_t* index,
+                                 float* value) {
+  for (int32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < m; i += gridDim.x * blockDim.x) {
+    index[i] = fill_index;
+    value[i] = fill_value;
+  }
+}
+
+}  // namespace
+
+void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y,
+            Stream stream) {
+  if (m <= 0 || n <= 0) return;
+  const cudaStream_t s = StreamOf(stream);
+  const int64_t out_total = static_cast<int64_t>(m) * n;
+  if (k <= 0) {  // empty sum
+    CADUCEUS_CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * out_total, s));
+    return;
+  }
+  GemmContext& ctx = ContextForCurrentDevice();
+  ctx.Begin(s);
+  const float* parts = GemmHalves(ctx, x, m, k, w, n, s);
   SumHalvesKernel<<<internal::GridFor(out_total, kThreads), kThreads, 0, s>>>(parts, out_total, y);
+  CADUCEUS_CUDA_CHECK_LAUNCH();
+  ctx.End(s);
+}
+
+void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, int32_t* index,
+                  float* value, Stream stream) {
+  if (m <= 0) return;
+  const cudaStream_t s = StreamOf(stream);
+  if (n <= 0 || k <= 0) {
+    FillArgmaxKernel<<<internal::GridFor(m, kThreads), kThreads, 0, s>>>(
+        m, n <= 0 ? -1 : 0, n <= 0 ? -INFINITY : 0.0f, index, value);
+    CADUCEUS_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  GemmContext& ctx = ContextForCurrentDevice();
+  ctx.Begin(s);
+  const float* parts = GemmHalves(ctx, x, m, k, w, n, s);
+  ArgmaxHalvesKernel<<<m, kThreads, 0, s>>>(parts, n, static_cast<int64_t>(m) * n, index, value);
   CADUCEUS_CUDA_CHECK_LAUNCH();
   ctx.End(s);
 }

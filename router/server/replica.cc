@@ -361,10 +361,14 @@ worker::v1::StepPlan Replica::BuildPlan(const ScheduledStep& step) {
     s->mutable_block_table()->Add(e.block_table.begin(), e.block_table.end());
     s->set_sample(e.sample);
     s->set_prompt_len(e.prompt_len);
+    // What the worker samples with: the request's parameters, without the logprob unless asked.
+    sampling::SamplingParams sp = request.spec().sampling;
+    sp.skip_logprob = !request.spec().logprobs;
+    // A greedy token without logprobs comes from the lm_head's argmax: no logits row is made.
+    s->set_argmax_only(e.sample && sp.ArgmaxSuffices());
     if (e.first_step) {
       s->set_first_step(true);
       s->mutable_prefix_ids()->Add(e.prefix_ids.begin(), e.prefix_ids.end());
-      const sampling::SamplingParams& sp = request.spec().sampling;
       worker::v1::SamplingParams* out = s->mutable_sampling();
       out->set_temperature(sp.temperature);
       out->set_top_k(sp.top_k);
@@ -375,7 +379,7 @@ worker::v1::StepPlan Replica::BuildPlan(const ScheduledStep& step) {
       out->set_presence_penalty(sp.presence_penalty);
       out->set_seed(sp.seed);
       out->set_top_logprobs(sp.top_logprobs);
-      out->set_skip_logprob(!request.spec().logprobs);
+      out->set_skip_logprob(sp.skip_logprob);
     }
   }
   return plan;

@@ -3,7 +3,8 @@
 // Measures, in one run: memory-read bandwidth (a streaming read of a buffer larger than the
 // caches; best of 5 passes, and one pass after every batch-1 decode step), the GFLOP/s of a plain fp32 matrix multiply (OpenBLAS sgemm, the compute roof),
 // prefill tokens/s on a --prefill-tokens prompt, and decode tokens/s at batch 1, 16 and 32
-// (forward passes only; sampling is benchmarked separately). Last stdout line: one JSON object.
+// (forward passes only; sampling is benchmarked separately; with --argmax-only the decode steps
+// end in the lm_head's argmax instead of logits rows). Last stdout line: one JSON object.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,6 +31,9 @@ ABSL_FLAG(int32_t, decode_steps, 8, "decode steps timed per batch size");
 ABSL_FLAG(std::vector<std::string>, batch_sizes, std::vector<std::string>({"1", "16", "32"}),
           "decode batch sizes to measure");
 ABSL_FLAG(int32_t, context_tokens, 64, "tokens already in each sequence's cache when decoding");
+ABSL_FLAG(bool, argmax_only, false,
+          "decode steps ask only for each sequence's greedy token (the lm_head's argmax, as the "
+          "worker does for greedy requests without logprobs) instead of its logits row");
 ABSL_FLAG(bool, json, true, "print the JSON summary as the last line");
 
 namespace caduceus {
@@ -184,6 +188,8 @@ int Main() {
   const int32_t prefill = absl::GetFlag(FLAGS_prefill_tokens);
   const int32_t ctx = absl::GetFlag(FLAGS_context_tokens);
   const int32_t steps = absl::GetFlag(FLAGS_decode_steps);
+  const bool argmax_only = absl::GetFlag(FLAGS_argmax_only);
+  out["decode_argmax_only"] = argmax_only;
   const int32_t max_batch = *std::max_element(batches.begin(), batches.end());
   const int32_t blocks_per_seq = (std::max(prefill, ctx + steps) + bs - 1) / bs;
   auto cache = m.CreateKvCache(blocks_per_seq * std::max(max_batch, 1));
@@ -229,7 +235,8 @@ int Main() {
     auto run_step = [&](int step) -> absl::StatusOr<double> {
       model::StepBatch decode;
       for (int s = 0; s < b; ++s) {
-        decode.sequences.push_back({std::span<const int32_t>(ids[s]).subspan(ctx + step, 1), ctx + step, blocks[s]});
+        decode.sequences.push_back({std::span<const int32_t>(ids[s]).subspan(ctx + step, 1),
+                                    ctx + step, blocks[s], false, argmax_only});
       }
       const auto t0 = Clock::now();
       if (auto st = m.Forward(decode, **cache, &logits); !st.ok()) return st;

@@ -3,7 +3,9 @@
 
 Alternates, PAIRS times on the same machine:
   (a) `caduceus-bench-engine --batch-sizes B --decode-steps 64 --context-tokens 64`: the engine's
-      decode tokens/s at batch B (forward passes only, no router, no sampling);
+      decode tokens/s at batch B (forward passes only, no router, no sampling), once with full
+      logits rows (the issue's reference) and once with --argmax-only (the lm_head's argmax,
+      which is what the worker runs for the benchmark's greedy requests without logprobs);
   (b) a real cluster (one TP=1 `caduceus-worker` with every core, `caduceus-router` and the
       `caduceus-bench` client, both at `nice -n 10` so they take what the worker leaves) at
       concurrency B: output tokens/s, mean batch, and the router's own share of each step
@@ -34,10 +36,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import cluster  # noqa: E402  (the integration tests' process helpers)
 
 
-def engine_rate(bin_dir, model, batch):
+def engine_rate(bin_dir, model, batch, argmax_only=False):
     out = subprocess.run([os.path.join(bin_dir, "caduceus-bench-engine"), "--model", model,
                           "--prefill-tokens", "16", "--batch-sizes", str(batch),
-                          "--decode-steps", "64", "--context-tokens", "64", "--json"],
+                          "--decode-steps", "64", "--context-tokens", "64", "--json"]
+                         + (["--argmax-only"] if argmax_only else []),
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["decode_tokens_per_s_batch%d" % batch]
 
@@ -131,17 +134,22 @@ def main():
     pairs = []
     for i in range(a.pairs):
         engine = engine_rate(a.bin, a.model, a.concurrency)
+        engine_argmax = engine_rate(a.bin, a.model, a.concurrency, argmax_only=True)
         routed = router_run(a.bin, a.model, a.concurrency, requests, a.prompt_len,
                             a.output_len, a.threads, a.router_nice, a.worker_wait_policy,
                             dict(kv.split("=", 1) for kv in a.worker_env))
         routed["engine_tokens_per_s"] = engine
         routed["ratio"] = routed["output_tokens_per_s"] / engine
+        routed["engine_argmax_tokens_per_s"] = engine_argmax
+        routed["ratio_vs_argmax_engine"] = routed["output_tokens_per_s"] / engine_argmax
         pairs.append(routed)
-        print("pair %d: engine %.0f tok/s, router %.0f tok/s (%.1f%%), step %.1f ms, mean batch "
+        print("pair %d: engine %.0f tok/s (argmax-only %.0f), router %.0f tok/s (%.1f%%; %.1f%% "
+              "of argmax-only), step %.1f ms, mean batch "
               "%s, step beyond the worker's forward %.1f%% (router + transport %.1f%%, worker "
               "sampling + control %.1f%%), CPU ms/step router %.2f client %.2f worker %.2f, "
               "errors %s" %
-              (i + 1, engine, routed["output_tokens_per_s"], 100 * routed["ratio"],
+              (i + 1, engine, engine_argmax, routed["output_tokens_per_s"],
+               100 * routed["ratio"], 100 * routed["ratio_vs_argmax_engine"],
                1e3 * routed["mean_step_s"],
                "%.1f" % routed["mean_batch"] if routed["mean_batch"] is not None else "?",
                100 * routed["share_beyond_forward"], 100 * routed["router_share"],
@@ -150,7 +158,9 @@ def main():
                routed["cpu_ms_per_step"]["worker"], routed["errors"] or "none"),
               flush=True)
     print(json.dumps({"concurrency": a.concurrency, "pairs": pairs,
-                      "median_ratio": statistics.median(p["ratio"] for p in pairs)}))
+                      "median_ratio": statistics.median(p["ratio"] for p in pairs),
+                      "median_ratio_vs_argmax_engine":
+                          statistics.median(p["ratio_vs_argmax_engine"] for p in pairs)}))
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device) {
   if (device == "cpu") {
     namespace k = kernels::cpu;
     return KernelTable{absl::StrCat("cpu-", k::ActiveIsa()),
-                       &k::EmbeddingGather, &k::RmsNorm, &k::AddRmsNorm, &k::Linear, &k::Rope,
-                       &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention, HostMemoryOps()};
+                       &k::EmbeddingGather, &k::RmsNorm, &k::AddRmsNorm, &k::Linear,
+                       &k::LinearArgmax, &k::Rope, &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention, HostMemoryOps()};
   }
   if (absl::StartsWith(device, "cuda")) {
     int ordinal = 0;

@@ -19,6 +19,8 @@ struct KernelTable {
   void (*add_rms_norm)(float*, const float*, const bf16*, int32_t, int32_t, float, float*,
                        kernels::Stream);
   void (*linear)(const float*, int32_t, int32_t, const bf16*, int32_t, float*, kernels::Stream);
+  void (*linear_argmax)(const float*, int32_t, int32_t, const bf16*, int32_t, int32_t*, float*,
+                        kernels::Stream);
   void (*rope)(float*, float*, const int32_t*, int32_t, int32_t, int32_t, int32_t, const float*,
                kernels::Stream);
   void (*silu_mul)(const float*, const float*, int32_t, int32_t, float*, kernels::Stream);

@@ -86,8 +86,12 @@ absl::StatusOr<std::vector<GenerationResult>> LocalEngine::Run(
       if (s.done) continue;
       const int32_t pending = static_cast<int32_t>(s.ids.size()) - s.cached;
       const int32_t n = std::min(pending, options_.prefill_chunk_tokens);
+      // A greedy draw without logprobs needs only the lm_head's argmax, not the logits row.
+      const bool argmax_only =
+          s.request->sampling.ArgmaxSuffices() && !options_.keep_first_logits;
       batch.sequences.push_back(model::SequenceStep{
-          std::span<const int32_t>(s.ids.data() + s.cached, n), s.cached, s.blocks, false});
+          std::span<const int32_t>(s.ids.data() + s.cached, n), s.cached, s.blocks, false,
+          argmax_only});
       in_batch.push_back(i);
     }
     if (batch.sequences.empty()) break;
@@ -108,16 +112,18 @@ absl::StatusOr<std::vector<GenerationResult>> LocalEngine::Run(
     for (int b = 0; b < rows; ++b) {
       if (!sampled[b]) continue;
       const LiveSequence& s = live[in_batch[b]];
-      samples[b] = s.sampler.Sample(logits.Row(logits.row_begin[b]),
-                                    results[in_batch[b]].generated_ids.size());
+      const int32_t row = logits.row_begin[b];
+      samples[b] = logits.HasValues(row)
+                       ? s.sampler.Sample(logits.Row(row), results[in_batch[b]].generated_ids.size())
+                       : sampling::GreedyResult(logits.greedy_token[row]);  // argmax_only
     }
     for (size_t b = 0; b < in_batch.size(); ++b) {
       if (!sampled[b]) continue;  // prefill not finished
       const size_t i = in_batch[b];
       LiveSequence& s = live[i];
       GenerationResult& result = results[i];
-      std::span<const float> row = logits.Row(logits.row_begin[b]);
       if (options_.keep_first_logits && result.generated_ids.empty()) {
+        std::span<const float> row = logits.Row(logits.row_begin[b]);
         result.first_step_logits.assign(row.begin(), row.end());
       }
       ASSIGN_OR_RETURN(sampling::SampleResult sample, std::move(samples[b]));

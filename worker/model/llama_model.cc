@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -189,6 +190,7 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
   sc.positions.clear();
   sc.slots.clear();
   sc.logit_rows.clear();
+  sc.argmax_rows.clear();
   sc.query_start.assign(1, 0);
   size_t max_blocks = 0;
   for (const SequenceStep& seq : batch.sequences) {
@@ -206,10 +208,17 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
       sc.tokens.push_back(seq.tokens[i]);
       sc.positions.push_back(pos);
       sc.slots.push_back(seq.block_table[pos / bs] * bs + pos % bs);
-      if (seq.all_logits || i + 1 == seq.tokens.size()) sc.logit_rows.push_back(row);
+      if (seq.all_logits) {
+        sc.logit_rows.push_back(row);
+      } else if (i + 1 == seq.tokens.size()) {
+        (seq.argmax_only ? sc.argmax_rows : sc.logit_rows).push_back(row);
+      }
     }
     sc.query_start.push_back(static_cast<int32_t>(sc.tokens.size()));
   }
+  // The lm_head's input rows: those that need logits, then the argmax_only ones.
+  sc.argmax_count = static_cast<int32_t>(sc.argmax_rows.size());
+  sc.logit_rows.insert(sc.logit_rows.end(), sc.argmax_rows.begin(), sc.argmax_rows.end());
   const size_t n = sc.tokens.size();
   const size_t h = config_.hidden_size;
   const size_t q = size_t(layout_.q_heads) * config_.head_dim;
@@ -217,17 +226,23 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
   const size_t inter = layout_.inter;
   // Reserve() only reallocates when a step is larger than every step before it.
   const size_t rows = sc.logit_rows.size();
+  const size_t am = static_cast<size_t>(sc.argmax_count), full = rows - am;
+  const size_t ranks = comm_ != nullptr ? static_cast<size_t>(comm_->size()) : 1;
   bool ok = sc.residual.Reserve(n * h) && sc.normed.Reserve(n * h) && sc.q.Reserve(n * q) &&
             sc.k.Reserve(n * kv) && sc.v.Reserve(n * kv) && sc.attn.Reserve(n * q) &&
             sc.proj.Reserve(n * h) && sc.gate.Reserve(n * inter) && sc.up.Reserve(n * inter) &&
             sc.act.Reserve(n * inter) && sc.last_hidden.Reserve(rows * h);
   if (!kernels_.memory.host || comm_ != nullptr) {
-    ok = ok && sc.logits.Reserve(rows * layout_.vocab);
+    ok = ok && sc.logits.Reserve(full * layout_.vocab);
   }
   if (comm_ != nullptr) {
-    ok = ok && sc.gathered_logits.Reserve(rows * config_.vocab_size);
-    sc.host_gathered.resize(rows * config_.vocab_size);
+    ok = ok && sc.gathered_logits.Reserve(full * config_.vocab_size);
+    sc.host_gathered.resize(full * config_.vocab_size);
   }
+  ok = ok && sc.argmax_index.Reserve(am) && sc.argmax_value.Reserve(am) &&
+       sc.gathered_index.Reserve(ranks * am) && sc.gathered_value.Reserve(ranks * am);
+  sc.host_index.resize(ranks * am);
+  sc.host_value.resize(ranks * am);
   if (!kernels_.memory.host) {
     ok = ok && sc.d_tokens.Reserve(n) && sc.d_positions.Reserve(n) && sc.d_slots.Reserve(n) &&
          sc.d_query_start.Reserve(sc.query_start.size()) &&
@@ -298,27 +313,30 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
     k.add_rms_norm(residual, proj, next_norm, n, h, eps, normed, {});
   }
 
-  // lm_head only for the rows whose logits were asked for (the last token of each sequence).
+  // lm_head only for the rows whose logits or greedy token were asked for (the last token of each
+  // sequence, or every token with all_logits): first the rows that need logits, then the
+  // argmax_only rows.
   const int32_t rows = static_cast<int32_t>(sc.logit_rows.size());
+  const int32_t full = rows - sc.argmax_count;
   for (int32_t r = 0; r < rows; ++r) {
     mem.device_copy(sc.last_hidden.data() + static_cast<size_t>(r) * h,
                     normed + static_cast<size_t>(sc.logit_rows[r]) * h, sizeof(float) * h,
                     mem.device);
   }
   logits->vocab_size = c.vocab_size;
-  logits->values.resize(static_cast<size_t>(rows) * c.vocab_size);
-  if (comm_ == nullptr) {
+  logits->values.resize(static_cast<size_t>(full) * c.vocab_size);
+  if (full > 0 && comm_ == nullptr) {
     // Host backends write the logits in place; device backends copy them back once.
     float* out = mem.host ? logits->values.data() : sc.logits.data();
-    k.linear(sc.last_hidden.data(), rows, h, weights_.lm_head, c.vocab_size, out, {});
+    k.linear(sc.last_hidden.data(), full, h, weights_.lm_head, c.vocab_size, out, {});
     if (!mem.host) {
       mem.to_host(logits->values.data(), out, logits->values.size() * sizeof(float), mem.device);
     }
-  } else {
+  } else if (full > 0) {
     // Vocab-parallel lm_head: rank r computes columns [r * V/size, (r+1) * V/size) of every row.
     // The gather lands [rank][row][local column]; logits rows want [row][rank][local column].
-    const size_t lv = static_cast<size_t>(l.vocab), per_rank = static_cast<size_t>(rows) * lv;
-    k.linear(sc.last_hidden.data(), rows, h, weights_.lm_head, l.vocab, sc.logits.data(), {});
+    const size_t lv = static_cast<size_t>(l.vocab), per_rank = static_cast<size_t>(full) * lv;
+    k.linear(sc.last_hidden.data(), full, h, weights_.lm_head, l.vocab, sc.logits.data(), {});
     RETURN_IF_ERROR(comm_->AllGather(sc.logits.data(), per_rank, sc.gathered_logits.data()));
     const float* gathered = sc.gathered_logits.data();
     if (!mem.host) {
@@ -327,17 +345,74 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
       gathered = sc.host_gathered.data();
     }
     for (int32_t rank = 0; rank < l.spec.size; ++rank) {
-      for (int32_t r = 0; r < rows; ++r) {
+      for (int32_t r = 0; r < full; ++r) {
         std::copy_n(gathered + rank * per_rank + r * lv, lv,
                     logits->values.data() + static_cast<size_t>(r) * c.vocab_size + rank * lv);
       }
     }
   }
+  std::vector<int32_t>& greedy = sc.greedy;
+  greedy.clear();
+  if (sc.argmax_count > 0) {
+    RETURN_IF_ERROR(GreedyTokens(sc.last_hidden.data() + static_cast<size_t>(full) * h,
+                                 sc.argmax_count, &greedy));
+  }
+
+  // Number the rows in sequence order and say where each one's logits or greedy token is.
   logits->row_begin.clear();
-  int32_t row = 0;
+  logits->value_row.clear();
+  logits->greedy_token.clear();
+  int32_t next_full = 0, next_greedy = 0;
   for (const SequenceStep& seq : batch.sequences) {
-    logits->row_begin.push_back(row);
-    row += seq.all_logits ? static_cast<int32_t>(seq.tokens.size()) : 1;
+    logits->row_begin.push_back(static_cast<int32_t>(logits->value_row.size()));
+    if (!seq.all_logits && seq.argmax_only) {
+      logits->value_row.push_back(-1);
+      logits->greedy_token.push_back(greedy[next_greedy++]);
+      continue;
+    }
+    const size_t seq_rows = seq.all_logits ? seq.tokens.size() : 1;
+    for (size_t i = 0; i < seq_rows; ++i) {
+      logits->value_row.push_back(next_full++);
+      logits->greedy_token.push_back(-1);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LlamaModel::GreedyTokens(const float* hidden, int32_t m, std::vector<int32_t>* tokens) {
+  Scratch& sc = scratch_;
+  const backend::MemoryOps& mem = kernels_.memory;
+  const int32_t h = config_.hidden_size;
+  kernels_.linear_argmax(hidden, m, h, weights_.lm_head, layout_.vocab, sc.argmax_index.data(),
+                         sc.argmax_value.data(), {});
+  tokens->resize(m);
+  if (comm_ == nullptr) {
+    mem.to_host(tokens->data(), sc.argmax_index.data(), sizeof(int32_t) * m, mem.device);
+    return absl::OkStatus();
+  }
+  // Vocab-parallel: each rank has the best of its own columns. Gather every rank's (value, local
+  // index) and keep the largest value; scanning ranks in order with a strict comparison resolves
+  // ties to the lowest global id, as a single process would. The collective moves bytes only, so
+  // the int32 indices travel bit-cast in a float buffer.
+  const size_t n = static_cast<size_t>(m), ranks = static_cast<size_t>(comm_->size());
+  RETURN_IF_ERROR(comm_->AllGather(sc.argmax_value.data(), n, sc.gathered_value.data()));
+  RETURN_IF_ERROR(comm_->AllGather(reinterpret_cast<const float*>(sc.argmax_index.data()), n,
+                                   reinterpret_cast<float*>(sc.gathered_index.data())));
+  mem.to_host(sc.host_value.data(), sc.gathered_value.data(), sizeof(float) * ranks * n,
+              mem.device);
+  mem.to_host(sc.host_index.data(), sc.gathered_index.data(), sizeof(int32_t) * ranks * n,
+              mem.device);
+  for (size_t i = 0; i < n; ++i) {
+    int32_t best = -1;
+    float best_value = -std::numeric_limits<float>::infinity();
+    for (size_t r = 0; r < ranks; ++r) {
+      const int32_t local = sc.host_index[r * n + i];
+      if (local >= 0 && sc.host_value[r * n + i] > best_value) {
+        best_value = sc.host_value[r * n + i];
+        best = static_cast<int32_t>(r) * layout_.vocab + local;
+      }
+    }
+    (*tokens)[i] = best;
   }
   return absl::OkStatus();
 }

@@ -81,16 +81,29 @@ class LlamaModel {
   struct Scratch {
     explicit Scratch(const backend::MemoryOps* m)
         : residual(m), normed(m), q(m), k(m), v(m), attn(m), proj(m), gate(m), up(m), act(m),
-          last_hidden(m), logits(m), gathered_logits(m), d_tokens(m), d_positions(m), d_slots(m),
+          last_hidden(m), logits(m), gathered_logits(m), argmax_value(m), gathered_value(m),
+          argmax_index(m), gathered_index(m), d_tokens(m), d_positions(m), d_slots(m),
           d_query_start(m), d_block_tables(m) {}
     backend::DeviceArray<float> residual, normed, q, k, v, attn, proj, gate, up, act, last_hidden;
     backend::DeviceArray<float> logits, gathered_logits;  // lm_head output (device backends, TP)
     std::vector<float> host_gathered;                      // TP logits on the host, rank-major
+    // Greedy tokens of argmax_only rows: this rank's (value, index) per row, every rank's under
+    // TP, their host copies, and the merged tokens.
+    backend::DeviceArray<float> argmax_value, gathered_value;
+    backend::DeviceArray<int32_t> argmax_index, gathered_index;
+    std::vector<float> host_value;
+    std::vector<int32_t> host_index, greedy;
     // Step metadata, built on the host; d_* are their device copies (unused on the host).
-    std::vector<int32_t> tokens, positions, slots, query_start, block_tables, logit_rows;
+    // logit_rows: the token rows the lm_head reads, those needing logits first, then the
+    // argmax_count rows of argmax_only sequences (also listed alone in argmax_rows).
+    std::vector<int32_t> tokens, positions, slots, query_start, block_tables, logit_rows,
+        argmax_rows;
+    int32_t argmax_count = 0;
     backend::DeviceArray<int32_t> d_tokens, d_positions, d_slots, d_query_start, d_block_tables;
   };
   absl::Status PrepareScratch(const StepBatch& batch, const KvCache& cache);
+  // The greedy token of each of the m rows of `hidden` (device memory), over the whole vocabulary.
+  absl::Status GreedyTokens(const float* hidden, int32_t m, std::vector<int32_t>* tokens);
 
   ModelConfig config_;
   ShardLayout layout_;

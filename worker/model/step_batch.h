@@ -13,6 +13,10 @@ struct SequenceStep {
   int32_t start_pos = 0;                 // tokens before start_pos are already in the KV cache
   std::span<const int32_t> block_table;  // physical KV blocks covering [0, start_pos + tokens)
   bool all_logits = false;               // logits for every new token, not only the last one
+  // Only the greedy token of the last row is wanted (a greedy draw without penalties or
+  // logprobs): the step computes it with LinearArgmax instead of producing the logits row.
+  // Ignored with all_logits.
+  bool argmax_only = false;
 };
 
 struct StepBatch {
@@ -20,13 +24,23 @@ struct StepBatch {
 };
 
 // Logits rows, in sequence order: one row per sequence (its last token), or one per new token for
-// sequences with all_logits. row_begin[s] is the first row of sequence s.
+// sequences with all_logits. row_begin[s] is the first row of sequence s. The row of an
+// argmax_only sequence has no logits, only its greedy token.
 struct StepLogits {
   int32_t vocab_size = 0;
   std::vector<int32_t> row_begin;
-  std::vector<float> values;  // [rows, vocab_size]
+  // Per row: its index in `values`, or -1 for an argmax_only row. Empty: every row has logits, in
+  // row order.
+  std::vector<int32_t> value_row;
+  // Per row: the greedy token of an argmax_only row (LinearArgmax's rule, -1 if no logit is above
+  // -inf); -1 for the other rows.
+  std::vector<int32_t> greedy_token;
+  std::vector<float> values;  // [rows with logits, vocab_size]
+
+  bool HasValues(int32_t row) const { return value_row.empty() || value_row[row] >= 0; }
   std::span<const float> Row(int32_t row) const {
-    return {values.data() + static_cast<size_t>(row) * vocab_size, static_cast<size_t>(vocab_size)};
+    const int32_t v = value_row.empty() ? row : value_row[row];
+    return {values.data() + static_cast<size_t>(v) * vocab_size, static_cast<size_t>(vocab_size)};
   }
 };
 

@@ -52,8 +52,10 @@ struct Trace {
   absl::Status status;
 };
 
-// Prefills every prompt in one step, then decodes all of them together for kSteps steps.
-Trace Generate(LlamaModel& model) {
+// Prefills every prompt in one step, then decodes all of them together for kSteps steps. With
+// argmax_odd, the odd sequences are argmax_only: their greedy tokens come from the lm_head's
+// argmax (LinearArgmax, gathered across ranks) in the same steps as the others' logits rows.
+Trace Generate(LlamaModel& model, bool argmax_odd = false) {
   const auto prompts = Prompts();
   const size_t num = prompts.size();
   Trace trace;
@@ -78,12 +80,22 @@ Trace Generate(LlamaModel& model) {
         const int32_t pos = static_cast<int32_t>(prompts[s].size()) + step - 1;
         batch.sequences.push_back({std::span<const int32_t>(&next[s], 1), pos, blocks[s]});
       }
+      batch.sequences.back().argmax_only = argmax_odd && s % 2 == 1;
     }
     StepLogits logits;
     trace.status = model.Forward(batch, cache, &logits);
     if (!trace.status.ok()) return trace;
     for (size_t s = 0; s < num; ++s) {
-      next[s] = ArgMax(logits.Row(logits.row_begin[s]));
+      const int32_t row = logits.row_begin[s];
+      if (batch.sequences[s].argmax_only) {
+        if (logits.HasValues(row)) {
+          trace.status = absl::InternalError("an argmax_only row came with logits");
+          return trace;
+        }
+        next[s] = logits.greedy_token[row];
+      } else {
+        next[s] = ArgMax(logits.Row(row));
+      }
       trace.tokens[s].push_back(next[s]);
     }
     trace.logits.push_back(std::move(logits.values));
@@ -99,7 +111,7 @@ LoadOptions Options(int rank, int size, bool resident_weights = true) {
 }
 
 // Runs a TP group of `size` threads; returns each rank's trace.
-std::vector<Trace> RunGroup(int size, bool resident_weights = true) {
+std::vector<Trace> RunGroup(int size, bool resident_weights = true, bool argmax_odd = false) {
   ThreadCommunicatorGroup group(size);
   std::vector<Trace> traces(size);
   std::vector<std::thread> threads;
@@ -113,7 +125,7 @@ std::vector<Trace> RunGroup(int size, bool resident_weights = true) {
         traces[r].status = model.status();
         return;
       }
-      traces[r] = Generate(**model);
+      traces[r] = Generate(**model, argmax_odd);
     });
   }
   for (std::thread& t : threads) t.join();
@@ -171,6 +183,21 @@ TEST_F(TensorParallelTest, MappedWeightsGiveTheSameTokens) {
   ASSERT_NE(reference_, nullptr);
   const std::vector<Trace> traces = RunGroup(2, /*resident_weights=*/false);
   for (const Trace& t : traces) {
+    ASSERT_TRUE(t.status.ok()) << t.status;
+    EXPECT_EQ(t.tokens, reference_->tokens);
+  }
+}
+
+// The greedy tokens of argmax_only sequences (the lm_head's argmax, merged across the vocab
+// shards) equal the argmax of the full logits rows, unsharded and sharded.
+TEST_P(TensorParallelTest, ArgmaxOnlyRowsGiveTheSameTokens) {
+  ASSERT_NE(reference_, nullptr);
+  auto model = LlamaModel::Load(TinyModelDir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Trace unsharded = Generate(**model, /*argmax_odd=*/true);
+  ASSERT_TRUE(unsharded.status.ok()) << unsharded.status;
+  EXPECT_EQ(unsharded.tokens, reference_->tokens);
+  for (const Trace& t : RunGroup(GetParam(), true, /*argmax_odd=*/true)) {
     ASSERT_TRUE(t.status.ok()) << t.status;
     EXPECT_EQ(t.tokens, reference_->tokens);
   }

@@ -11,6 +11,8 @@
 namespace caduceus::sampling {
 namespace {
 
+absl::Status NoFiniteLogit() { return absl::InvalidArgumentError("every logit is NaN or -inf"); }
+
 using internal::IdValue;
 
 // Top-p gathering starts with tokens within kInitialSpread nats (after temperature) of the best
@@ -229,6 +231,11 @@ int32_t DrawFromRow(const Row& row, double u, const std::vector<double>* block_s
 
 }  // namespace
 
+absl::StatusOr<SampleResult> GreedyResult(int32_t token) {
+  if (token < 0) return NoFiniteLogit();
+  return SampleResult{token, 0.0f, {}};
+}
+
 SequenceSampler::SequenceSampler(SamplingParams params, std::span<const int32_t> prompt_ids)
     : params_(params), params_status_(params.Validate()) {
   if (params_.repetition_penalty != 1.0f) seen_ids_.insert(prompt_ids.begin(), prompt_ids.end());
@@ -284,7 +291,7 @@ absl::StatusOr<SampleResult> SequenceSampler::Sample(std::span<const float> logi
   // Raw log-sum-exp: logprobs always describe the unmodified model distribution.
   const float raw_max = internal::BlockMax(logits, &scratch.raw_block_max);
   if (raw_max == -std::numeric_limits<float>::infinity()) {
-    return absl::InvalidArgumentError("every logit is NaN or -inf");
+    return NoFiniteLogit();
   }
   // z = the row after penalties. Without penalties it is the raw row itself (no copy).
   const bool penalized =

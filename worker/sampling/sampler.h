@@ -64,6 +64,11 @@ struct SampleResult {
   std::vector<TokenLogprob> top_logprobs;  // params.top_logprobs entries, logprob desc, id asc
 };
 
+// The result of a greedy draw whose argmax was taken elsewhere (the lm_head's LinearArgmax, for
+// params.ArgmaxSuffices()): `token`, or -1 when no logit was above -inf, which is the same
+// INVALID_ARGUMENT that Sample returns for such a row.
+absl::StatusOr<SampleResult> GreedyResult(int32_t token);
+
 // Per-sequence state: token counts for the penalties. Not thread-safe for Accept; Sample is
 // const and safe to call concurrently (on this or other samplers) as long as no Accept runs.
 class SequenceSampler {

@@ -36,6 +36,11 @@ struct SamplingParams {
   bool HasPenalties() const {
     return repetition_penalty != 1.0f || frequency_penalty != 0.0f || presence_penalty != 0.0f;
   }
+  // The token is the plain argmax of the raw logits and nothing else of the row is reported, so
+  // the lm_head may compute the argmax alone (kernels' LinearArgmax) instead of the logits row.
+  bool ArgmaxSuffices() const {
+    return IsGreedy() && !HasPenalties() && skip_logprob && top_logprobs == 0;
+  }
 };
 
 }  // namespace caduceus::sampling

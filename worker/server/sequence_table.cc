@@ -30,7 +30,8 @@ model::StepBatch BatchFromPlan(const v1::StepPlan& plan) {
   for (const v1::SequencePlan& s : plan.sequences()) {
     batch.sequences.push_back(model::SequenceStep{
         std::span<const int32_t>(s.token_ids().data(), s.token_ids_size()), s.start_pos(),
-        std::span<const int32_t>(s.block_table().data(), s.block_table_size()), false});
+        std::span<const int32_t>(s.block_table().data(), s.block_table_size()), false,
+        s.argmax_only() && s.sample()});
   }
   return batch;
 }
@@ -47,6 +48,18 @@ absl::Status CheckIds(uint64_t id, const char* field,
     if (t < 0 || t >= limit) {
       return Invalid(id, absl::StrCat(field, " ", t, " out of range [0, ", limit, ")"));
     }
+  }
+  return absl::OkStatus();
+}
+
+// argmax_only drops the logits row, so it is refused where the row is needed.
+absl::Status CheckArgmaxOnly(const v1::SequencePlan& s, const sampling::SamplingParams& params) {
+  if (!s.argmax_only()) return absl::OkStatus();
+  if (s.return_logits()) return Invalid(s.sequence_id(), "argmax_only and return_logits conflict");
+  if (!params.ArgmaxSuffices()) {
+    return Invalid(s.sequence_id(),
+                   "argmax_only, but its sampling needs the logits row (it is not greedy, has "
+                   "penalties, or reports logprobs)");
   }
   return absl::OkStatus();
 }
@@ -97,6 +110,7 @@ absl::Status SequenceTable::Validate(const v1::StepPlan& plan) const {
       if (absl::Status st = FromProto(s.sampling()).Validate(); !st.ok()) {
         return Invalid(id, std::string(st.message()));
       }
+      RETURN_IF_ERROR(CheckArgmaxOnly(s, FromProto(s.sampling())));
     } else {
       auto it = sequences_.find(id);
       if (it == sequences_.end()) {
@@ -107,6 +121,7 @@ absl::Status SequenceTable::Validate(const v1::StepPlan& plan) const {
         return Invalid(id, absl::StrCat("start_pos ", s.start_pos(), " but the worker has ",
                                         it->second.ids.size(), " tokens of it"));
       }
+      RETURN_IF_ERROR(CheckArgmaxOnly(s, it->second.params));
     }
   }
   if (total_tokens > limits_.max_step_tokens) {
@@ -159,12 +174,17 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
       seq->accepted_until = len;
     }
     pending.push_back(Pending{b, seq, len});
+    const int32_t row = logits.row_begin[b];
+    if (!logits.HasValues(row)) {  // argmax_only: the lm_head took the greedy token
+      pending.back().sample = sampling::GreedyResult(logits.greedy_token[row]);
+    }
   }
 
   const int n = static_cast<int>(pending.size());
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
   for (int i = 0; i < n; ++i) {
     Pending& p = pending[i];
+    if (!logits.HasValues(logits.row_begin[p.entry])) continue;
     // The index of the token being generated seeds the draw (same as the single-process
     // engine), so a recomputed sequence samples the same tokens.
     p.sample = p.seq->sampler->Sample(logits.Row(logits.row_begin[p.entry]), p.len - p.seq->prompt_len);

@@ -116,6 +116,57 @@ TEST(SequenceTableTest, RefusesMalformedPlans) {
   EXPECT_EQ(t.size(), 0);
 }
 
+TEST(SequenceTableTest, ArgmaxOnlyTakesTheLmHeadsTokenAndIsRefusedWhereTheRowIsNeeded) {
+  SequenceTable t(Limits());
+  v1::SequencePlan greedy = First(1, {1, 2}, {0});
+  greedy.mutable_sampling()->set_skip_logprob(true);
+  greedy.set_argmax_only(true);
+  v1::SequencePlan sampled = First(2, {3}, {1});  // a logits row, in the same step
+  const v1::StepPlan p = Plan({greedy, sampled});
+  ASSERT_TRUE(t.Validate(p).ok()) << t.Validate(p);
+  model::StepLogits l = Logits(1, 4);  // row 0 -> sequence 2; sequence 1 has no row
+  l.row_begin = {0, 1};
+  l.value_row = {-1, 0};
+  l.greedy_token = {7, -1};
+  v1::StepResult r;
+  ASSERT_TRUE(t.Commit(p, l, &r).ok());
+  EXPECT_EQ(r.results(0).token_id(), 7);
+  EXPECT_EQ(r.results(0).logprob(), 0.f);
+  EXPECT_EQ(r.results(1).token_id(), 4);
+
+  // A row with no finite logit is an error, as it is for the sampler.
+  SequenceTable t2(Limits());
+  l.greedy_token = {-1, -1};
+  EXPECT_EQ(t2.Commit(p, l, &r).code(), absl::StatusCode::kInvalidArgument);
+
+  // Refused where the sampler needs the row: logprobs, penalties, temperature, return_logits;
+  // also on a later step, from the parameters the worker kept.
+  v1::SequencePlan logprob = First(3, {1}, {2});
+  logprob.set_argmax_only(true);
+  ExpectInvalid(t, Plan({logprob}), "needs the logits row");
+  v1::SequencePlan penalty = greedy;
+  penalty.set_sequence_id(4);
+  penalty.mutable_sampling()->set_repetition_penalty(1.2f);
+  ExpectInvalid(t, Plan({penalty}), "needs the logits row");
+  v1::SequencePlan hot = greedy;
+  hot.set_sequence_id(4);
+  hot.mutable_sampling()->set_temperature(0.7f);
+  ExpectInvalid(t, Plan({hot}), "needs the logits row");
+  v1::SequencePlan with_logits = greedy;
+  with_logits.set_sequence_id(4);
+  with_logits.set_return_logits(true);
+  ExpectInvalid(t, Plan({with_logits}), "conflict");
+  v1::SequencePlan later;
+  later.set_sequence_id(2);  // known, sampled at temperature 0 but with the logprob
+  later.add_token_ids(4);
+  later.set_start_pos(1);
+  later.add_block_table(1);
+  later.set_prompt_len(1);
+  later.set_sample(true);
+  later.set_argmax_only(true);
+  ExpectInvalid(t, Plan({later}), "needs the logits row");
+}
+
 TEST(SequenceTableTest, TooManyTokensInOneStep) {
   StepLimits l = Limits();
   l.max_step_tokens = 3;
