@@ -139,6 +139,21 @@ void LinearSingleToken(const float* xp, int32_t k_pad, int32_t k, const bf16* w,
   }
 }
 
+// Folds `count` logits of one token (columns n0, n0 + 1, ...) into its running argmax. A vector
+// compare first rejects the common case, where none reaches the best so far (an ordered compare:
+// NaN never passes); a scalar Consider per logit made the argmax kernel 10% slower than Linear.
+inline void FoldRow(const float* v, int32_t count, int32_t n0, RowArgmax& best) {
+  if (count == 4) {
+    if (_mm_movemask_ps(_mm_cmp_ps(_mm_loadu_ps(v), _mm_set1_ps(best.value), _CMP_GE_OQ)) == 0) {
+      return;
+    }
+  } else if (count == 8) {
+    const __m256 bar = _mm256_set1_ps(best.value);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v), bar, _CMP_GE_OQ)) == 0) return;
+  }
+  for (int32_t b = 0; b < count; ++b) best.Consider(v[b], n0 + b);
+}
+
 // Permuted activations of the current call, per thread (Linear runs from any serving thread).
 const float* Permute(const float* x, int32_t m, int32_t k, int32_t k_pad) {
   thread_local std::vector<float> permuted;
@@ -183,9 +198,7 @@ void LinearArgmaxAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int
               RowTile<1>(xt, mt, k_pad, k, wt + static_cast<int64_t>(j) * k, k, tile + j, nt);
             }
           }
-          for (int32_t a = 0; a < mt; ++a) {
-            for (int32_t b = 0; b < nt; ++b) mine[i - m0 + a].Consider(tile[a * nt + b], n0 + b);
-          }
+          for (int32_t a = 0; a < mt; ++a) FoldRow(tile + a * nt, nt, n0, mine[i - m0 + a]);
         }
       }
 #pragma omp critical(caduceus_linear_argmax)
