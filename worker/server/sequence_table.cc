@@ -66,6 +66,25 @@ absl::Status CheckArgmaxOnly(const v1::SequencePlan& s, const sampling::Sampling
 
 }  // namespace
 
+absl::Status SequenceTable::ResolveSampledTokens(v1::StepPlan* plan) const {
+  for (v1::SequencePlan& s : *plan->mutable_sequences()) {
+    if (s.token_ids_size() != 1 || s.token_ids(0) != kSampledToken) continue;
+    auto it = sequences_.find(s.sequence_id());
+    const int64_t pos = s.start_pos();
+    // The previous step sampled position ids.size() (and nothing has been fed since).
+    if (s.first_step() || it == sequences_.end() ||
+        static_cast<int64_t>(it->second.ids.size()) != pos ||
+        it->second.accepted_until != pos + 1 || it->second.last_sampled < 0) {
+      return Invalid(s.sequence_id(),
+                     absl::StrCat("token ", kSampledToken, " (the sampled-token placeholder) at "
+                                  "position ", pos, ", but the worker sampled no token there in "
+                                  "its previous step"));
+    }
+    s.set_token_ids(0, it->second.last_sampled);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SequenceTable::Validate(const v1::StepPlan& plan) const {
   if (plan.sequences_size() == 0) {
     return absl::InvalidArgumentError("step plan has no sequences");
@@ -200,6 +219,7 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
     if (!p.sample.ok()) return Invalid(s.sequence_id(), std::string(p.sample.status().message()));
     p.seq->sampler->Accept(p.sample->token);
     p.seq->accepted_until = p.len + 1;
+    p.seq->last_sampled = p.sample->token;
     r->set_sampled(true);
     r->set_token_id(p.sample->token);
     r->set_logprob(p.sample->logprob);

@@ -26,6 +26,9 @@
 
 namespace caduceus::worker {
 
+// In SequencePlan.token_ids: "the token you sampled for this sequence in the previous step".
+inline constexpr int32_t kSampledToken = -1;
+
 struct StepLimits {
   int32_t max_step_tokens = 8192;
   int32_t max_step_sequences = 256;
@@ -42,6 +45,12 @@ model::StepBatch BatchFromPlan(const v1::StepPlan& plan);
 class SequenceTable {
  public:
   explicit SequenceTable(StepLimits limits) : limits_(limits) {}
+
+  // Replaces every sampled-token placeholder (a single token id kSampledToken, see worker.proto)
+  // with the token this table sampled for that sequence at position start_pos in the previous
+  // step. INVALID_ARGUMENT naming the sequence where there is no such token. Run before
+  // Validate, and before the plan goes to the followers (they keep no sequence state).
+  absl::Status ResolveSampledTokens(v1::StepPlan* plan) const;
 
   // INVALID_ARGUMENT naming the sequence and the problem when the plan breaks the limits or the
   // protocol above. Changes nothing.
@@ -73,6 +82,7 @@ class SequenceTable {
     // (positions >= prompt_len) are accepted into it as they are sampled or fed.
     std::optional<sampling::SequenceSampler> sampler;
     int32_t accepted_until = 0;  // positions < this are known to the sampler
+    int32_t last_sampled = -1;   // the token sampled at position accepted_until - 1
     std::vector<int32_t> block_table;
   };
 

@@ -167,6 +167,43 @@ TEST(SequenceTableTest, ArgmaxOnlyTakesTheLmHeadsTokenAndIsRefusedWhereTheRowIsN
   ExpectInvalid(t, Plan({later}), "needs the logits row");
 }
 
+// A decode planned while the previous step was in flight carries the placeholder; the table
+// fills in the token it sampled there, and refuses the placeholder anywhere else.
+TEST(SequenceTableTest, ResolvesTheSampledTokenPlaceholder) {
+  SequenceTable t(Limits());
+  v1::StepPlan first = Plan({First(7, {1, 2, 3}, {0, 1})});
+  v1::SequencePlan ahead;
+  ahead.set_sequence_id(7);
+  ahead.add_token_ids(kSampledToken);
+  ahead.set_start_pos(3);
+  ahead.add_block_table(0);
+  ahead.add_block_table(1);
+  ahead.set_prompt_len(3);
+  ahead.set_sample(true);
+  v1::StepPlan next = Plan({ahead});
+  // Nothing sampled yet at position 3.
+  EXPECT_EQ(t.ResolveSampledTokens(&next).code(), absl::StatusCode::kInvalidArgument);
+  v1::StepResult r;
+  ASSERT_TRUE(t.Commit(first, Logits(1, 6), &r).ok());
+  ASSERT_TRUE(t.ResolveSampledTokens(&next).ok());
+  EXPECT_EQ(next.sequences(0).token_ids(0), 6);
+  ASSERT_TRUE(t.Validate(next).ok()) << t.Validate(next);
+  ASSERT_TRUE(t.Commit(next, Logits(1, 2), &r).ok());
+  // The next placeholder stands for position 4, sampled just now; one for position 3 is stale.
+  v1::StepPlan stale = Plan({ahead});
+  ExpectInvalid(t, stale, "token id -1 out of range");
+  EXPECT_EQ(t.ResolveSampledTokens(&stale).code(), absl::StatusCode::kInvalidArgument);
+  ahead.set_start_pos(4);
+  v1::StepPlan later = Plan({ahead});
+  ASSERT_TRUE(t.ResolveSampledTokens(&later).ok());
+  EXPECT_EQ(later.sequences(0).token_ids(0), 2);
+  // Unknown sequences and first steps cannot use it.
+  v1::SequencePlan unknown = ahead;
+  unknown.set_sequence_id(99);
+  v1::StepPlan bad = Plan({unknown});
+  EXPECT_EQ(t.ResolveSampledTokens(&bad).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SequenceTableTest, TooManyTokensInOneStep) {
   StepLimits l = Limits();
   l.max_step_tokens = 3;

@@ -54,12 +54,13 @@ absl::Status GroupLeader::Break(const absl::Status& cause) {
   return broken_;
 }
 
-absl::Status GroupLeader::Step(const v1::StepPlan& plan, v1::StepResult* result) {
+absl::Status GroupLeader::Step(v1::StepPlan& plan, v1::StepResult* result) {
   const auto start = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> lock(mu_);
   if (!broken_.ok()) return broken_;
   if (stopping_) return absl::UnavailableError("worker is shutting down");
   table_.Release(plan.release_sequence_ids());
+  RETURN_IF_ERROR(table_.ResolveSampledTokens(&plan));
   RETURN_IF_ERROR(table_.Validate(plan));
   const model::StepBatch batch = BatchFromPlan(plan);
   RETURN_IF_ERROR(parts_.model->ValidateBatch(batch, *parts_.cache));

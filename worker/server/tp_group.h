@@ -44,7 +44,8 @@ class GroupLeader {
   GroupLeader(GroupParts parts, StepLimits limits, absl::Duration heartbeat_interval);
   ~GroupLeader();  // stops the heartbeat thread (call Shutdown first to release followers)
 
-  absl::Status Step(const v1::StepPlan& plan, v1::StepResult* result);
+  // Resolves the plan's sampled-token placeholders in place (SequenceTable::ResolveSampledTokens).
+  absl::Status Step(v1::StepPlan& plan, v1::StepResult* result);
   int32_t Release(const v1::ReleaseRequest& request);
   // OK while the group can run steps; otherwise the error that broke it.
   absl::Status health() const;
