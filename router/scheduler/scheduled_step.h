@@ -9,9 +9,15 @@
 
 namespace caduceus::router {
 
+// In StepEntry::tokens of a step planned ahead (Scheduler::ScheduleAhead): the token the previous
+// step samples for this sequence, not known yet when the plan is made. The worker fills it in
+// (SequencePlan.token_ids, the same value).
+inline constexpr int32_t kSampledTokenPlaceholder = -1;
+
 struct StepEntry {
   uint64_t seq_id = 0;
-  std::vector<int32_t> tokens;       // new token ids, at positions start_pos, start_pos + 1, ...
+  // New token ids, at positions start_pos, start_pos + 1, ...; or {kSampledTokenPlaceholder}.
+  std::vector<int32_t> tokens;
   int32_t start_pos = 0;             // tokens before start_pos are in the KV cache already
   std::vector<int32_t> block_table;  // exactly the blocks covering [0, start_pos + tokens.size())
   // Sample one token from the last new token's logits: this chunk reaches the end of the
@@ -32,6 +38,10 @@ struct ScheduledStep {
   // are back at the front of the waiting queue). The worker's per-sequence sampler state for
   // them is stale; their next entry has first_step set.
   std::vector<uint64_t> preempted;
+  // ScheduleAhead only: running sequences are short of KV blocks, which only a preemption could
+  // fix, and preemption needs the steps in flight to be back. The step is empty; let them finish
+  // and plan with Schedule().
+  bool must_drain = false;
 
   bool empty() const { return entries.empty(); }
   int64_t num_tokens() const {

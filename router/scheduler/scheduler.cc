@@ -62,29 +62,64 @@ absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t m
   return absl::OkStatus();
 }
 
-void Scheduler::ConfirmLastStep() {
-  for (const Executed& e : last_step_) {
+void Scheduler::ConfirmStep() {
+  if (unconfirmed_.empty()) return;
+  for (const Executed& e : unconfirmed_.front()) {
     auto it = seqs_.find(e.id);
     if (it == seqs_.end() || it->second->state != State::kRunning) continue;
     const Sequence& s = *it->second;
+    // Positions of a later step in flight may be counted too: it runs before any step that
+    // could reuse them. Tokens not reported yet are not (RegisterComputed stops at tokens.size()).
     blocks_.RegisterComputed(s.id, s.tokens, s.num_computed);
   }
-  last_step_.clear();
+  unconfirmed_.pop_front();
 }
 
 ScheduledStep Scheduler::Schedule() {
-  ConfirmLastStep();
+  while (!unconfirmed_.empty()) ConfirmStep();
+  return PlanStep(/*ahead=*/false);
+}
+
+ScheduledStep Scheduler::ScheduleAhead() {
+  if (BlocksShortAhead()) {
+    ScheduledStep step;
+    step.must_drain = true;
+    return step;
+  }
+  return PlanStep(/*ahead=*/true);
+}
+
+bool Scheduler::CanDecode(const Sequence& s, bool ahead) {
+  const int64_t unfed = static_cast<int64_t>(s.tokens.size()) - s.num_computed;
+  if (s.unsampled == 0) return unfed == 1;  // the last known token is the one to feed
+  // Ahead: the token a step in flight samples is fed, unless it will be the sequence's last.
+  return ahead && s.unsampled == 1 && unfed == 0 && s.generated() + 1 < s.max_new_tokens;
+}
+
+bool Scheduler::BlocksShortAhead() const {
+  int64_t needed = 0;
+  for (const Sequence* s : running_) {
+    const bool prefilling =
+        s->unsampled == 0 && static_cast<int64_t>(s->tokens.size()) - s->num_computed > 1;
+    if (CanDecode(*s, /*ahead=*/true) || prefilling) {
+      needed += blocks_.BlocksNeeded(s->id, s->num_computed + 1);
+    }
+  }
+  return needed > blocks_.num_available();
+}
+
+ScheduledStep Scheduler::PlanStep(bool ahead) {
   ScheduledStep step;
   int32_t budget = config_.max_tokens_per_step;
   std::vector<Sequence*> plan;
+  const bool may_preempt = !ahead;
 
   // 1. Decodes, oldest first: one token each. They come first because each is a user waiting
   //    for the next token, and max_tokens_per_step >= max_num_seqs means they all fit.
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence* s = running_[i];
-    if (s->awaiting_sample) continue;  // router has not reported its token; nothing to feed
-    if (static_cast<int64_t>(s->tokens.size()) - s->num_computed != 1) continue;
-    if (!EnsureSlots(i, s->num_computed + 1, step, budget)) continue;
+    if (!CanDecode(*s, ahead)) continue;
+    if (!EnsureSlots(i, s->num_computed + 1, may_preempt, step, budget)) continue;
     Plan(s, 1, budget, plan);
   }
 
@@ -93,7 +128,7 @@ ScheduledStep Scheduler::Schedule() {
   //    preempt newer ones (possibly decodes planned above, whose budget is then returned).
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence* s = running_[i];
-    if (s->awaiting_sample || s->planned > 0) continue;
+    if (s->unsampled > 0 || s->planned > 0) continue;
     const int64_t remaining = static_cast<int64_t>(s->tokens.size()) - s->num_computed;
     if (remaining <= 1) continue;  // decodes were handled (or had to wait) in pass 1
     const int64_t want = std::min<int64_t>({remaining, config_.prefill_chunk_tokens, budget});
@@ -101,7 +136,7 @@ ScheduledStep Scheduler::Schedule() {
       return static_cast<int64_t>(blocks_.Table(s->id).size()) * config_.block_size -
              s->num_computed + static_cast<int64_t>(blocks_.num_available()) * config_.block_size;
     };
-    if (room() <= 0 && !EnsureSlots(i, s->num_computed + 1, step, budget)) continue;
+    if (room() <= 0 && !EnsureSlots(i, s->num_computed + 1, may_preempt, step, budget)) continue;
     const int32_t n = static_cast<int32_t>(std::min(want, room()));
     if (!blocks_.Grow(s->id, s->num_computed + n).ok()) continue;  // room() says it fits
     Plan(s, n, budget, plan);
@@ -112,6 +147,7 @@ ScheduledStep Scheduler::Schedule() {
   if (step.preempted.empty()) Admit(budget, plan);
 
   // Materialize: the plan is final, positions advance now.
+  std::vector<Executed>& executed = unconfirmed_.emplace_back();
   for (Sequence* s : plan) {
     if (s->state != State::kRunning || s->planned == 0) continue;  // preempted after planning
     const int32_t n = s->planned;
@@ -119,26 +155,34 @@ ScheduledStep Scheduler::Schedule() {
     StepEntry e;
     e.seq_id = s->id;
     e.start_pos = s->num_computed;
-    e.tokens.assign(s->tokens.begin() + e.start_pos, s->tokens.begin() + e.start_pos + n);
+    if (s->unsampled > 0) {  // ahead: the token a step in flight samples (CanDecode)
+      e.tokens.assign(1, kSampledTokenPlaceholder);
+      e.sample = true;
+    } else {
+      e.tokens.assign(s->tokens.begin() + e.start_pos, s->tokens.begin() + e.start_pos + n);
+      e.sample = e.start_pos + n == static_cast<int32_t>(s->tokens.size());
+    }
     const auto table = blocks_.Table(s->id);
     e.block_table.assign(table.begin(), table.begin() + blocks_.BlocksFor(e.start_pos + n));
-    e.sample = e.start_pos + n == static_cast<int32_t>(s->tokens.size());
     e.prompt_len = s->prompt_len;
     e.first_step = s->first_step;
     if (e.first_step) e.prefix_ids.assign(s->tokens.begin(), s->tokens.begin() + e.start_pos);
-    last_step_.push_back({s->id, n, s->first_step, e.sample});
+    executed.push_back({s->id, n, s->first_step, e.sample});
     s->first_step = false;
     s->num_computed += n;
-    s->awaiting_sample = e.sample;
+    s->unsampled += e.sample ? 1 : 0;
     step.entries.push_back(std::move(e));
   }
+  if (step.entries.empty()) unconfirmed_.pop_back();  // nothing will be in flight
   return step;
 }
 
-bool Scheduler::EnsureSlots(size_t index, int64_t slots, ScheduledStep& step, int32_t& budget) {
+bool Scheduler::EnsureSlots(size_t index, int64_t slots, bool may_preempt, ScheduledStep& step,
+                            int32_t& budget) {
   Sequence* s = running_[index];
   while (blocks_.BlocksNeeded(s->id, slots) > blocks_.num_available()) {
-    if (running_.size() <= index + 1) return false;  // nobody newer to take blocks from
+    // Nobody newer to take blocks from, or (planning ahead) no preemption allowed.
+    if (!may_preempt || running_.size() <= index + 1) return false;
     Preempt(running_.back(), step, budget);
   }
   return blocks_.Grow(s->id, slots).ok();
@@ -152,7 +196,7 @@ void Scheduler::Preempt(Sequence* seq, ScheduledStep& step, int32_t& budget) {
   seq->state = State::kWaiting;
   seq->num_computed = 0;
   seq->first_step = true;
-  seq->awaiting_sample = false;
+  seq->unsampled = 0;  // Schedule (never ScheduleAhead) preempts: nothing is in flight
   // The victim is the newest running sequence, hence older than everything waiting: the front
   // keeps the queue in age order, and it resumes before any newer request is admitted.
   waiting_.push_front(seq);
@@ -189,12 +233,12 @@ absl::Status Scheduler::OnSampled(SeqId id, int32_t token) {
   auto it = seqs_.find(id);
   if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("unknown sequence ", id));
   Sequence* s = it->second.get();
-  if (s->state != State::kRunning || !s->awaiting_sample) {
+  if (s->state != State::kRunning || s->unsampled == 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("sequence ", id, " is not waiting for a sampled token"));
   }
   s->tokens.push_back(token);
-  s->awaiting_sample = false;
+  --s->unsampled;
   if (s->generated() >= s->max_new_tokens) {
     // Never scheduled again (its last token needs no KV), so hand the blocks back now rather
     // than when the router gets to Finish.
@@ -221,29 +265,33 @@ absl::Status Scheduler::Finish(SeqId id) {
     case State::kDone:
       break;
   }
-  // A later Add may reuse the id; it must not inherit this one's last-step record.
-  std::erase_if(last_step_, [id](const Executed& e) { return e.id == id; });
+  // A later Add may reuse the id; it must not inherit this one's records of steps in flight.
+  for (std::vector<Executed>& step : unconfirmed_) {
+    std::erase_if(step, [id](const Executed& e) { return e.id == id; });
+  }
   seqs_.erase(it);
   return absl::OkStatus();
 }
 
 void Scheduler::AbortStep() {
-  for (const Executed& e : last_step_) {
+  if (unconfirmed_.empty()) return;
+  for (const Executed& e : unconfirmed_.back()) {
     auto it = seqs_.find(e.id);
     if (it == seqs_.end() || it->second->state != State::kRunning) continue;
     Sequence* s = it->second.get();
-    if (e.sampled && !s->awaiting_sample) continue;  // its token was reported: it did run
+    if (e.sampled && s->unsampled == 0) continue;  // its token was reported: it did run
     s->num_computed -= e.num_tokens;
     s->first_step = e.was_first_step;
-    s->awaiting_sample = false;
+    if (e.sampled) --s->unsampled;
     // Blocks grown for the step stay in the table; the next plan writes into them.
   }
-  last_step_.clear();
+  unconfirmed_.pop_back();
 }
 
 void Scheduler::ReleaseBlocks(Sequence* seq) {
-  // Everything up to num_computed has run (callers are between steps), so its full blocks can
-  // serve later sequences, the preempted one's own recompute included.
+  // Everything up to num_computed has run, or is in a step in flight that runs before any later
+  // step could reuse it, so its full blocks can serve later sequences, the preempted one's own
+  // recompute included.
   blocks_.RegisterComputed(seq->id, seq->tokens, seq->num_computed);
   blocks_.Free(seq->id).IgnoreError();  // running sequences always have a table
 }
@@ -291,16 +339,22 @@ absl::Status Scheduler::CheckInvariants() const {
       case State::kRunning: {
         ++num_running;
         const int64_t slots = static_cast<int64_t>(blocks_.Table(id).size()) * config_.block_size;
+        const int32_t pending = std::max(0, s->unsampled - 1);  // placeholders in flight
         if (!has_table || s->num_computed > slots ||
-            s->num_computed > static_cast<int32_t>(s->tokens.size())) {
+            s->num_computed > static_cast<int32_t>(s->tokens.size()) + pending) {
           return absl::InternalError(absl::StrCat("running sequence ", id, " computed ",
                                                   s->num_computed, " tokens with ", slots,
                                                   " slots"));
         }
-        if (s->awaiting_sample && s->num_computed != static_cast<int32_t>(s->tokens.size())) {
-          return absl::InternalError(absl::StrCat("sequence ", id, " awaits a token mid-prompt"));
+        if (s->unsampled < 0 || s->unsampled > 2 ||
+            (s->unsampled > 0 &&
+             s->num_computed != static_cast<int32_t>(s->tokens.size()) + s->unsampled - 1)) {
+          return absl::InternalError(absl::StrCat("sequence ", id, " awaits ", s->unsampled,
+                                                  " tokens with ", s->num_computed, " of ",
+                                                  s->tokens.size(), " tokens computed"));
         }
-        if (s->generated() >= s->max_new_tokens) {
+        if (s->generated() >= s->max_new_tokens ||
+            s->generated() + s->unsampled > s->max_new_tokens) {
           return absl::InternalError(absl::StrCat("sequence ", id, " runs past max_new_tokens"));
         }
         break;

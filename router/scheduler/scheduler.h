@@ -12,11 +12,21 @@
 //   step = Schedule();           // plan; positions advance as if the step will run
 //   ...worker executes step...
 //   OnSampled(id, token)         // for every entry with sample = true (or Finish(id))
-//   Finish(id)                   // any time between steps: stop, length, cancel, deadline
+//   Finish(id)                   // any time: stop, length, cancel, deadline
 //   [AbortStep()]                // instead, when the worker did not execute the step
 // Calling Schedule() again confirms that the previous step ran: its computed full blocks enter
 // the prefix cache only then, so no sequence ever reuses a block before its KV was written.
-// Pipelining (planning step N+1 before step N returns) is not supported.
+//
+// Pipelining (the router's --pipeline-depth 2): while step N runs, the router plans step N+1
+// with ScheduleAhead() and sends it, so the worker never waits for the router between steps.
+// A decode whose token step N has yet to sample gets kSampledTokenPlaceholder, which the worker
+// resolves. When step N's result comes back the router reports its tokens (OnSampled), calls
+// ConfirmStep(), and plans N+2 ahead of N+1. This relies on the worker executing steps in the
+// order they were sent (one leader, one step thread); it is what makes it safe to free, reuse
+// or cache blocks that a step still in flight writes: every later step runs after it. A
+// sequence finished while it is in a step in flight computes one wasted token there. Planning
+// ahead never preempts; when blocks run short it returns must_drain, and the router lets the
+// steps in flight finish and plans with Schedule(), which may.
 //
 // Not thread-safe: one thread (the router's loop for this replica) owns the scheduler.
 #pragma once
@@ -53,24 +63,41 @@ class Scheduler {
   absl::Status Add(SeqId seq, std::vector<int32_t> prompt_ids, int32_t max_new_tokens,
                    absl::Time arrival_time);
 
-  // Plans the next step (possibly empty: nothing to do, or everything waits for blocks).
+  // Plans the next step (possibly empty: nothing to do, or everything waits for blocks). No step
+  // may be in flight: every earlier step counts as executed (ConfirmStep) from here on.
   ScheduledStep Schedule();
 
-  // Appends the token sampled for an entry with sample = true. FAILED_PRECONDITION when the
-  // sequence is not waiting for a token, NOT_FOUND for an unknown id. After the
+  // Plans the next step while earlier ones are in flight (see the pipelining note above): like
+  // Schedule, but without confirming them and without preempting; a sequence waiting for one
+  // token from a step in flight decodes it as kSampledTokenPlaceholder. Empty with must_drain
+  // when running sequences need blocks that only a preemption would free.
+  ScheduledStep ScheduleAhead();
+
+  // The oldest step in flight ran (its result came back and was reported): its computed full
+  // blocks may now serve other sequences' prefixes.
+  void ConfirmStep();
+  int32_t steps_in_flight() const { return static_cast<int32_t>(unconfirmed_.size()); }
+
+  // Appends the token sampled for an entry with sample = true (tokens of steps in flight are
+  // reported in step order). FAILED_PRECONDITION when the sequence is not waiting for a token,
+  // NOT_FOUND for an unknown id. After the
   // max_new_tokens-th token the sequence's blocks are released at once (it will never be
   // scheduled again); Finish is still needed to forget it.
   absl::Status OnSampled(SeqId seq, int32_t token);
 
   // Forgets a sequence, waiting, running or done, and frees its blocks (its computed full blocks
-  // stay in the prefix cache). NOT_FOUND for an unknown id. Must not be called for a sequence of
-  // a step the worker is still executing.
+  // stay in the prefix cache). NOT_FOUND for an unknown id. May be called while a step with the
+  // sequence is in flight only if the worker runs steps in order (see the pipelining note): the
+  // blocks may go to another sequence in the next plan, and the step in flight writes into them
+  // first.
   absl::Status Finish(SeqId seq);
 
-  // The last step was not executed (e.g. the RPC failed before the worker ran it, or the worker
+  // The newest step was not executed (e.g. the RPC failed before the worker ran it, or the worker
   // rejected the plan without changing state): its positions are rolled back and first_step
   // flags restored, so the next Schedule() plans the same work again. If the replica itself was
   // lost, its KV cache is gone with it: discard this scheduler instead and re-add the requests.
+  // With several steps in flight a failure leaves the worker's state unknown: discard the
+  // scheduler then too.
   void AbortStep();
 
   bool Contains(SeqId seq) const { return seqs_.contains(seq); }
@@ -108,7 +135,9 @@ class Scheduler {
     State state = State::kWaiting;
     int32_t num_computed = 0;     // tokens whose KV is (or, once the last step runs, will be) cached
     bool first_step = true;       // next entry starts a new incarnation on the worker
-    bool awaiting_sample = false; // last step sampled for it; OnSampled not called yet
+    // Entries with sample = true whose token is not reported yet: 0, 1, or 2 when a decode of
+    // the pending token was planned ahead. Then num_computed == tokens.size() + unsampled - 1.
+    int32_t unsampled = 0;
     int32_t planned = 0;          // tokens planned in the step being built
     int32_t generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   };
@@ -123,12 +152,21 @@ class Scheduler {
 
   explicit Scheduler(const SchedulerConfig& config);
 
-  // Registers the blocks the last step computed (it ran, since we are planning the next one).
-  void ConfirmLastStep();
+  // Both entry points: `ahead` plans while steps are in flight (no confirmation, no preemption,
+  // placeholders for pending tokens).
+  ScheduledStep PlanStep(bool ahead);
+  // Ahead planning: the running sequences that could compute a token now would need more blocks
+  // than are available.
+  bool BlocksShortAhead() const;
+  // Whether running sequence s can decode one token in this step (its last token is known, or,
+  // ahead, pending from a step in flight and not its last).
+  static bool CanDecode(const Sequence& s, bool ahead);
   // Makes room for `slots` tokens in running_[index]'s table, preempting newer running sequences
-  // (newest first) while blocks are short. False when even that is not enough; then the sequence
-  // skips this step, keeping its blocks (an older sequence may still preempt it).
-  bool EnsureSlots(size_t index, int64_t slots, ScheduledStep& step, int32_t& budget);
+  // (newest first, only if allowed) while blocks are short. False when even that is not enough;
+  // then the sequence skips this step, keeping its blocks (an older sequence may still preempt
+  // it).
+  bool EnsureSlots(size_t index, int64_t slots, bool may_preempt, ScheduledStep& step,
+                   int32_t& budget);
   // Frees a running sequence's blocks and puts it at the front of the waiting queue.
   void Preempt(Sequence* seq, ScheduledStep& step, int32_t& budget);
   // Admits waiting sequences FCFS while limits allow; stops at the first that does not fit.
@@ -146,7 +184,7 @@ class Scheduler {
   std::vector<Sequence*> running_;  // oldest first
   int64_t waiting_tokens_ = 0;
   uint64_t next_order_ = 0;
-  std::vector<Executed> last_step_;
+  std::deque<std::vector<Executed>> unconfirmed_;  // steps in flight, oldest first
   int64_t preemptions_total_ = 0;
 };
 

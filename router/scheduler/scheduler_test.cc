@@ -332,6 +332,62 @@ TEST(SchedulerTest, ASequenceWithoutItsSampledTokenIsSkipped) {
   EXPECT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
 }
 
+TEST(SchedulerTest, AheadDecodesThePendingTokenButNeverPastTheLast) {
+  auto s = Make(SmallConfig());
+  ASSERT_TRUE(s->Add(1, Ids(0, 3), /*max_new_tokens=*/3, kT0).ok());
+  const ScheduledStep prefill = s->Schedule();  // positions 0-2, samples position 3
+  ASSERT_EQ(prefill.entries.size(), 1u);
+  ScheduledStep ahead = s->ScheduleAhead();     // feeds position 3 before its token is known
+  ASSERT_EQ(ahead.entries.size(), 1u);
+  EXPECT_THAT(ahead.entries[0].tokens, ElementsAre(kSampledTokenPlaceholder));
+  EXPECT_EQ(ahead.entries[0].start_pos, 3);
+  EXPECT_TRUE(ahead.entries[0].sample);
+  EXPECT_FALSE(ahead.entries[0].first_step);
+  EXPECT_EQ(s->steps_in_flight(), 2);
+  EXPECT_TRUE(s->ScheduleAhead().empty()) << "two tokens in flight already";
+  EXPECT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+
+  ASSERT_TRUE(s->OnSampled(1, 50).ok());  // prefill's result: position 3
+  s->ConfirmStep();
+  ahead = s->ScheduleAhead();  // position 4's token (the 2nd of 3) is in flight: feed it
+  ASSERT_EQ(ahead.entries.size(), 1u);
+  EXPECT_EQ(ahead.entries[0].start_pos, 4);
+  EXPECT_THAT(ahead.entries[0].tokens, ElementsAre(kSampledTokenPlaceholder));
+  ASSERT_TRUE(s->OnSampled(1, 51).ok());  // position 4
+  s->ConfirmStep();
+  EXPECT_TRUE(s->ScheduleAhead().empty()) << "the token in flight is the last one";
+  EXPECT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+  ASSERT_TRUE(s->OnSampled(1, 52).ok());  // position 5: the 3rd and last token
+  s->ConfirmStep();
+  EXPECT_EQ(s->num_running(), 0);
+  EXPECT_EQ(s->block_manager().num_used(), 0);
+  EXPECT_THAT(s->Tokens(1), ElementsAre(0, 1, 2, 50, 51, 52));
+}
+
+TEST(SchedulerTest, AheadNeverPreemptsAndAsksToDrainInstead) {
+  SchedulerConfig c = SmallConfig();
+  c.num_blocks = 3;  // block_size 4
+  auto s = Make(c);
+  ASSERT_TRUE(s->Add(1, Ids(0, 8), 4, kT0).ok());
+  ASSERT_TRUE(s->Add(2, Ids(10, 4), 4, kT0).ok());
+  const ScheduledStep first = s->Schedule();  // both prefill, filling all three blocks
+  ASSERT_EQ(first.entries.size(), 2u);
+  // Both pending tokens need a new block, which only preempting sequence 2 would free.
+  const ScheduledStep ahead = s->ScheduleAhead();
+  EXPECT_TRUE(ahead.empty());
+  EXPECT_TRUE(ahead.must_drain);
+  EXPECT_TRUE(ahead.preempted.empty());
+  EXPECT_EQ(s->steps_in_flight(), 1);
+  EXPECT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+  // Drained: Schedule may preempt the newer sequence for the older one.
+  ReportSamples(*s, first);
+  const ScheduledStep st = s->Schedule();
+  EXPECT_THAT(st.preempted, ElementsAre(2u));
+  ASSERT_NE(Find(st, 1), nullptr);
+  EXPECT_EQ(Find(st, 1)->start_pos, 8);
+  EXPECT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+}
+
 TEST(SchedulerTest, ReportsOldestWaitingArrival) {
   SchedulerConfig c = SmallConfig();
   c.max_num_seqs = 1;
