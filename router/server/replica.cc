@@ -52,7 +52,12 @@ Replica::~Replica() {
     FailAll(absl::UnavailableError("router is shutting down"));
   }
   cv_.notify_all();
-  loop_.join();
+  loop_.join();  // the loop abandons its steps in flight before it returns
+  cq_.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq_.Next(&tag, &ok)) {
+  }
 }
 
 absl::Status Replica::Submit(std::shared_ptr<ActiveRequest> request) {
@@ -408,19 +413,29 @@ void Replica::CheckIdleHealth(std::unique_lock<std::mutex>& lock) {
   }
 }
 
-void Replica::OnStepFailed(const grpc::Status& status, const ScheduledStep& step,
-                           std::unique_lock<std::mutex>& lock) {
+void Replica::OnStepFailed(const grpc::Status& status, std::unique_lock<std::mutex>& lock) {
+  // The steps planned after the failed one assumed it would run: abandon them too, and roll the
+  // scheduler back over all of them, newest first, so that no block is registered as computed
+  // for work the worker may not have done.
+  lock.unlock();
+  AbandonInFlight();
+  lock.lock();
+  std::vector<StepEntry> entries;
+  for (const auto& s : in_flight_) {
+    entries.insert(entries.end(), s->step.entries.begin(), s->step.entries.end());
+  }
+  in_flight_.clear();
   std::vector<uint64_t> release;
   std::vector<std::shared_ptr<ActiveRequest>> moved;
-  if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-    // The worker refused the plan: a bug on one side or the other. Fail the requests in it
-    // (they are poisoned) and keep the replica.
+  if (scheduler_ != nullptr && status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+    // The worker refused a plan: a bug on one side or the other. Fail the requests in the
+    // abandoned steps (they are poisoned) and keep the replica.
     LogError(absl::StrCat("replica ", address_, " refused a step: ", status.error_message()));
-    scheduler_->AbortStep();
+    while (scheduler_->steps_in_flight() > 0) scheduler_->AbortStep();
     const absl::Status error = absl::InternalError(
         absl::StrCat("the worker refused this request's step: ", status.error_message()));
-    for (const StepEntry& e : step.entries) DropRequest(e.seq_id, error, &release);
-  } else {
+    for (const StepEntry& e : entries) DropRequest(e.seq_id, error, &release);
+  } else if (scheduler_ != nullptr) {
     LogError(absl::StrCat("replica ", address_, " failed a step (", status.error_code(), ": ",
                           status.error_message(), "); marking it down"));
     // Requests that never ran here lose nothing by moving; the others have streamed output
@@ -467,17 +482,47 @@ std::vector<uint64_t> Replica::ApplyResult(const ScheduledStep& step,
   return release;
 }
 
+void Replica::SendStep(ScheduledStep step, const worker::v1::StepPlan& plan) {
+  auto s = std::make_unique<InFlightStep>();
+  s->step = std::move(step);
+  s->context.set_deadline(DeadlineIn(options_.step_timeout));
+  s->sent = absl::Now();
+  s->call = stub_->AsyncStep(&s->context, plan, &cq_);
+  s->call->Finish(&s->result, &s->status, s.get());
+  in_flight_.push_back(std::move(s));
+}
+
+void Replica::AwaitOldest() {
+  InFlightStep* oldest = in_flight_.front().get();
+  void* tag = nullptr;
+  bool ok = false;
+  // Completions may come in any order; the worker runs the steps in order anyway.
+  while (!oldest->done && cq_.Next(&tag, &ok)) static_cast<InFlightStep*>(tag)->done = true;
+}
+
+void Replica::AbandonInFlight() {
+  for (auto& s : in_flight_) {
+    if (!s->done) s->context.TryCancel();
+  }
+  for (auto& s : in_flight_) {
+    void* tag = nullptr;
+    bool ok = false;
+    while (!s->done && cq_.Next(&tag, &ok)) static_cast<InFlightStep*>(tag)->done = true;
+  }
+}
+
 void Replica::Loop() {
   // Sequences finished or cancelled since the last step. They ride on the next step plan
   // (StepPlan.release_sequence_ids) instead of costing a Release round trip between two steps;
   // only a replica going idle sends them on their own.
   std::vector<uint64_t> release;
+  const size_t depth = static_cast<size_t>(std::max(1, options_.pipeline_depth));
   while (true) {
     bool connected;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stop_) return;
       connected = scheduler_ != nullptr;
+      if (stop_) break;
     }
     if (!connected) {
       // Down (or never up): reconnect when its health check passes.
@@ -492,11 +537,11 @@ void Replica::Loop() {
     std::unique_lock<std::mutex> lock(mu_);
     HandleCancellations(&release);
     metrics_->SetKvUsage(address_, scheduler_->kv_usage());
-    if (scheduler_->num_waiting() == 0 && scheduler_->num_running() == 0) {
+    if (in_flight_.empty() && scheduler_->num_waiting() == 0 && scheduler_->num_running() == 0) {
       const bool woke = cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.health_interval), [this] {
         return stop_ || scheduler_->num_waiting() > 0;
       });
-      if (stop_) return;
+      if (stop_) break;
       if (!woke) {
         // Idle: check that the group is still alive, so routing does not pick a dead replica.
         lock.unlock();
@@ -507,43 +552,57 @@ void Replica::Loop() {
       }
     }
 
-    ScheduledStep step = scheduler_->Schedule();
-    CountSchedulerEvents();
-    if (step.empty()) {
-      // Everything waits (for blocks held by sequences that are finishing): try again shortly.
-      lock.unlock();
-      Release(std::exchange(release, {}));
-      lock.lock();
-      cv_.wait_for(lock, std::chrono::milliseconds(5));
-      continue;
+    if (in_flight_.size() < depth) {
+      // With a step in flight this plans ahead of it; with none, it may also preempt.
+      ScheduledStep step = in_flight_.empty() ? scheduler_->Schedule() : scheduler_->ScheduleAhead();
+      CountSchedulerEvents();
+      if (!step.empty()) {
+        worker::v1::StepPlan plan = BuildPlan(step);
+        plan.mutable_release_sequence_ids()->Add(release.begin(), release.end());
+        release.clear();
+        lock.unlock();
+        SendStep(std::move(step), plan);
+        continue;  // plan the next one ahead while this one runs
+      }
+      if (in_flight_.empty()) {
+        // Everything waits (for blocks held by sequences that are finishing): try again shortly.
+        lock.unlock();
+        Release(std::exchange(release, {}));
+        lock.lock();
+        cv_.wait_for(lock, std::chrono::milliseconds(5));
+        continue;
+      }
+      // Nothing to plan ahead (or it must wait for the steps in flight): wait for the oldest.
     }
-    worker::v1::StepPlan plan = BuildPlan(step);
-    plan.mutable_release_sequence_ids()->Add(release.begin(), release.end());
-    release.clear();
+
     lock.unlock();
-
-    const absl::Time sent = absl::Now();
-    grpc::ClientContext context;
-    context.set_deadline(DeadlineIn(options_.step_timeout));
-    worker::v1::StepResult result;
-    grpc::Status status = stub_->Step(&context, plan, &result);
-    const absl::Duration took = absl::Now() - sent;
-
+    AwaitOldest();
+    const absl::Time now = absl::Now();
+    InFlightStep& done = *in_flight_.front();
+    // The time this step held the head of the pipeline: from when it was sent, or from the
+    // previous result if it was sent ahead of that. Unpipelined, the round trip.
+    const absl::Duration took = now - std::max(done.sent, last_result_);
+    last_result_ = now;
     lock.lock();
-    if (!status.ok()) {
-      OnStepFailed(status, step, lock);
+    if (!done.status.ok()) {
+      OnStepFailed(done.status, lock);
       continue;
     }
-    last_ok_ = absl::Now();
+    last_ok_ = now;
     std::vector<std::shared_ptr<ActiveRequest>> reroute;
-    if (result.draining()) reroute = BeginDraining();
-    metrics_->ObserveStep(static_cast<int64_t>(step.entries.size()), Seconds(took),
-                          std::max(0.0, Seconds(took) - result.timings().total_seconds()));
-    release = ApplyResult(step, result);
+    if (done.result.draining()) reroute = BeginDraining();
+    metrics_->ObserveStep(static_cast<int64_t>(done.step.entries.size()), Seconds(took),
+                          std::max(0.0, Seconds(took) - done.result.timings().total_seconds()));
+    std::vector<uint64_t> finished = ApplyResult(done.step, done.result);
+    release.insert(release.end(), finished.begin(), finished.end());
+    scheduler_->ConfirmStep();
     metrics_->SetKvUsage(address_, scheduler_->kv_usage());
+    in_flight_.pop_front();
     lock.unlock();
     Reroute(std::move(reroute));
   }
+  AbandonInFlight();
+  in_flight_.clear();
 }
 
 }  // namespace caduceus::router

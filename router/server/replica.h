@@ -9,10 +9,16 @@
 // exit when their group breaks), so its KV cache is gone too: every request on the replica fails
 // with UNAVAILABLE, the replica is marked down and reconnects (Info, fresh scheduler) once its
 // health check answers again.
+//
+// Pipelining (options.pipeline_depth 2, the default): the loop sends step N+1, planned with
+// Scheduler::ScheduleAhead, before step N's result is back, so the worker starts N+1 as soon as
+// it finishes N instead of waiting a round trip and the router's bookkeeping (the RPC, streaming
+// N's tokens, planning). The worker's leader runs Step calls one at a time in arrival order.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <cstdint>
 #include <memory>
@@ -38,6 +44,8 @@ namespace caduceus::router {
 struct ReplicaOptions {
   SchedulerConfig scheduler;       // block geometry is replaced by the worker's Info
   absl::Duration step_timeout = absl::Seconds(120);
+  // Steps in flight per replica: 1 = plan, send, wait; 2 = plan the next step while one runs.
+  int32_t pipeline_depth = 2;
   absl::Duration health_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(10);
   bool log_payloads = false;
@@ -89,8 +97,9 @@ class Replica {
   // released for RPCs and re-routing; OnStepFailed returns with it released).
   worker::v1::StepPlan BuildPlan(const ScheduledStep& step);
   std::vector<uint64_t> ApplyResult(const ScheduledStep& step, const worker::v1::StepResult& result);
-  void OnStepFailed(const grpc::Status& status, const ScheduledStep& step,
-                    std::unique_lock<std::mutex>& lock);
+  // A step failed: the steps planned after it are abandoned too (their results, if any, are not
+  // applied), and the scheduler rolls all of them back before their requests are dropped.
+  void OnStepFailed(const grpc::Status& status, std::unique_lock<std::mutex>& lock);
   void CheckIdleHealth(std::unique_lock<std::mutex>& lock);
   void CountSchedulerEvents();
   // Fails one request with `error`, frees its blocks and queues its release on the worker.
@@ -102,6 +111,22 @@ class Replica {
   std::vector<std::shared_ptr<ActiveRequest>> TakeUnstarted();
   void Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests);
 
+  // A Step call in flight (loop thread only). Its tag on cq_ is the object itself.
+  struct InFlightStep {
+    ScheduledStep step;
+    grpc::ClientContext context;
+    worker::v1::StepResult result;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<worker::v1::StepResult>> call;
+    absl::Time sent;
+    bool done = false;
+  };
+  // Starts the Step RPC of `step`. Requires !mu_ held.
+  void SendStep(ScheduledStep step, const worker::v1::StepPlan& plan);
+  // Blocks until the oldest step in flight has completed. Requires !mu_ held.
+  void AwaitOldest();
+  // Cancels every step in flight and waits for them to complete. Requires !mu_ held.
+  void AbandonInFlight();
   const std::string address_;
   const ReplicaOptions options_;
   const ModelTextContext* model_;
@@ -120,6 +145,9 @@ class Replica {
   bool stop_ = false;
   int64_t preemptions_seen_ = 0, prefix_hits_seen_ = 0;
   uint64_t next_step_id_ = 0;
+  grpc::CompletionQueue cq_;                              // the loop's Step calls
+  std::deque<std::unique_ptr<InFlightStep>> in_flight_;  // oldest first; loop thread only
+  absl::Time last_result_ = absl::InfinitePast();
   std::thread loop_;  // last: starts after every member above is initialized
 };
 

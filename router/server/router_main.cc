@@ -57,6 +57,9 @@ ABSL_FLAG(double, drain_timeout, 30, "seconds in-flight requests get to finish o
 ABSL_FLAG(double, heartbeat_timeout, 10,
           "seconds without a successful health check or heartbeat before a replica is down");
 ABSL_FLAG(double, step_timeout, 120, "seconds one worker step may take before it is a failure");
+ABSL_FLAG(int32_t, pipeline_depth, 2,
+          "worker steps in flight per replica: 2 plans and sends the next step while one runs, "
+          "so the worker never waits for the router between steps; 1 waits for each result");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve the public API over TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(std::string, api_token_file, "",
@@ -143,6 +146,11 @@ int Main(int argc, char** argv) {
   ro.step_timeout = absl::Seconds(absl::GetFlag(FLAGS_step_timeout));
   ro.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout));
   ro.log_payloads = absl::GetFlag(FLAGS_log_payloads);
+  ro.pipeline_depth = absl::GetFlag(FLAGS_pipeline_depth);
+  if (ro.pipeline_depth != 1 && ro.pipeline_depth != 2) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--pipeline-depth must be 1 or 2, got ", ro.pipeline_depth)));
+  }
   if (ro.scheduler.max_tokens_per_step < ro.scheduler.max_num_seqs) {
     return Fail(absl::InvalidArgumentError(
         "--max-tokens-per-step must be >= --max-num-seqs (every running sequence decodes each step)"));

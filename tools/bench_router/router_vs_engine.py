@@ -21,6 +21,7 @@ Prints one line per pair and the ratio (b)/(a); the last stdout line is one JSON
 usage: router_vs_engine.py --bin BUILD/bin --model DIR [--concurrency 32] [--pairs 3]
                            [--prompt-len 8] [--output-len 128] [--threads N]
                            [--router-nice 10] [--worker-env NAME=VALUE ...]
+                           [--router-arg ARG ...]
 Needs PYTHONPATH=<build>/proto_py:tests/integration/protos and Debian's python3-grpcio."""
 
 import argparse
@@ -53,7 +54,7 @@ def cpu_seconds(pid):
 
 
 def router_run(bin_dir, model, batch, requests, prompt_len, output_len, threads, router_nice,
-               wait_policy, worker_env):
+               wait_policy, worker_env, router_args):
     c = cluster.Cluster()
     try:
         # Like a deployment (and like the engine benchmark): OpenMP's default wait policy.
@@ -66,7 +67,7 @@ def router_run(bin_dir, model, batch, requests, prompt_len, output_len, threads,
         router = cluster.Process(
             "router", ["nice", "-n", str(router_nice), os.path.join(bin_dir, "caduceus-router"), "--model",
                        model, "--listen", listen, "--metrics-listen", metrics, "--replica",
-                       group.address], c.log_dir, env={"OMP_NUM_THREADS": "1"})
+                       group.address] + router_args, c.log_dir, env={"OMP_NUM_THREADS": "1"})
         c.procs.append(router)
         cluster.wait_serving(listen, processes=[router])
         # CPU time each process spends during the load: on a machine where all three share the
@@ -128,6 +129,9 @@ def main():
                     help="OMP_WAIT_POLICY of the worker (default: unset, as deployed)")
     ap.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                     help="an extra environment variable for the worker (repeatable)")
+    ap.add_argument("--router-arg", action="append", default=[], metavar="ARG",
+                    help="an extra command-line argument for the router (repeatable), e.g. "
+                         "--router-arg=--pipeline-depth=1")
     a = ap.parse_args()
     cluster.BIN_DIR = a.bin
     requests = a.requests or max(32, 8 * a.concurrency)
@@ -137,7 +141,7 @@ def main():
         engine_argmax = engine_rate(a.bin, a.model, a.concurrency, argmax_only=True)
         routed = router_run(a.bin, a.model, a.concurrency, requests, a.prompt_len,
                             a.output_len, a.threads, a.router_nice, a.worker_wait_policy,
-                            dict(kv.split("=", 1) for kv in a.worker_env))
+                            dict(kv.split("=", 1) for kv in a.worker_env), a.router_arg)
         routed["engine_tokens_per_s"] = engine
         routed["ratio"] = routed["output_tokens_per_s"] / engine
         routed["engine_argmax_tokens_per_s"] = engine_argmax
