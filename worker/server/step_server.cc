@@ -3,37 +3,68 @@
 #include "proto/status_conversion.h"
 
 namespace caduceus::worker {
-namespace {
-
 // One Step call, from the request for it until its response is sent. Its address is the tag
 // of both completion-queue events it takes part in.
-struct StepCall {
+struct StepServer::Call {
   grpc::ServerContext context;
   v1::StepPlan plan;
   v1::StepResult result;
+  absl::Status status;
   grpc::ServerAsyncResponseWriter<v1::StepResult> responder{&context};
   bool answered = false;  // the next event is the end of the response
 };
-
-}  // namespace
 
 StepServer::StepServer(WorkerService* service, GroupLeader* leader, grpc::ServerBuilder& builder)
     : service_(service), leader_(leader), cq_(builder.AddCompletionQueue()) {}
 
 StepServer::~StepServer() { Stop(); }
 
-void StepServer::Start() { thread_ = std::thread([this] { Run(); }); }
+void StepServer::Start() {
+  responder_ = std::thread([this] { RunResponder(); });
+  thread_ = std::thread([this] { Run(); });
+}
 
 void StepServer::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  {
+    std::lock_guard<std::mutex> lock(respond_mu_);
+    responder_stopped_ = true;
+  }
+  respond_cv_.notify_one();
+  if (responder_.joinable()) responder_.join();  // answers what is queued first
   cq_->Shutdown();
   if (thread_.joinable()) thread_.join();
 }
 
+void StepServer::Respond(Call* call) {
+  {
+    std::lock_guard<std::mutex> lock(respond_mu_);
+    if (!responder_stopped_) {
+      to_respond_.push_back(call);
+      respond_cv_.notify_one();
+      return;
+    }
+  }
+  SendResponse(call);
+}
+
+void StepServer::RunResponder() {
+  std::unique_lock<std::mutex> lock(respond_mu_);
+  while (true) {
+    respond_cv_.wait(lock, [this] { return responder_stopped_ || !to_respond_.empty(); });
+    if (to_respond_.empty()) return;  // stopped, nothing left
+    Call* call = to_respond_.front();
+    to_respond_.pop_front();
+    lock.unlock();
+    SendResponse(call);  // the step thread deletes the call when this completes
+    lock.lock();
+  }
+}
+
 void StepServer::Run() {
   auto request_next = [this] {
-    auto* call = new StepCall;
+    auto* call = new Call;
     service_->RequestStep(&call->context, &call->plan, &call->responder, cq_.get(), cq_.get(), call);
   };
   request_next();
@@ -41,7 +72,7 @@ void StepServer::Run() {
   bool ok = false;
   bool accepting = true;
   while (cq_->Next(&tag, &ok)) {
-    auto* call = static_cast<StepCall*>(tag);
+    auto* call = static_cast<Call*>(tag);
     if (call->answered || !ok) {  // a response went out, or the server is shutting down
       if (!call->answered) accepting = false;
       delete call;
@@ -49,13 +80,17 @@ void StepServer::Run() {
     }
     // The next call can arrive while this one runs (another router, or a retry); gRPC queues it.
     if (accepting) request_next();
-    const absl::Status status = leader_->Step(call->plan, &call->result);
+    call->status = leader_->Step(call->plan, &call->result);
     call->answered = true;
-    if (status.ok()) {
-      call->responder.Finish(call->result, grpc::Status::OK, call);
-    } else {
-      call->responder.FinishWithError(ToGrpcStatus(status), call);
-    }
+    Respond(call);
+  }
+}
+
+void StepServer::SendResponse(Call* call) {
+  if (call->status.ok()) {
+    call->responder.Finish(call->result, grpc::Status::OK, call);
+  } else {
+    call->responder.FinishWithError(ToGrpcStatus(call->status), call);
   }
 }
 
