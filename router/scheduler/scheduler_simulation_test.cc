@@ -83,11 +83,7 @@ class SimRouter {
     const uint64_t oldest = by_order_.empty() ? 0 : by_order_.begin()->second;
     const ScheduledStep st = sched_->Schedule();
     RETURN_IF_ERROR(CheckStep(st));
-    if (!by_order_.empty() &&
-        std::none_of(st.entries.begin(), st.entries.end(),
-                     [&](const StepEntry& e) { return e.seq_id == oldest; })) {
-      return Fail(absl::StrCat("the oldest live sequence ", oldest, " made no progress"));
-    }
+    RETURN_IF_ERROR(CheckOldestProgresses(st, oldest));
     if (abort) {
       sched_->AbortStep();
       ++step_;
@@ -95,18 +91,33 @@ class SimRouter {
     }
     ASSIGN_OR_RETURN(auto sampled, worker_.Execute(st, sched_->block_manager(), truth_));
     for (const auto& [id, token] : sampled) {
-      RETURN_IF_ERROR(sched_->OnSampled(id, token));
-      truth_[id].push_back(token);
-      const Live& l = live_.at(id);
-      if (static_cast<int32_t>(truth_[id].size()) - l.prompt_len >= l.max_new_tokens ||
-          stop(id)) {
-        RETURN_IF_ERROR(sched_->Finish(id));
-        outputs_[id].assign(truth_[id].begin() + l.prompt_len, truth_[id].end());
-        latency_[id] = {l.accepted_step, step_ + 1};
-        Forget(id);
-      }
+      RETURN_IF_ERROR(Report(id, token, stop));
     }
     ++step_;
+    return absl::OkStatus();
+  }
+
+  // The router's handling of one sampled token: report it, and finish the sequence at its
+  // length limit or when `stop` says so.
+  absl::Status Report(uint64_t id, int32_t token, const std::function<bool(uint64_t)>& stop) {
+    RETURN_IF_ERROR(sched_->OnSampled(id, token));
+    truth_[id].push_back(token);
+    const Live& l = live_.at(id);
+    if (static_cast<int32_t>(truth_[id].size()) - l.prompt_len >= l.max_new_tokens || stop(id)) {
+      RETURN_IF_ERROR(sched_->Finish(id));
+      outputs_[id].assign(truth_[id].begin() + l.prompt_len, truth_[id].end());
+      latency_[id] = {l.accepted_step, step_ + 1};
+      Forget(id);
+    }
+    return absl::OkStatus();
+  }
+
+  // The oldest live sequence must be in every step Schedule() plans (the no-starvation policy).
+  absl::Status CheckOldestProgresses(const ScheduledStep& st, uint64_t oldest) const {
+    if (oldest != 0 && std::none_of(st.entries.begin(), st.entries.end(),
+                                    [&](const StepEntry& e) { return e.seq_id == oldest; })) {
+      return Fail(absl::StrCat("the oldest live sequence ", oldest, " made no progress"));
+    }
     return absl::OkStatus();
   }
 
@@ -118,11 +129,7 @@ class SimRouter {
     if (in_flight_.empty()) {
       ScheduledStep st = sched_->Schedule();
       RETURN_IF_ERROR(CheckStep(st));
-      if (!by_order_.empty() &&
-          std::none_of(st.entries.begin(), st.entries.end(),
-                       [&](const StepEntry& e) { return e.seq_id == oldest; })) {
-        return Fail(absl::StrCat("the oldest live sequence ", oldest, " made no progress"));
-      }
+      RETURN_IF_ERROR(CheckOldestProgresses(st, oldest));
       if (!st.empty()) in_flight_.push_back(std::move(st));
     }
     if (in_flight_.size() == 1) {
@@ -159,16 +166,7 @@ class SimRouter {
         z->second.push_back(token);  // computed for nothing; the router ignores it
         continue;
       }
-      RETURN_IF_ERROR(sched_->OnSampled(id, token));
-      truth_[id].push_back(token);
-      const Live& l = live_.at(id);
-      if (static_cast<int32_t>(truth_[id].size()) - l.prompt_len >= l.max_new_tokens ||
-          stop(id)) {
-        RETURN_IF_ERROR(sched_->Finish(id));
-        outputs_[id].assign(truth_[id].begin() + l.prompt_len, truth_[id].end());
-        latency_[id] = {l.accepted_step, step_ + 1};
-        Forget(id);
-      }
+      RETURN_IF_ERROR(Report(id, token, stop));
     }
     sched_->ConfirmStep();
     absl::erase_if(zombies_, [&](const auto& z) { return !InFlight(z.first); });
