@@ -414,30 +414,33 @@ void Replica::CheckIdleHealth(std::unique_lock<std::mutex>& lock) {
 }
 
 void Replica::OnStepFailed(const grpc::Status& status, std::unique_lock<std::mutex>& lock) {
-  // The steps planned after the failed one assumed it would run: abandon them too, and roll the
-  // scheduler back over all of them, newest first, so that no block is registered as computed
-  // for work the worker may not have done.
+  // The steps sent after the failed one assumed it would run: they are cancelled and their
+  // results, if any, are never applied.
   lock.unlock();
   AbandonInFlight();
   lock.lock();
-  std::vector<StepEntry> entries;
-  for (const auto& s : in_flight_) {
-    entries.insert(entries.end(), s->step.entries.begin(), s->step.entries.end());
-  }
+  const ScheduledStep failed = std::move(in_flight_.front()->step);
+  const size_t abandoned = in_flight_.size();
   in_flight_.clear();
   std::vector<uint64_t> release;
   std::vector<std::shared_ptr<ActiveRequest>> moved;
-  if (scheduler_ != nullptr && status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-    // The worker refused a plan: a bug on one side or the other. Fail the requests in the
-    // abandoned steps (they are poisoned) and keep the replica.
+  const bool refused = status.error_code() == grpc::StatusCode::INVALID_ARGUMENT;
+  if (scheduler_ != nullptr && refused && abandoned == 1) {
+    // The worker refused a plan: a bug on one side or the other. Fail the requests in it (they
+    // are poisoned) and keep the replica.
     LogError(absl::StrCat("replica ", address_, " refused a step: ", status.error_message()));
-    while (scheduler_->steps_in_flight() > 0) scheduler_->AbortStep();
+    scheduler_->AbortStep();
     const absl::Status error = absl::InternalError(
         absl::StrCat("the worker refused this request's step: ", status.error_message()));
-    for (const StepEntry& e : entries) DropRequest(e.seq_id, error, &release);
+    for (const StepEntry& e : failed.entries) DropRequest(e.seq_id, error, &release);
   } else if (scheduler_ != nullptr) {
-    LogError(absl::StrCat("replica ", address_, " failed a step (", status.error_code(), ": ",
-                          status.error_message(), "); marking it down"));
+    // Gone, or refused with later steps already sent. In the second case sequences finished
+    // meanwhile may have put blocks in the prefix cache that only the abandoned steps would
+    // have written, so the router's view of this replica's cache cannot be trusted: start over
+    // as after a loss (the worker's state is dropped when the replica reconnects).
+    LogError(absl::StrCat("replica ", address_, refused ? " refused a pipelined step (" : " failed a step (",
+                          status.error_code(), ": ", status.error_message(), "); ",
+                          refused ? "resetting it" : "marking it down"));
     // Requests that never ran here lose nothing by moving; the others have streamed output
     // (or KV state) that died with the replica, so they fail and the client retries.
     up_ = false;

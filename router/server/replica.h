@@ -97,8 +97,9 @@ class Replica {
   // released for RPCs and re-routing; OnStepFailed returns with it released).
   worker::v1::StepPlan BuildPlan(const ScheduledStep& step);
   std::vector<uint64_t> ApplyResult(const ScheduledStep& step, const worker::v1::StepResult& result);
-  // A step failed: the steps planned after it are abandoned too (their results, if any, are not
-  // applied), and the scheduler rolls all of them back before their requests are dropped.
+  // A step failed: the steps sent after it are abandoned too (their results, if any, are not
+  // applied). A refused step alone fails its requests (rolled back first); anything else resets
+  // the replica as lost.
   void OnStepFailed(const grpc::Status& status, std::unique_lock<std::mutex>& lock);
   void CheckIdleHealth(std::unique_lock<std::mutex>& lock);
   void CountSchedulerEvents();
