@@ -51,6 +51,25 @@ TEST_F(LocalEngineTest, BatchedGreedyEqualsAloneWithChunkedPrefill) {
   }
 }
 
+TEST_F(LocalEngineTest, GreedyWithoutLogprobsTakesTheLmHeadArgmaxAndTheSameTokens) {
+  // skip_logprob makes a greedy request argmax_only: its tokens come from LinearArgmax, in a
+  // batch that also has a request sampled from its logits row.
+  std::vector<GenerationRequest> reqs = {Request({128000, 9906, 11, 1268}, 6),
+                                         Request({128000, 3923, 374, 279, 1176}, 8)};
+  LocalEngine engine(model_, EngineOptions{});
+  auto from_rows = engine.Run(reqs);
+  ASSERT_TRUE(from_rows.ok()) << from_rows.status();
+  reqs[1].sampling.skip_logprob = true;
+  ASSERT_TRUE(reqs[1].sampling.ArgmaxSuffices());
+  auto mixed = engine.Run(reqs);
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ((*mixed)[i].generated_ids, (*from_rows)[i].generated_ids) << "request " << i;
+  }
+  EXPECT_EQ((*mixed)[1].samples[0].logprob, 0.0f);  // not computed: there is no row
+  EXPECT_LT((*mixed)[0].samples[0].logprob, 0.0f);
+}
+
 TEST_F(LocalEngineTest, SeedsReproduceAndDiffer) {
   auto run = [&](uint64_t seed) {
     // The random test model is very peaked (top-1/top-2 gaps of several logits): a high
