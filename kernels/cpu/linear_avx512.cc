@@ -120,22 +120,36 @@ inline void RowTile(const float* xp, int32_t mt, int32_t ldx, int32_t k, const b
   }
 }
 
+// Weight rows per tile when there is a single token (decode at batch 1).
+constexpr int32_t kSingleTokenRows = 8;
+
+// One output tile: mt tokens x nt weight rows (nt <= 4; or kSingleTokenRows with mt == 1), written to y with row stride ldy. Used by Linear and LinearArgmax alike, so both
+// compute every element with the same micro-kernel (and the same bits).
+inline void ComputeTile(const float* xt, int32_t mt, int32_t ldx, int32_t k, const bf16* wt,
+                        int32_t nt, float* y, int32_t ldy) {
+  switch (nt) {
+    case kSingleTokenRows: MicroKernel<1, kSingleTokenRows>(xt, ldx, k, wt, k, y, ldy); break;
+    case 4: RowTile<4>(xt, mt, ldx, k, wt, k, y, ldy); break;
+    case 3: RowTile<3>(xt, mt, ldx, k, wt, k, y, ldy); break;
+    case 2: RowTile<2>(xt, mt, ldx, k, wt, k, y, ldy); break;
+    default:  // 1, or the partial last tile of a single token (5-7 rows)
+      for (int32_t j = 0; j < nt; ++j) {
+        RowTile<1>(xt, mt, ldx, k, wt + static_cast<int64_t>(j) * k, k, y + j, ldy);
+      }
+      break;
+  }
+}
+
 // Decode (a single token): 8 weight rows per tile keeps more independent memory streams and
 // accumulator chains in flight.
 void LinearSingleToken(const float* xp, int32_t k_pad, int32_t k, const bf16* w, int32_t n,
                        float* y) {
-  constexpr int32_t kWide = 8;
-  const int32_t tiles = (n + kWide - 1) / kWide;
+  const int32_t tiles = (n + kSingleTokenRows - 1) / kSingleTokenRows;
 #pragma omp parallel for schedule(dynamic, DynamicChunk(tiles))
   for (int32_t t = 0; t < tiles; ++t) {
-    const int32_t n0 = t * kWide;
-    if (n - n0 >= kWide) {
-      MicroKernel<1, kWide>(xp, k_pad, k, w + static_cast<int64_t>(n0) * k, k, y + n0, n);
-    } else {
-      for (int32_t j = n0; j < n; ++j) {
-        MicroKernel<1, 1>(xp, k_pad, k, w + static_cast<int64_t>(j) * k, k, y + j, n);
-      }
-    }
+    const int32_t n0 = t * kSingleTokenRows;
+    ComputeTile(xp, 1, k_pad, k, w + static_cast<int64_t>(n0) * k,
+                std::min(kSingleTokenRows, n - n0), y + n0, n);
   }
 }
 
@@ -170,7 +184,7 @@ void LinearArgmaxAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int
   const float* xp = Permute(x, m, k, k_pad);
   // One token: 8 weight rows per tile, as LinearSingleToken; otherwise the 4x4 tiles of Linear.
   // The tile shape never changes an element's bits (the reduction order depends only on k).
-  const int32_t row_tile = m == 1 ? 8 : kRowTile;
+  const int32_t row_tile = m == 1 ? kSingleTokenRows : kRowTile;
   const int32_t row_tiles = (n + row_tile - 1) / row_tile;
   for (int32_t m0 = 0; m0 < m; m0 += kTokenBlock) {
     const int32_t m1 = std::min(m, m0 + kTokenBlock);
@@ -180,7 +194,7 @@ void LinearArgmaxAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int
       // Each thread folds its tiles into its own maxima, merged once at the end; the merge rule
       // (largest value, then lowest index) makes the result independent of who computed what.
       std::vector<RowArgmax> mine(m1 - m0);
-      float tile[kTokenTile * 8];
+      float tile[std::max(kTokenTile * kRowTile, kSingleTokenRows)];
 #pragma omp for schedule(dynamic, DynamicChunk(row_tiles)) nowait
       for (int32_t t = 0; t < row_tiles; ++t) {
         const int32_t n0 = t * row_tile;
@@ -188,16 +202,7 @@ void LinearArgmaxAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int
         const bf16* wt = w + static_cast<int64_t>(n0) * k;
         for (int32_t i = m0; i < m1; i += kTokenTile) {
           const int32_t mt = std::min(kTokenTile, m1 - i);
-          const float* xt = xp + static_cast<int64_t>(i) * k_pad;
-          if (nt == 8) {
-            MicroKernel<1, 8>(xt, k_pad, k, wt, k, tile, 8);  // m == 1 here
-          } else if (nt == kRowTile) {
-            RowTile<kRowTile>(xt, mt, k_pad, k, wt, k, tile, nt);
-          } else {
-            for (int32_t j = 0; j < nt; ++j) {
-              RowTile<1>(xt, mt, k_pad, k, wt + static_cast<int64_t>(j) * k, k, tile + j, nt);
-            }
-          }
+          ComputeTile(xp + static_cast<int64_t>(i) * k_pad, mt, k_pad, k, wt, nt, tile, nt);
           for (int32_t a = 0; a < mt; ++a) FoldRow(tile + a * nt, nt, n0, mine[i - m0 + a]);
         }
       }
@@ -228,14 +233,8 @@ void LinearAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
       const bf16* wt = w + static_cast<int64_t>(n0) * k;
       for (int32_t i = m0; i < m1; i += kTokenTile) {
         const int32_t mt = std::min(kTokenTile, m1 - i);
-        const float* xt = xp + static_cast<int64_t>(i) * k_pad;
-        float* yt = y + static_cast<int64_t>(i) * n + n0;
-        switch (nt) {
-          case 4: RowTile<4>(xt, mt, k_pad, k, wt, k, yt, n); break;
-          case 3: RowTile<3>(xt, mt, k_pad, k, wt, k, yt, n); break;
-          case 2: RowTile<2>(xt, mt, k_pad, k, wt, k, yt, n); break;
-          default: RowTile<1>(xt, mt, k_pad, k, wt, k, yt, n); break;
-        }
+        ComputeTile(xp + static_cast<int64_t>(i) * k_pad, mt, k_pad, k, wt, nt,
+                    y + static_cast<int64_t>(i) * n + n0, n);
       }
     }
   }
