@@ -96,12 +96,14 @@ bool Scheduler::CanDecode(const Sequence& s, bool ahead) {
   return ahead && s.unsampled == 1 && unfed == 0 && s.generated() + 1 < s.max_new_tokens;
 }
 
+bool Scheduler::CanPrefill(const Sequence& s) {
+  return s.unsampled == 0 && static_cast<int64_t>(s.tokens.size()) - s.num_computed > 1;
+}
+
 bool Scheduler::BlocksShortAhead() const {
   int64_t needed = 0;
   for (const Sequence* s : running_) {
-    const bool prefilling =
-        s->unsampled == 0 && static_cast<int64_t>(s->tokens.size()) - s->num_computed > 1;
-    if (CanDecode(*s, /*ahead=*/true) || prefilling) {
+    if (CanDecode(*s, /*ahead=*/true) || CanPrefill(*s)) {
       needed += blocks_.BlocksNeeded(s->id, s->num_computed + 1);
     }
   }
@@ -128,9 +130,8 @@ ScheduledStep Scheduler::PlanStep(bool ahead) {
   //    preempt newer ones (possibly decodes planned above, whose budget is then returned).
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence* s = running_[i];
-    if (s->unsampled > 0 || s->planned > 0) continue;
+    if (s->planned > 0 || !CanPrefill(*s)) continue;  // decodes were handled in pass 1
     const int64_t remaining = static_cast<int64_t>(s->tokens.size()) - s->num_computed;
-    if (remaining <= 1) continue;  // decodes were handled (or had to wait) in pass 1
     const int64_t want = std::min<int64_t>({remaining, config_.prefill_chunk_tokens, budget});
     auto room = [&] {
       return static_cast<int64_t>(blocks_.Table(s->id).size()) * config_.block_size -

@@ -161,6 +161,9 @@ class Scheduler {
   // Whether running sequence s can decode one token in this step (its last token is known, or,
   // ahead, pending from a step in flight and not its last).
   static bool CanDecode(const Sequence& s, bool ahead);
+  // Whether running sequence s has more than one known token left to compute (a prompt chunk or
+  // a recompute), with no token of its own in flight.
+  static bool CanPrefill(const Sequence& s);
   // Makes room for `slots` tokens in running_[index]'s table, preempting newer running sequences
   // (newest first, only if allowed) while blocks are short. False when even that is not enough;
   // then the sequence skips this step, keeping its blocks (an older sequence may still preempt

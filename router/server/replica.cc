@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/log.h"
+#include "router/server/token_output.h"
 
 namespace caduceus::router {
 
@@ -239,81 +240,6 @@ void Replica::HandleCancellations(std::vector<uint64_t>* release) {
   }
 }
 
-bool Replica::ProcessToken(ActiveRequest& request, const worker::v1::SequenceResult& result) {
-  ActiveRequest::Progress& p = request.progress();
-  const RequestSpec& spec = request.spec();
-  const absl::Time now = absl::Now();
-  const int32_t token = result.token_id();
-  p.generated.push_back(token);
-  if (!p.first_token) {
-    p.first_token = now;
-    metrics_->ObserveTimeToFirstToken(Seconds(now - request.arrival()));
-  } else {
-    metrics_->ObserveInterTokenLatency(Seconds(now - *p.last_token));
-  }
-  p.last_token = now;
-  metrics_->AddGenerationTokens(1);
-
-  v1::GenerateStreamResponse message;
-  message.set_request_id(spec.request_id);
-  if (!p.sent_prompt_ids) {
-    message.mutable_prompt_token_ids()->Add(spec.prompt_ids.begin(), spec.prompt_ids.end());
-    p.sent_prompt_ids = true;
-  }
-  message.add_token_ids(token);
-  if (spec.logprobs) {
-    v1::GeneratedTokenLogprobs* lp = message.add_logprobs();
-    lp->set_token_id(token);
-    lp->set_logprob(result.logprob());
-    for (const worker::v1::TokenLogprob& t : result.top_logprobs()) {
-      v1::TokenLogprob* out = lp->add_top_logprobs();
-      out->set_token_id(t.token_id());
-      out->set_logprob(t.logprob());
-    }
-  }
-  const bool stop_token =
-      !spec.ignore_eos && (model_->config->IsEos(token) ||
-                           std::find(spec.stop_token_ids.begin(), spec.stop_token_ids.end(),
-                                     token) != spec.stop_token_ids.end());
-  absl::StatusOr<std::string> piece = request.detokenizer().Push(token);
-  if (!piece.ok()) {  // the worker sampled an id outside the tokenizer: a model/tokenizer mismatch
-    request.Fail(absl::InternalError(absl::StrCat("detokenizer: ", piece.status().message())));
-    metrics_->RequestFinished("internal");
-    return true;
-  }
-  text::StopMatcher::Result stop = request.stops().Push(*piece);
-  std::string text = std::move(stop.emit);
-  v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
-  if (stop_token) {
-    reason = v1::FINISH_REASON_STOP_TOKEN;
-  } else if (stop.stopped) {
-    reason = v1::FINISH_REASON_STOP_SEQUENCE;
-  } else if (static_cast<int32_t>(p.generated.size()) >= spec.max_new_tokens) {
-    reason = v1::FINISH_REASON_LENGTH;
-  }
-  if (reason != v1::FINISH_REASON_UNSPECIFIED && reason != v1::FINISH_REASON_STOP_SEQUENCE) {
-    text += request.stops().Push(request.detokenizer().Flush()).emit;
-    text += request.stops().Flush();
-  }
-  message.set_text_delta(std::move(text));
-  const bool finished = reason != v1::FINISH_REASON_UNSPECIFIED;
-  if (finished) {
-    message.set_finish_reason(reason);
-    v1::Usage* usage = message.mutable_usage();
-    usage->set_prompt_tokens(static_cast<uint32_t>(spec.prompt_ids.size()));
-    usage->set_generated_tokens(static_cast<uint32_t>(p.generated.size()));
-    usage->set_cached_prompt_tokens(static_cast<uint32_t>(p.cached_prompt_tokens));
-    v1::Timing* timing = message.mutable_timing();
-    timing->set_queue_seconds(Seconds(p.first_scheduled.value_or(now) - request.arrival()));
-    timing->set_time_to_first_token_seconds(Seconds(*p.first_token - request.arrival()));
-    timing->set_total_seconds(Seconds(now - request.arrival()));
-    metrics_->ObserveRequestDuration(timing->total_seconds());
-    metrics_->RequestFinished("ok");
-  }
-  request.Push(std::move(message), finished);
-  return finished;
-}
-
 void Replica::Release(const std::vector<uint64_t>& ids) {
   if (ids.empty()) return;
   worker::v1::ReleaseRequest request;
@@ -476,7 +402,7 @@ std::vector<uint64_t> Replica::ApplyResult(const ScheduledStep& step,
     }
     const worker::v1::SequenceResult& r = result.results(i);
     scheduler_->OnSampled(r.sequence_id(), r.token_id()).IgnoreError();
-    if (ProcessToken(*it->second, r)) {
+    if (EmitToken(*it->second, r, *model_->config, metrics_)) {
       scheduler_->Finish(r.sequence_id()).IgnoreError();
       release.push_back(r.sequence_id());
       requests_.erase(it);
@@ -495,23 +421,19 @@ void Replica::SendStep(ScheduledStep step, const worker::v1::StepPlan& plan) {
   in_flight_.push_back(std::move(s));
 }
 
-void Replica::AwaitOldest() {
-  InFlightStep* oldest = in_flight_.front().get();
+void Replica::AwaitDone(InFlightStep& step) {
   void* tag = nullptr;
   bool ok = false;
-  // Completions may come in any order; the worker runs the steps in order anyway.
-  while (!oldest->done && cq_.Next(&tag, &ok)) static_cast<InFlightStep*>(tag)->done = true;
+  // Completions may come in any order (the worker runs the steps in order anyway): each one
+  // marks its own step.
+  while (!step.done && cq_.Next(&tag, &ok)) static_cast<InFlightStep*>(tag)->done = true;
 }
 
 void Replica::AbandonInFlight() {
   for (auto& s : in_flight_) {
     if (!s->done) s->context.TryCancel();
   }
-  for (auto& s : in_flight_) {
-    void* tag = nullptr;
-    bool ok = false;
-    while (!s->done && cq_.Next(&tag, &ok)) static_cast<InFlightStep*>(tag)->done = true;
-  }
+  for (auto& s : in_flight_) AwaitDone(*s);
 }
 
 void Replica::Loop() {
@@ -579,7 +501,7 @@ void Replica::Loop() {
     }
 
     lock.unlock();
-    AwaitOldest();
+    AwaitDone(*in_flight_.front());
     const absl::Time now = absl::Now();
     InFlightStep& done = *in_flight_.front();
     // The time this step held the head of the pipeline: from when it was sent, or from the

@@ -90,8 +90,6 @@ class Replica {
   // Each of these requires mu_.
   void HandleCancellations(std::vector<uint64_t>* release);
   void FailAll(const absl::Status& status);
-  // Turns a sampled token into stream output; true when the request finished.
-  bool ProcessToken(ActiveRequest& request, const worker::v1::SequenceResult& result);
   void Release(const std::vector<uint64_t>& ids);
   // The steps of Loop. Each requires mu_ (held through `lock` where it is passed: it may be
   // released for RPCs and re-routing; OnStepFailed returns with it released).
@@ -124,8 +122,8 @@ class Replica {
   };
   // Starts the Step RPC of `step`. Requires !mu_ held.
   void SendStep(ScheduledStep step, const worker::v1::StepPlan& plan);
-  // Blocks until the oldest step in flight has completed. Requires !mu_ held.
-  void AwaitOldest();
+  // Blocks until `step` (in flight) has completed. Requires !mu_ held.
+  void AwaitDone(InFlightStep& step);
   // Cancels every step in flight and waits for them to complete. Requires !mu_ held.
   void AbandonInFlight();
   const std::string address_;
