@@ -25,12 +25,13 @@ struct KernelOps {
   void (*rms_norm)(const float*, const bf16*, int32_t, int32_t, float, float*, Stream);
   void (*add_rms_norm)(float*, const float*, const bf16*, int32_t, int32_t, float, float*, Stream);
   void (*linear)(const float*, int32_t, int32_t, const bf16*, int32_t, float*, Stream);
-  void (*rope)(float*, float*, const int32_t*, int32_t, int32_t, int32_t, int32_t, const float*,
+  void (*rope)(float*, int64_t, const int32_t*, int32_t, int32_t, int32_t, const float*,
                Stream);
-  void (*silu_mul)(const float*, const float*, int32_t, int32_t, float*, Stream);
-  void (*kv_cache_write)(const float*, const float*, const int32_t*, int32_t, PagedKvLayer, Stream);
-  void (*paged_attention)(const float*, int32_t, PagedKvLayer, const AttentionBatch&, float, float*,
-                          Stream);
+  void (*silu_mul)(const float*, int32_t, int32_t, float*, Stream);
+  void (*kv_cache_write)(const float*, const float*, int64_t, const int32_t*, int32_t,
+                         PagedKvLayer, Stream);
+  void (*paged_attention)(const float*, int64_t, int32_t, PagedKvLayer,
+                          const AttentionBatch&, float, float*, Stream);
 };
 
 struct DeviceInfo {

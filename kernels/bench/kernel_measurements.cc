@@ -26,9 +26,12 @@ struct Matrix {
 };
 
 std::vector<Matrix> Matrices(const Shape& s) {
-  return {{"q_proj", s.hidden, s.q_dim()},   {"k_proj", s.hidden, s.kv_dim()},
-          {"o_proj", s.q_dim(), s.hidden},   {"gate_proj", s.hidden, s.inter},
-          {"down_proj", s.inter, s.hidden},  {"lm_head", s.hidden, s.vocab}};
+  // The model's projections (fused q|k|v and gate|up, worker/model/llama_weights.h).
+  return {{"qkv_proj", s.hidden, s.q_dim() + 2 * s.kv_dim()},
+          {"o_proj", s.q_dim(), s.hidden},
+          {"gate_up_proj", s.hidden, 2 * s.inter},
+          {"down_proj", s.inter, s.hidden},
+          {"lm_head", s.hidden, s.vocab}};
 }
 
 }  // namespace
@@ -75,11 +78,12 @@ void MeasureElementwise(Context& c) {
       AddKernelResult(c, "add_rms_norm", tok + " hidden=" + std::to_string(h), n, bytes, 0, copies,
                       t);
     }
-    {  // Rope: q and k rotated in place (read + write), positions read
+    {  // Rope: q and k heads of fused q|k|v rows rotated in place (read + write), positions read
       const int64_t bytes = n * (qd + kvd) * 8 + n * 4;
+      const int64_t stride = qd + 2 * kvd;
       const int copies = RotatingCopies(c, bytes);
       Arena arena(d);
-      std::vector<float*> q, kk;
+      std::vector<float*> qkv;
       std::vector<const int32_t*> pos;
       const float* inv_freq = nullptr;
       {
@@ -90,33 +94,31 @@ void MeasureElementwise(Context& c) {
       }
       std::uniform_int_distribution<int32_t> position(0, 8191);
       for (int i = 0; i < copies; ++i) {
-        q.push_back(arena.Floats(n * qd, 400 + i));
-        kk.push_back(arena.Floats(n * kvd, 500 + i));
+        qkv.push_back(arena.Floats(n * stride, 400 + i));
         std::vector<int32_t> host(n);
         for (auto& p : host) p = position(rng);
         pos.push_back(arena.Ints(host));
       }
       const Timing t = TimeWork(d, [&](int64_t i) {
-        k.rope(q[i % copies], kk[i % copies], pos[i % copies], n, s.q_heads, s.kv_heads,
-               s.head_dim, inv_freq, st);
+        k.rope(qkv[i % copies], stride, pos[i % copies], n, s.q_heads + s.kv_heads, s.head_dim,
+               inv_freq, st);
       }, c.o);
       AddKernelResult(c, "rope",
                       tok + " heads=" + std::to_string(s.q_heads) + "+" +
                           std::to_string(s.kv_heads) + "x" + std::to_string(s.head_dim),
                       n, bytes, 0, copies, t);
     }
-    {  // SiluMul: read gate and up, write out
+    {  // SiluMul: read the fused gate|up rows, write out
       const int64_t bytes = n * inter * 12;
       const int copies = RotatingCopies(c, bytes);
       Arena arena(d);
-      std::vector<float*> g, u, out;
+      std::vector<float*> gate_up, out;
       for (int i = 0; i < copies; ++i) {
-        g.push_back(arena.Floats(n * inter, 600 + i));
-        u.push_back(arena.Floats(n * inter, 700 + i));
+        gate_up.push_back(arena.Floats(n * 2 * inter, 600 + i));
         out.push_back(arena.Get<float>(n * inter));
       }
       const Timing t = TimeWork(d, [&](int64_t i) {
-        k.silu_mul(g[i % copies], u[i % copies], n, s.inter, out[i % copies], st);
+        k.silu_mul(gate_up[i % copies], n, s.inter, out[i % copies], st);
       }, c.o);
       AddKernelResult(c, "silu_mul", tok + " d=" + std::to_string(inter), n, bytes, 0, copies, t);
     }
@@ -146,8 +148,8 @@ void MeasureElementwise(Context& c) {
         caches.push_back(cache);
       }
       const Timing t = TimeWork(d, [&](int64_t i) {
-        k.kv_cache_write(kk[i % copies], vv[i % copies], slots[i % copies], n, caches[i % copies],
-                         st);
+        k.kv_cache_write(kk[i % copies], vv[i % copies], kvd, slots[i % copies], n,
+                         caches[i % copies], st);
       }, c.o);
       AddKernelResult(c, "kv_cache_write", tok + " kv_dim=" + std::to_string(kvd), n, bytes, 0,
                       copies, t);
@@ -176,8 +178,8 @@ void MeasureAttention(Context& c) {
       out.push_back(arena.Get<float>(static_cast<size_t>(hb.num_tokens) * s.q_dim()));
     }
     const Timing t = TimeWork(d, [&](int64_t i) {
-      d.ops().paged_attention(q[i % copies], s.q_heads, caches[i % copies], db.attention, scale,
-                              out[i % copies], d.stream());
+      d.ops().paged_attention(q[i % copies], s.q_dim(), s.q_heads, caches[i % copies],
+                              db.attention, scale, out[i % copies], d.stream());
     }, c.o);
     const std::string shape = (prefill ? "prefill T=" : "decode b=") +
                               std::to_string(prefill ? context : seqs) +

@@ -21,8 +21,9 @@ namespace caduceus::kernels::bench {
 
 namespace {
 
+// Fused like the model's (worker/model/llama_weights.h): q|k|v and gate|up are one matrix each.
 struct LayerWeights {
-  const bf16 *q, *k, *v, *o, *gate, *up, *down, *input_norm, *post_norm;
+  const bf16 *qkv, *o, *gate_up, *down, *input_norm, *post_norm;
 };
 
 struct ModelWeights {
@@ -44,12 +45,9 @@ ModelWeights MakeWeights(Arena& arena, const Shape& s) {
   w.embed = arena.Bf16s(static_cast<size_t>(s.vocab) * s.hidden, seed++, -1.0f, 1.0f);
   for (int32_t l = 0; l < s.layers; ++l) {
     LayerWeights lw;
-    lw.q = matrix(s.hidden, s.q_dim());
-    lw.k = matrix(s.hidden, s.kv_dim());
-    lw.v = matrix(s.hidden, s.kv_dim());
+    lw.qkv = matrix(s.hidden, s.q_dim() + 2 * s.kv_dim());
     lw.o = matrix(s.q_dim(), s.hidden);
-    lw.gate = matrix(s.hidden, s.inter);
-    lw.up = matrix(s.hidden, s.inter);
+    lw.gate_up = matrix(s.hidden, 2 * s.inter);
     lw.down = matrix(s.inter, s.hidden);
     lw.input_norm = norm();
     lw.post_norm = norm();
@@ -61,7 +59,7 @@ ModelWeights MakeWeights(Arena& arena, const Shape& s) {
 }
 
 struct Activations {
-  float *residual, *normed, *q, *k, *v, *attn, *proj, *gate, *up, *act, *logits;
+  float *residual, *normed, *qkv, *attn, *proj, *gate_up, *act, *logits;
   const float* inv_freq;
 };
 
@@ -69,13 +67,10 @@ Activations MakeActivations(Arena& arena, const Shape& s, int64_t tokens, int64_
   Activations a;
   a.residual = arena.Get<float>(tokens * s.hidden);
   a.normed = arena.Get<float>(tokens * s.hidden);
-  a.q = arena.Get<float>(tokens * s.q_dim());
-  a.k = arena.Get<float>(tokens * s.kv_dim());
-  a.v = arena.Get<float>(tokens * s.kv_dim());
+  a.qkv = arena.Get<float>(tokens * (s.q_dim() + 2 * s.kv_dim()));
   a.attn = arena.Get<float>(tokens * s.q_dim());
   a.proj = arena.Get<float>(tokens * s.hidden);
-  a.gate = arena.Get<float>(tokens * s.inter);
-  a.up = arena.Get<float>(tokens * s.inter);
+  a.gate_up = arena.Get<float>(tokens * 2 * s.inter);
   a.act = arena.Get<float>(tokens * s.inter);
   a.logits = arena.Get<float>(logit_rows * s.vocab);
   a.inv_freq = arena.Get<float>(s.head_dim / 2);  // uploaded by ModelPhase
@@ -157,6 +152,7 @@ void RunStep(Device& d, const Shape& s, const ModelWeights& w, const Activations
   const KernelOps& k = d.ops();
   const Stream st = d.stream();
   const int32_t n = p.num_tokens, h = s.hidden, qd = s.q_dim(), kvd = s.kv_dim();
+  const int32_t qkv = qd + 2 * kvd;  // the fused projection's width, the stride of its rows
   const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
   auto mark = [&](const char* category) {
     if (profile != nullptr) profile->emplace_back(category, d.Mark());
@@ -168,27 +164,21 @@ void RunStep(Device& d, const Shape& s, const ModelWeights& w, const Activations
   mark("norm");
   for (int32_t l = 0; l < s.layers; ++l) {
     const LayerWeights& lw = w.layers[l];
-    k.linear(a.normed, n, h, lw.q, qd, a.q, st);
+    k.linear(a.normed, n, h, lw.qkv, qkv, a.qkv, st);
     mark("linear");
-    k.linear(a.normed, n, h, lw.k, kvd, a.k, st);
-    mark("linear");
-    k.linear(a.normed, n, h, lw.v, kvd, a.v, st);
-    mark("linear");
-    k.rope(a.q, a.k, p.batch.positions, n, s.q_heads, s.kv_heads, s.head_dim, a.inv_freq, st);
+    k.rope(a.qkv, qkv, p.batch.positions, n, s.q_heads + s.kv_heads, s.head_dim, a.inv_freq, st);
     mark("rope");
-    k.kv_cache_write(a.k, a.v, p.batch.slots, n, kv.layers[l], st);
+    k.kv_cache_write(a.qkv + qd, a.qkv + qd + kvd, qkv, p.batch.slots, n, kv.layers[l], st);
     mark("kv_cache_write");
-    k.paged_attention(a.q, s.q_heads, kv.layers[l], p.batch.attention, scale, a.attn, st);
+    k.paged_attention(a.qkv, qkv, s.q_heads, kv.layers[l], p.batch.attention, scale, a.attn, st);
     mark("attention");
     k.linear(a.attn, n, qd, lw.o, h, a.proj, st);
     mark("linear");
     k.add_rms_norm(a.residual, a.proj, lw.post_norm, n, h, s.eps, a.normed, st);
     mark("norm");
-    k.linear(a.normed, n, h, lw.gate, s.inter, a.gate, st);
+    k.linear(a.normed, n, h, lw.gate_up, 2 * s.inter, a.gate_up, st);
     mark("linear");
-    k.linear(a.normed, n, h, lw.up, s.inter, a.up, st);
-    mark("linear");
-    k.silu_mul(a.gate, a.up, n, s.inter, a.act, st);
+    k.silu_mul(a.gate_up, n, s.inter, a.act, st);
     mark("silu_mul");
     k.linear(a.act, n, s.inter, lw.down, h, a.proj, st);
     mark("linear");

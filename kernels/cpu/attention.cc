@@ -82,7 +82,7 @@ CADUCEUS_ATTENTION_CLONES void AttendGroup(const float* q, int32_t group, int32_
 
 }  // namespace
 
-void PagedAttention(const float* q, int32_t q_heads, PagedKvLayer cache,
+void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, PagedKvLayer cache,
                     const AttentionBatch& batch, float scale, float* out, Stream) {
   const int32_t head_dim = cache.head_dim;
   const int32_t group = q_heads / cache.kv_heads;
@@ -108,12 +108,12 @@ void PagedAttention(const float* q, int32_t q_heads, PagedKvLayer cache,
           batch.block_tables + static_cast<int64_t>(seq_of_row[row]) * batch.max_blocks_per_seq;
       const int32_t context = batch.positions[row] + 1;
       scores.resize(static_cast<size_t>(group) * context);
-      const int64_t first_head = static_cast<int64_t>(row) * q_heads + static_cast<int64_t>(kvh) * group;
-      AttendGroup(q + first_head * head_dim, group, head_dim,
+      const int64_t head_offset = static_cast<int64_t>(kvh) * group * head_dim;
+      AttendGroup(q + row * q_row_stride + head_offset, group, head_dim,
                   cache.k + static_cast<int64_t>(kvh) * head_dim,
                   cache.v + static_cast<int64_t>(kvh) * head_dim, kv_row, table, cache.block_size,
                   context, scale, scores.data(), acc.data(), inv.data(),
-                  out + first_head * head_dim);
+                  out + static_cast<int64_t>(row) * q_heads * head_dim + head_offset);
     }
   }
 }

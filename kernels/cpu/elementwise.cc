@@ -57,8 +57,8 @@ void AddRmsNorm(float* residual, const float* x, const bf16* weight, int32_t n, 
   }
 }
 
-void Rope(float* q, float* k, const int32_t* positions, int32_t n, int32_t q_heads,
-          int32_t kv_heads, int32_t head_dim, const float* inv_freq, Stream) {
+void Rope(float* x, int64_t row_stride, const int32_t* positions, int32_t n, int32_t heads,
+          int32_t head_dim, const float* inv_freq, Stream) {
   const int32_t half = head_dim / 2;
 #pragma omp parallel for schedule(static) if (n > 8)
   for (int32_t i = 0; i < n; ++i) {
@@ -69,35 +69,39 @@ void Rope(float* q, float* k, const int32_t* positions, int32_t n, int32_t q_hea
       cos_v[d] = std::cos(angle);
       sin_v[d] = std::sin(angle);
     }
-    auto rotate = [&](float* head) {
+    float* row = x + static_cast<int64_t>(i) * row_stride;
+    for (int32_t h = 0; h < heads; ++h) {
+      float* head = row + static_cast<int64_t>(h) * head_dim;
       for (int32_t d = 0; d < half; ++d) {
         const float a = head[d];
         const float b = head[d + half];
         head[d] = a * cos_v[d] - b * sin_v[d];
         head[d + half] = b * cos_v[d] + a * sin_v[d];
       }
-    };
-    for (int32_t h = 0; h < q_heads; ++h) rotate(q + (static_cast<int64_t>(i) * q_heads + h) * head_dim);
-    for (int32_t h = 0; h < kv_heads; ++h) rotate(k + (static_cast<int64_t>(i) * kv_heads + h) * head_dim);
+    }
   }
 }
 
-void SiluMul(const float* gate, const float* up, int32_t n, int32_t d, float* out, Stream) {
-  const int64_t total = static_cast<int64_t>(n) * d;
-#pragma omp parallel for schedule(static) if (total > 65536)
-  for (int64_t i = 0; i < total; ++i) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+void SiluMul(const float* gate_up, int32_t n, int32_t d, float* out, Stream) {
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(n) * d > 65536)
+  for (int32_t i = 0; i < n; ++i) {
+    const float* gate = gate_up + static_cast<int64_t>(i) * 2 * d;
+    const float* up = gate + d;
+    float* o = out + static_cast<int64_t>(i) * d;
+    for (int32_t j = 0; j < d; ++j) {
+      const float g = gate[j];
+      o[j] = g / (1.0f + std::exp(-g)) * up[j];
+    }
   }
 }
 
-void KvCacheWrite(const float* k, const float* v, const int32_t* slot_mapping, int32_t n,
-                  PagedKvLayer cache, Stream) {
+void KvCacheWrite(const float* k, const float* v, int64_t row_stride, const int32_t* slot_mapping,
+                  int32_t n, PagedKvLayer cache, Stream) {
   const int64_t row = static_cast<int64_t>(cache.kv_heads) * cache.head_dim;
   for (int32_t i = 0; i < n; ++i) {
     const int64_t slot = slot_mapping[i];
-    std::memcpy(cache.k + slot * row, k + i * row, sizeof(float) * row);
-    std::memcpy(cache.v + slot * row, v + i * row, sizeof(float) * row);
+    std::memcpy(cache.k + slot * row, k + i * row_stride, sizeof(float) * row);
+    std::memcpy(cache.v + slot * row, v + i * row_stride, sizeof(float) * row);
   }
 }
 

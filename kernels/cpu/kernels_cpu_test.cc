@@ -1,4 +1,5 @@
 // CPU kernels against straightforward float64 loops, plus the batch-invariance property.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -198,33 +199,44 @@ TEST(RmsNormTest, MatchesFloat64AndFusedResidual) {
   EXPECT_EQ(out, fused);
 }
 
-TEST(RopeTest, RotateHalfMatchesFloat64) {
-  const int n = 2, qh = 2, kvh = 1, d = 8;
-  auto q = RandomFloats(n * qh * d, 8);
-  auto k = RandomFloats(n * kvh * d, 9);
-  auto q0 = q, k0 = k;
+// Rope works on the fused q|k|v rows the model's projection writes: the first q_heads + kv_heads
+// heads of each row rotate, the value heads after them and anything past the row stay untouched.
+TEST(RopeTest, RotatesQueryAndKeyHeadsOfFusedRowsAgainstFloat64) {
+  const int n = 3, qh = 2, kvh = 1, d = 8;
+  const int row = (qh + 2 * kvh) * d + 3;  // 3 floats of padding: the stride is not the width
+  auto x = RandomFloats(n * row, 8);
+  const auto x0 = x;
   std::vector<float> inv_freq(d / 2);
   for (int i = 0; i < d / 2; ++i) inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / d));
-  const int32_t pos[2] = {0, 17};
-  Rope(q.data(), k.data(), pos, n, qh, kvh, d, inv_freq.data());
+  const int32_t pos[n] = {0, 17, 4000};
+  Rope(x.data(), row, pos, n, qh + kvh, d, inv_freq.data());
   for (int t = 0; t < n; ++t) {
-    for (int h = 0; h < qh; ++h) {
-      const float* src = &q0[(t * qh + h) * d];
-      const float* dst = &q[(t * qh + h) * d];
+    for (int h = 0; h < qh + kvh; ++h) {
+      const float* src = &x0[t * row + h * d];
+      const float* dst = &x[t * row + h * d];
       for (int i = 0; i < d / 2; ++i) {
         const double a = pos[t] * double(inv_freq[i]);
         EXPECT_NEAR(dst[i], src[i] * std::cos(a) - src[i + d / 2] * std::sin(a), 1e-5);
         EXPECT_NEAR(dst[i + d / 2], src[i + d / 2] * std::cos(a) + src[i] * std::sin(a), 1e-5);
       }
     }
+    for (int j = (qh + kvh) * d; j < row; ++j) EXPECT_EQ(x[t * row + j], x0[t * row + j]) << j;
   }
-  for (int i = 0; i < d; ++i) EXPECT_FLOAT_EQ(k[i], k0[i]);  // position 0 is the identity
+  for (int i = 0; i < (qh + kvh) * d; ++i) EXPECT_FLOAT_EQ(x[i], x0[i]);  // position 0: identity
 }
 
-TEST(SiluMulTest, Matches) {
-  std::vector<float> g = {-3, -0.5, 0, 0.5, 4}, u = {1, 2, 3, 4, 5}, o(5);
-  SiluMul(g.data(), u.data(), 1, 5, o.data());
-  for (int i = 0; i < 5; ++i) EXPECT_NEAR(o[i], g[i] / (1 + std::exp(-double(g[i]))) * u[i], 1e-6);
+TEST(SiluMulTest, ReadsGateThenUpFromEachFusedRow) {
+  // Two rows of [gate | up], d = 5.
+  const std::vector<float> gate_up = {-3, -0.5, 0, 0.5, 4, 1, 2, 3, 4, 5,
+                                      2, -1, 7, -7, 0.25, -2, 0.5, 1, 3, -4};
+  std::vector<float> o(10);
+  SiluMul(gate_up.data(), 2, 5, o.data());
+  for (int r = 0; r < 2; ++r) {
+    for (int i = 0; i < 5; ++i) {
+      const double g = gate_up[r * 10 + i], u = gate_up[r * 10 + 5 + i];
+      EXPECT_NEAR(o[r * 5 + i], g / (1 + std::exp(-g)) * u, 1e-6) << r << " " << i;
+    }
+  }
 }
 
 // Attention over a paged cache with scattered, out-of-order blocks equals a dense float64 one,
@@ -242,7 +254,14 @@ TEST(PagedAttentionTest, MatchesDenseReferenceWithScatteredBlocks) {
     values.push_back(RandomFloats(lens[s] * kv_heads * d, 20 + s));
     std::vector<int32_t> slots(lens[s]);
     for (int p = 0; p < lens[s]; ++p) slots[p] = tables[s][p / bs] * bs + p % bs;
-    KvCacheWrite(keys[s].data(), values[s].data(), slots.data(), lens[s], cache);
+    // Through the fused layout: token p's k and v inside one row of width 3 * kv_heads * d.
+    const int kv = kv_heads * d, width = 3 * kv;
+    std::vector<float> fused(lens[s] * width, NAN);
+    for (int p = 0; p < lens[s]; ++p) {
+      std::copy_n(&keys[s][p * kv], kv, &fused[p * width + kv]);
+      std::copy_n(&values[s][p * kv], kv, &fused[p * width + 2 * kv]);
+    }
+    KvCacheWrite(fused.data() + kv, fused.data() + 2 * kv, width, slots.data(), lens[s], cache);
   }
   // Query rows: all 6 of seq 0 (prefill), the last of seq 1 (decode).
   const int32_t query_start[3] = {0, 6, 7};
@@ -250,9 +269,15 @@ TEST(PagedAttentionTest, MatchesDenseReferenceWithScatteredBlocks) {
   const int32_t flat_tables[4] = {9, 2, 5, 0};
   AttentionBatch batch{2, query_start, positions, flat_tables, 2};
   auto q = RandomFloats(7 * q_heads * d, 30);
+  // The kernel reads each query row at its stride (here inside a wider row of NaN).
+  const int q_stride = q_heads * d + 2 * kv_heads * d;
+  std::vector<float> q_rows(7 * q_stride, NAN);
+  for (int row = 0; row < 7; ++row) {
+    std::copy_n(&q[row * q_heads * d], q_heads * d, &q_rows[row * q_stride]);
+  }
   std::vector<float> out(q.size());
   const float scale = 1.0f / std::sqrt(float(d));
-  PagedAttention(q.data(), q_heads, cache, batch, scale, out.data());
+  PagedAttention(q_rows.data(), q_stride, q_heads, cache, batch, scale, out.data());
   for (int row = 0; row < 7; ++row) {
     const int s = row < 6 ? 0 : 1;
     for (int h = 0; h < q_heads; ++h) {
@@ -280,7 +305,8 @@ TEST(PagedAttentionTest, MatchesDenseReferenceWithScatteredBlocks) {
   const int32_t table1[2] = {5, 0};
   AttentionBatch alone{1, qs1, pos1, table1, 2};
   std::vector<float> out1(q_heads * d);
-  PagedAttention(q.data() + 6 * q_heads * d, q_heads, cache, alone, scale, out1.data());
+  PagedAttention(q.data() + 6 * q_heads * d, q_heads * d, q_heads, cache, alone, scale,
+                 out1.data());
   for (int i = 0; i < q_heads * d; ++i) EXPECT_EQ(out1[i], out[6 * q_heads * d + i]);
 }
 

@@ -39,6 +39,7 @@ constexpr int kBlocksPerSm = 8;
 
 struct AttentionParams {
   const float* q;
+  int64_t q_row_stride;
   const float* k_cache;
   const float* v_cache;
   float* out;
@@ -88,7 +89,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(AttentionParams
     const int32_t seq = SequenceOfRow(p.query_start, p.num_seqs, row);
     const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
     const int32_t context = p.positions[row] + 1;
-    const float* qh = p.q + (static_cast<int64_t>(row) * p.q_heads + h) * p.head_dim;
+    const float* qh = p.q + row * p.q_row_stride + static_cast<int64_t>(h) * p.head_dim;
     const float* k_head = p.k_cache + static_cast<int64_t>(kvh) * p.head_dim;
     const float* v_head = p.v_cache + static_cast<int64_t>(kvh) * p.head_dim;
 
@@ -167,7 +168,7 @@ unsigned AttentionGrid() {
 
 }  // namespace
 
-void PagedAttention(const float* q, int32_t q_heads, PagedKvLayer cache,
+void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, PagedKvLayer cache,
                     const AttentionBatch& batch, float scale, float* out, Stream stream) {
   if (batch.num_seqs <= 0 || q_heads <= 0) return;
   if (cache.head_dim > kMaxHeadDim || cache.kv_heads <= 0 || q_heads % cache.kv_heads != 0) {
@@ -176,6 +177,7 @@ void PagedAttention(const float* q, int32_t q_heads, PagedKvLayer cache,
     std::abort();
   }
   AttentionParams p{q,
+                    q_row_stride,
                     cache.k,
                     cache.v,
                     out,

@@ -59,10 +59,9 @@ __global__ void RmsNormKernel(float* residual, const float* x, const bf16* weigh
 
 // One thread per (token, head, pair). cos/sin use the accurate sincosf (full range reduction):
 // positions reach 8k+ and inv_freq[0] = 1, so angles are thousands of radians.
-__global__ void RopeKernel(float* q, float* k, const int32_t* positions, int32_t n, int32_t q_heads,
-                           int32_t kv_heads, int32_t head_dim, const float* inv_freq) {
+__global__ void RopeKernel(float* x, int64_t row_stride, const int32_t* positions, int32_t n,
+                           int32_t heads, int32_t head_dim, const float* inv_freq) {
   const int32_t half = head_dim / 2;
-  const int32_t heads = q_heads + kv_heads;
   const int64_t total = static_cast<int64_t>(n) * heads * half;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -70,8 +69,7 @@ __global__ void RopeKernel(float* q, float* k, const int32_t* positions, int32_t
     const int64_t th = idx / half;
     const int32_t h = static_cast<int32_t>(th % heads);
     const int64_t i = th / heads;
-    float* head = h < q_heads ? q + (i * q_heads + h) * head_dim
-                              : k + (i * kv_heads + (h - q_heads)) * head_dim;
+    float* head = x + i * row_stride + static_cast<int64_t>(h) * head_dim;
     // Same fp32 product as the CPU (and Hugging Face): freqs = pos * inv_freq.
     const float angle = static_cast<float>(positions[i]) * inv_freq[d];
     float s, c;
@@ -84,23 +82,26 @@ __global__ void RopeKernel(float* q, float* k, const int32_t* positions, int32_t
   }
 }
 
-__global__ void SiluMulKernel(const float* gate, const float* up, int64_t total, float* out) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
+// Element (i, j) of the output reads gate_up[i, j] and gate_up[i, d + j].
+__global__ void SiluMulKernel(const float* gate_up, int32_t d, int64_t total, float* out) {
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = idx / d, j = idx % d;
+    const float g = gate_up[i * 2 * d + j];
+    out[idx] = g / (1.0f + expf(-g)) * gate_up[i * 2 * d + d + j];
   }
 }
 
-// One block per new token; the k and v rows are contiguous in both source and cache.
-__global__ void KvCacheWriteKernel(const float* k, const float* v, const int32_t* slot_mapping,
-                                   float* cache_k, float* cache_v, int64_t row) {
+// One block per new token; a k or v row is contiguous in the source and in the cache.
+__global__ void KvCacheWriteKernel(const float* k, const float* v, int64_t row_stride,
+                                   const int32_t* slot_mapping, float* cache_k, float* cache_v,
+                                   int64_t row) {
   const int64_t i = blockIdx.x;
   const int64_t slot = slot_mapping[i];
   if (slot < 0) return;  // padding token (no slot): nothing to store
   for (int64_t j = threadIdx.x; j < row; j += blockDim.x) {
-    cache_k[slot * row + j] = k[i * row + j];
-    cache_v[slot * row + j] = v[i * row + j];
+    cache_k[slot * row + j] = k[i * row_stride + j];
+    cache_v[slot * row + j] = v[i * row_stride + j];
   }
 }
 
@@ -128,29 +129,29 @@ void AddRmsNorm(float* residual, const float* x, const bf16* weight, int32_t n, 
   CADUCEUS_CUDA_CHECK_LAUNCH();
 }
 
-void Rope(float* q, float* k, const int32_t* positions, int32_t n, int32_t q_heads,
-          int32_t kv_heads, int32_t head_dim, const float* inv_freq, Stream stream) {
-  const int64_t total = static_cast<int64_t>(n) * (q_heads + kv_heads) * (head_dim / 2);
+void Rope(float* x, int64_t row_stride, const int32_t* positions, int32_t n, int32_t heads,
+          int32_t head_dim, const float* inv_freq, Stream stream) {
+  const int64_t total = static_cast<int64_t>(n) * heads * (head_dim / 2);
   if (total <= 0) return;
   RopeKernel<<<internal::GridFor(total, kFlatThreads), kFlatThreads, 0, StreamOf(stream)>>>(
-      q, k, positions, n, q_heads, kv_heads, head_dim, inv_freq);
+      x, row_stride, positions, n, heads, head_dim, inv_freq);
   CADUCEUS_CUDA_CHECK_LAUNCH();
 }
 
-void SiluMul(const float* gate, const float* up, int32_t n, int32_t d, float* out, Stream stream) {
+void SiluMul(const float* gate_up, int32_t n, int32_t d, float* out, Stream stream) {
   const int64_t total = static_cast<int64_t>(n) * d;
   if (total <= 0) return;
   SiluMulKernel<<<internal::GridFor(total, kFlatThreads), kFlatThreads, 0, StreamOf(stream)>>>(
-      gate, up, total, out);
+      gate_up, d, total, out);
   CADUCEUS_CUDA_CHECK_LAUNCH();
 }
 
-void KvCacheWrite(const float* k, const float* v, const int32_t* slot_mapping, int32_t n,
-                  PagedKvLayer cache, Stream stream) {
+void KvCacheWrite(const float* k, const float* v, int64_t row_stride, const int32_t* slot_mapping,
+                  int32_t n, PagedKvLayer cache, Stream stream) {
   const int64_t row = static_cast<int64_t>(cache.kv_heads) * cache.head_dim;
   if (n <= 0 || row <= 0) return;
-  KvCacheWriteKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(k, v, slot_mapping, cache.k, cache.v,
-                                                              row);
+  KvCacheWriteKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(k, v, row_stride, slot_mapping,
+                                                              cache.k, cache.v, row);
   CADUCEUS_CUDA_CHECK_LAUNCH();
 }
 

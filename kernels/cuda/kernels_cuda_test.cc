@@ -241,8 +241,10 @@ TEST_F(CudaKernelsTest, RopeMatchesCpu) {
        {Shape{1, 1, 1, 2}, Shape{5, 4, 4, 64}, Shape{7, 32, 8, 128}, Shape{3, 8, 1, 80}}) {
     const std::string what = std::to_string(s.n) + "/" + std::to_string(s.q_heads) + "/" +
                              std::to_string(s.kv_heads) + "/" + std::to_string(s.head_dim);
-    auto q = RandomFloats(static_cast<size_t>(s.n) * s.q_heads * s.head_dim, 9);
-    auto k = RandomFloats(static_cast<size_t>(s.n) * s.kv_heads * s.head_dim, 10);
+    // Fused q|k|v rows as the model's projection writes them, plus 3 floats of padding: the
+    // q and k heads rotate, the v heads and the padding must come back untouched.
+    const int64_t stride = int64_t{s.q_heads + 2 * s.kv_heads} * s.head_dim + 3;
+    auto x = RandomFloats(static_cast<size_t>(s.n * stride), 9);
     std::vector<float> inv_freq(s.head_dim / 2);
     for (int d = 0; d < s.head_dim / 2; ++d) {
       inv_freq[d] = static_cast<float>(std::pow(500000.0, -2.0 * d / s.head_dim));
@@ -251,16 +253,15 @@ TEST_F(CudaKernelsTest, RopeMatchesCpu) {
     std::vector<int32_t> positions(s.n);
     for (auto& p : positions) p = static_cast<int32_t>(rng() % 8192);
     positions[0] = 0;
-    DeviceArray<float> d_q(q), d_k(k), d_inv(inv_freq);
+    DeviceArray<float> d_x(x), d_inv(inv_freq);
     DeviceArray<int32_t> d_pos(positions);
-    cpu::Rope(q.data(), k.data(), positions.data(), s.n, s.q_heads, s.kv_heads, s.head_dim,
+    cpu::Rope(x.data(), stride, positions.data(), s.n, s.q_heads + s.kv_heads, s.head_dim,
               inv_freq.data());
-    cuda::Rope(d_q.get(), d_k.get(), d_pos.get(), s.n, s.q_heads, s.kv_heads, s.head_dim,
+    cuda::Rope(d_x.get(), stride, d_pos.get(), s.n, s.q_heads + s.kv_heads, s.head_dim,
                d_inv.get());
     // sin/cos of angles up to ~8k rad: the two libms may differ by an ulp or two of the angle's
     // result, scaled by |q|.
-    ExpectClose(d_q.Read(), q, 5e-6, 2e-6, "q " + what);
-    ExpectClose(d_k.Read(), k, 5e-6, 2e-6, "k " + what);
+    ExpectClose(d_x.Read(), x, 5e-6, 2e-6, "qkv " + what);
   }
 }
 
@@ -268,12 +269,18 @@ TEST_F(CudaKernelsTest, SiluMulMatchesCpu) {
   for (const int n : {1, 3}) {
     for (const int d : {1, 257, 14336}) {
       const size_t size = static_cast<size_t>(n) * d;
+      // Rows of [gate | up]; gates spread wider so that silu's both tails are exercised.
       const auto gate = RandomFloats(size, 12, 4.0f);
       const auto up = RandomFloats(size, 13);
+      std::vector<float> gate_up(2 * size);
+      for (int i = 0; i < n; ++i) {
+        std::copy_n(&gate[size_t(i) * d], d, &gate_up[size_t(i) * 2 * d]);
+        std::copy_n(&up[size_t(i) * d], d, &gate_up[size_t(i) * 2 * d + d]);
+      }
       std::vector<float> want(size);
-      cpu::SiluMul(gate.data(), up.data(), n, d, want.data());
-      DeviceArray<float> d_gate(gate), d_up(up), d_out(size);
-      cuda::SiluMul(d_gate.get(), d_up.get(), n, d, d_out.get());
+      cpu::SiluMul(gate_up.data(), n, d, want.data());
+      DeviceArray<float> d_gate_up(gate_up), d_out(size);
+      cuda::SiluMul(d_gate_up.get(), n, d, d_out.get());
       ExpectClose(d_out.Read(), want, 1e-7, 2e-6, std::to_string(n) + "x" + std::to_string(d));
     }
   }
@@ -303,13 +310,14 @@ TEST_F(CudaKernelsTest, KvCacheWriteMatchesCpu) {
       // Scattered, out-of-order slots across non-adjacent blocks.
       const std::vector<int32_t> slots = {5 * 16 + 0, 5 * 16 + 1, 2 * 16 + 15, 0, 6 * 16 + 7, 3};
       const int n = static_cast<int>(slots.size());
-      const auto k = RandomFloats(static_cast<size_t>(n) * row, 14);
-      const auto v = RandomFloats(static_cast<size_t>(n) * row, 15);
-      DeviceArray<float> d_k(k), d_v(v), d_ck(cache.k), d_cv(cache.v);
+      // Source rows in the fused q|k|v layout: k at offset q_dim, v after it.
+      const int q_dim = 4 * row, stride = q_dim + 2 * row;
+      const auto qkv = RandomFloats(static_cast<size_t>(n) * stride, 14);
+      DeviceArray<float> d_qkv(qkv), d_ck(cache.k), d_cv(cache.v);
       DeviceArray<int32_t> d_slots(slots);
-      cpu::KvCacheWrite(k.data(), v.data(), slots.data(), n,
+      cpu::KvCacheWrite(qkv.data() + q_dim, qkv.data() + q_dim + row, stride, slots.data(), n,
                         cache.Layer(cache.k.data(), cache.v.data()));
-      cuda::KvCacheWrite(d_k.get(), d_v.get(), d_slots.get(), n,
+      cuda::KvCacheWrite(d_qkv.get() + q_dim, d_qkv.get() + q_dim + row, stride, d_slots.get(), n,
                          cache.Layer(d_ck.get(), d_cv.get()));
       // NaN slots compare equal bit for bit, so the untouched part is checked as well.
       ExpectBitEqual(d_ck.Read(), cache.k, "k");
@@ -375,17 +383,23 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
   const auto q = RandomFloats(num_tokens * q_row, 18, 2.0f);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
+  // The batched call reads q at a wider stride (the fused q|k|v rows), the rows alone dense.
+  const size_t q_stride = q_row + 2 * static_cast<size_t>(kv_row);
+  std::vector<float> q_rows(num_tokens * q_stride, std::nanf(""));
+  for (int r = 0; r < num_tokens; ++r) {
+    std::copy_n(q.begin() + r * q_row, q_row, q_rows.begin() + r * q_stride);
+  }
   std::vector<float> want(num_tokens * q_row);
-  cpu::PagedAttention(q.data(), c.q_heads, cache.Layer(cache.k.data(), cache.v.data()),
+  cpu::PagedAttention(q_rows.data(), q_stride, c.q_heads, cache.Layer(cache.k.data(), cache.v.data()),
                       AttentionBatch{num_seqs, query_start.data(), positions.data(), tables.data(),
                                      max_blocks_per_seq},
                       scale, want.data());
 
-  DeviceArray<float> d_q(q), d_ck(cache.k), d_cv(cache.v), d_out(want.size());
+  DeviceArray<float> d_q(q_rows), d_ck(cache.k), d_cv(cache.v), d_out(want.size());
   DeviceArray<int32_t> d_start(query_start), d_pos(positions), d_tables(tables);
   const PagedKvLayer layer = cache.Layer(d_ck.get(), d_cv.get());
   cuda::PagedAttention(
-      d_q.get(), c.q_heads, layer,
+      d_q.get(), q_stride, c.q_heads, layer,
       AttentionBatch{num_seqs, d_start.get(), d_pos.get(), d_tables.get(), max_blocks_per_seq},
       scale, d_out.get());
   const auto got = d_out.Read();
@@ -400,7 +414,7 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
           std::vector<float>(q.begin() + r * q_row, q.begin() + (r + 1) * q_row));
       DeviceArray<float> one_out(q_row);
       cuda::PagedAttention(
-          one_q.get(), c.q_heads, layer,
+          one_q.get(), q_row, c.q_heads, layer,
           AttentionBatch{1, one_start.get(), one_pos.get(),
                          d_tables.get() + size_t(s) * max_blocks_per_seq, max_blocks_per_seq},
           scale, one_out.get());

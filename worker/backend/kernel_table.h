@@ -21,12 +21,12 @@ struct KernelTable {
   void (*linear)(const float*, int32_t, int32_t, const bf16*, int32_t, float*, kernels::Stream);
   void (*linear_argmax)(const float*, int32_t, int32_t, const bf16*, int32_t, int32_t*, float*,
                         kernels::Stream);
-  void (*rope)(float*, float*, const int32_t*, int32_t, int32_t, int32_t, int32_t, const float*,
+  void (*rope)(float*, int64_t, const int32_t*, int32_t, int32_t, int32_t, const float*,
                kernels::Stream);
-  void (*silu_mul)(const float*, const float*, int32_t, int32_t, float*, kernels::Stream);
-  void (*kv_cache_write)(const float*, const float*, const int32_t*, int32_t,
+  void (*silu_mul)(const float*, int32_t, int32_t, float*, kernels::Stream);
+  void (*kv_cache_write)(const float*, const float*, int64_t, const int32_t*, int32_t,
                          kernels::PagedKvLayer, kernels::Stream);
-  void (*paged_attention)(const float*, int32_t, kernels::PagedKvLayer,
+  void (*paged_attention)(const float*, int64_t, int32_t, kernels::PagedKvLayer,
                           const kernels::AttentionBatch&, float, float*, kernels::Stream);
   // Where every pointer the kernels take lives, and how to get data there and back.
   MemoryOps memory;

@@ -5,7 +5,6 @@
 #include <limits>
 #include <utility>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/model/rope.h"
@@ -40,59 +39,21 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   }
   ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store, WeightStore::Open(model_dir));
   ASSIGN_OR_RETURN(backend::KernelTable kernels, backend::MakeKernelTable(options.device));
-  std::unique_ptr<WeightArena> arena;
-  // A device backend uploads the weights straight from the mapped files; a host arena copy
-  // would only double the host memory.
-  if (options.resident_weights && kernels.memory.host) {
-    ASSIGN_OR_RETURN(arena, WeightArena::Create(LlamaWeights::ArenaBytes(config, layout)));
-  }
-  ASSIGN_OR_RETURN(LlamaWeights weights, LlamaWeights::Load(config, layout, *store, arena.get()));
+  ASSIGN_OR_RETURN(std::unique_ptr<WeightPlacement> placement,
+                   WeightPlacement::Create(kernels.memory, options.resident_weights,
+                                           LlamaWeights::ArenaBytes(config, layout)));
+  ASSIGN_OR_RETURN(LlamaWeights weights, LlamaWeights::Load(config, layout, *store, *placement));
   // A group of one runs exactly the unsharded code path: no collectives at all.
   parallel::Communicator* group = layout.spec.size > 1 ? comm : nullptr;
   std::unique_ptr<LlamaModel> model(new LlamaModel(std::move(config), layout, group,
-                                                   std::move(store), std::move(arena),
+                                                   std::move(store), std::move(placement),
                                                    std::move(weights), std::move(kernels)));
-  if (!model->kernels_.memory.host) RETURN_IF_ERROR(model->UploadWeights());
+  if (!model->kernels_.memory.host) RETURN_IF_ERROR(model->UploadRopeFrequencies());
   return model;
 }
 
-absl::Status LlamaModel::UploadWeights() {
+absl::Status LlamaModel::UploadRopeFrequencies() {
   const backend::MemoryOps* m = &kernels_.memory;
-  const size_t h = config_.hidden_size, hd = config_.head_dim;
-  const size_t q = layout_.q_heads * hd, kv = layout_.kv_heads * hd, inter = layout_.inter;
-  const size_t vocab = layout_.vocab;
-  absl::flat_hash_map<const bf16*, const bf16*> uploaded;  // tied embeddings are uploaded once
-  auto upload = [&](const bf16*& ptr, size_t count, const char* what) -> absl::Status {
-    if (auto it = uploaded.find(ptr); it != uploaded.end()) {
-      ptr = it->second;
-      return absl::OkStatus();
-    }
-    backend::DeviceArray<bf16> dev(m);
-    if (!dev.Reserve(count)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "out of device memory uploading ", what, " (", count * sizeof(bf16), " bytes) to ",
-          kernels_.name));
-    }
-    m->to_device(dev.data(), ptr, count * sizeof(bf16), m->device);
-    uploaded[ptr] = dev.data();
-    ptr = dev.data();
-    device_weights_.push_back(std::move(dev));
-    return absl::OkStatus();
-  };
-  RETURN_IF_ERROR(upload(weights_.embed_tokens, vocab * h, "embed_tokens"));
-  for (LayerWeights& w : weights_.layers) {
-    RETURN_IF_ERROR(upload(w.input_norm, h, "input_layernorm"));
-    RETURN_IF_ERROR(upload(w.q_proj, q * h, "q_proj"));
-    RETURN_IF_ERROR(upload(w.k_proj, kv * h, "k_proj"));
-    RETURN_IF_ERROR(upload(w.v_proj, kv * h, "v_proj"));
-    RETURN_IF_ERROR(upload(w.o_proj, h * q, "o_proj"));
-    RETURN_IF_ERROR(upload(w.post_norm, h, "post_attention_layernorm"));
-    RETURN_IF_ERROR(upload(w.gate_proj, inter * h, "gate_proj"));
-    RETURN_IF_ERROR(upload(w.up_proj, inter * h, "up_proj"));
-    RETURN_IF_ERROR(upload(w.down_proj, h * inter, "down_proj"));
-  }
-  RETURN_IF_ERROR(upload(weights_.final_norm, h, "norm"));
-  RETURN_IF_ERROR(upload(weights_.lm_head, vocab * h, "lm_head"));
   d_inv_freq_ = backend::DeviceArray<float>(m);
   if (!d_inv_freq_.Reserve(inv_freq_.size())) {
     return absl::ResourceExhaustedError("out of device memory for the RoPE frequencies");
@@ -111,10 +72,12 @@ const int32_t* LlamaModel::OnDevice(const std::vector<int32_t>& host,
 }
 
 LlamaModel::LlamaModel(ModelConfig config, ShardLayout layout, parallel::Communicator* comm,
-                       std::unique_ptr<WeightStore> store, std::unique_ptr<WeightArena> arena,
-                       LlamaWeights weights, backend::KernelTable kernels)
+                       std::unique_ptr<WeightStore> store,
+                       std::unique_ptr<WeightPlacement> placement, LlamaWeights weights,
+                       backend::KernelTable kernels)
     : config_(std::move(config)), layout_(layout), comm_(comm), store_(std::move(store)),
-      arena_(std::move(arena)), weights_(std::move(weights)), kernels_(std::move(kernels)),
+      placement_(std::move(placement)), weights_(std::move(weights)),
+      kernels_(std::move(kernels)),
       inv_freq_(RopeInverseFrequencies(config_)), scratch_(&kernels_.memory) {}
 
 absl::Status LlamaModel::AllReduce(float* data, size_t count) {
@@ -228,10 +191,10 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
   const size_t rows = sc.logit_rows.size();
   const size_t am = static_cast<size_t>(sc.argmax_count), full = rows - am;
   const size_t ranks = comm_ != nullptr ? static_cast<size_t>(comm_->size()) : 1;
-  bool ok = sc.residual.Reserve(n * h) && sc.normed.Reserve(n * h) && sc.q.Reserve(n * q) &&
-            sc.k.Reserve(n * kv) && sc.v.Reserve(n * kv) && sc.attn.Reserve(n * q) &&
-            sc.proj.Reserve(n * h) && sc.gate.Reserve(n * inter) && sc.up.Reserve(n * inter) &&
-            sc.act.Reserve(n * inter) && sc.last_hidden.Reserve(rows * h);
+  bool ok = sc.residual.Reserve(n * h) && sc.normed.Reserve(n * h) &&
+            sc.qkv.Reserve(n * (q + 2 * kv)) && sc.attn.Reserve(n * q) && sc.proj.Reserve(n * h) &&
+            sc.gate_up.Reserve(n * 2 * inter) && sc.act.Reserve(n * inter) &&
+            sc.last_hidden.Reserve(rows * h);
   if (!kernels_.memory.host || comm_ != nullptr) {
     ok = ok && sc.logits.Reserve(full * layout_.vocab);
   }
@@ -269,6 +232,7 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   // Local sizes: the whole model when unsharded.
   const int32_t q_dim = l.q_heads * c.head_dim;
   const int32_t kv_dim = l.kv_heads * c.head_dim;
+  const int32_t qkv_dim = q_dim + 2 * kv_dim;  // the fused projection's width
   const size_t acts = static_cast<size_t>(n) * h;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
@@ -293,19 +257,18 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   for (int32_t layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights_.layers[layer];
     const kernels::PagedKvLayer kv = cache.Layer(layer);
-    k.linear(normed, n, h, w.q_proj, q_dim, sc.q.data(), {});
-    k.linear(normed, n, h, w.k_proj, kv_dim, sc.k.data(), {});
-    k.linear(normed, n, h, w.v_proj, kv_dim, sc.v.data(), {});
-    k.rope(sc.q.data(), sc.k.data(), positions, n, l.q_heads, l.kv_heads, c.head_dim, inv_freq, {});
-    k.kv_cache_write(sc.k.data(), sc.v.data(), slots, n, kv, {});
-    k.paged_attention(sc.q.data(), l.q_heads, kv, attention, scale, sc.attn.data(), {});
+    // One Linear for q|k|v; each token's row holds its q, k and v heads in that order.
+    float* qkv = sc.qkv.data();
+    k.linear(normed, n, h, w.qkv_proj, qkv_dim, qkv, {});
+    k.rope(qkv, qkv_dim, positions, n, l.q_heads + l.kv_heads, c.head_dim, inv_freq, {});
+    k.kv_cache_write(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim, slots, n, kv, {});
+    k.paged_attention(qkv, qkv_dim, l.q_heads, kv, attention, scale, sc.attn.data(), {});
     // Row-parallel o_proj: each rank's heads give a partial sum of the output.
     k.linear(sc.attn.data(), n, q_dim, w.o_proj, h, proj, {});
     RETURN_IF_ERROR(AllReduce(proj, acts));
     k.add_rms_norm(residual, proj, w.post_norm, n, h, eps, normed, {});
-    k.linear(normed, n, h, w.gate_proj, l.inter, sc.gate.data(), {});
-    k.linear(normed, n, h, w.up_proj, l.inter, sc.up.data(), {});
-    k.silu_mul(sc.gate.data(), sc.up.data(), n, l.inter, sc.act.data(), {});
+    k.linear(normed, n, h, w.gate_up_proj, 2 * l.inter, sc.gate_up.data(), {});
+    k.silu_mul(sc.gate_up.data(), n, l.inter, sc.act.data(), {});
     k.linear(sc.act.data(), n, l.inter, w.down_proj, h, proj, {});
     RETURN_IF_ERROR(AllReduce(proj, acts));
     const bf16* next_norm =

@@ -68,23 +68,22 @@ class LlamaModel {
 
  private:
   LlamaModel(ModelConfig config, ShardLayout layout, parallel::Communicator* comm,
-             std::unique_ptr<WeightStore> store, std::unique_ptr<WeightArena> arena,
+             std::unique_ptr<WeightStore> store, std::unique_ptr<WeightPlacement> placement,
              LlamaWeights weights, backend::KernelTable kernels);
   absl::Status AllReduce(float* data, size_t count);
-  // Copies the weights into the backend's device memory (non-host backends only) and points
-  // weights_ at the copies.
-  absl::Status UploadWeights();
+  // Copies the RoPE frequencies to the device (non-host backends only).
+  absl::Status UploadRopeFrequencies();
   // Host metadata -> the pointer the kernels get (itself for host backends, else a device copy).
   const int32_t* OnDevice(const std::vector<int32_t>& host, backend::DeviceArray<int32_t>& dev);
 
   // Scratch activations in the backend's memory, grown on demand and reused across steps.
   struct Scratch {
     explicit Scratch(const backend::MemoryOps* m)
-        : residual(m), normed(m), q(m), k(m), v(m), attn(m), proj(m), gate(m), up(m), act(m),
-          last_hidden(m), logits(m), gathered_logits(m), argmax_value(m), gathered_value(m),
+        : residual(m), normed(m), qkv(m), attn(m), proj(m), gate_up(m), act(m), last_hidden(m), logits(m), gathered_logits(m), argmax_value(m), gathered_value(m),
           argmax_index(m), gathered_index(m), d_tokens(m), d_positions(m), d_slots(m),
           d_query_start(m), d_block_tables(m) {}
-    backend::DeviceArray<float> residual, normed, q, k, v, attn, proj, gate, up, act, last_hidden;
+    // qkv: the fused projection's rows [n, (q + 2 kv) * head_dim]; gate_up: [n, 2 * inter].
+    backend::DeviceArray<float> residual, normed, qkv, attn, proj, gate_up, act, last_hidden;
     backend::DeviceArray<float> logits, gathered_logits;  // lm_head output (device backends, TP)
     std::vector<float> host_gathered;                      // TP logits on the host, rank-major
     // Greedy tokens of argmax_only rows: this rank's (value, index) per row, every rank's under
@@ -109,12 +108,11 @@ class LlamaModel {
   ShardLayout layout_;
   parallel::Communicator* comm_;  // null: one process holds the whole model, no collectives
   std::unique_ptr<WeightStore> store_;
-  std::unique_ptr<WeightArena> arena_;  // null when running from the mapped files
+  std::unique_ptr<WeightPlacement> placement_;  // owns the weights' copies (arena, device, fused)
   LlamaWeights weights_;
   backend::KernelTable kernels_;
   std::vector<float> inv_freq_;
   backend::DeviceArray<float> d_inv_freq_;
-  std::vector<backend::DeviceArray<bf16>> device_weights_;  // owners of the uploaded weights
   Scratch scratch_;
   int32_t block_table_width_ = 0;
 };

@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -25,15 +26,14 @@ absl::StatusOr<std::unique_ptr<WeightArena>> WeightArena::Create(size_t bytes) {
 
 WeightArena::~WeightArena() { munmap(base_, size_); }
 
-absl::StatusOr<const bf16*> WeightArena::Copy(const bf16* src, size_t count) {
+absl::StatusOr<bf16*> WeightArena::Allocate(size_t count) {
   const size_t need = Footprint(count);
   if (used_ + need > size_) {
     return absl::ResourceExhaustedError("weight arena is full (size computed wrongly)");
   }
   char* dst = base_ + used_;
-  std::memcpy(dst, src, count * sizeof(bf16));
   used_ += need;
-  return reinterpret_cast<const bf16*>(dst);
+  return reinterpret_cast<bf16*>(dst);
 }
 
 }  // namespace caduceus::model

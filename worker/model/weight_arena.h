@@ -23,8 +23,9 @@ class WeightArena {
   WeightArena(const WeightArena&) = delete;
   WeightArena& operator=(const WeightArena&) = delete;
 
-  // Copies `count` bf16 values into the arena (64-byte aligned). RESOURCE_EXHAUSTED when full.
-  absl::StatusOr<const bf16*> Copy(const bf16* src, size_t count);
+  // Room for `count` bf16 values (64-byte aligned), to be filled by the caller.
+  // RESOURCE_EXHAUSTED when full.
+  absl::StatusOr<bf16*> Allocate(size_t count);
   // Bytes an allocation of `count` bf16 values takes, alignment included.
   static size_t Footprint(size_t count);
   bool huge_pages_requested() const { return huge_pages_; }
