@@ -43,6 +43,11 @@ struct AttentionBatch {
   const int32_t* positions = nullptr;    // [num_tokens]
   const int32_t* block_tables = nullptr; // [num_seqs][max_blocks_per_seq]
   int32_t max_blocks_per_seq = 0;
+  // Query rows in the batch (= query_start[num_seqs]) when the host knows it; 0 = unknown (no
+  // split). Lets a device kernel size its grid without reading query_start (the CUDA kernel
+  // splits long contexts across blocks when few rows would underfill the GPU; the result bits
+  // do not depend on it). The CPU kernel ignores it.
+  int32_t num_tokens = 0;
 };
 
 }  // namespace caduceus::kernels

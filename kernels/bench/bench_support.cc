@@ -315,6 +315,7 @@ DeviceBatch Upload(Arena& arena, const HostBatch& b) {
   db.attention.positions = arena.Ints(b.positions);
   db.attention.block_tables = arena.Ints(b.block_tables);
   db.attention.max_blocks_per_seq = b.blocks_per_seq;
+  db.attention.num_tokens = b.num_tokens;  // lets the CUDA kernel split a long context
   db.positions = db.attention.positions;
   db.slots = arena.Ints(b.slots);
   return db;

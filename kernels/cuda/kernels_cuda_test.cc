@@ -341,7 +341,22 @@ class PagedAttentionTest : public CudaKernelsTest,
 
 TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
   const AttentionCase c = GetParam();
-  const std::vector<SeqSpec> seqs = {{1, 1}, {17, 17}, {300, 1}, {1000, 37}, {129, 5}, {128, 2}};
+  // The CUDA kernel restarts its online softmax every kPartition positions (attention.cu) and, when
+  // the host passes num_tokens and few rows would underfill the GPU, gives each partition its own
+  // block and merges the partials in a second kernel. The last sequences are long-context decodes
+  // around the partition boundaries; with num_tokens = 1 a row alone takes that split path.
+  constexpr int kPartition = 512;
+  const std::vector<SeqSpec> seqs = {{1, 1},
+                                     {17, 17},
+                                     {300, 1},
+                                     {1000, 37},
+                                     {129, 5},
+                                     {128, 2},
+                                     {kPartition - 1, 1},
+                                     {kPartition, 1},
+                                     {kPartition + 1, 1},
+                                     {3 * kPartition + 17, 1},
+                                     {5000, 1}};
   const int num_seqs = static_cast<int>(seqs.size());
   int max_blocks = 0, used_blocks = 0;
   for (const auto& s : seqs) {
@@ -392,38 +407,93 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
   std::vector<float> want(num_tokens * q_row);
   cpu::PagedAttention(q_rows.data(), q_stride, c.q_heads, cache.Layer(cache.k.data(), cache.v.data()),
                       AttentionBatch{num_seqs, query_start.data(), positions.data(), tables.data(),
-                                     max_blocks_per_seq},
+                                     max_blocks_per_seq, num_tokens},
                       scale, want.data());
 
   DeviceArray<float> d_q(q_rows), d_ck(cache.k), d_cv(cache.v), d_out(want.size());
   DeviceArray<int32_t> d_start(query_start), d_pos(positions), d_tables(tables);
   const PagedKvLayer layer = cache.Layer(d_ck.get(), d_cv.get());
-  cuda::PagedAttention(
-      d_q.get(), q_stride, c.q_heads, layer,
-      AttentionBatch{num_seqs, d_start.get(), d_pos.get(), d_tables.get(), max_blocks_per_seq},
-      scale, d_out.get());
+  // (a) The whole batch, its row count known (it splits only where rows x heads is small next to
+  // the SM count, e.g. with 2 heads on an H100/H200).
+  cuda::PagedAttention(d_q.get(), q_stride, c.q_heads, layer,
+                       AttentionBatch{num_seqs, d_start.get(), d_pos.get(), d_tables.get(),
+                                      max_blocks_per_seq, num_tokens},
+                       scale, d_out.get());
   const auto got = d_out.Read();
   ExpectClose(got, want, 2e-5, 1e-4, "batched");
+  auto row_of = [&](const std::vector<float>& all, size_t i) {
+    return std::vector<float>(all.begin() + i * q_row, all.begin() + (i + 1) * q_row);
+  };
 
-  // Each query row alone (a decode step of its sequence) must give the same bits as in the batch.
+  // Each query row alone (a decode step of its sequence) must give the same bits as in the batch,
+  // (b) with num_tokens = 1 (split: the table is wide enough for several partitions, so even a
+  // one-partition row goes through the workspace and the merge kernel) and (c) with
+  // num_tokens = 0 (never split).
   for (int s = 0; s < num_seqs; ++s) {
     for (int r = query_start[s]; r < query_start[s + 1]; ++r) {
       DeviceArray<int32_t> one_start(std::vector<int32_t>{0, 1});
       DeviceArray<int32_t> one_pos(std::vector<int32_t>{positions[r]});
-      DeviceArray<float> one_q(
-          std::vector<float>(q.begin() + r * q_row, q.begin() + (r + 1) * q_row));
-      DeviceArray<float> one_out(q_row);
-      cuda::PagedAttention(
-          one_q.get(), q_row, c.q_heads, layer,
-          AttentionBatch{1, one_start.get(), one_pos.get(),
-                         d_tables.get() + size_t(s) * max_blocks_per_seq, max_blocks_per_seq},
-          scale, one_out.get());
-      ExpectBitEqual(one_out.Read(),
-                     std::vector<float>(got.begin() + r * q_row, got.begin() + (r + 1) * q_row),
-                     "row " + std::to_string(r) + " alone");
-      if (HasFatalFailure()) return;
+      DeviceArray<float> one_q(row_of(q, r));
+      for (const int32_t known : {1, 0}) {
+        DeviceArray<float> one_out(q_row);
+        cuda::PagedAttention(
+            one_q.get(), q_row, c.q_heads, layer,
+            AttentionBatch{1, one_start.get(), one_pos.get(),
+                           d_tables.get() + size_t(s) * max_blocks_per_seq, max_blocks_per_seq,
+                           known},
+            scale, one_out.get());
+        ExpectBitEqual(one_out.Read(), row_of(got, r),
+                       "row " + std::to_string(r) + " alone, num_tokens " + std::to_string(known));
+        if (HasFatalFailure()) return;
+      }
     }
   }
+
+  // (d) The single-row decodes together (7 rows), their count known: a batch of several rows that
+  // splits on a GPU with more than 3.5 x q_heads SMs (an H100/H200 for every shape here).
+  std::vector<int32_t> dec_start = {0}, dec_pos, dec_tables, dec_rows;
+  for (int s = 0; s < num_seqs; ++s) {
+    if (seqs[s].rows != 1) continue;
+    const int r = query_start[s];
+    dec_rows.push_back(r);
+    dec_pos.push_back(positions[r]);
+    dec_start.push_back(static_cast<int32_t>(dec_pos.size()));
+    dec_tables.insert(dec_tables.end(), tables.begin() + size_t(s) * max_blocks_per_seq,
+                      tables.begin() + size_t(s + 1) * max_blocks_per_seq);
+  }
+  const int num_dec = static_cast<int>(dec_rows.size());
+  std::vector<float> dec_q(num_dec * q_row);
+  for (int i = 0; i < num_dec; ++i) {
+    std::copy_n(q.begin() + dec_rows[i] * q_row, q_row, dec_q.begin() + i * q_row);
+  }
+  DeviceArray<int32_t> d_dec_start(dec_start), d_dec_pos(dec_pos), d_dec_tables(dec_tables);
+  DeviceArray<float> d_dec_q(dec_q), d_dec_out(dec_q.size());
+  const AttentionBatch dec_batch{num_dec, d_dec_start.get(), d_dec_pos.get(), d_dec_tables.get(),
+                                 max_blocks_per_seq, num_dec};
+  cuda::PagedAttention(d_dec_q.get(), q_row, c.q_heads, layer, dec_batch, scale, d_dec_out.get());
+  const auto dec_got = d_dec_out.Read();
+  for (int i = 0; i < num_dec; ++i) {
+    ExpectBitEqual(row_of(dec_got, i), row_of(got, dec_rows[i]),
+                   "decode batch row " + std::to_string(dec_rows[i]));
+    if (HasFatalFailure()) return;
+  }
+
+  // The same decode batch alternately on two streams: the split path's per-thread workspace is
+  // shared by both, and the calls must not race on it.
+  cudaStream_t streams[2];
+  ASSERT_CUDA_OK(cudaStreamCreate(&streams[0]));
+  ASSERT_CUDA_OK(cudaStreamCreate(&streams[1]));
+  DeviceArray<float> d_dec_out1(dec_q.size());
+  for (int rep = 0; rep < 3; ++rep) {
+    for (int i = 0; i < 2; ++i) {
+      cuda::PagedAttention(d_dec_q.get(), q_row, c.q_heads, layer, dec_batch, scale,
+                           (i == 0 ? d_dec_out : d_dec_out1).get(), Stream{streams[i]});
+    }
+  }
+  ExpectBitEqual(d_dec_out.Read(), dec_got, "decode batch, stream 0");
+  ExpectBitEqual(d_dec_out1.Read(), dec_got, "decode batch, stream 1");
+  cudaStreamDestroy(streams[0]);
+  cudaStreamDestroy(streams[1]);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -51,10 +51,18 @@ int64_t FreeBytes(int device) {
   return static_cast<int64_t>(free_b);
 }
 
+int64_t TotalBytes(int device) {
+  Check(cudaSetDevice(device), "cudaSetDevice");
+  size_t free_b = 0, total = 0;
+  Check(cudaMemGetInfo(&free_b, &total), "cudaMemGetInfo");
+  return static_cast<int64_t>(total);
+}
+
 }  // namespace
 
 MemoryOps CudaMemoryOps(int device) {
-  return MemoryOps{false, device, &CudaAlloc, &CudaFree, &ToDevice, &ToHost, &DeviceCopy, &FreeBytes};
+  return MemoryOps{false, device, &CudaAlloc, &CudaFree, &ToDevice, &ToHost, &DeviceCopy, &FreeBytes,
+                   &TotalBytes};
 }
 
 }  // namespace caduceus::backend

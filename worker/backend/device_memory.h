@@ -18,8 +18,9 @@ struct MemoryOps {
   void (*to_device)(void* dst, const void* host_src, size_t bytes, int device) = nullptr;
   void (*to_host)(void* host_dst, const void* src, size_t bytes, int device) = nullptr;
   void (*device_copy)(void* dst, const void* src, size_t bytes, int device) = nullptr;
-  // Bytes free on the device (host: 0, meaning "use the memory budget flags").
+  // Bytes free on the device, and its capacity (host: 0, meaning "use the memory budget flags").
   int64_t (*free_bytes)(int device) = nullptr;
+  int64_t (*total_bytes)(int device) = nullptr;
 };
 
 MemoryOps HostMemoryOps();

@@ -19,7 +19,8 @@ int64_t HostFreeBytes(int) { return 0; }
 }  // namespace
 
 MemoryOps HostMemoryOps() {
-  return MemoryOps{true, -1, &HostAlloc, &HostFree, &HostCopy, &HostCopy, &HostCopy, &HostFreeBytes};
+  return MemoryOps{true, -1, &HostAlloc, &HostFree, &HostCopy, &HostCopy, &HostCopy, &HostFreeBytes,
+                   &HostFreeBytes};
 }
 
 }  // namespace caduceus::backend

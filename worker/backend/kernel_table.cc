@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "worker/backend/emulated_device.h"
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -49,6 +50,7 @@ absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device) {
                        &k::EmbeddingGather, &k::RmsNorm, &k::AddRmsNorm, &k::Linear,
                        &k::LinearArgmax, &k::Rope, &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention, HostMemoryOps()};
   }
+  if (device == kEmulatedDevice) return EmulatedDeviceTable();
   if (absl::StartsWith(device, "cuda")) {
     int ordinal = 0;
     if (device.size() > 4 && (device[4] != ':' || !absl::SimpleAtoi(device.substr(5), &ordinal) ||
@@ -59,7 +61,8 @@ absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device) {
     return LoadCudaTable(ordinal);
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown device '", device, "'; expected cpu or cuda[:K]"));
+      absl::StrCat("unknown device '", device, "'; expected cpu or cuda[:K] (or ",
+                   kEmulatedDevice, " for tests)"));
 }
 
 }  // namespace caduceus::backend

@@ -32,7 +32,8 @@ struct KernelTable {
   MemoryOps memory;
 };
 
-// "cpu" or "cuda[:K]" (UNIMPLEMENTED for cuda in builds without CUDA).
+// "cpu" or "cuda[:K]" (UNIMPLEMENTED for cuda in builds without CUDA), or "emulated-device"
+// (emulated_device.h: the CPU kernels behind the device-memory path, for tests).
 absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device);
 
 }  // namespace caduceus::backend

@@ -243,9 +243,9 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   const int32_t* query_start = OnDevice(sc.query_start, sc.d_query_start);
   const int32_t* block_tables = OnDevice(sc.block_tables, sc.d_block_tables);
   const float* inv_freq = mem.host ? inv_freq_.data() : d_inv_freq_.data();
-  const kernels::AttentionBatch attention{static_cast<int32_t>(batch.sequences.size()),
-                                          query_start, positions, block_tables,
-                                          block_table_width_};
+  kernels::AttentionBatch attention{static_cast<int32_t>(batch.sequences.size()), query_start,
+                                    positions, block_tables, block_table_width_};
+  attention.num_tokens = n;  // lets a device kernel size its grid (split long decodes)
   float* residual = sc.residual.data();
   float* normed = sc.normed.data();
   float* proj = sc.proj.data();

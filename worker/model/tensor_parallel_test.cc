@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "worker/backend/emulated_device.h"
 #include "worker/model/llama_model.h"
 #include "worker/model/llama_weights.h"
 #include "worker/model/shard_spec.h"
@@ -103,22 +104,26 @@ Trace Generate(LlamaModel& model, bool argmax_odd = false) {
   return trace;
 }
 
-LoadOptions Options(int rank, int size, bool resident_weights = true) {
+LoadOptions Options(int rank, int size, bool resident_weights = true,
+                    const std::string& device = "cpu") {
   LoadOptions options;
   options.shard = {rank, size};
   options.resident_weights = resident_weights;
+  options.device = device;
   return options;
 }
 
 // Runs a TP group of `size` threads; returns each rank's trace.
-std::vector<Trace> RunGroup(int size, bool resident_weights = true, bool argmax_odd = false) {
+std::vector<Trace> RunGroup(int size, bool resident_weights = true, bool argmax_odd = false,
+                            const std::string& device = "cpu") {
   ThreadCommunicatorGroup group(size);
   std::vector<Trace> traces(size);
   std::vector<std::thread> threads;
   for (int r = 0; r < size; ++r) {
     threads.emplace_back([&, r] {
       auto model =
-          LlamaModel::Load(TinyModelDir(), Options(r, size, resident_weights), group.rank(r));
+          LlamaModel::Load(TinyModelDir(), Options(r, size, resident_weights, device),
+                           group.rank(r));
       if (!model.ok()) {
         // The others block in the first collective until the group times out; fine for a test
         // that fails anyway, and it cannot hang.
@@ -205,6 +210,58 @@ TEST_P(TensorParallelTest, ArgmaxOnlyRowsGiveTheSameTokens) {
 
 INSTANTIATE_TEST_SUITE_P(Sizes, TensorParallelTest, ::testing::Values(2, 4),
                          [](const auto& info) { return "TP" + std::to_string(info.param); });
+
+// The device-memory code path on the emulated device (worker/backend/emulated_device.h): weights
+// placed in device memory, step metadata copied up, logits and greedy tokens copied back, every
+// kernel argument checked to be device memory. The kernels are the CPU's, so every logit must
+// have the CPU's bits, unsharded and sharded (the TP collectives then move device buffers).
+TEST(EmulatedDeviceTest, DevicePathGivesTheCpuBits) {
+  for (const int size : {1, 2}) {
+    const std::vector<Trace> cpu = RunGroup(size, true, /*argmax_odd=*/true, "cpu");
+    const std::vector<Trace> dev = RunGroup(size, true, /*argmax_odd=*/true, backend::kEmulatedDevice);
+    for (int r = 0; r < size; ++r) {
+      ASSERT_TRUE(cpu[r].status.ok()) << cpu[r].status;
+      ASSERT_TRUE(dev[r].status.ok()) << dev[r].status;
+      EXPECT_EQ(dev[r].tokens, cpu[r].tokens) << "TP=" << size << " rank " << r;
+      EXPECT_TRUE(dev[r].logits == cpu[r].logits) << "TP=" << size << " rank " << r;
+    }
+  }
+}
+
+// Every weight lives on the device once (tied embeddings placed once), and unloading the model
+// gives all of it back.
+TEST(EmulatedDeviceTest, WeightsArePlacedOnTheDeviceAndFreed) {
+  const int64_t before = backend::EmulatedDeviceAllocatedBytes();
+  auto store = WeightStore::Open(TinyModelDir());
+  ASSERT_TRUE(store.ok()) << store.status();
+  {
+    auto model = LlamaModel::Load(TinyModelDir(), Options(0, 1, true, backend::kEmulatedDevice));
+    ASSERT_TRUE(model.ok()) << model.status();
+    const int64_t placed = backend::EmulatedDeviceAllocatedBytes() - before;
+    // The tiny model is stored in bf16: the device holds exactly the stored bytes (+ RoPE table).
+    EXPECT_GE(placed, static_cast<int64_t>((*store)->total_bytes()));
+    EXPECT_LT(placed, static_cast<int64_t>((*store)->total_bytes()) + (1 << 20));
+  }
+  EXPECT_EQ(backend::EmulatedDeviceAllocatedBytes(), before);
+}
+
+// Run by OutOfDeviceMemoryIsAClearError in a child process whose emulated device is 16 MiB.
+TEST(EmulatedDeviceTest, DISABLED_OutOfMemoryChild) {
+  if (std::getenv("CADUCEUS_EMULATED_DEVICE_BYTES") == nullptr) GTEST_SKIP() << "child only";
+  auto model = LlamaModel::Load(TinyModelDir(), Options(0, 1, true, backend::kEmulatedDevice));
+  ASSERT_EQ(model.status().code(), absl::StatusCode::kResourceExhausted) << model.status();
+  EXPECT_NE(model.status().message().find("out of device memory placing"), std::string::npos)
+      << model.status();
+  EXPECT_EQ(backend::EmulatedDeviceAllocatedBytes(), 0) << "a failed load leaks device memory";
+}
+
+TEST(EmulatedDeviceTest, OutOfDeviceMemoryIsAClearError) {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  const std::string cmd = "CADUCEUS_EMULATED_DEVICE_BYTES=16777216 '" + self +
+                          "' --gtest_also_run_disabled_tests"
+                          " --gtest_filter=EmulatedDeviceTest.DISABLED_OutOfMemoryChild";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
 
 TEST(TensorParallelLoadTest, UnsplittableSizeNamesTheField) {
   ThreadCommunicatorGroup group(3);
