@@ -4,9 +4,15 @@ worker gRPC API: TP=2 and TP=4 give the same greedy tokens as TP=1 (which must i
 oracle's llama.cpp/float64 tokens), and first-step logits within 1e-4 relative (max |a-b| over
 the row divided by max |logit|). TP=4 on the tiny model (2 KV heads) replicates KV heads.
 
+Then a TP=2 group on the emulated device (the CPU kernels behind the device-memory path, see
+worker/backend/emulated_device.h) with the KV cache sized from --gpu-memory-utilization after the
+warm-up step: the same tokens and first-step logits, bit for bit, as the CPU TP=2 group, and an
+Info whose device figures add up.
+
 usage: test_worker_tp.py MODEL_DIR ORACLE_JSON"""
 
 import json
+import os
 import sys
 import time
 
@@ -15,6 +21,48 @@ import worker_client
 
 NEW_TOKENS = 12
 REL_TOL = 1e-4
+
+
+EMULATED_DEVICE_BYTES = 1 << 30
+UTILIZATION = 0.5
+
+
+def check_emulated_device(c, model, prompts, cpu_result):
+    failures = []
+    group = c.start_worker_group(
+        model, 2, name="emulated",
+        extra=["--device", "emulated-device", "--kv-cache-bytes", 0,
+               "--gpu-memory-utilization", UTILIZATION, "--max-step-tokens", 1024,
+               "--max-step-sequences", 64],
+        env={"CADUCEUS_EMULATED_DEVICE_BYTES": str(EMULATED_DEVICE_BYTES)})
+    cluster.wait_serving(group.address, processes=group.ranks)
+    w = worker_client.stub(group.address)
+    info = w.Info(worker_client.worker_pb2.InfoRequest(), timeout=10)
+    tokens, logits = worker_client.generate(w, prompts, NEW_TOKENS, return_first_logits=True)
+    c.close()
+    if (tokens, logits) != cpu_result:
+        failures.append("emulated device TP=2: tokens or first-step logits differ from CPU TP=2")
+    allowed = int(UTILIZATION * EMULATED_DEVICE_BYTES)
+    # Weights of one rank: at most the whole model's files.
+    weights_bound = sum(os.path.getsize(os.path.join(model, f)) for f in os.listdir(model)
+                        if f.endswith(".safetensors"))
+    block_bytes = info.kv_cache_bytes // max(info.num_kv_blocks, 1)
+    print("emulated device TP=2: %d KV blocks (%d bytes), activations %d bytes, device %d bytes"
+          % (info.num_kv_blocks, info.kv_cache_bytes, info.activation_bytes,
+             info.device_memory_bytes))
+    if info.device_memory_bytes != EMULATED_DEVICE_BYTES:
+        failures.append("Info.device_memory_bytes %d, expected %d"
+                        % (info.device_memory_bytes, EMULATED_DEVICE_BYTES))
+    if info.activation_bytes <= 0:
+        failures.append("Info.activation_bytes %d: the warm-up allocated nothing"
+                        % info.activation_bytes)
+    if not (0 < info.kv_cache_bytes <= allowed - info.activation_bytes):
+        failures.append("KV cache %d bytes + activations %d exceed %.0f%% of the device"
+                        % (info.kv_cache_bytes, info.activation_bytes, 100 * UTILIZATION))
+    if info.kv_cache_bytes + info.activation_bytes + weights_bound + block_bytes < allowed:
+        failures.append("KV cache %d bytes leaves more than the weights unused of %d"
+                        % (info.kv_cache_bytes, allowed))
+    return failures
 
 
 def main():
@@ -44,6 +92,7 @@ def main():
             if not steps or steps < NEW_TOKENS:
                 failures.append("TP=%d: leader metrics report %s steps" % (tp, steps))
             c.close()
+        failures += check_emulated_device(c, model, prompts, results[2])
         base_tokens, base_logits = results[1]
         for i, (got, want) in enumerate(zip(base_tokens, expected)):
             if got != want:

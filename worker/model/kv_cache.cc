@@ -11,6 +11,26 @@ int64_t KvCache::BytesPerBlock(int32_t num_layers, int32_t kv_heads, int32_t hea
   return int64_t{2} * num_layers * block_size * kv_heads * head_dim * int64_t{sizeof(float)};
 }
 
+absl::StatusOr<int64_t> KvCache::DeviceBudget(double utilization, int64_t total_bytes,
+                                              int64_t free_bytes) {
+  if (!(utilization > 0 && utilization <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu-memory-utilization ", utilization, " must be in (0, 1]"));
+  }
+  const int64_t in_use = total_bytes - free_bytes;
+  const int64_t budget =
+      static_cast<int64_t>(utilization * static_cast<double>(total_bytes)) - in_use;
+  if (budget <= 0) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "no device memory left for the KV cache: ", in_use, " of ", total_bytes,
+        " bytes are in use after loading the weights and the warm-up step, and "
+        "--gpu-memory-utilization ", utilization, " allows ",
+        static_cast<int64_t>(utilization * static_cast<double>(total_bytes)),
+        "; raise it, lower --max-step-tokens, or use more tensor-parallel ranks"));
+  }
+  return budget;
+}
+
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(int32_t num_layers, int32_t kv_heads,
                                                          int32_t head_dim, int32_t num_blocks,
                                                          int32_t block_size,

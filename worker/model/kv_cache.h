@@ -26,6 +26,14 @@ class KvCache {
   static int64_t BytesPerBlock(int32_t num_layers, int32_t kv_heads, int32_t head_dim,
                                int32_t block_size = kDefaultBlockSize);
 
+  // The KV-cache budget on a device: `utilization` of its `total_bytes`, less what is in use once
+  // the weights are placed and the warm-up step ran (total_bytes - free_bytes). The headroom
+  // (1 - utilization) x total is left for the CUDA context, NCCL and anything else on the device.
+  // INVALID_ARGUMENT for a utilization outside (0, 1]; RESOURCE_EXHAUSTED, with the numbers, when
+  // nothing is left.
+  static absl::StatusOr<int64_t> DeviceBudget(double utilization, int64_t total_bytes,
+                                              int64_t free_bytes);
+
   kernels::PagedKvLayer Layer(int32_t layer) const;
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }

@@ -147,6 +147,38 @@ absl::Status LlamaModel::ValidateBatch(const StepBatch& batch, const KvCache& ca
   return absl::OkStatus();
 }
 
+absl::Status LlamaModel::WarmUp(int32_t max_step_tokens, int32_t max_step_sequences) {
+  if (max_step_tokens <= 0 || max_step_sequences <= 0) {
+    return absl::InvalidArgumentError("warm-up needs a positive step size");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> scratch_cache, CreateKvCache(1));
+  const int32_t block = scratch_cache->block_size();
+  // Sequences start at position 0 and none may pass the model's context.
+  const int32_t longest = config_.max_position_embeddings;
+  int32_t seqs = std::min(max_step_sequences, max_step_tokens);
+  seqs = std::max<int32_t>(seqs, (max_step_tokens + longest - 1) / longest);
+  const int32_t base = max_step_tokens / seqs, extra = max_step_tokens % seqs;
+  const std::vector<int32_t> tokens(base + 1, 0);
+  // Every block-table entry is the one scratch block: tokens overwrite each other's slots, which
+  // is harmless for a step whose results nobody reads, and every slot a sequence reads was
+  // written by the step itself.
+  const std::vector<int32_t> table((base + 1 + block - 1) / block, 0);
+  StepBatch batch;
+  for (int32_t s = 0; s < seqs; ++s) {
+    const size_t len = static_cast<size_t>(base + (s < extra ? 1 : 0));
+    batch.sequences.push_back({std::span<const int32_t>(tokens.data(), len), 0, table});
+  }
+  StepLogits logits;
+  RETURN_IF_ERROR(Forward(batch, *scratch_cache, &logits));
+  // The greedy path's buffers: as many argmax_only rows, one token each.
+  batch.sequences.clear();
+  for (int32_t s = 0; s < std::min(max_step_sequences, max_step_tokens); ++s) {
+    batch.sequences.push_back({std::span<const int32_t>(tokens.data(), 1), 0, table});
+    batch.sequences.back().argmax_only = true;
+  }
+  return Forward(batch, *scratch_cache, &logits);
+}
+
 absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& cache) {
   Scratch& sc = scratch_;
   sc.tokens.clear();

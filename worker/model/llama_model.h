@@ -58,6 +58,15 @@ class LlamaModel {
 
   absl::Status ValidateBatch(const StepBatch& batch, const KvCache& cache) const;
 
+  // Runs the largest step the worker accepts (max_step_tokens new tokens over
+  // min(max_step_sequences, max_step_tokens) prefilling sequences, every one with a logits row;
+  // then as many argmax_only rows) on a one-block scratch cache, so that every scratch buffer
+  // and kernel workspace reaches its final size before the KV cache takes the rest of a device's
+  // memory: steps after it allocate nothing. Tensor-parallel: a collective, every rank calls it
+  // with the same arguments. Errors: those of Forward (RESOURCE_EXHAUSTED when even the
+  // activations do not fit).
+  absl::Status WarmUp(int32_t max_step_tokens, int32_t max_step_sequences);
+
   const ModelConfig& config() const { return config_; }
   const backend::KernelTable& kernels() const { return kernels_; }
   const ShardLayout& shard() const { return layout_; }

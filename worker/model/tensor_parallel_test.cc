@@ -245,6 +245,49 @@ TEST(EmulatedDeviceTest, WeightsArePlacedOnTheDeviceAndFreed) {
   EXPECT_EQ(backend::EmulatedDeviceAllocatedBytes(), before);
 }
 
+// The warm-up at the largest step grows every activation buffer to its final size: the steps
+// after it, up to that size, allocate no device memory (so the KV cache may take the rest).
+TEST(EmulatedDeviceTest, AfterWarmUpNoStepAllocates) {
+  auto model = LlamaModel::Load(TinyModelDir(), Options(0, 1, true, backend::kEmulatedDevice));
+  ASSERT_TRUE(model.ok()) << model.status();
+  constexpr int32_t kMaxTokens = 96, kMaxSeqs = 6;
+  const int64_t before = backend::EmulatedDeviceAllocatedBytes();
+  ASSERT_TRUE((*model)->WarmUp(kMaxTokens, kMaxSeqs).ok());
+  const int64_t activations = backend::EmulatedDeviceAllocatedBytes() - before;
+  EXPECT_GT(activations, 0);
+  auto cache = (*model)->CreateKvCache(64);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  const int64_t ready = backend::EmulatedDeviceAllocatedBytes();
+  // Full-size steps of both kinds: 6 prefills of 16 tokens with logits rows, 6 greedy decodes.
+  std::vector<int32_t> prompt(kMaxTokens / kMaxSeqs, 7);
+  std::vector<std::vector<int32_t>> tables(kMaxSeqs);
+  StepBatch prefill, decode;
+  for (int s = 0; s < kMaxSeqs; ++s) {
+    tables[s] = {2 * s, 2 * s + 1};
+    prefill.sequences.push_back({prompt, 0, tables[s]});
+    decode.sequences.push_back({std::span<const int32_t>(prompt.data(), 1), 16, tables[s]});
+    decode.sequences.back().argmax_only = true;
+  }
+  StepLogits logits;
+  ASSERT_TRUE((*model)->Forward(prefill, **cache, &logits).ok());
+  ASSERT_TRUE((*model)->Forward(decode, **cache, &logits).ok());
+  EXPECT_EQ(backend::EmulatedDeviceAllocatedBytes(), ready);
+}
+
+TEST(KvCacheBudgetTest, UtilizationOfTheDeviceLessWhatIsInUse) {
+  // 100 bytes, 30 in use after weights + warm-up, 90% allowed: 60 for the cache.
+  EXPECT_EQ(KvCache::DeviceBudget(0.9, 100, 70).value(), 60);
+  EXPECT_EQ(KvCache::DeviceBudget(1.0, 100, 70).value(), 70);
+  const auto full = KvCache::DeviceBudget(0.5, 100, 40);
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(full.status().message().find("60 of 100 bytes are in use"), std::string::npos)
+      << full.status();
+  for (const double bad : {0.0, -0.1, 1.5}) {
+    EXPECT_EQ(KvCache::DeviceBudget(bad, 100, 70).status().code(),
+              absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 // Run by OutOfDeviceMemoryIsAClearError in a child process whose emulated device is 16 MiB.
 TEST(EmulatedDeviceTest, DISABLED_OutOfMemoryChild) {
   if (std::getenv("CADUCEUS_EMULATED_DEVICE_BYTES") == nullptr) GTEST_SKIP() << "child only";

@@ -36,6 +36,7 @@
 #include "worker/model/llama_model.h"
 #include "worker/parallel/gloo_communicator.h"
 #include "worker/parallel/timed_communicator.h"
+#include "worker/backend/emulated_device.h"
 #include "worker/server/gpu_communicator.h"
 #include "worker/server/model_identity.h"
 #include "worker/server/router_registration.h"
@@ -50,7 +51,9 @@ ABSL_FLAG(int32_t, rank, 0, "this process's rank; 0 is the leader");
 ABSL_FLAG(std::string, rendezvous, "",
           "HOST:PORT of the leader's rendezvous store (rank 0 listens on PORT); needed when "
           "--tp-size > 1");
-ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda[:K]");
+ABSL_FLAG(std::string, device, "cpu",
+          "cpu, or cuda[:K]; emulated-device runs the CPU kernels behind the device-memory path "
+          "(tests)");
 ABSL_FLAG(std::string, listen, "", "rank 0: HOST:PORT for the worker gRPC API");
 ABSL_FLAG(std::string, metrics_listen, "", "HOST:PORT for Prometheus /metrics (any rank)");
 ABSL_FLAG(int64_t, kv_cache_bytes, int64_t{1} << 30,
@@ -60,7 +63,8 @@ ABSL_FLAG(double, kv_cache_memory_fraction, 0.5,
           "CPUs, with --kv-cache-bytes 0: fraction of MemAvailable (after loading the weights) "
           "for this rank's KV cache; ranks sharing a host should split it");
 ABSL_FLAG(double, gpu_memory_utilization, 0.9,
-          "GPUs: fraction of device memory for weights + activations + KV cache");
+          "GPUs, with --kv-cache-bytes 0: fraction of the device's memory for weights + "
+          "activations (measured by a warm-up step at --max-step-tokens) + KV cache");
 ABSL_FLAG(std::string, router, "",
           "rank 0: HOST:PORT of a router to register with (and heartbeat to)");
 ABSL_FLAG(std::string, advertise_address, "",
@@ -157,7 +161,9 @@ int Main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("rank 0 needs --listen HOST:PORT for the worker API"));
   }
   const bool gpu = device.rfind("cuda", 0) == 0;
-  if (device != "cpu" && !gpu) {
+  // Device memory (a GPU, or the emulated device tests use): warm-up and KV sizing from it.
+  const bool device_memory = gpu || device == backend::kEmulatedDevice;
+  if (device != "cpu" && !device_memory) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("--device ", device, ": expected cpu, cuda or cuda:K")));
   }
@@ -217,17 +223,34 @@ int Main(int argc, char** argv) {
   const int64_t block_bytes =
       model::KvCache::BytesPerBlock(config.num_layers, layout.kv_heads, config.head_dim);
   int64_t kv_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
-  if (kv_bytes == 0 && gpu) {
-    // What is left on the device after the weights, minus the headroom the utilization leaves
-    // for activations and the CUDA/cuBLAS workspaces.
-    const double utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
-    if (!(utilization > 0 && utilization < 1)) {
-      return Fail(absl::InvalidArgumentError("--gpu-memory-utilization must be in (0, 1)"));
+  const backend::MemoryOps& memory = (*model)->kernels().memory;
+  int64_t activation_bytes = 0, device_bytes = 0;
+  if (device_memory) {
+    // The largest step the leader accepts, once, before the KV cache takes the rest: every
+    // activation buffer and GEMM workspace reaches its final size now, and a step later never
+    // runs the device out of memory. A collective under TP: every rank runs it here.
+    const int64_t free_before = memory.free_bytes(memory.device);
+    const absl::Status warm = (*model)->WarmUp(absl::GetFlag(FLAGS_max_step_tokens),
+                                               absl::GetFlag(FLAGS_max_step_sequences));
+    if (!warm.ok()) {
+      return Fail(absl::Status(warm.code(), absl::StrCat("warm-up at the largest step (",
+                                                         absl::GetFlag(FLAGS_max_step_tokens),
+                                                         " tokens): ", warm.message())));
     }
-    const backend::MemoryOps& memory = (*model)->kernels().memory;
-    kv_bytes = static_cast<int64_t>(utilization * static_cast<double>(memory.free_bytes(memory.device)));
-    LogInfo(absl::StrCat(where, ": KV cache gets ", utilization, " of the free device memory: ",
-                         kv_bytes, " bytes"));
+    device_bytes = memory.total_bytes(memory.device);
+    activation_bytes = free_before - memory.free_bytes(memory.device);
+    LogInfo(absl::StrCat(where, ": warm-up step done; activations and workspaces take ",
+                         activation_bytes, " bytes of ", device_bytes));
+  }
+  if (kv_bytes == 0 && device_memory) {
+    // --gpu-memory-utilization of the device, less the weights and the warm-up's activations.
+    const double utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
+    auto budget = model::KvCache::DeviceBudget(utilization, device_bytes,
+                                               memory.free_bytes(memory.device));
+    if (!budget.ok()) return Fail(budget.status());
+    kv_bytes = *budget;
+    LogInfo(absl::StrCat(where, ": KV cache gets ", kv_bytes, " bytes (", utilization,
+                         " of the device's ", device_bytes, " bytes, less weights and activations)"));
   } else if (kv_bytes == 0) {
     const double fraction = absl::GetFlag(FLAGS_kv_cache_memory_fraction);
     if (!(fraction > 0 && fraction <= 0.95)) {
@@ -300,6 +323,8 @@ int Main(int argc, char** argv) {
   for (int id : config.eos_token_ids) info.add_eos_token_ids(id);
   info.set_weight_bytes_per_rank((*model)->WeightBytesPerToken());
   info.set_rank_count_healthy(tp_size);
+  info.set_activation_bytes(activation_bytes);
+  info.set_device_memory_bytes(device_bytes);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
