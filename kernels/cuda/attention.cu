@@ -36,7 +36,8 @@
 // the grid, the path or the batch: a row gives the same bits alone, in a prefill chunk, or decoded
 // (batch invariance).
 //
-// Split workspace: per (host thread, device), grown on demand (stream-ordered), like Linear's. An
+// Split workspace: per (host thread, device), grown on demand (stream-ordered), the same
+// internal::StreamWorkspace as Linear's (stream_workspace.cuh). An
 // event recorded after each split call makes a call on a different stream wait for the previous
 // one, so the shared workspace never races. A CUDA graph that captured a split call keeps the
 // workspace pointer: it is valid until a later call from the same thread grows the workspace.
@@ -47,10 +48,10 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <map>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/stream_workspace.cuh"
 
 namespace caduceus::kernels::cuda {
 namespace {
@@ -330,65 +331,6 @@ int SmCount() {
   return sms;
 }
 
-// The split path's partials, per (host thread, device): created on first use, released when the
-// thread exits. The buffer only grows (geometrically, stream-ordered). Acquire orders this call
-// after the previous split call when it used another stream; Release records that call's end.
-class SplitWorkspace {
- public:
-  explicit SplitWorkspace(int device) : device_(device) {
-    CADUCEUS_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
-  }
-  SplitWorkspace(const SplitWorkspace&) = delete;
-  SplitWorkspace& operator=(const SplitWorkspace&) = delete;
-
-  // Runs at thread exit, when the process may already be tearing CUDA down: errors are ignored.
-  ~SplitWorkspace() {
-    int previous = 0;
-    if (cudaGetDevice(&previous) != cudaSuccess) return;
-    if (cudaSetDevice(device_) != cudaSuccess) return;
-    cudaEventSynchronize(done_);
-    cudaFree(buffer_);
-    cudaEventDestroy(done_);
-    cudaSetDevice(previous);
-  }
-
-  // At least `floats` floats, for work enqueued on `stream` until Release(stream).
-  float* Acquire(size_t floats, cudaStream_t stream) {
-    if (used_ && stream != last_stream_) CADUCEUS_CUDA_CHECK(cudaStreamWaitEvent(stream, done_, 0));
-    last_stream_ = stream;
-    used_ = true;
-    if (floats > capacity_) {
-      const size_t grown = std::max(capacity_ * 2, floats);
-      // The old buffer's last user is ordered before `stream`'s next work (same stream, or the
-      // wait above), so the stream-ordered free cannot overtake it.
-      if (buffer_ != nullptr) CADUCEUS_CUDA_CHECK(cudaFreeAsync(buffer_, stream));
-      void* fresh = nullptr;
-      CADUCEUS_CUDA_CHECK(cudaMallocAsync(&fresh, grown * sizeof(float), stream));
-      buffer_ = static_cast<float*>(fresh);
-      capacity_ = grown;
-    }
-    return buffer_;
-  }
-  void Release(cudaStream_t stream) { CADUCEUS_CUDA_CHECK(cudaEventRecord(done_, stream)); }
-
- private:
-  int device_;
-  float* buffer_ = nullptr;
-  size_t capacity_ = 0;  // floats
-  cudaEvent_t done_ = nullptr;
-  cudaStream_t last_stream_ = nullptr;
-  bool used_ = false;
-};
-
-SplitWorkspace& WorkspaceForCurrentDevice() {
-  thread_local std::map<int, SplitWorkspace> workspaces;
-  int device = 0;
-  CADUCEUS_CUDA_CHECK(cudaGetDevice(&device));
-  auto it = workspaces.find(device);
-  if (it == workspaces.end()) it = workspaces.try_emplace(device, device).first;
-  return it->second;
-}
-
 // Partitions per row for the split path, or 0 for one block per item: split only when the host
 // knows the rows, (rows x heads) would leave the GPU mostly idle, a row can span more than one
 // partition, and the workspace stays bounded.
@@ -446,8 +388,11 @@ void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, Paged
   // SplitPartitions bounded the workspace, so these products are small.
   const int64_t items = static_cast<int64_t>(batch.num_tokens) * q_heads;
   const int64_t partials = items * max_parts;
-  SplitWorkspace& ws = WorkspaceForCurrentDevice();
-  float* buffer = ws.Acquire(static_cast<size_t>(partials * (cache.head_dim + 2)), s);
+  // The partials, in this thread's stream-ordered workspace for split attention.
+  internal::StreamWorkspace& ws = internal::PerThreadForCurrentDevice<internal::StreamWorkspace>();
+  ws.Begin(s);
+  float* buffer = static_cast<float*>(
+      ws.Buffer(sizeof(float) * static_cast<size_t>(partials * (cache.head_dim + 2)), s));
   p.part_stats = buffer;
   p.part_acc = buffer + 2 * partials;
   p.max_parts = max_parts;
@@ -456,7 +401,7 @@ void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, Paged
   CADUCEUS_CUDA_CHECK_LAUNCH();
   MergePartitionsKernel<<<static_cast<unsigned>(items), kThreads, 0, s>>>(p);
   CADUCEUS_CUDA_CHECK_LAUNCH();
-  ws.Release(s);
+  ws.End(s);
 }
 
 }  // namespace caduceus::kernels::cuda

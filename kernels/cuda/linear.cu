@@ -19,10 +19,10 @@
 
 #include <cfloat>
 #include <cstdio>
-#include <map>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/stream_workspace.cuh"
 
 #define CADUCEUS_CUBLAS_CHECK(expr)                                                         \
   do {                                                                                      \
@@ -43,13 +43,14 @@ constexpr int kThreads = 256;
 // allocating behind our back and makes the handle usable on any stream.
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
+// A cuBLAS handle with its own workspace, and the stream-ordered scratch of the split
+// activations and partial outputs, per (host thread, device).
 class GemmContext {
  public:
-  explicit GemmContext(int device) : device_(device) {
+  explicit GemmContext(int device) : device_(device), scratch_(device) {
     CADUCEUS_CUBLAS_CHECK(cublasCreate(&handle_));
     CADUCEUS_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
     CADUCEUS_CUBLAS_CHECK(cublasSetWorkspace(handle_, cublas_workspace_, kCublasWorkspaceBytes));
-    CADUCEUS_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   }
   GemmContext(const GemmContext&) = delete;
   GemmContext& operator=(const GemmContext&) = delete;
@@ -59,56 +60,33 @@ class GemmContext {
     int previous = 0;
     if (cudaGetDevice(&previous) != cudaSuccess) return;
     if (cudaSetDevice(device_) != cudaSuccess) return;
-    cudaEventSynchronize(done_);
+    scratch_.Synchronize();
     cublasDestroy(handle_);
-    cudaFree(buffer_);
     cudaFree(cublas_workspace_);
-    cudaEventDestroy(done_);
     cudaSetDevice(previous);
   }
 
   // Orders this call after the previous one on whatever stream that used, and binds the handle.
   void Begin(cudaStream_t stream) {
-    if (used_ && stream != last_stream_) CADUCEUS_CUDA_CHECK(cudaStreamWaitEvent(stream, done_, 0));
+    scratch_.Begin(stream);
     CADUCEUS_CUBLAS_CHECK(cublasSetStream(handle_, stream));
-    last_stream_ = stream;
-    used_ = true;
   }
-  void End(cudaStream_t stream) { CADUCEUS_CUDA_CHECK(cudaEventRecord(done_, stream)); }
+  void End(cudaStream_t stream) { scratch_.End(stream); }
 
   // A buffer of at least `bytes`, valid until the next call from this thread on this device.
-  // Growing frees the old buffer only after the work that used it (stream-ordered free).
-  void* Buffer(size_t bytes, cudaStream_t stream) {
-    if (bytes > capacity_) {
-      size_t grown = capacity_ * 2 > bytes ? capacity_ * 2 : bytes;
-      if (buffer_ != nullptr) CADUCEUS_CUDA_CHECK(cudaFreeAsync(buffer_, stream));
-      CADUCEUS_CUDA_CHECK(cudaMallocAsync(&buffer_, grown, stream));
-      capacity_ = grown;
-    }
-    return buffer_;
-  }
+  void* Buffer(size_t bytes, cudaStream_t stream) { return scratch_.Buffer(bytes, stream); }
 
   cublasHandle_t handle() const { return handle_; }
 
  private:
   int device_;
+  internal::StreamWorkspace scratch_;
   cublasHandle_t handle_ = nullptr;
   void* cublas_workspace_ = nullptr;
-  void* buffer_ = nullptr;
-  size_t capacity_ = 0;
-  cudaEvent_t done_ = nullptr;
-  cudaStream_t last_stream_ = nullptr;
-  bool used_ = false;
 };
 
 GemmContext& ContextForCurrentDevice() {
-  // Per host thread, so concurrent callers never share a handle or a workspace.
-  thread_local std::map<int, GemmContext> contexts;
-  int device = 0;
-  CADUCEUS_CUDA_CHECK(cudaGetDevice(&device));
-  auto it = contexts.find(device);
-  if (it == contexts.end()) it = contexts.try_emplace(device, device).first;
-  return it->second;
+  return internal::PerThreadForCurrentDevice<GemmContext>();
 }
 
 // x [m, k] fp32 -> split [2m, k] bf16: rows [0, m) = hi, rows [m, 2m) = lo.

@@ -1,0 +1,82 @@
+// A device scratch buffer shared by one host thread's calls on one device, whatever stream each
+// call uses. Linear (split activations and partial outputs) and split-K attention (partial
+// softmax results) both need one; this is the one implementation.
+//
+// Begin(stream) orders this call after the previous one when that used another stream (an event
+// wait), Buffer grows the memory stream-ordered (cudaFreeAsync of the old buffer cannot overtake
+// its last user, which is ordered before `stream`'s next work), End(stream) records the call's
+// end. A buffer stays valid until a later call of the same thread grows it: a CUDA graph that
+// captured a call keeps its pointer, so graphs need the workspace sized beforehand (the worker's
+// warm-up step runs the largest step first).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <map>
+#include <utility>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace caduceus::kernels::cuda::internal {
+
+class StreamWorkspace {
+ public:
+  explicit StreamWorkspace(int device) : device_(device) {
+    CADUCEUS_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+  }
+  StreamWorkspace(const StreamWorkspace&) = delete;
+  StreamWorkspace& operator=(const StreamWorkspace&) = delete;
+
+  // Runs at thread exit, when the process may already be tearing CUDA down: errors are ignored.
+  ~StreamWorkspace() {
+    int previous = 0;
+    if (cudaGetDevice(&previous) != cudaSuccess) return;
+    if (cudaSetDevice(device_) != cudaSuccess) return;
+    cudaEventSynchronize(done_);
+    cudaFree(buffer_);
+    cudaEventDestroy(done_);
+    cudaSetDevice(previous);
+  }
+
+  void Begin(cudaStream_t stream) {
+    if (used_ && stream != last_stream_) CADUCEUS_CUDA_CHECK(cudaStreamWaitEvent(stream, done_, 0));
+    last_stream_ = stream;
+    used_ = true;
+  }
+  // At least `bytes`, for work enqueued on `stream` until End(stream). Grows geometrically.
+  void* Buffer(size_t bytes, cudaStream_t stream) {
+    if (bytes > capacity_) {
+      const size_t grown = capacity_ * 2 > bytes ? capacity_ * 2 : bytes;
+      if (buffer_ != nullptr) CADUCEUS_CUDA_CHECK(cudaFreeAsync(buffer_, stream));
+      CADUCEUS_CUDA_CHECK(cudaMallocAsync(&buffer_, grown, stream));
+      capacity_ = grown;
+    }
+    return buffer_;
+  }
+  void End(cudaStream_t stream) { CADUCEUS_CUDA_CHECK(cudaEventRecord(done_, stream)); }
+  // Waits for the last call's work (before its owner releases what that work used).
+  void Synchronize() { cudaEventSynchronize(done_); }
+
+ private:
+  int device_;
+  void* buffer_ = nullptr;
+  size_t capacity_ = 0;
+  cudaEvent_t done_ = nullptr;
+  cudaStream_t last_stream_ = nullptr;
+  bool used_ = false;
+};
+
+// One T per (host thread, current device), constructed from the device ordinal on first use and
+// destroyed at thread exit: concurrent host threads never share a workspace (or a cuBLAS handle).
+template <typename T>
+T& PerThreadForCurrentDevice() {
+  thread_local std::map<int, T> per_device;
+  int device = 0;
+  CADUCEUS_CUDA_CHECK(cudaGetDevice(&device));
+  auto it = per_device.find(device);
+  if (it == per_device.end()) it = per_device.try_emplace(device, device).first;
+  return it->second;
+}
+
+}  // namespace caduceus::kernels::cuda::internal
