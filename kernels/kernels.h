@@ -21,16 +21,24 @@ struct Stream {
   void* handle = nullptr;
 };
 
-// Paged KV cache of one layer. Layout [num_blocks][block_size][kv_heads][head_dim], fp32.
-// A token at logical position p of a sequence lives in block block_table[p / block_size],
-// slot p % block_size.
+// Element type of the paged KV cache. bf16 halves the cache (twice the tokens in the same memory,
+// half the bytes attention reads) at the cost of rounding every stored key and value to bf16
+// (round to nearest even); scores, softmax and sums stay fp32. fp32 is what the reference
+// outputs were computed with.
+enum class KvDtype : int32_t { kF32 = 0, kBf16 = 1 };
+inline constexpr int32_t KvDtypeBytes(KvDtype d) { return d == KvDtype::kBf16 ? 2 : 4; }
+
+// Paged KV cache of one layer. Layout [num_blocks][block_size][kv_heads][head_dim] of `dtype`
+// (float or bf16). A token at logical position p of a sequence lives in block
+// block_table[p / block_size], slot p % block_size.
 struct PagedKvLayer {
-  float* k = nullptr;
-  float* v = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
   int32_t num_blocks = 0;
   int32_t block_size = 0;
   int32_t kv_heads = 0;
   int32_t head_dim = 0;
+  KvDtype dtype = KvDtype::kF32;
 };
 
 // Which cached positions each query token of a flat batch attends to.

@@ -112,8 +112,10 @@ if mode == "full" and kind != "cuda":
     errors.append(f"device.kind = {kind!r}, want 'cuda'")
 need(r, "device.name", "device", "string")
 for k in ["hidden", "q_heads", "kv_heads", "head_dim", "intermediate", "vocab", "layers",
-          "weight_bytes_per_step"]:
+          "weight_bytes_per_step", "kv_bytes_per_token_layer"]:
     need(r, "shape." + k, "shape")
+if need(r, "shape.kv_cache_dtype", "shape", "string") not in (None, "bf16", "f32"):
+    errors.append(f"shape.kv_cache_dtype = {get(r, 'shape.kv_cache_dtype')!r}, want bf16 or f32")
 if mode == "full" and get(r, "shape.name") != "llama3-8b":
     errors.append(f"shape.name = {get(r, 'shape.name')!r}, want 'llama3-8b'")
 need(r, "memory.copy_d2d_bytes_per_s", "memory")

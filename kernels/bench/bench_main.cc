@@ -77,7 +77,9 @@ int Main(int argc, char** argv) {
   const bool cuda = d.info().kind == "cuda";
   if (o.shape.empty()) o.shape = cuda ? "llama3-8b" : "tiny";
   ApplyDefaults(cuda, &o);
-  const Shape s = o.shape == "llama3-8b" ? Llama3_8B() : Tiny();
+  Shape shape_with_options = o.shape == "llama3-8b" ? Llama3_8B() : Tiny();
+  shape_with_options.kv_dtype = o.kv_dtype;
+  const Shape& s = shape_with_options;
 
   Context c(d, o, s);
   c.report.Set("schema", "caduceus-bench-kernels/1");
@@ -103,11 +105,13 @@ int Main(int argc, char** argv) {
     shape.Set("block_size", s.block_size);
     shape.Set("tp", 1);
     shape.Set("weight_bytes_per_step", s.WeightBytesPerStep());
-    shape.Set("kv_cache_dtype", "fp32");
+    shape.Set("kv_cache_dtype", KvDtypeName(s.kv_dtype));
+    shape.Set("kv_bytes_per_token_layer", s.KvBytesPerTokenLayer());
     c.report.Set("shape", std::move(shape));
   }
-  std::printf("caduceus-bench-kernels: %s, %s, model %s%s\n", d.info().kind.c_str(),
-              d.info().name.c_str(), s.name.c_str(), o.dry_run ? " (dry run)" : "");
+  std::printf("caduceus-bench-kernels: %s, %s, model %s, %s KV cache%s\n", d.info().kind.c_str(),
+              d.info().name.c_str(), s.name.c_str(), KvDtypeName(s.kv_dtype),
+              o.dry_run ? " (dry run)" : "");
   std::fflush(stdout);
 
   // (a) memory

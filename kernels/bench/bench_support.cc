@@ -36,6 +36,7 @@ void Usage() {
       "  --repeats N               loops per measurement, best reported (3)\n"
       "  --copy-bytes N            buffer size of the bandwidth references (1 GiB / 32 MiB)\n"
       "  --gemm-size N             square GEMM for the peak (8192 / 512)\n"
+      "  --kv-dtype bf16|f32       KV cache element type (default bf16)\n"
       "  --no-cuda-graphs          skip the CUDA-graph replay of decode steps\n"
       "  --no-micro                skip (c), the per-kernel measurements\n"
       "  --json-out FILE           also write the JSON there, updated after every phase\n");
@@ -147,6 +148,9 @@ int ParseArgs(int argc, char** argv, Options* o) {
     } else if (a == "--gemm-size") {
       ok = value(&v) && ParseInt(v, &n) && n >= 16 && n <= 32768;
       o->gemm_size = static_cast<int>(n);
+    } else if (a == "--kv-dtype") {
+      ok = value(&v) && (v == "bf16" || v == "f32");
+      o->kv_dtype = v == "f32" ? KvDtype::kF32 : KvDtype::kBf16;
     } else if (a == "--json-out") {
       ok = value(&o->json_out);
     } else {
@@ -179,6 +183,8 @@ void ApplyDefaults(bool cuda, Options* o) {
   if (o->copy_bytes == 0) o->copy_bytes = cuda ? (int64_t{1} << 30) : (int64_t{32} << 20);
   if (o->gemm_size == 0) o->gemm_size = cuda ? 8192 : 512;
 }
+
+const char* KvDtypeName(KvDtype d) { return d == KvDtype::kBf16 ? "bf16" : "f32"; }
 
 [[noreturn]] void Die(const std::string& what) {
   std::fprintf(stderr, "caduceus-bench-kernels: %s\n", what.c_str());
@@ -273,16 +279,17 @@ std::vector<float> InvFreq(const Shape& s) {
   return f;
 }
 
-// A paged cache of `num_blocks` blocks per layer, filled with random K/V.
+// A paged cache of `num_blocks` blocks per layer (s.kv_dtype elements), filled with random K/V.
 PagedKvLayer MakeCache(Arena& arena, const Shape& s, int32_t num_blocks, uint64_t seed) {
   PagedKvLayer cache;
   cache.num_blocks = num_blocks;
   cache.block_size = s.block_size;
   cache.kv_heads = s.kv_heads;
   cache.head_dim = s.head_dim;
+  cache.dtype = s.kv_dtype;
   const size_t n = static_cast<size_t>(num_blocks) * s.block_size * s.kv_dim();
-  cache.k = arena.Floats(n, seed);
-  cache.v = arena.Floats(n, seed + 1);
+  cache.k = arena.KvRandom(s.kv_dtype, n, seed);
+  cache.v = arena.KvRandom(s.kv_dtype, n, seed + 1);
   return cache;
 }
 

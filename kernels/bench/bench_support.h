@@ -30,6 +30,7 @@ struct Shape {
   int32_t block_size = 16;
   float rope_theta = 500000.0f;
   float eps = 1e-5f;
+  KvDtype kv_dtype = KvDtype::kBf16;  // the KV cache's element type (--kv-dtype)
 
   int32_t q_dim() const { return q_heads * head_dim; }
   int32_t kv_dim() const { return kv_heads * head_dim; }
@@ -44,8 +45,8 @@ struct Shape {
     return 2 * (int64_t{layers} * LayerMatrixParams() + int64_t{vocab} * hidden +
                 int64_t{2 * layers + 1} * hidden);
   }
-  // Bytes of K and V one layer stores per cached token (fp32 cache).
-  int64_t KvBytesPerTokenLayer() const { return 2 * int64_t{kv_dim()} * sizeof(float); }
+  // Bytes of K and V one layer stores per cached token (kv_dtype elements).
+  int64_t KvBytesPerTokenLayer() const { return 2 * int64_t{kv_dim()} * KvDtypeBytes(kv_dtype); }
 };
 
 struct Options {
@@ -65,8 +66,13 @@ struct Options {
   bool micro = true;
   int64_t copy_bytes = 0;
   int gemm_size = 0;
+  // KV cache element type: bf16 by default (what production GPUs use), f32 on request.
+  KvDtype kv_dtype = KvDtype::kBf16;
   std::string json_out;
 };
+
+// "bf16" / "f32": the --kv-dtype spelling, also recorded in the JSON (shape.kv_cache_dtype).
+const char* KvDtypeName(KvDtype d);
 
 Shape Llama3_8B();
 Shape Tiny();
@@ -110,6 +116,15 @@ class Arena {
     bf16* p = Get<bf16>(n);
     d_.FillBf16(p, n, seed, lo, hi);
     return p;
+  }
+  // n KV-cache elements of `dtype` (float or bf16): uninitialized, or uniform in [lo, hi) (the
+  // same values either way, bf16 rounded to nearest even).
+  void* KvElements(KvDtype dtype, size_t n) {
+    return dtype == KvDtype::kBf16 ? static_cast<void*>(Get<bf16>(n)) : Get<float>(n);
+  }
+  void* KvRandom(KvDtype dtype, size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+    return dtype == KvDtype::kBf16 ? static_cast<void*>(Bf16s(n, seed, lo, hi))
+                                   : Floats(n, seed, lo, hi);
   }
   int32_t* Ints(const std::vector<int32_t>& host) {
     int32_t* p = Get<int32_t>(host.size());
@@ -161,7 +176,7 @@ int RotatingCopies(const Context& c, int64_t bytes_per_call);
 void AddKernelResult(Context& c, const std::string& kernel, const std::string& shape,
                      int64_t tokens, int64_t bytes, int64_t flops, int copies, const Timing& t);
 std::vector<float> InvFreq(const Shape& s);
-// A paged cache of `num_blocks` blocks per layer, filled with random K/V.
+// A paged cache of `num_blocks` blocks per layer (s.kv_dtype elements), filled with random K/V.
 PagedKvLayer MakeCache(Arena& arena, const Shape& s, int32_t num_blocks, uint64_t seed);
 
 // Host side of an attention batch: `seqs` sequences with `context` cached positions each, their

@@ -122,8 +122,8 @@ void MeasureElementwise(Context& c) {
       }, c.o);
       AddKernelResult(c, "silu_mul", tok + " d=" + std::to_string(inter), n, bytes, 0, copies, t);
     }
-    {  // KvCacheWrite: read k and v rows, write them into scattered slots
-      const int64_t bytes = n * kvd * 16 + n * 4;
+    {  // KvCacheWrite: read the fp32 k and v rows, write them (kv_dtype) into scattered slots
+      const int64_t bytes = n * kvd * 8 + n * s.KvBytesPerTokenLayer() + n * 4;
       const int copies = RotatingCopies(c, bytes);
       Arena arena(d);
       const int32_t blocks = std::max<int32_t>(2 * ((n + s.block_size - 1) / s.block_size), 4);
@@ -143,16 +143,18 @@ void MeasureElementwise(Context& c) {
         cache.block_size = s.block_size;
         cache.kv_heads = s.kv_heads;
         cache.head_dim = s.head_dim;
-        cache.k = arena.Get<float>(static_cast<size_t>(blocks) * s.block_size * kvd);
-        cache.v = arena.Get<float>(static_cast<size_t>(blocks) * s.block_size * kvd);
+        cache.dtype = s.kv_dtype;
+        cache.k = arena.KvElements(s.kv_dtype, static_cast<size_t>(blocks) * s.block_size * kvd);
+        cache.v = arena.KvElements(s.kv_dtype, static_cast<size_t>(blocks) * s.block_size * kvd);
         caches.push_back(cache);
       }
       const Timing t = TimeWork(d, [&](int64_t i) {
         k.kv_cache_write(kk[i % copies], vv[i % copies], kvd, slots[i % copies], n,
                          caches[i % copies], st);
       }, c.o);
-      AddKernelResult(c, "kv_cache_write", tok + " kv_dim=" + std::to_string(kvd), n, bytes, 0,
-                      copies, t);
+      AddKernelResult(c, "kv_cache_write",
+                      tok + " kv_dim=" + std::to_string(kvd) + " " + KvDtypeName(s.kv_dtype), n,
+                      bytes, 0, copies, t);
     }
   }
 }
@@ -183,7 +185,8 @@ void MeasureAttention(Context& c) {
     }, c.o);
     const std::string shape = (prefill ? "prefill T=" : "decode b=") +
                               std::to_string(prefill ? context : seqs) +
-                              (prefill ? "" : " ctx=" + std::to_string(context));
+                              (prefill ? "" : " ctx=" + std::to_string(context)) + " " +
+                              KvDtypeName(s.kv_dtype);
     AddKernelResult(c, prefill ? "attention_prefill" : "paged_attention", shape, hb.num_tokens,
                     bytes, AttentionFlops(s, hb), copies, t);
   };

@@ -90,10 +90,16 @@ class KvCacheOwner {
  public:
   KvCacheOwner(Device& d, const Shape& s, int32_t num_blocks) : d_(d) {
     const size_t n = static_cast<size_t>(num_blocks) * s.block_size * s.kv_dim();
-    auto alloc = [&](uint64_t seed) -> float* {
-      auto* p = static_cast<float*>(d.Alloc(n * sizeof(float)));
+    const size_t elem = static_cast<size_t>(KvDtypeBytes(s.kv_dtype));
+    // n elements of s.kv_dtype, uniform in [-1, 1) (bf16: rounded to nearest even).
+    auto alloc = [&](uint64_t seed) -> void* {
+      void* p = d.Alloc(n * elem);
       if (p != nullptr) {
-        d.FillF32(p, n, seed, -1.0f, 1.0f);
+        if (s.kv_dtype == KvDtype::kBf16) {
+          d.FillBf16(static_cast<bf16*>(p), n, seed, -1.0f, 1.0f);
+        } else {
+          d.FillF32(static_cast<float*>(p), n, seed, -1.0f, 1.0f);
+        }
         ptrs_.push_back(p);
       }
       return p;
@@ -103,15 +109,16 @@ class KvCacheOwner {
     base.block_size = s.block_size;
     base.kv_heads = s.kv_heads;
     base.head_dim = s.head_dim;
+    base.dtype = s.kv_dtype;
     // Keep 1 GiB (GPU) free for the Linear workspace and cuBLAS.
-    const int64_t needed = static_cast<int64_t>(s.layers) * 2 * n * sizeof(float);
+    const int64_t needed = static_cast<int64_t>(s.layers) * 2 * n * elem;
     const bool separate = needed + (int64_t{1} << 30) <= d.FreeBytes() || d.info().kind == "cpu";
     for (int32_t l = 0; l < (separate ? s.layers : 1); ++l) {
       PagedKvLayer layer = base;
       layer.k = alloc(7000 + 2 * l);
       layer.v = alloc(7001 + 2 * l);
       if (layer.k == nullptr || layer.v == nullptr) {
-        Die("out of device memory for the KV cache (" + HumanBytes(2.0 * n * sizeof(float)) +
+        Die("out of device memory for the KV cache (" + HumanBytes(2.0 * n * elem) +
             " per layer)");
       }
       cache_.layers.push_back(layer);
@@ -120,7 +127,7 @@ class KvCacheOwner {
     while (static_cast<int32_t>(cache_.layers.size()) < s.layers) {
       cache_.layers.push_back(cache_.layers.front());
     }
-    cache_.bytes = static_cast<int64_t>(ptrs_.size()) * n * sizeof(float);
+    cache_.bytes = static_cast<int64_t>(ptrs_.size() * n * elem);
   }
   ~KvCacheOwner() {
     d_.Synchronize();

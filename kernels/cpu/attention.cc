@@ -25,33 +25,39 @@
 namespace caduceus::kernels::cpu {
 namespace {
 
-inline float Dot(const float* a, const float* b, int32_t n) {
-  return FixedOrderSum(n, [&](int32_t i) { return a[i] * b[i]; });
+// A cached key or value element as fp32 (bf16 widens exactly).
+inline float Load(float x) { return x; }
+inline float Load(bf16 x) { return Bf16ToFloat(x); }
+
+template <typename T>
+inline float Dot(const float* a, const T* b, int32_t n) {
+  return FixedOrderSum(n, [&](int32_t i) { return a[i] * Load(b[i]); });
 }
 
 // One (query row, kv head): the `group` query heads that share the kv head, together, so each
 // key and value row is read once for all of them. For each query head the arithmetic and its
 // order are those of a head alone: scores in ascending position, a max-subtracted softmax, the
-// values summed in ascending position.
-CADUCEUS_ATTENTION_CLONES void AttendGroup(const float* q, int32_t group, int32_t head_dim,
-                                           const float* k, const float* v, int64_t kv_row,
-                                           const int32_t* table, int32_t block_size,
-                                           int32_t context, float scale, float* scores,
-                                           float* acc, float* inv, float* out) {
+// values summed in ascending position. T is the cache's element type (float or bf16).
+template <typename T>
+__attribute__((always_inline)) inline void AttendGroup(
+    const float* q, int32_t group, int32_t head_dim, const T* k, const T* v, int64_t kv_row,
+    const int32_t* table, int32_t block_size, int32_t context, float scale, float* scores,
+    float* acc, float* inv, float* out) {
   // Consecutive positions of one kv head are a whole cache row apart (kv_heads x head_dim
-  // floats) and blocks are scattered: the hardware prefetcher does not follow, so each key and
+  // elements) and blocks are scattered: the hardware prefetcher does not follow, so each key and
   // value row is requested kAhead positions before it is used.
   constexpr int32_t kAhead = 16;
-  auto row_of = [&](const float* base, int32_t p) {
+  constexpr int32_t kPerLine = 64 / sizeof(T);
+  auto row_of = [&](const T* base, int32_t p) {
     const int64_t slot = static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
     return base + slot * kv_row;
   };
-  auto prefetch_row = [&](const float* row) {
-    for (int32_t d = 0; d < head_dim; d += 16) __builtin_prefetch(row + d);
+  auto prefetch_row = [&](const T* row) {
+    for (int32_t d = 0; d < head_dim; d += kPerLine) __builtin_prefetch(row + d);
   };
   for (int32_t p = 0; p < context; ++p) {
     if (p + kAhead < context) prefetch_row(row_of(k, p + kAhead));
-    const float* kp = row_of(k, p);
+    const T* kp = row_of(k, p);
     for (int32_t g = 0; g < group; ++g) {
       scores[static_cast<int64_t>(g) * context + p] = Dot(q + g * head_dim, kp, head_dim) * scale;
     }
@@ -68,16 +74,34 @@ CADUCEUS_ATTENTION_CLONES void AttendGroup(const float* q, int32_t group, int32_
   std::fill(acc, acc + static_cast<int64_t>(group) * head_dim, 0.0f);
   for (int32_t p = 0; p < context; ++p) {
     if (p + kAhead < context) prefetch_row(row_of(v, p + kAhead));
-    const float* vp = row_of(v, p);
+    const T* vp = row_of(v, p);
     for (int32_t g = 0; g < group; ++g) {
       const float weight = scores[static_cast<int64_t>(g) * context + p];
       float* ag = acc + g * head_dim;
-      for (int32_t d = 0; d < head_dim; ++d) ag[d] += weight * vp[d];
+      for (int32_t d = 0; d < head_dim; ++d) ag[d] += weight * Load(vp[d]);
     }
   }
   for (int32_t g = 0; g < group; ++g) {
     for (int32_t d = 0; d < head_dim; ++d) out[g * head_dim + d] = acc[g * head_dim + d] * inv[g];
   }
+}
+
+// The ISA clones are made per cache type here (target_clones does not apply to templates).
+CADUCEUS_ATTENTION_CLONES void AttendGroupF32(const float* q, int32_t group, int32_t head_dim,
+                                              const float* k, const float* v, int64_t kv_row,
+                                              const int32_t* table, int32_t block_size,
+                                              int32_t context, float scale, float* scores,
+                                              float* acc, float* inv, float* out) {
+  AttendGroup(q, group, head_dim, k, v, kv_row, table, block_size, context, scale, scores, acc,
+              inv, out);
+}
+CADUCEUS_ATTENTION_CLONES void AttendGroupBf16(const float* q, int32_t group, int32_t head_dim,
+                                               const bf16* k, const bf16* v, int64_t kv_row,
+                                               const int32_t* table, int32_t block_size,
+                                               int32_t context, float scale, float* scores,
+                                               float* acc, float* inv, float* out) {
+  AttendGroup(q, group, head_dim, k, v, kv_row, table, block_size, context, scale, scores, acc,
+              inv, out);
 }
 
 }  // namespace
@@ -109,11 +133,19 @@ void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, Paged
       const int32_t context = batch.positions[row] + 1;
       scores.resize(static_cast<size_t>(group) * context);
       const int64_t head_offset = static_cast<int64_t>(kvh) * group * head_dim;
-      AttendGroup(q + row * q_row_stride + head_offset, group, head_dim,
-                  cache.k + static_cast<int64_t>(kvh) * head_dim,
-                  cache.v + static_cast<int64_t>(kvh) * head_dim, kv_row, table, cache.block_size,
-                  context, scale, scores.data(), acc.data(), inv.data(),
-                  out + static_cast<int64_t>(row) * q_heads * head_dim + head_offset);
+      const float* qg = q + row * q_row_stride + head_offset;
+      float* og = out + static_cast<int64_t>(row) * q_heads * head_dim + head_offset;
+      const int64_t head = static_cast<int64_t>(kvh) * head_dim;
+      if (cache.dtype == KvDtype::kBf16) {
+        AttendGroupBf16(qg, group, head_dim, static_cast<const bf16*>(cache.k) + head,
+                        static_cast<const bf16*>(cache.v) + head, kv_row, table, cache.block_size,
+                        context, scale, scores.data(), acc.data(), inv.data(), og);
+      } else {
+        AttendGroupF32(qg, group, head_dim, static_cast<const float*>(cache.k) + head,
+                       static_cast<const float*>(cache.v) + head, kv_row, table,
+                       cache.block_size, context, scale, scores.data(), acc.data(), inv.data(),
+                       og);
+      }
     }
   }
 }

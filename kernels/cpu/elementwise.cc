@@ -100,8 +100,19 @@ void KvCacheWrite(const float* k, const float* v, int64_t row_stride, const int3
   const int64_t row = static_cast<int64_t>(cache.kv_heads) * cache.head_dim;
   for (int32_t i = 0; i < n; ++i) {
     const int64_t slot = slot_mapping[i];
-    std::memcpy(cache.k + slot * row, k + i * row_stride, sizeof(float) * row);
-    std::memcpy(cache.v + slot * row, v + i * row_stride, sizeof(float) * row);
+    if (cache.dtype == KvDtype::kBf16) {
+      bf16* ck = static_cast<bf16*>(cache.k) + slot * row;
+      bf16* cv = static_cast<bf16*>(cache.v) + slot * row;
+      for (int64_t j = 0; j < row; ++j) {
+        ck[j] = FloatToBf16(k[i * row_stride + j]);
+        cv[j] = FloatToBf16(v[i * row_stride + j]);
+      }
+    } else {
+      std::memcpy(static_cast<float*>(cache.k) + slot * row, k + i * row_stride,
+                  sizeof(float) * row);
+      std::memcpy(static_cast<float*>(cache.v) + slot * row, v + i * row_stride,
+                  sizeof(float) * row);
+    }
   }
 }
 

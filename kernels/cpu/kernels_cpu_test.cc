@@ -241,10 +241,20 @@ TEST(SiluMulTest, ReadsGateThenUpFromEachFusedRow) {
 
 // Attention over a paged cache with scattered, out-of-order blocks equals a dense float64 one,
 // and a row's output does not depend on the other rows or sequences in the batch.
-TEST(PagedAttentionTest, MatchesDenseReferenceWithScatteredBlocks) {
+// With a bf16 cache the reference uses the keys and values as stored (rounded to bf16): the
+// kernel's arithmetic is the fp32 one on exactly widened elements.
+class PagedAttentionTest : public ::testing::TestWithParam<KvDtype> {};
+
+TEST_P(PagedAttentionTest, MatchesDenseReferenceWithScatteredBlocks) {
+  const KvDtype dtype = GetParam();
   const int q_heads = 4, kv_heads = 2, d = 8, bs = 4, nblocks = 16;
-  std::vector<float> kc(nblocks * bs * kv_heads * d, NAN), vc(kc.size(), NAN);
-  PagedKvLayer cache{kc.data(), vc.data(), nblocks, bs, kv_heads, d};
+  // 0xFF bytes are NaN in both element types: a read of an unwritten slot poisons the output.
+  const size_t cache_bytes = size_t(nblocks) * bs * kv_heads * d * KvDtypeBytes(dtype);
+  std::vector<char> kc(cache_bytes, '\xff'), vc(cache_bytes, '\xff');
+  PagedKvLayer cache{kc.data(), vc.data(), nblocks, bs, kv_heads, d, dtype};
+  auto stored = [&](float x) {
+    return dtype == KvDtype::kBf16 ? Bf16ToFloat(FloatToBf16(x)) : x;
+  };
   // Seq 0: 6 tokens in blocks {9, 2}; seq 1: 3 tokens in block {5}.
   const std::vector<int> lens = {6, 3};
   const std::vector<std::vector<int32_t>> tables = {{9, 2}, {5, 0}};
@@ -262,6 +272,8 @@ TEST(PagedAttentionTest, MatchesDenseReferenceWithScatteredBlocks) {
       std::copy_n(&values[s][p * kv], kv, &fused[p * width + 2 * kv]);
     }
     KvCacheWrite(fused.data() + kv, fused.data() + 2 * kv, width, slots.data(), lens[s], cache);
+    for (auto& x : keys.back()) x = stored(x);  // what the reference attends to
+    for (auto& x : values.back()) x = stored(x);
   }
   // Query rows: all 6 of seq 0 (prefill), the last of seq 1 (decode).
   const int32_t query_start[3] = {0, 6, 7};
@@ -308,6 +320,31 @@ TEST(PagedAttentionTest, MatchesDenseReferenceWithScatteredBlocks) {
   PagedAttention(q.data() + 6 * q_heads * d, q_heads * d, q_heads, cache, alone, scale,
                  out1.data());
   for (int i = 0; i < q_heads * d; ++i) EXPECT_EQ(out1[i], out[6 * q_heads * d + i]);
+}
+
+INSTANTIATE_TEST_SUITE_P(CacheTypes, PagedAttentionTest,
+                         ::testing::Values(KvDtype::kF32, KvDtype::kBf16),
+                         [](const auto& info) {
+                           return info.param == KvDtype::kBf16 ? "bf16" : "f32";
+                         });
+
+// A bf16 cache stores each value rounded to nearest even, in its slot, and nothing else.
+TEST(KvCacheWriteTest, Bf16CacheStoresRoundedValuesInTheirSlots) {
+  const int kv_heads = 2, d = 4, bs = 4, nblocks = 3, row = kv_heads * d, stride = 3 * row;
+  std::vector<bf16> kc(nblocks * bs * row, bf16{0x7FC0}), vc(kc);
+  PagedKvLayer cache{kc.data(), vc.data(), nblocks, bs, kv_heads, d, KvDtype::kBf16};
+  const auto src = RandomFloats(2 * stride, 50);
+  const int32_t slots[2] = {9, 2};
+  KvCacheWrite(src.data(), src.data() + row, stride, slots, 2, cache);
+  for (int i = 0; i < 2; ++i) {
+    for (int j = 0; j < row; ++j) {
+      EXPECT_EQ(kc[slots[i] * row + j].bits, FloatToBf16(src[i * stride + j]).bits);
+      EXPECT_EQ(vc[slots[i] * row + j].bits, FloatToBf16(src[i * stride + row + j]).bits);
+    }
+  }
+  int untouched = 0;
+  for (const bf16 x : kc) untouched += x.bits == 0x7FC0;
+  EXPECT_EQ(untouched, (nblocks * bs - 2) * row);
 }
 
 TEST(EmbeddingGatherTest, RowsInsideTheShardOnly) {

@@ -36,12 +36,19 @@
 // the grid, the path or the batch: a row gives the same bits alone, in a prefill chunk, or decoded
 // (batch invariance).
 //
+// KV element type: the cache holds fp32 or bf16 (PagedKvLayer::dtype). PagedAttentionKernel is a
+// template on the element type, chosen by the host per call (LaunchPartitions); LoadKv widens an
+// element to fp32 at the load (exact for bf16: its bits are the float's high half), so every
+// operation after a load is the same fp32 code for either type. Both paths of one dtype run the
+// same instance, and MergePartitionsKernel never reads the cache, so the bits stay identical
+// between the paths for each dtype.
+//
 // Split workspace: per (host thread, device), grown on demand (stream-ordered), the same
 // internal::StreamWorkspace as Linear's (stream_workspace.cuh). An
 // event recorded after each split call makes a call on a different stream wait for the previous
 // one, so the shared workspace never races. A CUDA graph that captured a split call keeps the
 // workspace pointer: it is valid until a later call from the same thread grows the workspace.
-// Not done (see README): sharing K/V loads between the q heads of one GQA group, bf16 KV.
+// Not done (see README): sharing K/V loads between the q heads of one GQA group.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -75,8 +82,8 @@ constexpr int64_t kMaxWorkspaceBytes = int64_t{256} << 20;
 struct AttentionParams {
   const float* q;
   int64_t q_row_stride;
-  const float* k_cache;
-  const float* v_cache;
+  const void* k_cache;  // elements of the kernel's KvT (float or bf16)
+  const void* v_cache;
   float* out;
   const int32_t* query_start;
   const int32_t* positions;
@@ -96,6 +103,10 @@ struct AttentionParams {
   int32_t max_parts;  // partitions per row the split grid covers (host bound)
   int32_t split_rows;  // query rows the workspace holds (AttentionBatch::num_tokens)
 };
+
+// One cache element widened to fp32 (exact). The only place a kernel reads the cache.
+__device__ __forceinline__ float LoadKv(const float* p) { return *p; }
+__device__ __forceinline__ float LoadKv(const bf16* p) { return internal::Bf16ToF32(*p); }
 
 // A partition's (or a merged run of partitions') softmax state as one thread holds it. max and
 // denom are the same in every thread of the block; acc[i] is dim threadIdx.x + i * kThreads.
@@ -162,10 +173,12 @@ __device__ int32_t SequenceOfRow(const int32_t* query_start, int32_t num_seqs, i
 // Attends positions [begin, end) (1 <= end - begin <= kPartition) from a fresh softmax state.
 // Block-wide: every thread calls it with the same arguments (it has barriers) and gets the same
 // max and denom. q_s holds the query head; weights and scratch are free on entry and on return.
+// KvT: the cache's element type (float or bf16), widened by LoadKv; the arithmetic is the same.
+template <typename KvT>
 __device__ __forceinline__ Partial AttendPartition(const AttentionParams& p, const float* q_s,
                                                    float* weights, float* scratch,
-                                                   const int32_t* table, const float* k_head,
-                                                   const float* v_head, int64_t kv_row,
+                                                   const int32_t* table, const KvT* k_head,
+                                                   const KvT* v_head, int64_t kv_row,
                                                    int32_t begin, int32_t end) {
   const int lane = threadIdx.x % kWarp;
   const int warp = threadIdx.x / kWarp;
@@ -177,9 +190,9 @@ __device__ __forceinline__ Partial AttendPartition(const AttentionParams& p, con
       const int32_t pos = t0 + j;
       const int64_t slot =
           static_cast<int64_t>(table[pos / p.block_size]) * p.block_size + pos % p.block_size;
-      const float* kp = k_head + slot * kv_row;
+      const KvT* kp = k_head + slot * kv_row;
       float dot = 0.0f;
-      for (int d = lane; d < p.head_dim; d += kWarp) dot = fmaf(q_s[d], kp[d], dot);
+      for (int d = lane; d < p.head_dim; d += kWarp) dot = fmaf(q_s[d], LoadKv(kp + d), dot);
       dot = internal::WarpSum(dot);
       if (lane == 0) weights[j] = __fmul_rn(dot, p.scale);
     }
@@ -199,12 +212,12 @@ __device__ __forceinline__ Partial AttendPartition(const AttentionParams& p, con
       const int32_t pos = t0 + j;
       const int64_t slot =
           static_cast<int64_t>(table[pos / p.block_size]) * p.block_size + pos % p.block_size;
-      const float* vp = v_head + slot * kv_row;
+      const KvT* vp = v_head + slot * kv_row;
       const float wgt = weights[j];
 #pragma unroll
       for (int i = 0; i < kMaxDimsPerThread; ++i) {
         const int d = threadIdx.x + i * kThreads;
-        if (d < p.head_dim) r.acc[i] = fmaf(wgt, vp[d], r.acc[i]);
+        if (d < p.head_dim) r.acc[i] = fmaf(wgt, LoadKv(vp + d), r.acc[i]);
       }
     }
     __syncthreads();  // weights are overwritten by the next tile (or partition)
@@ -214,7 +227,8 @@ __device__ __forceinline__ Partial AttendPartition(const AttentionParams& p, con
 
 // Both paths (p.max_parts == 0: one block per item, merging in registers; > 0: one block per
 // (row, partition, head), writing the partial to the workspace). One kernel, so a partition's
-// partial comes from the same code on either path.
+// partial comes from the same code on either path. KvT: the cache's element type (float or bf16).
+template <typename KvT>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(AttentionParams p) {
   __shared__ float q_s[kMaxHeadDim];
   __shared__ float weights[kThreads];
@@ -248,8 +262,9 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(AttentionParams
     const int32_t seq = SequenceOfRow(p.query_start, p.num_seqs, row);
     const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
     const float* qh = p.q + row * p.q_row_stride + static_cast<int64_t>(h) * p.head_dim;
-    const float* k_head = p.k_cache + static_cast<int64_t>(kvh) * p.head_dim;
-    const float* v_head = p.v_cache + static_cast<int64_t>(kvh) * p.head_dim;
+    const int64_t head_offset = static_cast<int64_t>(kvh) * p.head_dim;
+    const KvT* k_head = static_cast<const KvT*>(p.k_cache) + head_offset;
+    const KvT* v_head = static_cast<const KvT*>(p.v_cache) + head_offset;
 
     for (int d = threadIdx.x; d < p.head_dim; d += kThreads) q_s[d] = qh[d];
     __syncthreads();
@@ -316,6 +331,19 @@ __global__ void __launch_bounds__(kThreads) MergePartitionsKernel(AttentionParam
   WriteOutput(run, p.head_dim, p.out + (static_cast<int64_t>(row) * p.q_heads + h) * p.head_dim);
 }
 
+// PagedAttentionKernel for the cache's element type (grid blocks of kThreads on stream s).
+void LaunchPartitions(KvDtype dtype, unsigned grid, cudaStream_t s, const AttentionParams& p) {
+  switch (dtype) {
+    case KvDtype::kF32:
+      PagedAttentionKernel<float><<<grid, kThreads, 0, s>>>(p);
+      break;
+    case KvDtype::kBf16:
+      PagedAttentionKernel<bf16><<<grid, kThreads, 0, s>>>(p);
+      break;
+  }
+  CADUCEUS_CUDA_CHECK_LAUNCH();
+}
+
 // Streaming multiprocessors of the current device, cached per device.
 int SmCount() {
   constexpr int kMaxDevices = 64;
@@ -356,6 +384,11 @@ void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, Paged
                  q_heads, cache.kv_heads);
     std::abort();
   }
+  if (cache.dtype != KvDtype::kF32 && cache.dtype != KvDtype::kBf16) {
+    std::fprintf(stderr, "PagedAttention: unknown KV cache dtype %d\n",
+                 static_cast<int>(cache.dtype));
+    std::abort();
+  }
   const cudaStream_t s = internal::StreamOf(stream);
   AttentionParams p{q,
                     q_row_stride,
@@ -381,8 +414,7 @@ void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, Paged
   if (max_parts == 0) {
     // A fixed grid, a few times the device, striding over items.
     const unsigned grid = static_cast<unsigned>(SmCount() * kBlocksPerSm);
-    PagedAttentionKernel<<<grid, kThreads, 0, s>>>(p);
-    CADUCEUS_CUDA_CHECK_LAUNCH();
+    LaunchPartitions(cache.dtype, grid, s, p);
     return;
   }
   // SplitPartitions bounded the workspace, so these products are small.
@@ -397,8 +429,7 @@ void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, Paged
   p.part_acc = buffer + 2 * partials;
   p.max_parts = max_parts;
   p.split_rows = batch.num_tokens;
-  PagedAttentionKernel<<<static_cast<unsigned>(partials), kThreads, 0, s>>>(p);
-  CADUCEUS_CUDA_CHECK_LAUNCH();
+  LaunchPartitions(cache.dtype, static_cast<unsigned>(partials), s, p);
   MergePartitionsKernel<<<static_cast<unsigned>(items), kThreads, 0, s>>>(p);
   CADUCEUS_CUDA_CHECK_LAUNCH();
   ws.End(s);

@@ -2,6 +2,7 @@
 // conversions, deterministic block reductions.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -36,6 +37,13 @@ inline cudaStream_t StreamOf(Stream s) { return static_cast<cudaStream_t>(s.hand
 // bf16 -> fp32 is exact: the bf16 bits are the high half of the float.
 __device__ __forceinline__ float Bf16ToF32(bf16 v) {
   return __uint_as_float(static_cast<uint32_t>(v.bits) << 16);
+}
+
+// fp32 -> bf16, round to nearest even (cvt.rn.bf16.f32: subnormals kept, overflow to inf), as
+// caduceus::FloatToBf16 on the host for every non-NaN input (a NaN stays a NaN, its payload may
+// differ).
+__device__ __forceinline__ bf16 F32ToBf16(float v) {
+  return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
 }
 
 constexpr int kWarp = 32;

@@ -1,8 +1,12 @@
 // Memory-bound per-token kernels: embedding gather, RMSNorm (plain and fused with the residual
-// add), RoPE, SiLU*mul and the KV-cache scatter. Semantics follow kernels/cpu/elementwise.cc;
-// each output row is produced by one thread block with a fixed reduction tree, so a row's bits do
-// not depend on how many rows share the launch (batch invariance).
+// add), RoPE, SiLU*mul and the KV-cache scatter (fp32 or bf16 cache). Semantics follow
+// kernels/cpu/elementwise.cc; each output row is produced by one thread block with a fixed
+// reduction tree, so a row's bits do not depend on how many rows share the launch (batch
+// invariance).
 #include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
@@ -92,16 +96,22 @@ __global__ void SiluMulKernel(const float* gate_up, int32_t d, int64_t total, fl
   }
 }
 
-// One block per new token; a k or v row is contiguous in the source and in the cache.
+// A cache element from an fp32 value: stored as is, or rounded to bf16 (nearest even).
+__device__ __forceinline__ void StoreKv(float* dst, float x) { *dst = x; }
+__device__ __forceinline__ void StoreKv(bf16* dst, float x) { *dst = internal::F32ToBf16(x); }
+
+// One block per new token; a k or v row is contiguous in the source and in the cache. `T` is the
+// cache's element type (float or bf16).
+template <typename T>
 __global__ void KvCacheWriteKernel(const float* k, const float* v, int64_t row_stride,
-                                   const int32_t* slot_mapping, float* cache_k, float* cache_v,
+                                   const int32_t* slot_mapping, T* cache_k, T* cache_v,
                                    int64_t row) {
   const int64_t i = blockIdx.x;
   const int64_t slot = slot_mapping[i];
   if (slot < 0) return;  // padding token (no slot): nothing to store
   for (int64_t j = threadIdx.x; j < row; j += blockDim.x) {
-    cache_k[slot * row + j] = k[i * row_stride + j];
-    cache_v[slot * row + j] = v[i * row_stride + j];
+    StoreKv(cache_k + slot * row + j, k[i * row_stride + j]);
+    StoreKv(cache_v + slot * row + j, v[i * row_stride + j]);
   }
 }
 
@@ -150,8 +160,22 @@ void KvCacheWrite(const float* k, const float* v, int64_t row_stride, const int3
                   int32_t n, PagedKvLayer cache, Stream stream) {
   const int64_t row = static_cast<int64_t>(cache.kv_heads) * cache.head_dim;
   if (n <= 0 || row <= 0) return;
-  KvCacheWriteKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(k, v, row_stride, slot_mapping,
-                                                              cache.k, cache.v, row);
+  switch (cache.dtype) {
+    case KvDtype::kF32:
+      KvCacheWriteKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(
+          k, v, row_stride, slot_mapping, static_cast<float*>(cache.k),
+          static_cast<float*>(cache.v), row);
+      break;
+    case KvDtype::kBf16:
+      KvCacheWriteKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(
+          k, v, row_stride, slot_mapping, static_cast<bf16*>(cache.k), static_cast<bf16*>(cache.v),
+          row);
+      break;
+    default:
+      std::fprintf(stderr, "KvCacheWrite: unknown KV cache dtype %d\n",
+                   static_cast<int>(cache.dtype));
+      std::abort();
+  }
   CADUCEUS_CUDA_CHECK_LAUNCH();
 }
 

@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -286,42 +288,126 @@ TEST_F(CudaKernelsTest, SiluMulMatchesCpu) {
   }
 }
 
-// A layer cache with NaN everywhere, so any read of a slot nobody wrote poisons the result.
+const char* DtypeName(KvDtype dtype) { return dtype == KvDtype::kBf16 ? "bf16" : "f32"; }
+
+// Bit patterns of one element each (f32: 4 bytes, bf16: 2); reports the first mismatch only.
+void ExpectCacheBitEqual(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want,
+                         KvDtype dtype, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  const size_t elem = static_cast<size_t>(KvDtypeBytes(dtype));
+  for (size_t i = 0; i < got.size(); i += elem) {
+    uint32_t g = 0, w = 0;
+    std::memcpy(&g, &got[i], elem);
+    std::memcpy(&w, &want[i], elem);
+    ASSERT_EQ(g, w) << what << " (" << DtypeName(dtype) << ") at element " << i / elem
+                    << ": bits 0x" << std::hex << g << " vs 0x" << w << std::dec;
+  }
+}
+
+// A layer cache of `dtype` with NaN everywhere (f32 quiet NaN; bf16 0x7FC0, a quiet NaN also once
+// widened), so any read of a slot nobody wrote poisons the result. The elements live in k32/v32
+// (f32) or k16/v16 (bf16); the other pair stays empty.
 struct HostCache {
   int num_blocks, block_size, kv_heads, head_dim;
-  std::vector<float> k, v;
-  HostCache(int blocks, int bs, int kvh, int hd)
-      : num_blocks(blocks),
-        block_size(bs),
-        kv_heads(kvh),
-        head_dim(hd),
-        k(static_cast<size_t>(blocks) * bs * kvh * hd, std::nanf("")),
-        v(k) {}
-  PagedKvLayer Layer(float* k_ptr, float* v_ptr) const {
-    return PagedKvLayer{k_ptr, v_ptr, num_blocks, block_size, kv_heads, head_dim};
+  KvDtype dtype;
+  std::vector<float> k32, v32;
+  std::vector<bf16> k16, v16;
+  HostCache(int blocks, int bs, int kvh, int hd, KvDtype dt)
+      : num_blocks(blocks), block_size(bs), kv_heads(kvh), head_dim(hd), dtype(dt) {
+    const size_t n = static_cast<size_t>(blocks) * bs * kvh * hd;
+    if (dtype == KvDtype::kBf16) {
+      k16.assign(n, bf16{0x7FC0});
+      v16 = k16;
+    } else {
+      k32.assign(n, std::nanf(""));
+      v32 = k32;
+    }
+  }
+  // Stores element i as KvCacheWrite would (bf16: rounded to nearest even).
+  void Set(int64_t i, float k, float v) {
+    if (dtype == KvDtype::kBf16) {
+      k16[i] = FloatToBf16(k);
+      v16[i] = FloatToBf16(v);
+    } else {
+      k32[i] = k;
+      v32[i] = v;
+    }
+  }
+  void* k() { return dtype == KvDtype::kBf16 ? static_cast<void*>(k16.data()) : k32.data(); }
+  void* v() { return dtype == KvDtype::kBf16 ? static_cast<void*>(v16.data()) : v32.data(); }
+  // The raw elements, for the device copy and bit comparisons.
+  std::vector<uint8_t> KBytes() const { return Bytes(k32, k16); }
+  std::vector<uint8_t> VBytes() const { return Bytes(v32, v16); }
+  PagedKvLayer Layer(void* k_ptr, void* v_ptr) const {
+    return PagedKvLayer{k_ptr, v_ptr, num_blocks, block_size, kv_heads, head_dim, dtype};
+  }
+
+ private:
+  std::vector<uint8_t> Bytes(const std::vector<float>& f, const std::vector<bf16>& b) const {
+    const void* src = dtype == KvDtype::kBf16 ? static_cast<const void*>(b.data()) : f.data();
+    const size_t bytes =
+        dtype == KvDtype::kBf16 ? b.size() * sizeof(bf16) : f.size() * sizeof(float);
+    std::vector<uint8_t> out(bytes);
+    if (bytes > 0) std::memcpy(out.data(), src, bytes);
+    return out;
   }
 };
 
 TEST_F(CudaKernelsTest, KvCacheWriteMatchesCpu) {
-  for (const int kv_heads : {1, 8}) {
-    for (const int head_dim : {64, 128}) {
-      HostCache cache(7, 16, kv_heads, head_dim);
-      const int row = kv_heads * head_dim;
-      // Scattered, out-of-order slots across non-adjacent blocks.
-      const std::vector<int32_t> slots = {5 * 16 + 0, 5 * 16 + 1, 2 * 16 + 15, 0, 6 * 16 + 7, 3};
-      const int n = static_cast<int>(slots.size());
-      // Source rows in the fused q|k|v layout: k at offset q_dim, v after it.
-      const int q_dim = 4 * row, stride = q_dim + 2 * row;
-      const auto qkv = RandomFloats(static_cast<size_t>(n) * stride, 14);
-      DeviceArray<float> d_qkv(qkv), d_ck(cache.k), d_cv(cache.v);
-      DeviceArray<int32_t> d_slots(slots);
-      cpu::KvCacheWrite(qkv.data() + q_dim, qkv.data() + q_dim + row, stride, slots.data(), n,
-                        cache.Layer(cache.k.data(), cache.v.data()));
-      cuda::KvCacheWrite(d_qkv.get() + q_dim, d_qkv.get() + q_dim + row, stride, d_slots.get(), n,
-                         cache.Layer(d_ck.get(), d_cv.get()));
-      // NaN slots compare equal bit for bit, so the untouched part is checked as well.
-      ExpectBitEqual(d_ck.Read(), cache.k, "k");
-      ExpectBitEqual(d_cv.Read(), cache.v, "v");
+  for (const KvDtype dtype : {KvDtype::kF32, KvDtype::kBf16}) {
+    for (const int kv_heads : {1, 8}) {
+      for (const int head_dim : {64, 128}) {
+        const std::string what = std::string(DtypeName(dtype)) + " kv_heads " +
+                                 std::to_string(kv_heads) + " head_dim " +
+                                 std::to_string(head_dim);
+        HostCache cache(7, 16, kv_heads, head_dim, dtype);
+        const int row = kv_heads * head_dim;
+        // Scattered, out-of-order slots across non-adjacent blocks; -1 is a padding token the CUDA
+        // kernel skips (the CPU twin gets the list without it).
+        const std::vector<int32_t> slots = {5 * 16 + 0, 5 * 16 + 1, 2 * 16 + 15, -1,
+                                            0,          6 * 16 + 7, 3};
+        std::vector<int32_t> cpu_rows, cpu_slots;
+        for (int i = 0; i < static_cast<int>(slots.size()); ++i) {
+          if (slots[i] >= 0) {
+            cpu_rows.push_back(i);
+            cpu_slots.push_back(slots[i]);
+          }
+        }
+        const int n = static_cast<int>(slots.size());
+        // Source rows in the fused q|k|v layout: k at offset q_dim, v after it.
+        const int q_dim = 4 * row, stride = q_dim + 2 * row;
+        auto qkv = RandomFloats(static_cast<size_t>(n) * stride, 14);
+        // Rounding corner cases at the start of token 0's k and v rows: ties to even (down and
+        // up), subnormals (a tie and the largest), the largest float (rounds to infinity, as
+        // round-to-nearest-even does), infinities and signed zero.
+        const uint32_t corner_bits[] = {0x3F808000u, 0x3F818000u, 0xBF808001u, 0x00008000u,
+                                        0x00018000u, 0x007FFFFFu, 0x7F7FFFFFu, 0xFF7F7FFFu,
+                                        0x7F800000u, 0xFF800000u, 0x80000000u, 0x7F7F8000u};
+        for (size_t c = 0; c < std::size(corner_bits); ++c) {
+          float f;
+          std::memcpy(&f, &corner_bits[c], sizeof(f));
+          qkv[q_dim + c] = f;
+          qkv[q_dim + row + std::size(corner_bits) - 1 - c] = f;
+        }
+        DeviceArray<float> d_qkv(qkv);
+        DeviceArray<uint8_t> d_ck(cache.KBytes()), d_cv(cache.VBytes());
+        DeviceArray<int32_t> d_slots(slots);
+        // The CPU twin's rows: the same values, padding token left out.
+        std::vector<float> cpu_qkv;
+        for (const int r : cpu_rows) {
+          cpu_qkv.insert(cpu_qkv.end(), qkv.begin() + size_t(r) * stride,
+                         qkv.begin() + size_t(r + 1) * stride);
+        }
+        cpu::KvCacheWrite(cpu_qkv.data() + q_dim, cpu_qkv.data() + q_dim + row, stride,
+                          cpu_slots.data(), static_cast<int32_t>(cpu_slots.size()),
+                          cache.Layer(cache.k(), cache.v()));
+        cuda::KvCacheWrite(d_qkv.get() + q_dim, d_qkv.get() + q_dim + row, stride, d_slots.get(),
+                           n, cache.Layer(d_ck.get(), d_cv.get()));
+        // NaN slots compare equal bit for bit, so the untouched part is checked as well.
+        ExpectCacheBitEqual(d_ck.Read(), cache.KBytes(), dtype, "k " + what);
+        ExpectCacheBitEqual(d_cv.Read(), cache.VBytes(), dtype, "v " + what);
+        if (HasFatalFailure()) return;
+      }
     }
   }
 }
@@ -336,11 +422,15 @@ struct AttentionCase {
   int q_heads, kv_heads, head_dim, block_size;
 };
 
-class PagedAttentionTest : public CudaKernelsTest,
-                           public ::testing::WithParamInterface<AttentionCase> {};
+class PagedAttentionTest
+    : public CudaKernelsTest,
+      public ::testing::WithParamInterface<std::tuple<AttentionCase, KvDtype>> {};
 
 TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
-  const AttentionCase c = GetParam();
+  const AttentionCase c = std::get<0>(GetParam());
+  // The cache's element type: the CPU twin computes `want` from the same (bf16-rounded) cache, and
+  // both widen it exactly, so the tolerance is the fp32 one.
+  const KvDtype dtype = std::get<1>(GetParam());
   // The CUDA kernel restarts its online softmax every kPartition positions (attention.cu) and, when
   // the host passes num_tokens and few rows would underfill the GPU, gives each partition its own
   // block and merges the partials in a second kernel. The last sequences are long-context decodes
@@ -367,7 +457,7 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
   const int max_blocks_per_seq = max_blocks + 2;  // trailing unused entries (-1)
   // Physical blocks: twice what is needed, handed out in a shuffled order, so tables are out of
   // order and the cache has holes (left NaN).
-  HostCache cache(2 * used_blocks, c.block_size, c.kv_heads, c.head_dim);
+  HostCache cache(2 * used_blocks, c.block_size, c.kv_heads, c.head_dim, dtype);
   std::vector<int32_t> physical(cache.num_blocks);
   std::iota(physical.begin(), physical.end(), 0);
   std::shuffle(physical.begin(), physical.end(), std::mt19937(16));
@@ -385,8 +475,9 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
           int64_t{tables[size_t(s) * max_blocks_per_seq + p / c.block_size]} * c.block_size +
           p % c.block_size;
       for (int64_t j = 0; j < kv_row; ++j) {
-        cache.k[slot * kv_row + j] = normal(rng);
-        cache.v[slot * kv_row + j] = normal(rng);
+        const float k = normal(rng);
+        const float v = normal(rng);
+        cache.Set(slot * kv_row + j, k, v);
       }
     }
     for (int r = 0; r < seqs[s].rows; ++r) positions.push_back(seqs[s].context - seqs[s].rows + r);
@@ -405,12 +496,13 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
     std::copy_n(q.begin() + r * q_row, q_row, q_rows.begin() + r * q_stride);
   }
   std::vector<float> want(num_tokens * q_row);
-  cpu::PagedAttention(q_rows.data(), q_stride, c.q_heads, cache.Layer(cache.k.data(), cache.v.data()),
+  cpu::PagedAttention(q_rows.data(), q_stride, c.q_heads, cache.Layer(cache.k(), cache.v()),
                       AttentionBatch{num_seqs, query_start.data(), positions.data(), tables.data(),
                                      max_blocks_per_seq, num_tokens},
                       scale, want.data());
 
-  DeviceArray<float> d_q(q_rows), d_ck(cache.k), d_cv(cache.v), d_out(want.size());
+  DeviceArray<float> d_q(q_rows), d_out(want.size());
+  DeviceArray<uint8_t> d_ck(cache.KBytes()), d_cv(cache.VBytes());
   DeviceArray<int32_t> d_start(query_start), d_pos(positions), d_tables(tables);
   const PagedKvLayer layer = cache.Layer(d_ck.get(), d_cv.get());
   // (a) The whole batch, its row count known (it splits only where rows x heads is small next to
@@ -498,13 +590,15 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PagedAttentionTest,
-    ::testing::Values(AttentionCase{4, 4, 64, 16},    // MHA (group 1)
-                      AttentionCase{8, 2, 128, 16},   // group 4
-                      AttentionCase{32, 4, 128, 16},  // group 8 (Llama-3-8B-like, fewer heads)
-                      AttentionCase{8, 1, 80, 5},     // odd block size, head_dim not a power of 2
-                      AttentionCase{2, 2, 256, 32}),  // two dims per thread
-    [](const ::testing::TestParamInfo<AttentionCase>& info) {
-      const AttentionCase& c = info.param;
+    ::testing::Combine(
+        ::testing::Values(AttentionCase{4, 4, 64, 16},    // MHA (group 1)
+                          AttentionCase{8, 2, 128, 16},   // group 4
+                          AttentionCase{32, 4, 128, 16},  // group 8 (Llama-3-8B-like, fewer heads)
+                          AttentionCase{8, 1, 80, 5},     // odd block size, head_dim not 2^k
+                          AttentionCase{2, 2, 256, 32}),  // two dims per thread
+        ::testing::Values(KvDtype::kF32, KvDtype::kBf16)),
+    [](const ::testing::TestParamInfo<std::tuple<AttentionCase, KvDtype>>& info) {
+      const AttentionCase& c = std::get<0>(info.param);
       // Appends, not "lit" + std::string: GCC 12 at -O3 reports a false -Wrestrict on that
       // operator+ (and this file builds without absl on the GPU machine).
       std::string name = "q";
@@ -515,6 +609,8 @@ INSTANTIATE_TEST_SUITE_P(
       name += std::to_string(c.head_dim);
       name += "bs";
       name += std::to_string(c.block_size);
+      name += "_";
+      name += DtypeName(std::get<1>(info.param));  // e.g. q4kv4d64bs16_bf16
       return name;
     });
 

@@ -82,6 +82,7 @@ def main():
             w = worker_client.stub(group.address)
             info = w.Info(worker_client.worker_pb2.InfoRequest(), timeout=10)
             assert info.tp_size == tp, info
+            assert info.kv_cache_dtype == "float32", info  # auto on a CPU
             start = time.time()
             tokens, logits = worker_client.generate(w, prompts, NEW_TOKENS, return_first_logits=True)
             print("TP=%d: %d prompts x %d tokens in %.1f s" % (tp, len(prompts), NEW_TOKENS,

@@ -35,6 +35,7 @@ ABSL_FLAG(bool, argmax_only, false,
           "decode steps ask only for each sequence's greedy token (the lm_head's argmax, as the "
           "worker does for greedy requests without logprobs) instead of its logits row");
 ABSL_FLAG(bool, json, true, "print the JSON summary as the last line");
+ABSL_FLAG(std::string, kv_cache_dtype, "float32", "KV-cache element type: float32 or bfloat16");
 
 namespace caduceus {
 namespace {
@@ -169,7 +170,11 @@ int Main() {
   double bandwidth = 0;
   for (int pass = 0; pass < 5; ++pass) bandwidth = std::max(bandwidth, probe.Measure());
   const double sgemm = InChildProcess(MeasureSgemmGflops);
-  auto loaded = model::LlamaModel::Load(absl::GetFlag(FLAGS_model));
+  model::LoadOptions load;
+  auto kv_dtype = model::KvCache::ParseDtype(absl::GetFlag(FLAGS_kv_cache_dtype), load.device);
+  if (!kv_dtype.ok()) return Fail(kv_dtype.status());
+  load.kv_dtype = *kv_dtype;
+  auto loaded = model::LlamaModel::Load(absl::GetFlag(FLAGS_model), load);
   if (!loaded.ok()) return Fail(loaded.status());
   model::LlamaModel& m = **loaded;
   const model::ModelConfig& c = m.config();
@@ -177,6 +182,7 @@ int Main() {
   nlohmann::json out;
   out["model"] = absl::GetFlag(FLAGS_model);
   out["kernels"] = m.kernels().name;
+  out["kv_cache_dtype"] = model::KvCache::DtypeName(m.kv_dtype());
   out["weight_bytes_per_token"] = m.WeightBytesPerToken();
 
   out["memory_read_bytes_per_s"] = bandwidth;

@@ -48,7 +48,9 @@ ABSL_FLAG(std::vector<std::string>, stop, {}, "stop sequences (comma-separated; 
 ABSL_FLAG(bool, ignore_eos, false, "do not stop at the model's end-of-sequence tokens");
 ABSL_FLAG(bool, json, false, "print one JSON object as the last stdout line (no streaming)");
 ABSL_FLAG(int32_t, report_top_logits, 0, "with --json: the first step's top-K [id, logit] pairs");
-ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:K]");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:K] (emulated-device: tests)");
+ABSL_FLAG(std::string, kv_cache_dtype, "auto",
+          "float32, bfloat16, or auto (bfloat16 on GPUs, float32 on CPUs)");
 
 namespace caduceus {
 namespace {
@@ -101,7 +103,12 @@ int Main() {
   auto tokenizer = text::Tokenizer::FromModelDir(model_dir);
   if (!tokenizer.ok()) return Fail(tokenizer.status());
 
-  auto model = model::LlamaModel::Load(model_dir, absl::GetFlag(FLAGS_device));
+  model::LoadOptions load;
+  load.device = absl::GetFlag(FLAGS_device);
+  auto kv_dtype = model::KvCache::ParseDtype(absl::GetFlag(FLAGS_kv_cache_dtype), load.device);
+  if (!kv_dtype.ok()) return Fail(kv_dtype.status());
+  load.kv_dtype = *kv_dtype;
+  auto model = model::LlamaModel::Load(model_dir, load);
   if (!model.ok()) return Fail(model.status());
 
   engine::GenerationRequest request;

@@ -174,7 +174,8 @@ void KvCacheWrite(const float* k, const float* v, int64_t row_stride, const int3
   OnDevice(k, extent, "KvCacheWrite k");
   OnDevice(v, extent, "KvCacheWrite v");
   OnDevice(slots, n * I, "KvCacheWrite slot_mapping");
-  const size_t cache_bytes = size_t(cache.num_blocks) * cache.block_size * row * F;
+  const size_t cache_bytes =
+      size_t(cache.num_blocks) * cache.block_size * row * kernels::KvDtypeBytes(cache.dtype);
   OnDevice(cache.k, cache_bytes, "KvCacheWrite cache.k");
   OnDevice(cache.v, cache_bytes, "KvCacheWrite cache.v");
   cpu::KvCacheWrite(k, v, row_stride, slots, n, cache, s);
@@ -190,8 +191,8 @@ void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, Paged
   OnDevice(q, rows > 0 ? ((rows - 1) * q_row_stride + q_heads * cache.head_dim) * F : 0,
            "PagedAttention q");
   OnDevice(out, size_t(rows) * q_heads * cache.head_dim * F, "PagedAttention out");
-  const size_t cache_bytes =
-      size_t(cache.num_blocks) * cache.block_size * cache.kv_heads * cache.head_dim * F;
+  const size_t cache_bytes = size_t(cache.num_blocks) * cache.block_size * cache.kv_heads *
+                             cache.head_dim * kernels::KvDtypeBytes(cache.dtype);
   OnDevice(cache.k, cache_bytes, "PagedAttention cache.k");
   OnDevice(cache.v, cache_bytes, "PagedAttention cache.v");
   cpu::PagedAttention(q, q_row_stride, q_heads, cache, batch, scale, out, s);

@@ -48,6 +48,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   std::unique_ptr<LlamaModel> model(new LlamaModel(std::move(config), layout, group,
                                                    std::move(store), std::move(placement),
                                                    std::move(weights), std::move(kernels)));
+  model->kv_dtype_ = options.kv_dtype;
   if (!model->kernels_.memory.host) RETURN_IF_ERROR(model->UploadRopeFrequencies());
   return model;
 }
@@ -96,7 +97,12 @@ int64_t LlamaModel::WeightBytesPerToken() const {
 
 absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::CreateKvCache(int32_t num_blocks) const {
   return KvCache::Create(config_.num_layers, layout_.kv_heads, config_.head_dim, num_blocks,
-                         KvCache::kDefaultBlockSize, &kernels_.memory);
+                         KvCache::kDefaultBlockSize, &kernels_.memory, kv_dtype_);
+}
+
+int64_t LlamaModel::KvCacheBytesPerBlock() const {
+  return KvCache::BytesPerBlock(config_.num_layers, layout_.kv_heads, config_.head_dim,
+                                KvCache::kDefaultBlockSize, kv_dtype_);
 }
 
 absl::Status LlamaModel::ValidateBatch(const StepBatch& batch, const KvCache& cache) const {

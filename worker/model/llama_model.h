@@ -30,6 +30,8 @@ struct LoadOptions {
   bool resident_weights = true;
   // This process's part of a tensor-parallel group (shard_spec.h). Size 1: the whole model.
   ShardSpec shard;
+  // Element type of the caches CreateKvCache makes (kernels.h: bf16 halves them).
+  kernels::KvDtype kv_dtype = kernels::KvDtype::kF32;
 };
 
 class LlamaModel {
@@ -72,8 +74,11 @@ class LlamaModel {
   const ShardLayout& shard() const { return layout_; }
   // Bytes of weights this rank reads per decoded token (for bandwidth-bound estimates).
   int64_t WeightBytesPerToken() const;
-  // A cache for this rank's KV heads only.
+  // A cache for this rank's KV heads only, of LoadOptions::kv_dtype.
   absl::StatusOr<std::unique_ptr<KvCache>> CreateKvCache(int32_t num_blocks) const;
+  // Bytes one block of such a cache takes (all layers, K and V).
+  int64_t KvCacheBytesPerBlock() const;
+  kernels::KvDtype kv_dtype() const { return kv_dtype_; }
 
  private:
   LlamaModel(ModelConfig config, ShardLayout layout, parallel::Communicator* comm,
@@ -124,6 +129,7 @@ class LlamaModel {
   backend::DeviceArray<float> d_inv_freq_;
   Scratch scratch_;
   int32_t block_table_width_ = 0;
+  kernels::KvDtype kv_dtype_ = kernels::KvDtype::kF32;
 };
 
 }  // namespace caduceus::model

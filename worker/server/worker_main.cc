@@ -59,6 +59,9 @@ ABSL_FLAG(std::string, metrics_listen, "", "HOST:PORT for Prometheus /metrics (a
 ABSL_FLAG(int64_t, kv_cache_bytes, int64_t{1} << 30,
           "KV-cache memory per rank in bytes; 0: a fraction of the memory available after "
           "loading (--kv-cache-memory-fraction on CPUs, --gpu-memory-utilization on GPUs)");
+ABSL_FLAG(std::string, kv_cache_dtype, "auto",
+          "KV-cache element type: float32, bfloat16 (half the memory per token; keys and values "
+          "rounded to bf16), or auto = bfloat16 on GPUs, float32 on CPUs");
 ABSL_FLAG(double, kv_cache_memory_fraction, 0.5,
           "CPUs, with --kv-cache-bytes 0: fraction of MemAvailable (after loading the weights) "
           "for this rank's KV cache; ranks sharing a host should split it");
@@ -214,14 +217,16 @@ int Main(int argc, char** argv) {
   model::LoadOptions load;
   load.device = device;
   load.resident_weights = absl::GetFlag(FLAGS_resident_weights);
+  auto kv_dtype = model::KvCache::ParseDtype(absl::GetFlag(FLAGS_kv_cache_dtype), device);
+  if (!kv_dtype.ok()) return Fail(kv_dtype.status());
+  load.kv_dtype = *kv_dtype;
   load.shard = model::ShardSpec{rank, tp_size};
   const auto load_start = std::chrono::steady_clock::now();
   auto model = model::LlamaModel::Load(model_dir, load, timed ? &*timed : nullptr);
   if (!model.ok()) return Fail(model.status());
   const model::ModelConfig& config = (*model)->config();
   const model::ShardLayout& layout = (*model)->shard();
-  const int64_t block_bytes =
-      model::KvCache::BytesPerBlock(config.num_layers, layout.kv_heads, config.head_dim);
+  const int64_t block_bytes = (*model)->KvCacheBytesPerBlock();
   int64_t kv_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   const backend::MemoryOps& memory = (*model)->kernels().memory;
   int64_t activation_bytes = 0, device_bytes = 0;
@@ -273,7 +278,8 @@ int Main(int argc, char** argv) {
   LogInfo(absl::StrCat(where, ": loaded ", identity->id, " (revision ", identity->revision, ") in ",
                        std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(),
                        " s; ", *blocks, " KV blocks of ", model::KvCache::kDefaultBlockSize,
-                       " tokens (", *blocks * block_bytes, " bytes)"));
+                       " tokens (", *blocks * block_bytes, " bytes, ",
+                       model::KvCache::DtypeName((*model)->kv_dtype()), ")"));
 
   GroupParts parts{model->get(), cache->get(), gloo.get(), timed ? &*timed : nullptr, metrics->get()};
 
@@ -318,6 +324,7 @@ int Main(int argc, char** argv) {
   info.set_max_context(config.max_position_embeddings);
   info.set_vocab_size(config.vocab_size);
   info.set_kv_cache_bytes(*blocks * block_bytes);
+  info.set_kv_cache_dtype(model::KvCache::DtypeName((*model)->kv_dtype()));
   info.set_max_step_tokens(limits.max_step_tokens);
   info.set_max_step_sequences(limits.max_step_sequences);
   for (int id : config.eos_token_ids) info.add_eos_token_ids(id);

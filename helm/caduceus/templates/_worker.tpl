@@ -81,6 +81,7 @@ spec:
         {{- end }}
         {{- end }}
         - --kv-cache-bytes={{ int64 $w.kvCacheBytes }}
+        - --kv-cache-dtype={{ $w.kvCacheDtype }}
         {{- if eq $w.device "cuda" }}
         - --gpu-memory-utilization={{ $w.gpuMemoryUtilization }}
         {{- end }}
