@@ -339,6 +339,8 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
     const size_t lv = static_cast<size_t>(l.vocab), per_rank = static_cast<size_t>(full) * lv;
     k.linear(sc.last_hidden.data(), full, h, weights_.lm_head, l.vocab, sc.logits.data(), {});
     RETURN_IF_ERROR(comm_->AllGather(sc.logits.data(), per_rank, sc.gathered_logits.data()));
+    // Every collective of the step (a device communicator may defer them) before the host reads.
+    RETURN_IF_ERROR(comm_->Flush());
     const float* gathered = sc.gathered_logits.data();
     if (!mem.host) {
       mem.to_host(sc.host_gathered.data(), gathered, sc.host_gathered.size() * sizeof(float),
@@ -399,6 +401,7 @@ absl::Status LlamaModel::GreedyTokens(const float* hidden, int32_t m, std::vecto
   RETURN_IF_ERROR(comm_->AllGather(sc.argmax_value.data(), n, sc.gathered_value.data()));
   RETURN_IF_ERROR(comm_->AllGather(reinterpret_cast<const float*>(sc.argmax_index.data()), n,
                                    reinterpret_cast<float*>(sc.gathered_index.data())));
+  RETURN_IF_ERROR(comm_->Flush());
   mem.to_host(sc.host_value.data(), sc.gathered_value.data(), sizeof(float) * ranks * n,
               mem.device);
   mem.to_host(sc.host_index.data(), sc.gathered_index.data(), sizeof(int32_t) * ranks * n,

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -210,6 +211,81 @@ TEST_P(TensorParallelTest, ArgmaxOnlyRowsGiveTheSameTokens) {
 
 INSTANTIATE_TEST_SUITE_P(Sizes, TensorParallelTest, ::testing::Values(2, 4),
                          [](const auto& info) { return "TP" + std::to_string(info.param); });
+
+// Forwards to a ThreadCommunicator and counts Flush calls; a Flush can be made to fail, as a
+// device communicator's does when a deferred collective failed.
+class FlushCountingCommunicator : public parallel::Communicator {
+ public:
+  explicit FlushCountingCommunicator(parallel::Communicator* inner) : inner_(inner) {}
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  absl::Status AllReduceSum(float* data, size_t count) override {
+    ++since_flush;
+    return inner_->AllReduceSum(data, count);
+  }
+  absl::Status AllGather(const float* in, size_t count, float* out) override {
+    ++since_flush;
+    return inner_->AllGather(in, count, out);
+  }
+  absl::Status Broadcast(void* data, size_t bytes, int root) override {
+    return inner_->Broadcast(data, bytes, root);
+  }
+  absl::Status Flush() override {
+    ++flushes;
+    since_flush = 0;
+    return fail_flush ? absl::UnavailableError("deferred all-reduce failed") : absl::OkStatus();
+  }
+  parallel::Communicator* inner_;
+  int flushes = 0, since_flush = 0;
+  bool fail_flush = false;
+};
+
+// The model flushes the communicator before the host reads a step's results (logits rows and
+// greedy tokens), so that a device communicator may defer completion; a failed flush fails the
+// step with its status.
+TEST(TensorParallelFlushTest, EveryStepFlushesBeforeItsResultsAndReportsFailures) {
+  ThreadCommunicatorGroup group(2);
+  std::vector<std::unique_ptr<FlushCountingCommunicator>> comms;
+  for (int r = 0; r < 2; ++r) comms.push_back(std::make_unique<FlushCountingCommunicator>(group.rank(r)));
+  std::vector<Trace> traces(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      auto model = LlamaModel::Load(TinyModelDir(), Options(r, 2), comms[r].get());
+      if (!model.ok()) {
+        traces[r].status = model.status();
+        return;
+      }
+      traces[r] = Generate(**model, /*argmax_odd=*/true);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(traces[r].status.ok()) << traces[r].status;
+    // Each of the kSteps + 1 steps has logits rows and greedy rows: one flush after each gather.
+    EXPECT_EQ(comms[r]->flushes, 2 * (kSteps + 1)) << "rank " << r;
+    EXPECT_EQ(comms[r]->since_flush, 0) << "rank " << r << ": collectives after the last flush";
+  }
+  // A failing flush (rank 1) fails that rank's step with the communicator's status.
+  comms[1]->fail_flush = true;
+  threads.clear();
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      auto model = LlamaModel::Load(TinyModelDir(), Options(r, 2), comms[r].get());
+      ASSERT_TRUE(model.ok());
+      auto cache = (*model)->CreateKvCache(4);
+      ASSERT_TRUE(cache.ok());
+      const std::vector<int32_t> tokens = {1, 2, 3}, table = {0};
+      StepBatch batch;
+      batch.sequences.push_back({tokens, 0, table});
+      StepLogits logits;
+      traces[r].status = (*model)->Forward(batch, **cache, &logits);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_TRUE(traces[0].status.ok()) << traces[0].status;
+  EXPECT_EQ(traces[1].status.code(), absl::StatusCode::kUnavailable) << traces[1].status;
+}
 
 // The device-memory code path on the emulated device (worker/backend/emulated_device.h): weights
 // placed in device memory, step metadata copied up, logits and greedy tokens copied back, every

@@ -96,12 +96,31 @@ absl::Status NcclCommunicator::Fail(absl::Status status) {
   return status;
 }
 
-absl::Status NcclCommunicator::Complete(const char* op, int launch_result) {
+absl::Status NcclCommunicator::Enqueued(const char* op, int launch_result) {
   ncclResult_t r = static_cast<ncclResult_t>(launch_result);
   auto where = [&] { return absl::StrCat("nccl ", op, " on rank ", rank_); };
   if (r != ncclSuccess && r != ncclInProgress) {
     return Fail(absl::UnavailableError(absl::StrCat(where(), ": ", ncclGetErrorString(r))));
   }
+  // A non-blocking communicator may still be enqueueing; no other NCCL call may be issued on it
+  // until that is done.
+  const absl::Time deadline = absl::Now() + options_.timeout;
+  while (r == ncclInProgress) {
+    if (ncclCommGetAsyncError(comm_, &r) != ncclSuccess) r = ncclInternalError;
+    if (r != ncclSuccess && r != ncclInProgress) {
+      return Fail(absl::UnavailableError(absl::StrCat(where(), ": ", ncclGetErrorString(r))));
+    }
+    if (r == ncclInProgress && absl::Now() > deadline) {
+      return Fail(absl::DeadlineExceededError(absl::StrCat(
+          where(), ": not enqueued after ", absl::FormatDuration(options_.timeout))));
+    }
+    if (r == ncclInProgress) absl::SleepFor(kPoll);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NcclCommunicator::Complete(const char* op) {
+  auto where = [&] { return absl::StrCat("nccl ", op, " on rank ", rank_); };
   const absl::Time deadline = absl::Now() + options_.timeout;
   while (true) {
     ncclResult_t async = ncclSuccess;
@@ -124,14 +143,23 @@ absl::Status NcclCommunicator::Complete(const char* op, int launch_result) {
   }
 }
 
+absl::Status NcclCommunicator::Unusable(const char* op) const {
+  return absl::UnavailableError(absl::StrCat(op, " on rank ", rank_,
+                                             ": communicator unusable after an earlier error: ",
+                                             error_.message()));
+}
+
 template <typename Launch>
 absl::Status NcclCommunicator::Run(const char* op, Launch&& launch) {
-  if (!error_.ok()) {
-    return absl::UnavailableError(absl::StrCat(op, " on rank ", rank_,
-                                               ": communicator unusable after an earlier error: ",
-                                               error_.message()));
-  }
-  return Complete(op, static_cast<int>(launch()));
+  if (!error_.ok()) return Unusable(op);
+  RETURN_IF_ERROR(Enqueued(op, static_cast<int>(launch())));
+  if (options_.deferred_completion) return absl::OkStatus();
+  return Complete(op);
+}
+
+absl::Status NcclCommunicator::Flush() {
+  if (!error_.ok()) return Unusable("flush");
+  return Complete("flush (collectives of this step)");
 }
 
 absl::Status NcclCommunicator::AllReduceSum(float* data, size_t count) {

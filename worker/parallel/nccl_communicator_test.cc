@@ -14,11 +14,17 @@
 namespace caduceus::parallel {
 namespace {
 
-TEST(NcclCommunicatorTest, SingleRankCollectives) {
+class NcclCommunicatorTest : public ::testing::TestWithParam<bool> {};
+
+// Param: deferred completion (collectives return once enqueued; Flush waits). The results are
+// read back with a plain cudaMemcpy, which runs after them on the legacy default stream.
+TEST_P(NcclCommunicatorTest, SingleRankCollectives) {
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     GTEST_SKIP() << "no CUDA device";
   }
+  NcclOptions options;
+  options.deferred_completion = GetParam();
   auto server = TcpStoreServer::Create("127.0.0.1", 0);
   ASSERT_TRUE(server.ok()) << server.status();
   GlooOptions g;
@@ -26,7 +32,7 @@ TEST(NcclCommunicatorTest, SingleRankCollectives) {
   g.hostname = "127.0.0.1";
   auto gloo = GlooCommunicator::Create(g);
   ASSERT_TRUE(gloo.ok()) << gloo.status();
-  auto nccl = NcclCommunicator::Create(**gloo, NcclOptions{});
+  auto nccl = NcclCommunicator::Create(**gloo, options);
   ASSERT_TRUE(nccl.ok()) << nccl.status();
 
   std::vector<float> host = {1, 2, 3, 4};
@@ -38,6 +44,7 @@ TEST(NcclCommunicatorTest, SingleRankCollectives) {
   EXPECT_TRUE((*nccl)->AllReduceSum(dev, host.size()).ok());
   EXPECT_TRUE((*nccl)->AllGather(dev, host.size(), gathered).ok());
   EXPECT_TRUE((*nccl)->Broadcast(dev, host.size() * sizeof(float), 0).ok());
+  EXPECT_TRUE((*nccl)->Flush().ok());
   std::vector<float> back(host.size());
   cudaMemcpy(back.data(), gathered, back.size() * sizeof(float), cudaMemcpyDeviceToHost);
   EXPECT_EQ(back, host);
@@ -45,6 +52,9 @@ TEST(NcclCommunicatorTest, SingleRankCollectives) {
   cudaFree(dev);
   cudaFree(gathered);
 }
+
+INSTANTIATE_TEST_SUITE_P(Completion, NcclCommunicatorTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Deferred" : "PerCall"; });
 
 }  // namespace
 }  // namespace caduceus::parallel

@@ -225,7 +225,6 @@ int Main(int argc, char** argv) {
   auto model = model::LlamaModel::Load(model_dir, load, timed ? &*timed : nullptr);
   if (!model.ok()) return Fail(model.status());
   const model::ModelConfig& config = (*model)->config();
-  const model::ShardLayout& layout = (*model)->shard();
   const int64_t block_bytes = (*model)->KvCacheBytesPerBlock();
   int64_t kv_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   const backend::MemoryOps& memory = (*model)->kernels().memory;
