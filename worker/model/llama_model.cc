@@ -63,13 +63,26 @@ absl::Status LlamaModel::UploadRopeFrequencies() {
   return absl::OkStatus();
 }
 
-const int32_t* LlamaModel::OnDevice(const std::vector<int32_t>& host,
-                                    backend::DeviceArray<int32_t>& dev) {
-  if (kernels_.memory.host) return host.data();
+LlamaModel::StepMetadata LlamaModel::UploadMetadata() {
+  Scratch& sc = scratch_;
+  const std::vector<int32_t>* parts[] = {&sc.tokens, &sc.positions, &sc.slots, &sc.query_start,
+                                         &sc.block_tables};
+  if (kernels_.memory.host) {
+    return {sc.tokens.data(), sc.positions.data(), sc.slots.data(), sc.query_start.data(),
+            sc.block_tables.data()};
+  }
+  // One host buffer, one copy: each synchronous copy costs a host round trip on a GPU.
+  sc.meta.clear();
+  size_t offsets[5];
+  for (int i = 0; i < 5; ++i) {
+    offsets[i] = sc.meta.size();
+    sc.meta.insert(sc.meta.end(), parts[i]->begin(), parts[i]->end());
+  }
   // Reserve was checked in PrepareScratch.
-  kernels_.memory.to_device(dev.data(), host.data(), host.size() * sizeof(int32_t),
+  kernels_.memory.to_device(sc.d_meta.data(), sc.meta.data(), sc.meta.size() * sizeof(int32_t),
                             kernels_.memory.device);
-  return dev.data();
+  const int32_t* d = sc.d_meta.data();
+  return {d + offsets[0], d + offsets[1], d + offsets[2], d + offsets[3], d + offsets[4]};
 }
 
 LlamaModel::LlamaModel(ModelConfig config, ShardLayout layout, parallel::Communicator* comm,
@@ -245,9 +258,7 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
   sc.host_index.resize(ranks * am);
   sc.host_value.resize(ranks * am);
   if (!kernels_.memory.host) {
-    ok = ok && sc.d_tokens.Reserve(n) && sc.d_positions.Reserve(n) && sc.d_slots.Reserve(n) &&
-         sc.d_query_start.Reserve(sc.query_start.size()) &&
-         sc.d_block_tables.Reserve(std::max<size_t>(sc.block_tables.size(), 1));
+    ok = ok && sc.d_meta.Reserve(3 * n + sc.query_start.size() + sc.block_tables.size());
   }
   if (!ok) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -275,11 +286,12 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   // Metadata where the kernels read it (host vectors themselves on the CPU).
-  const int32_t* tokens = OnDevice(sc.tokens, sc.d_tokens);
-  const int32_t* positions = OnDevice(sc.positions, sc.d_positions);
-  const int32_t* slots = OnDevice(sc.slots, sc.d_slots);
-  const int32_t* query_start = OnDevice(sc.query_start, sc.d_query_start);
-  const int32_t* block_tables = OnDevice(sc.block_tables, sc.d_block_tables);
+  const StepMetadata meta = UploadMetadata();
+  const int32_t* tokens = meta.tokens;
+  const int32_t* positions = meta.positions;
+  const int32_t* slots = meta.slots;
+  const int32_t* query_start = meta.query_start;
+  const int32_t* block_tables = meta.block_tables;
   const float* inv_freq = mem.host ? inv_freq_.data() : d_inv_freq_.data();
   kernels::AttentionBatch attention{static_cast<int32_t>(batch.sequences.size()), query_start,
                                     positions, block_tables, block_table_width_};

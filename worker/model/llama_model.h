@@ -87,15 +87,18 @@ class LlamaModel {
   absl::Status AllReduce(float* data, size_t count);
   // Copies the RoPE frequencies to the device (non-host backends only).
   absl::Status UploadRopeFrequencies();
-  // Host metadata -> the pointer the kernels get (itself for host backends, else a device copy).
-  const int32_t* OnDevice(const std::vector<int32_t>& host, backend::DeviceArray<int32_t>& dev);
+  // The step metadata where the kernels read it: the host vectors themselves on host backends,
+  // else one device copy of all of them (made by one upload).
+  struct StepMetadata {
+    const int32_t *tokens, *positions, *slots, *query_start, *block_tables;
+  };
+  StepMetadata UploadMetadata();
 
   // Scratch activations in the backend's memory, grown on demand and reused across steps.
   struct Scratch {
     explicit Scratch(const backend::MemoryOps* m)
         : residual(m), normed(m), qkv(m), attn(m), proj(m), gate_up(m), act(m), last_hidden(m), logits(m), gathered_logits(m), argmax_value(m), gathered_value(m),
-          argmax_index(m), gathered_index(m), d_tokens(m), d_positions(m), d_slots(m),
-          d_query_start(m), d_block_tables(m) {}
+          argmax_index(m), gathered_index(m), d_meta(m) {}
     // qkv: the fused projection's rows [n, (q + 2 kv) * head_dim]; gate_up: [n, 2 * inter].
     backend::DeviceArray<float> residual, normed, qkv, attn, proj, gate_up, act, last_hidden;
     backend::DeviceArray<float> logits, gathered_logits;  // lm_head output (device backends, TP)
@@ -106,13 +109,15 @@ class LlamaModel {
     backend::DeviceArray<int32_t> argmax_index, gathered_index;
     std::vector<float> host_value;
     std::vector<int32_t> host_index, greedy;
-    // Step metadata, built on the host; d_* are their device copies (unused on the host).
+    // Step metadata, built on the host.
     // logit_rows: the token rows the lm_head reads, those needing logits first, then the
     // argmax_count rows of argmax_only sequences (also listed alone in argmax_rows).
     std::vector<int32_t> tokens, positions, slots, query_start, block_tables, logit_rows,
         argmax_rows;
     int32_t argmax_count = 0;
-    backend::DeviceArray<int32_t> d_tokens, d_positions, d_slots, d_query_start, d_block_tables;
+    // Device backends: tokens, positions, slots, query_start, block_tables packed in that order.
+    std::vector<int32_t> meta;
+    backend::DeviceArray<int32_t> d_meta;  // its device copy
   };
   absl::Status PrepareScratch(const StepBatch& batch, const KvCache& cache);
   // The greedy token of each of the m rows of `hidden` (device memory), over the whole vocabulary.
