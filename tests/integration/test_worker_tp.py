@@ -27,6 +27,11 @@ EMULATED_DEVICE_BYTES = 1 << 30
 UTILIZATION = 0.5
 
 
+def weights_bound_of(model):
+    return sum(os.path.getsize(os.path.join(model, f)) for f in os.listdir(model)
+               if f.endswith(".safetensors"))
+
+
 def check_emulated_device(c, model, prompts, cpu_result):
     failures = []
     group = c.start_worker_group(
@@ -39,13 +44,25 @@ def check_emulated_device(c, model, prompts, cpu_result):
     w = worker_client.stub(group.address)
     info = w.Info(worker_client.worker_pb2.InfoRequest(), timeout=10)
     tokens, logits = worker_client.generate(w, prompts, NEW_TOKENS, return_first_logits=True)
+    text = cluster.scrape(group.metrics_address)
     c.close()
+    exported = {kind: cluster.metric_value(text, "caduceus_worker_memory_bytes",
+                                           {"kind": kind, "rank": "0"})
+                for kind in ("weights", "kv_cache", "activations", "device_total")}
+    print("emulated device TP=2 rank 0 memory metrics: %s" % exported)
+    want = {"kv_cache": info.kv_cache_bytes, "activations": info.activation_bytes,
+            "device_total": info.device_memory_bytes}
+    for kind, value in want.items():
+        if exported[kind] != value:
+            failures.append("caduceus_worker_memory_bytes{kind=%s} %s, Info says %d"
+                            % (kind, exported[kind], value))
+    if not exported["weights"] or exported["weights"] > weights_bound_of(model):
+        failures.append("caduceus_worker_memory_bytes{kind=weights} %s" % exported["weights"])
     if (tokens, logits) != cpu_result:
         failures.append("emulated device TP=2: tokens or first-step logits differ from CPU TP=2")
     allowed = int(UTILIZATION * EMULATED_DEVICE_BYTES)
     # Weights of one rank: at most the whole model's files.
-    weights_bound = sum(os.path.getsize(os.path.join(model, f)) for f in os.listdir(model)
-                        if f.endswith(".safetensors"))
+    weights_bound = weights_bound_of(model)
     block_bytes = info.kv_cache_bytes // max(info.num_kv_blocks, 1)
     print("emulated device TP=2: %d KV blocks (%d bytes), activations %d bytes, device %d bytes"
           % (info.num_kv_blocks, info.kv_cache_bytes, info.activation_bytes,

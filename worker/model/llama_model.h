@@ -74,6 +74,8 @@ class LlamaModel {
   const ShardLayout& shard() const { return layout_; }
   // Bytes of weights this rank reads per decoded token (for bandwidth-bound estimates).
   int64_t WeightBytesPerToken() const;
+  // Bytes of weight copies this rank holds (host arena or device; mapped pages not counted).
+  int64_t PlacedWeightBytes() const { return static_cast<int64_t>(placement_->placed_bytes()); }
   // A cache for this rank's KV heads only, of LoadOptions::kv_dtype.
   absl::StatusOr<std::unique_ptr<KvCache>> CreateKvCache(int32_t num_blocks) const;
   // Bytes one block of such a cache takes (all layers, K and V).

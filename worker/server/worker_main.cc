@@ -274,6 +274,8 @@ int Main(int argc, char** argv) {
   auto cache = (*model)->CreateKvCache(*blocks);
   if (!cache.ok()) return Fail(cache.status());
   (*metrics)->SetKvBlocks(0, *blocks);
+  (*metrics)->SetMemory({(*model)->PlacedWeightBytes(), *blocks * block_bytes, activation_bytes,
+                         device_bytes, device_memory});
   LogInfo(absl::StrCat(where, ": loaded ", identity->id, " (revision ", identity->revision, ") in ",
                        std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(),
                        " s; ", *blocks, " KV blocks of ", model::KvCache::kDefaultBlockSize,

@@ -25,6 +25,8 @@ struct WorkerMetrics::Impl {
   prometheus::Gauge* kv_used = nullptr;
   prometheus::Gauge* kv_total = nullptr;
   prometheus::Gauge* healthy = nullptr;
+  prometheus::Family<prometheus::Gauge>* memory = nullptr;
+  prometheus::Labels rank;
 };
 
 absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const WorkerIdentity& id,
@@ -59,6 +61,14 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Worke
   impl->healthy = gauge("caduceus_worker_group_healthy",
                         "1 while the tensor-parallel group of this rank can run steps, else 0.");
   impl->healthy->Set(1);
+  impl->rank = rank;
+  impl->memory = &prometheus::BuildGauge()
+                      .Name("caduceus_worker_memory_bytes")
+                      .Help("Memory of this rank by kind, set at start: weights (copies in the "
+                            "host arena or on the device), kv_cache, and on device backends "
+                            "activations (the warm-up step's buffers and workspaces) and "
+                            "device_total (the device's capacity).")
+                      .Register(r);
   prometheus::BuildGauge()
       .Name("caduceus_worker_info")
       .Help("Constant 1; labels describe the worker.")
@@ -94,6 +104,20 @@ void WorkerMetrics::ObserveStep(double total, double forward, double collective,
 void WorkerMetrics::SetKvBlocks(int64_t used, int64_t total) {
   impl_->kv_used->Set(static_cast<double>(used));
   impl_->kv_total->Set(static_cast<double>(total));
+}
+
+void WorkerMetrics::SetMemory(const MemoryBreakdown& m) {
+  auto set = [&](const char* kind, int64_t bytes) {
+    prometheus::Labels labels = impl_->rank;
+    labels["kind"] = kind;
+    impl_->memory->Add(labels).Set(static_cast<double>(bytes));
+  };
+  set("weights", m.weights);
+  set("kv_cache", m.kv_cache);
+  if (m.device) {
+    set("activations", m.activations);
+    set("device_total", m.device_total);
+  }
 }
 
 void WorkerMetrics::SetGroupHealthy(bool healthy) { impl_->healthy->Set(healthy ? 1 : 0); }

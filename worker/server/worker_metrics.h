@@ -28,6 +28,13 @@ class WorkerMetrics {
   void ObserveStep(double total_seconds, double forward_seconds, double collective_seconds,
                    int64_t tokens);
   void SetKvBlocks(int64_t used, int64_t total);
+  // Where this rank's memory went at start: weights the placement copied (arena or device),
+  // the KV cache, and on device backends the warm-up's activations and the device's capacity.
+  struct MemoryBreakdown {
+    int64_t weights = 0, kv_cache = 0, activations = 0, device_total = 0;
+    bool device = false;  // activations and device_total are exported only for devices
+  };
+  void SetMemory(const MemoryBreakdown& memory);
   void SetGroupHealthy(bool healthy);
   // The /metrics text, for tests.
   std::string Scrape() const;
