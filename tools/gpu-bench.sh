@@ -120,6 +120,8 @@ if mode == "full" and get(r, "shape.name") != "llama3-8b":
     errors.append(f"shape.name = {get(r, 'shape.name')!r}, want 'llama3-8b'")
 need(r, "memory.copy_d2d_bytes_per_s", "memory")
 need(r, "memory.stream_read_bytes_per_s", "memory")
+need(r, "memory.h2d_pageable_bytes_per_s", "memory")
+need(r, "memory.h2d_staged_bytes_per_s", "memory")
 need(r, "gemm.flops_per_s", "gemm")
 need(r, "gemm.impl", "gemm", "string")
 
@@ -210,6 +212,8 @@ d1, p = r["decode_batch1"], r["prefill"]
 print(f"device: {r['device']['name']} ({r['device']['kind']}), model {r['shape']['name']}")
 print(f"copy D2D {r['memory']['copy_d2d_bytes_per_s']/1e9:.0f} GB/s, "
       f"stream read {r['memory']['stream_read_bytes_per_s']/1e9:.0f} GB/s, "
+      f"H2D pageable {r['memory']['h2d_pageable_bytes_per_s']/1e9:.1f} / staged "
+      f"{r['memory']['h2d_staged_bytes_per_s']/1e9:.1f} GB/s, "
       f"GEMM peak {r['gemm']['flops_per_s']/1e12:.3g} TFLOP/s")
 for d in r["decode"]:
     g = d.get("cuda_graph", {})

@@ -70,6 +70,9 @@ class Device {
   virtual void FillF32(float* p, size_t n, uint64_t seed, float lo, float hi) = 0;
   // Host -> device, complete when it returns.
   virtual void Upload(void* dst, const void* src, size_t bytes) = 0;
+  // The same through the worker's loading path (CUDA: the pinned double-buffered staging of
+  // kernels/cuda/staged_upload.h; elsewhere a plain Upload).
+  virtual void UploadStaged(void* dst, const void* src, size_t bytes) { Upload(dst, src, bytes); }
   virtual void Synchronize() = 0;
 
   // Stream-ordered timestamps: Mark() enqueues one and returns its id; Seconds(a, b) is valid

@@ -17,6 +17,7 @@
 
 #include "kernels/bench/bench_device.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/staged_upload.h"
 
 #define BENCH_CUDA_CHECK(expr)                                                                \
   do {                                                                                        \
@@ -94,7 +95,7 @@ __global__ void StreamReadKernel(const uint4* __restrict__ p, size_t n, unsigned
 
 class CudaDevice : public Device {
  public:
-  explicit CudaDevice(int ordinal) {
+  explicit CudaDevice(int ordinal) : ordinal_(ordinal) {
     BENCH_CUDA_CHECK(cudaSetDevice(ordinal));
     BENCH_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     cudaDeviceProp prop{};
@@ -185,6 +186,10 @@ class CudaDevice : public Device {
     if (bytes == 0) return;
     BENCH_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
     BENCH_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void UploadStaged(void* dst, const void* src, size_t bytes) override {
+    BENCH_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    kernels::cuda::StagedUpload(dst, src, bytes, ordinal_);
   }
   void Synchronize() override { BENCH_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
@@ -282,6 +287,7 @@ class CudaDevice : public Device {
   }
 
  private:
+  int ordinal_;
   class Buffers {
    public:
     Buffers(CudaDevice* device, size_t bytes, int count) : device_(device) {
