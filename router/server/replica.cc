@@ -276,6 +276,9 @@ void Replica::CountSchedulerEvents() {
 worker::v1::StepPlan Replica::BuildPlan(const ScheduledStep& step) {
   worker::v1::StepPlan plan;
   plan.set_step_id(next_step_id_++);
+  // Sent while earlier steps are in flight, it was planned on their outcome: the worker must run
+  // it right after the last of them, even if the calls reach it in another order.
+  if (!in_flight_.empty()) plan.set_previous_step_id(plan.step_id() - 1);
   const absl::Time now = absl::Now();
   for (const StepEntry& e : step.entries) {
     ActiveRequest& request = *requests_.at(e.seq_id);
@@ -510,7 +513,9 @@ void Replica::Loop() {
     last_result_ = now;
     lock.lock();
     if (!done.status.ok()) {
-      OnStepFailed(done.status, lock);
+      // A copy: OnStepFailed clears in_flight_, which owns `done`.
+      const grpc::Status status = done.status;
+      OnStepFailed(status, lock);
       continue;
     }
     last_ok_ = now;

@@ -143,7 +143,7 @@ class Replica {
   absl::Time last_ok_ = absl::InfinitePast();
   bool stop_ = false;
   int64_t preemptions_seen_ = 0, prefix_hits_seen_ = 0;
-  uint64_t next_step_id_ = 0;
+  uint64_t next_step_id_ = 1;  // 0 is "no step" in StepPlan.previous_step_id
   grpc::CompletionQueue cq_;                              // the loop's Step calls
   std::deque<std::unique_ptr<InFlightStep>> in_flight_;  // oldest first; loop thread only
   absl::Time last_result_ = absl::InfinitePast();

@@ -48,6 +48,35 @@ def first(seq_id, tokens, blocks):
                                    first_step=True, sampling=worker_client.greedy_params())
 
 
+def pipelined_out_of_order(w):
+    """A pipelined plan (previous_step_id) that reaches the worker before the step it follows
+    waits for it, then runs right after it; one whose step never comes runs after the hold limit
+    and gets the leader's verdict instead of hanging."""
+    prefill = plan_of(first(20, [1, 2], [2]))
+    prefill.step_id = 1000
+    decode = plan_of(worker_pb2.SequencePlan(sequence_id=20, token_ids=[-1], start_pos=2,
+                                             block_table=[2], sample=True, prompt_len=2))
+    decode.step_id, decode.previous_step_id = 1001, 1000
+    later = w.Step.future(decode, timeout=30)  # sent first
+    time.sleep(0.3)
+    assert not later.done(), "the plan ran before the step it follows"
+    first_token = w.Step(prefill, timeout=30).results[0].token_id
+    second = later.result()
+    assert second.step_id == 1001 and second.results[0].sampled, second
+    print("  pipelined plan sent before its predecessor waited and ran after it "
+          "(tokens %d, %d)" % (first_token, second.results[0].token_id))
+    orphan = plan_of(worker_pb2.SequencePlan(sequence_id=21, token_ids=[-1], start_pos=2,
+                                             block_table=[3], sample=True, prompt_len=2))
+    orphan.step_id, orphan.previous_step_id = 2001, 2000  # step 2000 never comes
+    start = time.time()
+    expect_code(lambda: w.Step(orphan, timeout=30), grpc.StatusCode.INVALID_ARGUMENT,
+                "sampled-token placeholder")
+    waited = time.time() - start
+    assert 1.5 < waited < 10, "held %.1f s" % waited
+    print("  a plan whose predecessor never came ran after %.1f s" % waited)
+    w.Release(worker_pb2.ReleaseRequest(all=True), timeout=10)
+
+
 def wrong_inputs(c, model):
     print("wrong inputs:")
     g = c.start_worker_group(model, 2, name="bad", extra=["--kv-cache-bytes", 8 << 20],
@@ -87,6 +116,7 @@ def wrong_inputs(c, model):
     cont11 = worker_pb2.SequencePlan(sequence_id=11, token_ids=[3], start_pos=2, block_table=[1],
                                      sample=True, prompt_len=2)
     expect_code(lambda: w.Step(plan_of(cont11), timeout=30), invalid, "unknown sequence")
+    pipelined_out_of_order(w)
     # Still serving: a well-formed request completes on both ranks.
     tokens, _ = worker_client.generate(w, [PROMPT], 4)
     assert len(tokens[0]) == 4

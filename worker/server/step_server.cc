@@ -71,7 +71,18 @@ void StepServer::Run() {
   void* tag = nullptr;
   bool ok = false;
   bool accepting = true;
-  while (cq_->Next(&tag, &ok)) {
+  while (true) {
+    // With plans on hold, wake up now and then to release those that waited too long.
+    const auto status =
+        held_.empty()
+            ? (cq_->Next(&tag, &ok) ? grpc::CompletionQueue::GOT_EVENT
+                                    : grpc::CompletionQueue::SHUTDOWN)
+            : cq_->AsyncNext(&tag, &ok, std::chrono::system_clock::now() + kHoldLimit / 10);
+    if (status == grpc::CompletionQueue::SHUTDOWN) break;
+    if (status == grpc::CompletionQueue::TIMEOUT) {
+      RunExpiredHolds();
+      continue;
+    }
     auto* call = static_cast<Call*>(tag);
     if (call->answered || !ok) {  // a response went out, or the server is shutting down
       if (!call->answered) accepting = false;
@@ -80,9 +91,47 @@ void StepServer::Run() {
     }
     // The next call can arrive while this one runs (another router, or a retry); gRPC queues it.
     if (accepting) request_next();
+    Dispatch(call);
+    RunExpiredHolds();
+  }
+  // Shutting down: the calls still on hold get no answer (the server cancels them).
+  for (auto& [step, held] : held_) delete held.first;
+  held_.clear();
+}
+
+void StepServer::Dispatch(Call* call) {
+  const uint64_t previous = call->plan.previous_step_id();
+  if (previous != 0 && previous != last_step_id_ && held_.count(previous) == 0) {
+    held_.emplace(previous, std::make_pair(call, std::chrono::steady_clock::now()));
+    return;
+  }
+  Execute(call);
+}
+
+void StepServer::Execute(Call* call) {
+  // This call, then the plans that were waiting for it, in order.
+  while (call != nullptr) {
     call->status = leader_->Step(call->plan, &call->result);
+    last_step_id_ = call->plan.step_id();
     call->answered = true;
     Respond(call);
+    auto next = held_.find(last_step_id_);
+    call = next != held_.end() ? next->second.first : nullptr;
+    if (call != nullptr) held_.erase(next);
+  }
+}
+
+void StepServer::RunExpiredHolds() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = held_.begin(); it != held_.end();) {
+    if (now - it->second.second < kHoldLimit) {
+      ++it;
+      continue;
+    }
+    Call* call = it->second.first;
+    held_.erase(it);
+    Execute(call);  // may run (and erase) later held calls too
+    it = held_.begin();
   }
 }
 
