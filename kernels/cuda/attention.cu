@@ -98,9 +98,9 @@ struct AttentionParams {
   float scale;
   // Split path only (max_parts == 0: one block per item, no workspace). Partial of
   // (row, part, head) at index w = (row * max_parts + part) * q_heads + head:
-  float* part_stats;  // [w][2]: max, denominator
-  float* part_acc;    // [w][head_dim]
-  int32_t max_parts;  // partitions per row the split grid covers (host bound)
+  float* part_stats;   // [w][2]: max, denominator
+  float* part_acc;     // [w][head_dim]
+  int32_t max_parts;   // partitions per row the split grid covers (host bound)
   int32_t split_rows;  // query rows the workspace holds (AttentionBatch::num_tokens)
 };
 
@@ -123,7 +123,7 @@ struct MergeFactors {
 // The scalar half of merging `part` into `run`. Not inlined: both kernels call the same compiled
 // code (expf included), so the factors cannot differ between the paths.
 __device__ __noinline__ MergeFactors MergeFactorsOf(float run_max, float run_denom, float part_max,
-                                                     float part_denom) {
+                                                    float part_denom) {
   const float m = fmaxf(run_max, part_max);
   const float run_scale = expf(run_max - m);  // both maxima are finite: partitions are never empty
   const float part_scale = expf(part_max - m);
@@ -178,8 +178,8 @@ template <typename KvT>
 __device__ __forceinline__ Partial AttendPartition(const AttentionParams& p, const float* q_s,
                                                    float* weights, float* scratch,
                                                    const int32_t* table, const KvT* k_head,
-                                                   const KvT* v_head, int64_t kv_row,
-                                                   int32_t begin, int32_t end) {
+                                                   const KvT* v_head, int64_t kv_row, int32_t begin,
+                                                   int32_t end) {
   const int lane = threadIdx.x % kWarp;
   const int warp = threadIdx.x / kWarp;
   Partial r{-INFINITY, 0.0f, {}};
@@ -202,7 +202,7 @@ __device__ __forceinline__ Partial AttendPartition(const AttentionParams& p, con
     const float new_max = fmaxf(r.max, internal::BlockMax<kThreads>(score, scratch));
     const float e = threadIdx.x < tile ? expf(score - new_max) : 0.0f;
     if (threadIdx.x < tile) weights[threadIdx.x] = e;  // each thread rewrites only its own entry
-    const float rescale = expf(r.max - new_max);         // 0 on the first tile (-inf)
+    const float rescale = expf(r.max - new_max);       // 0 on the first tile (-inf)
     r.denom = fmaf(r.denom, rescale, internal::BlockSum<kThreads>(e, scratch));  // syncs: weights
     r.max = new_max;                                                             // are ready
     // 3. weighted values
@@ -335,13 +335,12 @@ __global__ void __launch_bounds__(kThreads) MergePartitionsKernel(AttentionParam
 void LaunchPartitions(KvDtype dtype, unsigned grid, cudaStream_t s, const AttentionParams& p) {
   switch (dtype) {
     case KvDtype::kF32:
-      PagedAttentionKernel<float><<<grid, kThreads, 0, s>>>(p);
+      internal::Launch(PagedAttentionKernel<float>, grid, kThreads, s, p);
       break;
     case KvDtype::kBf16:
-      PagedAttentionKernel<bf16><<<grid, kThreads, 0, s>>>(p);
+      internal::Launch(PagedAttentionKernel<bf16>, grid, kThreads, s, p);
       break;
   }
-  CADUCEUS_CUDA_CHECK_LAUNCH();
 }
 
 // Streaming multiprocessors of the current device, cached per device.
@@ -430,8 +429,7 @@ void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, Paged
   p.max_parts = max_parts;
   p.split_rows = batch.num_tokens;
   LaunchPartitions(cache.dtype, static_cast<unsigned>(partials), s, p);
-  MergePartitionsKernel<<<static_cast<unsigned>(items), kThreads, 0, s>>>(p);
-  CADUCEUS_CUDA_CHECK_LAUNCH();
+  internal::Launch(MergePartitionsKernel, static_cast<unsigned>(items), kThreads, s, p);
   ws.End(s);
 }
 

@@ -25,6 +25,10 @@
 // Checks the launch itself (bad configuration); does not synchronize.
 #define CADUCEUS_CUDA_CHECK_LAUNCH() CADUCEUS_CUDA_CHECK(cudaGetLastError())
 
+#if defined(CADUCEUS_CUDA_EMULATION)
+#include "kernels/cuda/emulation/cuda_emulation.h"
+#endif
+
 namespace caduceus::kernels::cuda::internal {
 
 [[noreturn]] inline void Fail(const char* what, const char* why, const char* file, int line) {
@@ -88,6 +92,20 @@ __device__ __forceinline__ float BlockSum(float v, float* scratch) {
 template <int kThreads>
 __device__ __forceinline__ float BlockMax(float v, float* scratch) {
   return BlockReduce<kThreads>(v, scratch, MaxOp{});
+}
+
+// kernel<<<grid, block, 0, stream>>>(args...), then the launch check. Every kernel of
+// kernels/cuda is launched here: the host build of these files (kernels/cuda/emulation, the CPU
+// runs the grid) replaces this one line.
+template <typename... Params, typename... Args>
+inline void Launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
+                   const Args&... args) {
+#if defined(CADUCEUS_CUDA_EMULATION)
+  ::caduceus::cuda_emulation::LaunchKernel(kernel, grid, block, stream, args...);
+#else
+  kernel<<<grid, block, 0, stream>>>(args...);
+#endif
+  CADUCEUS_CUDA_CHECK_LAUNCH();
 }
 
 // Grid size for grid-stride loops over `total` items with `threads` per block, capped so huge

@@ -120,40 +120,37 @@ __global__ void KvCacheWriteKernel(const float* k, const float* v, int64_t row_s
 void EmbeddingGather(const bf16* table, int64_t row_begin, int64_t rows, int32_t hidden,
                      const int32_t* ids, int32_t n, float* out, Stream stream) {
   if (n <= 0 || hidden <= 0) return;
-  EmbeddingGatherKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(table, row_begin, rows, hidden,
-                                                                 ids, out);
-  CADUCEUS_CUDA_CHECK_LAUNCH();
+  internal::Launch(EmbeddingGatherKernel, n, kRowThreads, StreamOf(stream), table, row_begin, rows,
+                   hidden, ids, out);
 }
 
 void RmsNorm(const float* x, const bf16* weight, int32_t n, int32_t hidden, float eps, float* out,
              Stream stream) {
   if (n <= 0 || hidden <= 0) return;
-  RmsNormKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(nullptr, x, weight, hidden, eps, out);
-  CADUCEUS_CUDA_CHECK_LAUNCH();
+  internal::Launch(RmsNormKernel, n, kRowThreads, StreamOf(stream), nullptr, x, weight, hidden, eps,
+                   out);
 }
 
 void AddRmsNorm(float* residual, const float* x, const bf16* weight, int32_t n, int32_t hidden,
                 float eps, float* out, Stream stream) {
   if (n <= 0 || hidden <= 0) return;
-  RmsNormKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(residual, x, weight, hidden, eps, out);
-  CADUCEUS_CUDA_CHECK_LAUNCH();
+  internal::Launch(RmsNormKernel, n, kRowThreads, StreamOf(stream), residual, x, weight, hidden,
+                   eps, out);
 }
 
 void Rope(float* x, int64_t row_stride, const int32_t* positions, int32_t n, int32_t heads,
           int32_t head_dim, const float* inv_freq, Stream stream) {
   const int64_t total = static_cast<int64_t>(n) * heads * (head_dim / 2);
   if (total <= 0) return;
-  RopeKernel<<<internal::GridFor(total, kFlatThreads), kFlatThreads, 0, StreamOf(stream)>>>(
-      x, row_stride, positions, n, heads, head_dim, inv_freq);
-  CADUCEUS_CUDA_CHECK_LAUNCH();
+  internal::Launch(RopeKernel, internal::GridFor(total, kFlatThreads), kFlatThreads,
+                   StreamOf(stream), x, row_stride, positions, n, heads, head_dim, inv_freq);
 }
 
 void SiluMul(const float* gate_up, int32_t n, int32_t d, float* out, Stream stream) {
   const int64_t total = static_cast<int64_t>(n) * d;
   if (total <= 0) return;
-  SiluMulKernel<<<internal::GridFor(total, kFlatThreads), kFlatThreads, 0, StreamOf(stream)>>>(
-      gate_up, d, total, out);
-  CADUCEUS_CUDA_CHECK_LAUNCH();
+  internal::Launch(SiluMulKernel, internal::GridFor(total, kFlatThreads), kFlatThreads,
+                   StreamOf(stream), gate_up, d, total, out);
 }
 
 void KvCacheWrite(const float* k, const float* v, int64_t row_stride, const int32_t* slot_mapping,
@@ -162,21 +159,19 @@ void KvCacheWrite(const float* k, const float* v, int64_t row_stride, const int3
   if (n <= 0 || row <= 0) return;
   switch (cache.dtype) {
     case KvDtype::kF32:
-      KvCacheWriteKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(
-          k, v, row_stride, slot_mapping, static_cast<float*>(cache.k),
-          static_cast<float*>(cache.v), row);
+      internal::Launch(KvCacheWriteKernel<float>, n, kRowThreads, StreamOf(stream), k, v,
+                       row_stride, slot_mapping, static_cast<float*>(cache.k),
+                       static_cast<float*>(cache.v), row);
       break;
     case KvDtype::kBf16:
-      KvCacheWriteKernel<<<n, kRowThreads, 0, StreamOf(stream)>>>(
-          k, v, row_stride, slot_mapping, static_cast<bf16*>(cache.k), static_cast<bf16*>(cache.v),
-          row);
+      internal::Launch(KvCacheWriteKernel<bf16>, n, kRowThreads, StreamOf(stream), k, v, row_stride,
+                       slot_mapping, static_cast<bf16*>(cache.k), static_cast<bf16*>(cache.v), row);
       break;
     default:
       std::fprintf(stderr, "KvCacheWrite: unknown KV cache dtype %d\n",
                    static_cast<int>(cache.dtype));
       std::abort();
   }
-  CADUCEUS_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace caduceus::kernels::cuda

@@ -121,8 +121,8 @@ const float* GemmHalves(GemmContext& ctx, const float* x, int32_t m, int32_t k, 
   auto* split = reinterpret_cast<__nv_bfloat16*>(buffer);
   auto* parts = reinterpret_cast<float*>(buffer + split_bytes);
 
-  SplitBf16Kernel<<<internal::GridFor(in_total, kThreads), kThreads, 0, s>>>(x, in_total, split);
-  CADUCEUS_CUDA_CHECK_LAUNCH();
+  internal::Launch(SplitBf16Kernel, internal::GridFor(in_total, kThreads), kThreads, s, x, in_total,
+                   split);
 
   // cuBLAS is column-major. Row-major parts[2m, n] is column-major C [n, 2m]; the row-major
   // weight w[n, k] is column-major A [k, n]; the row-major split [2m, k] is column-major B [k, 2m].
@@ -200,8 +200,8 @@ void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, floa
   GemmContext& ctx = ContextForCurrentDevice();
   ctx.Begin(s);
   const float* parts = GemmHalves(ctx, x, m, k, w, n, s);
-  SumHalvesKernel<<<internal::GridFor(out_total, kThreads), kThreads, 0, s>>>(parts, out_total, y);
-  CADUCEUS_CUDA_CHECK_LAUNCH();
+  internal::Launch(SumHalvesKernel, internal::GridFor(out_total, kThreads), kThreads, s, parts,
+                   out_total, y);
   ctx.End(s);
 }
 
@@ -210,16 +210,15 @@ void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
   if (m <= 0) return;
   const cudaStream_t s = StreamOf(stream);
   if (n <= 0 || k <= 0) {
-    FillArgmaxKernel<<<internal::GridFor(m, kThreads), kThreads, 0, s>>>(
-        m, n <= 0 ? -1 : 0, n <= 0 ? -INFINITY : 0.0f, index, value);
-    CADUCEUS_CUDA_CHECK_LAUNCH();
+    internal::Launch(FillArgmaxKernel, internal::GridFor(m, kThreads), kThreads, s, m,
+                     n <= 0 ? -1 : 0, n <= 0 ? -INFINITY : 0.0f, index, value);
     return;
   }
   GemmContext& ctx = ContextForCurrentDevice();
   ctx.Begin(s);
   const float* parts = GemmHalves(ctx, x, m, k, w, n, s);
-  ArgmaxHalvesKernel<<<m, kThreads, 0, s>>>(parts, n, static_cast<int64_t>(m) * n, index, value);
-  CADUCEUS_CUDA_CHECK_LAUNCH();
+  internal::Launch(ArgmaxHalvesKernel, m, kThreads, s, parts, n, static_cast<int64_t>(m) * n, index,
+                   value);
   ctx.End(s);
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdlib>
 
 namespace caduceus::backend {
 
@@ -24,9 +25,17 @@ std::string ExecutableDir() {
 }
 
 absl::StatusOr<KernelTable> LoadCudaTable(int ordinal) {
-  const std::string module = "libcaduceus_backend_cuda.so";
-  void* handle = dlopen((ExecutableDir() + "/" + module).c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) handle = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);  // LD_LIBRARY_PATH
+  std::string module = "libcaduceus_backend_cuda.so";
+  void* handle = nullptr;
+  // CADUCEUS_CUDA_MODULE names the module file instead: a build for another CUDA release, or
+  // the emulated device's build that CI runs the model's CUDA path on (docs/cuda.md).
+  if (const char* path = std::getenv("CADUCEUS_CUDA_MODULE"); path != nullptr && *path != '\0') {
+    module = path;
+    handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  } else {
+    handle = dlopen((ExecutableDir() + "/" + module).c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) handle = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);  // LD_LIBRARY_PATH
+  }
   if (handle == nullptr) {
     return absl::UnimplementedError(absl::StrCat(
         "cuda:", ordinal, ": cannot load the CUDA backend ", module, " (", dlerror(),

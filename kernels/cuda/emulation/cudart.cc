@@ -1,0 +1,429 @@
+// The subset of the CUDA runtime API that kernels/cuda, its tests and the worker's CUDA backend
+// call, on host memory: one emulated device whose allocations are registered (so copies and
+// kernel arguments are checked against them) and poisoned (0xff bytes: NaN floats, -1 ints, so
+// reading memory nothing wrote shows up). Streams and events exist and are checked, but every
+// operation completes before its call returns. Graph capture is not emulated (it fails).
+// Capacity: CADUCEUS_CUDA_EMULATION_BYTES (default 1 GiB); SM count:
+// CADUCEUS_CUDA_EMULATION_SMS (default 132, an H100 SXM, so size-dependent choices such as
+// split-K attention go the way they would there).
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "kernels/cuda/emulation/device_runtime.h"
+
+namespace caduceus::cuda_emulation {
+namespace {
+
+constexpr size_t kAlignment = 256;  // cudaMalloc's guarantee
+
+struct Device {
+  std::mutex mu;
+  std::map<uintptr_t, size_t> allocations;  // begin -> bytes
+  std::set<void*> pinned;
+  std::set<cudaStream_t> streams;
+  std::set<cudaEvent_t> events;
+  size_t used = 0;
+  size_t capacity = 0;
+  int sms = 0;
+};
+
+size_t EnvSize(const char* name, size_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  return static_cast<size_t>(std::strtoull(v, nullptr, 10));
+}
+
+Device& Dev() {
+  static Device* device = [] {
+    auto* d = new Device;  // never destroyed: thread-exit destructors free memory late
+    d->capacity = EnvSize("CADUCEUS_CUDA_EMULATION_BYTES", size_t{1} << 30);
+    d->sms = static_cast<int>(EnvSize("CADUCEUS_CUDA_EMULATION_SMS", 132));
+    return d;
+  }();
+  return *device;
+}
+
+thread_local cudaError_t last_error = cudaSuccess;
+thread_local int current_device = 0;
+
+// Caller holds d.mu.
+bool InAllocation(const Device& d, uintptr_t begin, size_t bytes) {
+  auto it = d.allocations.upper_bound(begin);
+  if (it == d.allocations.begin()) return false;
+  --it;
+  return begin >= it->first && bytes <= it->second && begin - it->first <= it->second - bytes;
+}
+
+bool StreamOk(const Device& d, cudaStream_t s) {
+  return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread ||
+         d.streams.count(s) > 0;
+}
+
+cudaError_t Fail(cudaError_t error, const std::string& why) {
+  std::fprintf(stderr, "CUDA emulation: %s\n", why.c_str());
+  return SetLastError(error);
+}
+
+std::string Hex(const void* p) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%p", p);
+  return buffer;
+}
+
+cudaError_t Allocate(void** out, size_t bytes) {
+  if (out == nullptr) return SetLastError(cudaErrorInvalidValue);
+  Device& d = Dev();
+  const size_t rounded = (std::max<size_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    if (d.used + rounded > d.capacity) return SetLastError(cudaErrorMemoryAllocation);
+    d.used += rounded;
+  }
+  void* p = std::aligned_alloc(kAlignment, rounded);
+  if (p == nullptr) return SetLastError(cudaErrorMemoryAllocation);
+  std::memset(p, 0xff, rounded);
+  std::lock_guard<std::mutex> lock(d.mu);
+  // Registered with the requested size: a kernel or copy past it is out of bounds even where
+  // the rounding would have left room.
+  d.allocations[reinterpret_cast<uintptr_t>(p)] = bytes;
+  *out = p;
+  return cudaSuccess;
+}
+
+cudaError_t Release(void* p) {
+  if (p == nullptr) return cudaSuccess;
+  Device& d = Dev();
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    auto it = d.allocations.find(reinterpret_cast<uintptr_t>(p));
+    if (it == d.allocations.end()) {
+      return Fail(cudaErrorInvalidValue, "cudaFree of " + Hex(p) + ", not a device allocation");
+    }
+    d.used -= (std::max<size_t>(it->second, 1) + kAlignment - 1) / kAlignment * kAlignment;
+    d.allocations.erase(it);
+  }
+  std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t Copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
+                 cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  Device& d = Dev();
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    if (!StreamOk(d, stream)) return SetLastError(cudaErrorInvalidResourceHandle);
+    const bool dst_device = InAllocation(d, reinterpret_cast<uintptr_t>(dst), count);
+    const bool src_device = InAllocation(d, reinterpret_cast<uintptr_t>(src), count);
+    bool ok = true;
+    switch (kind) {
+      case cudaMemcpyHostToDevice:
+        ok = dst_device;
+        break;
+      case cudaMemcpyDeviceToHost:
+        ok = src_device;
+        break;
+      case cudaMemcpyDeviceToDevice:
+        ok = dst_device && src_device;
+        break;
+      case cudaMemcpyHostToHost:
+        ok = true;
+        break;
+      case cudaMemcpyDefault:
+        ok = true;
+        break;
+      default:
+        ok = false;
+    }
+    if (!ok) {
+      return Fail(cudaErrorInvalidValue,
+                  "cudaMemcpy kind " + std::to_string(static_cast<int>(kind)) + " of " +
+                      std::to_string(count) + " bytes from " + Hex(src) + " to " + Hex(dst) +
+                      ": the device side is not inside one device allocation");
+    }
+  }
+  std::memmove(dst, src, count);
+  return cudaSuccess;
+}
+
+cudaError_t Fill(void* dst, int value, size_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  Device& d = Dev();
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    if (!StreamOk(d, stream)) return SetLastError(cudaErrorInvalidResourceHandle);
+    if (!InAllocation(d, reinterpret_cast<uintptr_t>(dst), count)) {
+      return Fail(cudaErrorInvalidValue, "cudaMemset of " + std::to_string(count) + " bytes at " +
+                                             Hex(dst) + ": not inside one device allocation");
+    }
+  }
+  std::memset(dst, value, count);
+  return cudaSuccess;
+}
+
+template <typename Handle>
+cudaError_t CreateHandle(Handle* out, std::set<Handle>& registry) {
+  if (out == nullptr) return SetLastError(cudaErrorInvalidValue);
+  Handle h = reinterpret_cast<Handle>(new char[16]);
+  std::lock_guard<std::mutex> lock(Dev().mu);
+  registry.insert(h);
+  *out = h;
+  return cudaSuccess;
+}
+
+template <typename Handle>
+cudaError_t DestroyHandle(Handle h, std::set<Handle>& registry) {
+  std::lock_guard<std::mutex> lock(Dev().mu);
+  if (registry.erase(h) == 0) return SetLastError(cudaErrorInvalidResourceHandle);
+  delete[] reinterpret_cast<char*>(h);
+  return cudaSuccess;
+}
+
+cudaError_t CheckStream(cudaStream_t s) {
+  std::lock_guard<std::mutex> lock(Dev().mu);
+  return StreamOk(Dev(), s) ? cudaSuccess : SetLastError(cudaErrorInvalidResourceHandle);
+}
+
+cudaError_t CheckEvent(cudaEvent_t e) {
+  std::lock_guard<std::mutex> lock(Dev().mu);
+  return Dev().events.count(e) > 0 ? cudaSuccess : SetLastError(cudaErrorInvalidResourceHandle);
+}
+
+}  // namespace
+
+cudaError_t SetLastError(cudaError_t error) {
+  if (error != cudaSuccess) last_error = error;
+  return error;
+}
+
+bool IsDeviceRange(const void* p, size_t bytes) {
+  Device& d = Dev();
+  std::lock_guard<std::mutex> lock(d.mu);
+  return InAllocation(d, reinterpret_cast<uintptr_t>(p), bytes);
+}
+
+void CheckDevicePointer(const void* p, int argument_index) {
+  if (IsDeviceRange(p, 1)) return;
+  std::fprintf(stderr,
+               "CUDA emulation: kernel argument %d (%p) is not device memory (not inside any "
+               "cudaMalloc allocation)\n",
+               argument_index, p);
+  std::abort();
+}
+
+bool CheckLaunch(dim3 grid, dim3 block, cudaStream_t stream) {
+  const uint64_t threads = static_cast<uint64_t>(block.x) * block.y * block.z;
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 ||
+      grid.z > 65535 || threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 ||
+      block.z > 64) {
+    Fail(cudaErrorInvalidConfiguration,
+         "launch with grid (" + std::to_string(grid.x) + "," + std::to_string(grid.y) + "," +
+             std::to_string(grid.z) + ") and block (" + std::to_string(block.x) + "," +
+             std::to_string(block.y) + "," + std::to_string(block.z) + ")");
+    return false;
+  }
+  return CheckStream(stream) == cudaSuccess;
+}
+
+}  // namespace caduceus::cuda_emulation
+
+namespace emu = caduceus::cuda_emulation;
+
+extern "C" {
+
+cudaError_t cudaMalloc(void** devPtr, size_t size) { return emu::Allocate(devPtr, size); }
+cudaError_t cudaFree(void* devPtr) { return emu::Release(devPtr); }
+cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t hStream) {
+  if (emu::CheckStream(hStream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  return emu::Allocate(devPtr, size);
+}
+cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t hStream) {
+  if (emu::CheckStream(hStream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  return emu::Release(devPtr);
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
+  return emu::Copy(dst, src, count, kind, nullptr);
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  return emu::Copy(dst, src, count, kind, stream);
+}
+cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
+  return emu::Fill(devPtr, value, count, nullptr);
+}
+cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t stream) {
+  return emu::Fill(devPtr, value, count, stream);
+}
+cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned int /*flags*/) {
+  if (pHost == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
+  void* p = std::aligned_alloc(4096, (std::max<size_t>(size, 1) + 4095) / 4096 * 4096);
+  if (p == nullptr) return emu::SetLastError(cudaErrorMemoryAllocation);
+  std::lock_guard<std::mutex> lock(emu::Dev().mu);
+  emu::Dev().pinned.insert(p);
+  *pHost = p;
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaHostAlloc(ptr, size, 0); }
+cudaError_t cudaFreeHost(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lock(emu::Dev().mu);
+    if (emu::Dev().pinned.erase(ptr) == 0) return emu::SetLastError(cudaErrorInvalidValue);
+  }
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* pStream) {
+  return emu::CreateHandle(pStream, emu::Dev().streams);
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int /*flags*/) {
+  return emu::CreateHandle(pStream, emu::Dev().streams);
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  return emu::DestroyHandle(stream, emu::Dev().streams);
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) { return emu::CheckStream(stream); }
+cudaError_t cudaStreamQuery(cudaStream_t stream) { return emu::CheckStream(stream); }
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int /*flags*/) {
+  if (emu::CheckStream(stream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  return emu::CheckEvent(event);
+}
+cudaError_t cudaStreamBeginCapture(cudaStream_t /*stream*/, enum cudaStreamCaptureMode /*mode*/) {
+  return emu::Fail(cudaErrorNotSupported, "stream capture (CUDA graphs) is not emulated");
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  return emu::CreateHandle(event, emu::Dev().events);
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int /*flags*/) {
+  return emu::CreateHandle(event, emu::Dev().events);
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (emu::CheckStream(stream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  return emu::CheckEvent(event);
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) { return emu::CheckEvent(event); }
+cudaError_t cudaEventQuery(cudaEvent_t event) { return emu::CheckEvent(event); }
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  return emu::DestroyHandle(event, emu::Dev().events);
+}
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (count == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  if (device == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
+  *device = emu::current_device;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  if (device != 0) return emu::SetLastError(cudaErrorInvalidDevice);
+  emu::current_device = device;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
+  if (value == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
+  if (device != 0) return emu::SetLastError(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount:
+      *value = emu::Dev().sms;
+      return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerBlock:
+      *value = 1024;
+      return cudaSuccess;
+    case cudaDevAttrWarpSize:
+      *value = 32;
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = 9;
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = 0;
+      return cudaSuccess;
+    default:
+      return emu::Fail(
+          cudaErrorInvalidValue,
+          "device attribute " + std::to_string(static_cast<int>(attr)) + " is not emulated");
+  }
+}
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
+  if (free == nullptr || total == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
+  std::lock_guard<std::mutex> lock(emu::Dev().mu);
+  *total = emu::Dev().capacity;
+  *free = emu::Dev().capacity - emu::Dev().used;
+  return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int* runtimeVersion) {
+  if (runtimeVersion == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
+  *runtimeVersion = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* driverVersion) {
+  return cudaRuntimeGetVersion(driverVersion);
+}
+
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = emu::last_error;
+  emu::last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return emu::last_error; }
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotSupported:
+      return "cudaErrorNotSupported";
+    case cudaErrorNotReady:
+      return "cudaErrorNotReady";
+    default:
+      return "cudaErrorUnknown";
+  }
+}
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle:
+      return "invalid resource handle";
+    case cudaErrorNotSupported:
+      return "operation not supported";
+    case cudaErrorNotReady:
+      return "device not ready";
+    default:
+      return "unknown error (CUDA emulation)";
+  }
+}
+
+}  // extern "C"

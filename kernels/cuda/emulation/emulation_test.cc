@@ -1,0 +1,150 @@
+// The CUDA emulation itself: kernels written here in CUDA syntax (compiled through
+// cuda_emulation.h) check that barriers and shuffles behave as on a GPU, that misuse is fatal with
+// a message that names the line, and that the emulated runtime refuses what a GPU would.
+#include <cuda_runtime.h>
+
+#include <numeric>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cuda/emulation/cuda_emulation.h"
+
+namespace caduceus::cuda_emulation {
+namespace {
+
+constexpr int kThreads = 128;
+
+// Block sum: warp butterflies, then warp 0 combines the per-warp sums after a barrier.
+__global__ void BlockSumKernel(const int* in, int* out) {
+  __shared__ int warp_sums[kThreads / 32];
+  int v = in[blockIdx.x * blockDim.x + threadIdx.x];
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int total = 0;
+    for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
+    out[blockIdx.x] = total;
+  }
+}
+
+// Reads another warp's shared slot without the barrier in between: a data race on a GPU.
+// `salt` differs per launch, so a slot left from an earlier launch is not the right value.
+__global__ void MissingBarrierKernel(int salt, int* out) {
+  __shared__ int slots[kThreads];
+  slots[threadIdx.x] = static_cast<int>(threadIdx.x) + salt;
+  int one = 0;
+  for (int i = 0; i < 3; ++i) one = __shfl_xor_sync(0xffffffffu, 1, 1);  // work, no barrier
+  out[threadIdx.x] = slots[(threadIdx.x + 64) % kThreads] - salt + one - 1;
+}
+
+__global__ void DivergentBarrierKernel(int* out) {
+  if (threadIdx.x < 16) __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+__global__ void ShuffleAfterExitKernel(int* out) {
+  if (threadIdx.x == 5) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1, 1);
+}
+
+__global__ void WriteKernel(int* out) { out[threadIdx.x] = 7; }
+
+template <typename T>
+T* DeviceCopy(const std::vector<T>& host) {
+  T* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, host.size() * sizeof(T)), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  return p;
+}
+
+template <typename T>
+std::vector<T> HostCopy(const T* p, size_t n) {
+  std::vector<T> host(n);
+  EXPECT_EQ(cudaMemcpy(host.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return host;
+}
+
+TEST(CudaEmulationTest, ShufflesAndBarriersComputeABlockSum) {
+  const int blocks = 3;
+  std::vector<int> in(blocks * kThreads);
+  std::iota(in.begin(), in.end(), 0);
+  int* d_in = DeviceCopy(in);
+  int* d_out = DeviceCopy(std::vector<int>(blocks, -1));
+  LaunchKernel(BlockSumKernel, dim3(blocks), dim3(kThreads), nullptr, d_in, d_out);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const auto out = HostCopy(d_out, blocks);
+  for (int b = 0; b < blocks; ++b) {
+    const int first = b * kThreads, last = first + kThreads - 1;
+    EXPECT_EQ(out[b], (first + last) * kThreads / 2) << "block " << b;
+  }
+  cudaFree(d_in);
+  cudaFree(d_out);
+}
+
+TEST(CudaEmulationTest, AMissingBarrierReadsStaleSharedMemory) {
+  int* d_out = DeviceCopy(std::vector<int>(kThreads, 0));
+  std::vector<int> race_free(kThreads);
+  for (int t = 0; t < kThreads; ++t) race_free[t] = (t + 64) % kThreads;
+  int salt = 1000;
+  for (const ThreadOrder order : {ThreadOrder::kForward, ThreadOrder::kReverse}) {
+    const ThreadOrder before = GetThreadOrder();
+    SetThreadOrder(order);
+    LaunchKernel(MissingBarrierKernel, dim3(1), dim3(kThreads), nullptr, salt, d_out);
+    SetThreadOrder(before);
+    salt += 1000;
+    // Warps 0 and 1 (forward) or 2 and 3 (reverse) read slots whose warp has not run yet.
+    const auto got = HostCopy(d_out, kThreads);
+    EXPECT_NE(got, race_free) << "order " << static_cast<int>(order);
+  }
+  cudaFree(d_out);
+}
+
+TEST(CudaEmulationDeathTest, ABarrierSomeThreadsSkipIsFatal) {
+  int* d_out = DeviceCopy(std::vector<int>(kThreads, 0));
+  EXPECT_DEATH(LaunchKernel(DivergentBarrierKernel, dim3(1), dim3(kThreads), nullptr, d_out),
+               "__syncthreads at .*emulation_test.cc:[0-9]+ is not reached by every thread");
+  cudaFree(d_out);
+}
+
+TEST(CudaEmulationDeathTest, AShuffleWithAnExitedLaneIsFatal) {
+  int* d_out = DeviceCopy(std::vector<int>(32, 0));
+  EXPECT_DEATH(LaunchKernel(ShuffleAfterExitKernel, dim3(1), dim3(32), nullptr, d_out),
+               "lane 5 is exited");
+  cudaFree(d_out);
+}
+
+TEST(CudaEmulationDeathTest, AHostPointerArgumentIsFatal) {
+  std::vector<int> host(32);
+  EXPECT_DEATH(LaunchKernel(WriteKernel, dim3(1), dim3(32), nullptr, host.data()),
+               "kernel argument 0 .* is not device memory");
+}
+
+TEST(CudaEmulationTest, TheRuntimeRefusesWhatAGpuWould) {
+  int* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 64 * sizeof(int)), cudaSuccess);
+  std::vector<int> host(65);
+  // Past the allocation's end, and the wrong direction.
+  EXPECT_EQ(cudaMemcpy(d, host.data(), 65 * sizeof(int), cudaMemcpyHostToDevice),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(cudaMemcpy(host.data(), host.data() + 1, 4, cudaMemcpyDeviceToHost),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(cudaFree(host.data()), cudaErrorInvalidValue);
+  cudaGetLastError();
+  // A block of 2048 threads: the launch fails, nothing runs, cudaGetLastError reports it once.
+  LaunchKernel(WriteKernel, dim3(1), dim3(2048), nullptr, d);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  // Fresh allocations are poisoned (0xff bytes: -1 ints, NaN floats), not zero.
+  EXPECT_EQ(HostCopy(d, 1)[0], -1);
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(s), cudaSuccess);
+  EXPECT_EQ(cudaStreamSynchronize(s), cudaErrorInvalidResourceHandle);
+  cudaGetLastError();
+  cudaFree(d);
+}
+
+}  // namespace
+}  // namespace caduceus::cuda_emulation
