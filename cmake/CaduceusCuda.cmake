@@ -16,3 +16,16 @@ if(NOT CADUCEUS_CUDA STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "Caduceus CUDA backend: ${CADUCEUS_WITH_CUDA}")
+
+# The CUDA emulation (kernels/cuda/emulation) compiles the .cu files as host C++: it needs the
+# CUDA headers, not nvcc, so builds without the CUDA backend (the ASan build) can have it too.
+set(CADUCEUS_WITH_CUDA_EMULATION OFF)
+if(NOT CADUCEUS_CUDA_EMULATION STREQUAL "OFF" AND CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
+  if(NOT CUDAToolkit_FOUND)
+    find_package(CUDAToolkit QUIET)
+  endif()
+  if(CUDAToolkit_FOUND AND EXISTS "${CUDAToolkit_INCLUDE_DIRS}/cublas_v2.h")
+    set(CADUCEUS_WITH_CUDA_EMULATION ON)
+  endif()
+endif()
+message(STATUS "Caduceus CUDA emulation: ${CADUCEUS_WITH_CUDA_EMULATION}")

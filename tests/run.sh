@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs dependencies, builds everything and runs every test (CTest), then the parser tests
-# again under AddressSanitizer. Exit status is non-zero if anything fails.
+# Installs dependencies, builds everything and runs every test (CTest), then the parser,
+# scheduler and CUDA-kernel (on the CUDA emulation) tests again under AddressSanitizer. Exit status is non-zero if anything fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -19,9 +19,12 @@ cmake --build build -j"$JOBS"
 echo "== tests =="
 ctest --test-dir build --output-on-failure -j"$JOBS"
 
-echo "== parser and scheduler tests under AddressSanitizer =="
+echo "== parser, scheduler and CUDA-kernel tests under AddressSanitizer =="
+# kernels_cuda_emulated_test: the CUDA kernels on the CPU emulation (kernels/cuda/emulation), where
+# ASan reports a kernel's out-of-bounds access at its source line, as compute-sanitizer would.
 ASAN_TARGETS=(safetensors_test model_config_test weight_store_test caduceus_tokenizer_test caduceus_jinja_test caduceus_chat_template_test
-             block_manager_test scheduler_test scheduler_simulation_test)
+             block_manager_test scheduler_test scheduler_simulation_test
+             cuda_emulation_test kernels_cuda_emulated_test)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCADUCEUS_SANITIZE=address -DCADUCEUS_CUDA=OFF >/dev/null
 present=()
 for t in "${ASAN_TARGETS[@]}"; do

@@ -8,6 +8,7 @@
 // split-K attention go the way they would there).
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -87,9 +88,15 @@ cudaError_t Allocate(void** out, size_t bytes) {
     if (d.used + rounded > d.capacity) return SetLastError(cudaErrorMemoryAllocation);
     d.used += rounded;
   }
-  void* p = std::aligned_alloc(kAlignment, rounded);
-  if (p == nullptr) return SetLastError(cudaErrorMemoryAllocation);
-  std::memset(p, 0xff, rounded);
+  // Exactly `bytes` from the host allocator: under AddressSanitizer a kernel that reads or
+  // writes past its buffer is then reported where it happens (compute-sanitizer's memcheck).
+  void* p = nullptr;
+  if (posix_memalign(&p, kAlignment, std::max<size_t>(bytes, 1)) != 0) {
+    std::lock_guard<std::mutex> lock(d.mu);
+    d.used -= rounded;
+    return SetLastError(cudaErrorMemoryAllocation);
+  }
+  std::memset(p, 0xff, std::max<size_t>(bytes, 1));
   std::lock_guard<std::mutex> lock(d.mu);
   // Registered with the requested size: a kernel or copy past it is out of bounds even where
   // the rounding would have left room.
