@@ -132,8 +132,9 @@ TEST_F(CudaKernelsTest, LinearMatchesCpuAndIsDeterministic) {
   struct Shape {
     int m, k, n;
   };
+  // m <= 8 takes the skinny kernel (vector loads when k % 8 == 0, else scalar), larger m cuBLAS.
   for (const Shape s : {Shape{1, 1, 1}, Shape{1, 4096, 513}, Shape{3, 15, 7}, Shape{17, 1000, 33},
-                        Shape{64, 4096, 256}, Shape{5, 14336, 65}}) {
+                        Shape{64, 4096, 256}, Shape{5, 14336, 65}, Shape{8, 72, 100}}) {
     const std::string what =
         std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n);
     const auto x = RandomFloats(static_cast<size_t>(s.m) * s.k, 5);
@@ -212,6 +213,35 @@ TEST_F(CudaKernelsTest, LinearArgmaxIsTheArgmaxOfLinearAndAgreesWithCpu) {
     if (s.m >= 3 && s.n >= 7) {
       EXPECT_EQ(index[1], 2) << what;
       EXPECT_EQ(index[2], -1) << what;
+    }
+  }
+}
+
+TEST_F(CudaKernelsTest, SkinnyLinearRowsAreBatchInvariant) {
+  // Up to 8 rows (every decode step of up to 8 sequences) a row's output bits depend on its own
+  // activations only: the same alone as among 8. Vector path (k % 8 == 0, aligned), scalar path
+  // (odd k), and weights one element off 16-byte alignment (scalar path, vs the CPU).
+  const int n = 300;
+  for (const int k : {4096, 1001, 64}) {
+    for (const int offset : {0, 1}) {
+      const std::string what = "k " + std::to_string(k) + " offset " + std::to_string(offset);
+      const auto x = RandomFloats(static_cast<size_t>(8) * k, 31);
+      const auto w_all = RandomBf16(static_cast<size_t>(n) * k + offset, 32, 0.05f);
+      DeviceArray<float> d_x(x), d_y8(static_cast<size_t>(8) * n);
+      DeviceArray<bf16> d_w(w_all);
+      const bf16* w = d_w.get() + offset;
+      cuda::Linear(d_x.get(), 8, k, w, n, d_y8.get());
+      const auto y8 = d_y8.Read();
+      std::vector<float> want(static_cast<size_t>(8) * n);
+      cpu::Linear(x.data(), 8, k, w_all.data() + offset, n, want.data());
+      ExpectClose(y8, want, 1e-5, 1e-4, what);
+      for (int m = 1; m < 8; ++m) {
+        DeviceArray<float> d_y(static_cast<size_t>(m) * n);
+        cuda::Linear(d_x.get(), m, k, w, n, d_y.get());
+        ExpectBitEqual(d_y.Read(), std::vector<float>(y8.begin(), y8.begin() + size_t(m) * n),
+                       what + " m " + std::to_string(m));
+        if (HasFatalFailure()) return;
+      }
     }
   }
 }

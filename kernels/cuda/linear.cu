@@ -9,6 +9,12 @@
 // is bound by that read); the doubled FLOPs only matter for large prefills, where the tensor cores
 // have ample headroom.
 //
+// Decode-sized calls (m <= kSkinnyRows, every decode step of up to 8 sequences) skip all of that:
+// SkinnyLinearKernel reads each bf16 weight once and multiplies it with the fp32 activations
+// directly (fp32 products and sums, no split), in one launch instead of three, without cuBLAS or
+// a workspace. A row's bits depend only on k, the row and the weights, not on m (batch-invariant
+// up to kSkinnyRows), and they are closer to the exact product than the split path.
+//
 // State: one cuBLAS handle and one workspace per (host thread, device), created on first use and
 // released when the thread exits. The workspace only grows (geometrically). An event recorded
 // after each use makes a call on a different stream wait for the previous one, so reusing the
@@ -100,12 +106,96 @@ __global__ void SplitBf16Kernel(const float* x, int64_t total, __nv_bfloat16* sp
   }
 }
 
-// y = parts[0:m] + parts[m:2m] (hi then lo, a fixed order).
-__global__ void SumHalvesKernel(const float* parts, int64_t total, float* y) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    y[i] = parts[i] + parts[total + i];
+// Output element i of the split path: parts[0:m] + parts[m:2m] (hi then lo, a fixed order). The
+// one place the halves are summed, for Linear and for LinearArgmax alike.
+struct SumOfHalves {
+  const float* parts;
+  int64_t total;  // m * n
+  __device__ __forceinline__ float operator()(int64_t i) const {
+    return parts[i] + parts[total + i];
   }
+};
+
+// Output element i already formed (the skinny path).
+struct Formed {
+  const float* y;
+  __device__ __forceinline__ float operator()(int64_t i) const { return y[i]; }
+};
+
+__global__ void SumHalvesKernel(SumOfHalves halves, float* y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < halves.total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    y[i] = halves(i);
+  }
+}
+
+constexpr int kSkinnyRows = 8;     // largest m the skinny path takes
+constexpr int kSkinnyColumns = 8;  // output columns per block: one per warp
+constexpr int kSkinnyChunk = 8;    // weights per lane per step: one 16-byte load
+
+// y[r, j] = sum_p x[r, p] * w[j, p] for r < m <= kSkinnyRows. One warp per column j; lane l sums
+// the chunks p = (l + 32 t) * 8 .. + 7 (t = 0, 1, ...) in ascending order, one fp32 partial per
+// row, then a butterfly adds the 32 partials. `vector` (host-checked: k % 8 == 0, w and x 16-byte
+// aligned) reads a chunk as one uint4 of weights and two float4 of activations; otherwise lane l
+// reads elements l, l + 32, ... one at a time. Either way the order depends on k and alignment,
+// never on m, so a row gives the same bits alone or with up to 7 others.
+__global__ void __launch_bounds__(kSkinnyColumns* internal::kWarp)
+    SkinnyLinearKernel(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, bool vector,
+                       float* y) {
+  const int lane = threadIdx.x % internal::kWarp;
+  const int64_t j =
+      static_cast<int64_t>(blockIdx.x) * kSkinnyColumns + threadIdx.x / internal::kWarp;
+  if (j >= n) return;  // the whole warp: nothing below synchronizes beyond the warp
+  const bf16* wj = w + j * k;
+  float acc[kSkinnyRows] = {};
+  if (vector) {
+    for (int64_t p = static_cast<int64_t>(lane) * kSkinnyChunk; p < k;
+         p += internal::kWarp * kSkinnyChunk) {
+      const uint4 packed = *reinterpret_cast<const uint4*>(wj + p);
+      const uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
+      float wv[kSkinnyChunk];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {  // little-endian: the low half is the earlier element
+        wv[2 * e] = __uint_as_float(words[e] << 16);
+        wv[2 * e + 1] = __uint_as_float(words[e] & 0xffff0000u);
+      }
+#pragma unroll
+      for (int r = 0; r < kSkinnyRows; ++r) {
+        if (r >= m) break;
+        const float4* xr = reinterpret_cast<const float4*>(x + static_cast<int64_t>(r) * k + p);
+        const float4 a = xr[0], b = xr[1];
+        const float xv[kSkinnyChunk] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+        for (int e = 0; e < kSkinnyChunk; ++e) acc[r] = fmaf(xv[e], wv[e], acc[r]);
+      }
+    }
+  } else {
+    for (int64_t p = lane; p < k; p += internal::kWarp) {
+      const float wv = internal::Bf16ToF32(wj[p]);
+#pragma unroll
+      for (int r = 0; r < kSkinnyRows; ++r) {
+        if (r >= m) break;
+        acc[r] = fmaf(x[static_cast<int64_t>(r) * k + p], wv, acc[r]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kSkinnyRows; ++r) {
+    if (r >= m) break;  // m is the same for every lane: the shuffles stay warp-uniform
+    const float sum = internal::WarpSum(acc[r]);
+    if (lane == 0) y[static_cast<int64_t>(r) * n + j] = sum;
+  }
+}
+
+// Launches SkinnyLinearKernel for m <= kSkinnyRows.
+void LaunchSkinny(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y,
+                  cudaStream_t s) {
+  const bool vector = k % kSkinnyChunk == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const unsigned grid =
+      static_cast<unsigned>((static_cast<int64_t>(n) + kSkinnyColumns - 1) / kSkinnyColumns);
+  internal::Launch(SkinnyLinearKernel, grid, kSkinnyColumns * internal::kWarp, s, x, m, k, w, n,
+                   vector, y);
 }
 
 // Enqueues the GEMM of the split activations: returns parts [2m, n] (hi rows, then lo rows) in
@@ -148,13 +238,14 @@ __device__ __forceinline__ Candidate Better(Candidate a, Candidate b) {
   return a;
 }
 
-// One block per row: y[i, j] = hi + lo exactly as SumHalvesKernel forms it, then the argmax.
-__global__ void ArgmaxHalvesKernel(const float* parts, int32_t n, int64_t total, int32_t* index,
-                                   float* value) {
+// One block per row: the argmax of y[i, :], each y[i, j] formed by `logit` exactly as Linear
+// forms it (SumOfHalves on the split path, Formed on the skinny one).
+template <typename Logit>
+__global__ void ArgmaxKernel(Logit logit, int32_t n, int32_t* index, float* value) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * n;
   Candidate best{-INFINITY, -1};
   for (int32_t j = threadIdx.x; j < n; j += blockDim.x) {
-    float v = parts[row + j] + parts[total + row + j];
+    float v = logit(row + j);
     if (isnan(v) || v == -INFINITY) continue;
     best = Better(best, Candidate{fminf(v, FLT_MAX), j});
   }
@@ -197,11 +288,15 @@ void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, floa
     CADUCEUS_CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * out_total, s));
     return;
   }
+  if (m <= kSkinnyRows) {
+    LaunchSkinny(x, m, k, w, n, y, s);
+    return;
+  }
   GemmContext& ctx = ContextForCurrentDevice();
   ctx.Begin(s);
   const float* parts = GemmHalves(ctx, x, m, k, w, n, s);
-  internal::Launch(SumHalvesKernel, internal::GridFor(out_total, kThreads), kThreads, s, parts,
-                   out_total, y);
+  internal::Launch(SumHalvesKernel, internal::GridFor(out_total, kThreads), kThreads, s,
+                   SumOfHalves{parts, out_total}, y);
   ctx.End(s);
 }
 
@@ -216,9 +311,16 @@ void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
   }
   GemmContext& ctx = ContextForCurrentDevice();
   ctx.Begin(s);
-  const float* parts = GemmHalves(ctx, x, m, k, w, n, s);
-  internal::Launch(ArgmaxHalvesKernel, m, kThreads, s, parts, n, static_cast<int64_t>(m) * n, index,
-                   value);
+  const int64_t total = static_cast<int64_t>(m) * n;
+  if (m <= kSkinnyRows) {
+    float* y = static_cast<float*>(ctx.Buffer(sizeof(float) * static_cast<size_t>(total), s));
+    LaunchSkinny(x, m, k, w, n, y, s);
+    internal::Launch(ArgmaxKernel<Formed>, m, kThreads, s, Formed{y}, n, index, value);
+  } else {
+    const float* parts = GemmHalves(ctx, x, m, k, w, n, s);
+    internal::Launch(ArgmaxKernel<SumOfHalves>, m, kThreads, s, SumOfHalves{parts, total}, n, index,
+                     value);
+  }
   ctx.End(s);
 }
 

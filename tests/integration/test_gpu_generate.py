@@ -3,7 +3,7 @@
 the oracle), for the first prompts of the oracle file. Exits 77 (CTest: Skipped) when this
 machine has no CUDA device, never 0.
 
-usage: test_gpu_generate.py BIN_DIR MODEL_DIR ORACLE_JSON"""
+usage: test_gpu_generate.py BIN_DIR MODEL_DIR ORACLE_JSON [PROMPTS]   (default 4 prompts)"""
 
 import json
 import subprocess
@@ -23,8 +23,9 @@ def generate(bin_dir, model, ids, device):
 
 def main():
     bin_dir, model, oracle_path = sys.argv[1:4]
+    count = int(sys.argv[4]) if len(sys.argv) > 4 else 4
     with open(oracle_path) as f:
-        prompts = json.load(f)["prompts"][:4]
+        prompts = json.load(f)["prompts"][:count]
     failures = 0
     for i, p in enumerate(prompts):
         gpu = generate(bin_dir, model, p["prompt_ids"], "cuda:0")
