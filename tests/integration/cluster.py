@@ -99,8 +99,9 @@ class Cluster:
         return p
 
     def start_worker_group(self, model, tp, name="g", extra=None, leader_extra=None,
-                           start_leader=True, env=None):
-        """Starts ranks 1..tp-1 then (optionally) rank 0; returns (leader address, processes)."""
+                           start_leader=True, env=None, binary="caduceus-worker"):
+        """Starts ranks 1..tp-1 then (optionally) rank 0; returns (leader address, processes).
+        `binary`: the worker executable, in BIN_DIR or an absolute path."""
         store = free_port()
         listen = "127.0.0.1:%d" % free_port()
         metrics = "127.0.0.1:%d" % free_port()
@@ -110,7 +111,7 @@ class Cluster:
                     "--rendezvous", "127.0.0.1:%d" % store, "--device", "cpu"] + (extra or [])
             if r == 0:
                 args += ["--listen", listen, "--metrics-listen", metrics] + (leader_extra or [])
-            ranks.append(self.start("%s-rank%d" % (name, r), "caduceus-worker", args, env))
+            ranks.append(self.start("%s-rank%d" % (name, r), binary, args, env))
         group = WorkerGroup(listen, metrics, store, ranks, model, tp, extra, leader_extra, name)
         return group
 
