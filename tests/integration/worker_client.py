@@ -56,3 +56,11 @@ def generate(worker, prompts, max_new_tokens, return_first_logits=False, first_b
         step += 1
     worker.Release(worker_pb2.ReleaseRequest(sequence_ids=[s["id"] for s in seqs]), timeout=30)
     return [s["out"] for s in seqs], [s["logits"] for s in seqs]
+
+
+def relative_logit_difference(a, b):
+    """max |a - b| over a logit row divided by max |b|; None when the rows differ in length or
+    are empty."""
+    if not a or len(a) != len(b):
+        return None
+    return max(abs(x - y) for x, y in zip(a, b)) / max(abs(x) for x in b)

@@ -337,24 +337,27 @@ void RunGrid(Dim3 grid, Dim3 block, const std::function<void()>& thread_body) {
   e.body = nullptr;
 }
 
-void SyncThreads(const char* file, int line) {
-  Emulator& e = State_();
-  if (e.current == nullptr) Fatal("%s:%d: __syncthreads outside a kernel", file, line);
+// Marks the running thread as waiting in `state` at file:line; the caller fills in what the
+// wait needs, then suspends.
+Fiber& StartWaiting(Emulator& e, State state, const char* what, const char* file, int line) {
+  if (e.current == nullptr) Fatal("%s:%d: %s outside a kernel", file, line, what);
   Fiber& f = *e.current;
-  f.state = State::kAtBarrier;
+  f.state = state;
   f.file = file;
   f.line = line;
+  return f;
+}
+
+void SyncThreads(const char* file, int line) {
+  Emulator& e = State_();
+  StartWaiting(e, State::kAtBarrier, "__syncthreads", file, line);
   Suspend(e, /*exiting=*/false);
 }
 
 uint32_t ShuffleXor(const char* file, int line, uint32_t member_mask, uint32_t bits, int lane_mask,
                     int width) {
   Emulator& e = State_();
-  if (e.current == nullptr) Fatal("%s:%d: warp shuffle outside a kernel", file, line);
-  Fiber& f = *e.current;
-  f.state = State::kAtShuffle;
-  f.file = file;
-  f.line = line;
+  Fiber& f = StartWaiting(e, State::kAtShuffle, "warp shuffle", file, line);
   f.member_mask = member_mask;
   f.bits = bits;
   f.lane_mask = lane_mask;
