@@ -2,6 +2,9 @@
 // non-blocking stream, cudaEvent marks, the reference copy / streaming-read / cuBLAS GEMM
 // measurements and CUDA-graph capture of a whole step.
 //
+// Kernels are launched through kernels/cuda's internal::Launch, so this file also builds on the
+// CUDA emulation (kernels/cuda/emulation), where CI runs the benchmark's CUDA mode at tiny sizes.
+//
 // Errors: a failed allocation returns nullptr (the caller falls back or reports); any other CUDA or
 // cuBLAS error aborts with file/line, like kernels/cuda does (a sticky device error leaves nothing
 // worth measuring).
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "kernels/bench/bench_device.h"
+#include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/staged_upload.h"
 
@@ -173,14 +177,13 @@ class CudaDevice : public Device {
 
   void FillBf16(bf16* p, size_t n, uint64_t seed, float lo, float hi) override {
     if (n == 0) return;
-    FillBf16Kernel<<<GridFor(n, sms_), kThreads, 0, stream_>>>(reinterpret_cast<uint16_t*>(p), n,
-                                                                seed, lo, hi - lo);
-    BENCH_CUDA_CHECK(cudaGetLastError());
+    cuda::internal::Launch(FillBf16Kernel, GridFor(n, sms_), kThreads, stream_,
+                           reinterpret_cast<uint16_t*>(p), n, seed, lo, hi - lo);
   }
   void FillF32(float* p, size_t n, uint64_t seed, float lo, float hi) override {
     if (n == 0) return;
-    FillF32Kernel<<<GridFor(n, sms_), kThreads, 0, stream_>>>(p, n, seed, lo, hi - lo);
-    BENCH_CUDA_CHECK(cudaGetLastError());
+    cuda::internal::Launch(FillF32Kernel, GridFor(n, sms_), kThreads, stream_, p, n, seed, lo,
+                           hi - lo);
   }
   void Upload(void* dst, const void* src, size_t bytes) override {
     if (bytes == 0) return;
@@ -226,9 +229,8 @@ class CudaDevice : public Device {
     const cudaStream_t s = stream_;
     unsigned* sink = sink_;
     return [buffers, words, grid, s, sink](int64_t) {
-      StreamReadKernel<<<grid, kThreads, 0, s>>>(static_cast<const uint4*>(buffers->at(0)), words,
-                                                 sink);
-      BENCH_CUDA_CHECK(cudaGetLastError());
+      cuda::internal::Launch(StreamReadKernel, grid, kThreads, s,
+                             static_cast<const uint4*>(buffers->at(0)), words, sink);
     };
   }
 

@@ -117,6 +117,11 @@ inline unsigned __float_as_uint(float f) {
   std::memcpy(&v, &f, 4);
   return v;
 }
+// Streaming (evict-first) load: a plain load here.
+template <typename T>
+inline T __ldcs(const T* p) {
+  return *p;
+}
 // CUDA's integer min/max overloads (device code calls them unqualified).
 template <typename T>
 inline T min(T a, T b) {

@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -176,10 +177,15 @@ cudaError_t Fill(void* dst, int value, size_t count, cudaStream_t stream) {
   return cudaSuccess;
 }
 
+// A stream or event handle: the storage also holds an event's last record time.
+struct HandleStorage {
+  std::chrono::steady_clock::time_point recorded{};
+};
+
 template <typename Handle>
 cudaError_t CreateHandle(Handle* out, std::set<Handle>& registry) {
   if (out == nullptr) return SetLastError(cudaErrorInvalidValue);
-  Handle h = reinterpret_cast<Handle>(new char[16]);
+  Handle h = reinterpret_cast<Handle>(new HandleStorage);
   std::lock_guard<std::mutex> lock(Dev().mu);
   registry.insert(h);
   *out = h;
@@ -190,7 +196,7 @@ template <typename Handle>
 cudaError_t DestroyHandle(Handle h, std::set<Handle>& registry) {
   std::lock_guard<std::mutex> lock(Dev().mu);
   if (registry.erase(h) == 0) return SetLastError(cudaErrorInvalidResourceHandle);
-  delete[] reinterpret_cast<char*>(h);
+  delete reinterpret_cast<HandleStorage*>(h);
   return cudaSuccess;
 }
 
@@ -307,6 +313,27 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 cudaError_t cudaStreamBeginCapture(cudaStream_t /*stream*/, enum cudaStreamCaptureMode /*mode*/) {
   return emu::Fail(cudaErrorNotSupported, "stream capture (CUDA graphs) is not emulated");
 }
+// Graphs: never captured here, so there is none to end, instantiate, launch or destroy.
+cudaError_t cudaStreamEndCapture(cudaStream_t /*stream*/, cudaGraph_t* /*pGraph*/) {
+  return emu::Fail(cudaErrorNotSupported, "stream capture (CUDA graphs) is not emulated");
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* /*pGraphExec*/, cudaGraph_t /*graph*/,
+                                 unsigned long long /*flags*/) {
+  return emu::SetLastError(cudaErrorNotSupported);
+}
+cudaError_t cudaGraphGetNodes(cudaGraph_t /*graph*/, cudaGraphNode_t* /*nodes*/,
+                              size_t* /*numNodes*/) {
+  return emu::SetLastError(cudaErrorNotSupported);
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t /*graphExec*/, cudaStream_t /*stream*/) {
+  return emu::SetLastError(cudaErrorNotSupported);
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t /*graphExec*/) {
+  return emu::SetLastError(cudaErrorNotSupported);
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t /*graph*/) {
+  return emu::SetLastError(cudaErrorNotSupported);
+}
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
   return emu::CreateHandle(event, emu::Dev().events);
@@ -316,7 +343,20 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int /*flags*/)
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (emu::CheckStream(stream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
-  return emu::CheckEvent(event);
+  if (emu::CheckEvent(event) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  // Everything before it has completed: the record time is the host's now.
+  reinterpret_cast<emu::HandleStorage*>(event)->recorded = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (ms == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
+  if (emu::CheckEvent(start) != cudaSuccess || emu::CheckEvent(end) != cudaSuccess) {
+    return cudaErrorInvalidResourceHandle;
+  }
+  const auto a = reinterpret_cast<emu::HandleStorage*>(start)->recorded;
+  const auto b = reinterpret_cast<emu::HandleStorage*>(end)->recorded;
+  *ms = std::chrono::duration<float, std::milli>(b - a).count();
+  return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) { return emu::CheckEvent(event); }
 cudaError_t cudaEventQuery(cudaEvent_t event) { return emu::CheckEvent(event); }
@@ -363,6 +403,20 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
           cudaErrorInvalidValue,
           "device attribute " + std::to_string(static_cast<int>(attr)) + " is not emulated");
   }
+}
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
+  if (prop == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
+  if (device != 0) return emu::SetLastError(cudaErrorInvalidDevice);
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof(prop->name), "CUDA emulation (CPU)");
+  prop->totalGlobalMem = emu::Dev().capacity;
+  prop->multiProcessorCount = emu::Dev().sms;
+  prop->l2CacheSize = 50 << 20;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
