@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A GPU tensor-parallel worker group, on the CUDA emulation: two caduceus-worker ranks (each its
-own process, built against the emulated CUDA runtime and NCCL, kernels/cuda/emulation) on
---device cuda:0, loading the CUDA backend module built on the emulation (CADUCEUS_CUDA_MODULE).
+own process) on --device cuda:0, loading the CUDA backend module built on the emulation
+(kernels/cuda/emulation: emulated CUDA runtime, cuBLAS and NCCL) through CADUCEUS_CUDA_MODULE.
 This runs the GPU-only parts of a TP group that nothing else runs without GPUs: the NCCL
 communicator bootstrapped through Gloo, collectives on device buffers with deferred completion
 and the per-step flush, the CUDA kernels sharded by rank, and KV sizing from cudaMemGetInfo.
@@ -10,7 +10,8 @@ Checks: the same greedy tokens as the oracle and as a CPU TP=2 group, first-step
 1e-4 relative of the CPU group's (fp32 KV cache on both), an Info with tp_size 2, the emulated
 device's memory and the cache dtype asked for, and per-kind memory metrics equal to Info.
 
-usage: test_worker_tp_cuda_emulated.py EMULATION_DIR MODEL_DIR ORACLE_JSON"""
+usage: test_worker_tp_cuda_emulated.py EMULATION_DIR MODEL_DIR ORACLE_JSON
+(EMULATION_DIR holds the emulated libcaduceus_backend_cuda.so; the worker is CADUCEUS_BIN_DIR's)"""
 
 import json
 import os
@@ -43,7 +44,6 @@ def main():
 
         group = c.start_worker_group(
             model, 2, name="cuda-emulated",
-            binary=os.path.join(emulation_dir, "caduceus-worker"),
             extra=["--device", "cuda:0", "--kv-cache-dtype", "float32", "--kv-cache-bytes", 0,
                    "--gpu-memory-utilization", 0.5, "--max-step-tokens", 256,
                    "--max-step-sequences", 8],

@@ -25,32 +25,51 @@ std::string ExecutableDir() {
 }
 
 absl::StatusOr<KernelTable> LoadCudaTable(int ordinal) {
-  std::string module = "libcaduceus_backend_cuda.so";
-  void* handle = nullptr;
-  // CADUCEUS_CUDA_MODULE names the module file instead: a build for another CUDA release, or
-  // the emulated device's build that CI runs the model's CUDA path on (docs/cuda.md).
-  if (const char* path = std::getenv("CADUCEUS_CUDA_MODULE"); path != nullptr && *path != '\0') {
-    module = path;
-    handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  } else {
-    handle = dlopen((ExecutableDir() + "/" + module).c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (handle == nullptr) handle = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);  // LD_LIBRARY_PATH
-  }
-  if (handle == nullptr) {
-    return absl::UnimplementedError(absl::StrCat(
-        "cuda:", ordinal, ": cannot load the CUDA backend ", module, " (", dlerror(),
-        "); it is built with CADUCEUS_CUDA=ON next to the executables"));
+  auto fn = CudaModuleSymbol("caduceus_cuda_kernel_table");
+  if (!fn.ok()) {
+    return absl::Status(fn.status().code(),
+                        absl::StrCat("cuda:", ordinal, ": ", fn.status().message()));
   }
   using Fn = int (*)(int, KernelTable*, char*, size_t);
-  auto fn = reinterpret_cast<Fn>(dlsym(handle, "caduceus_cuda_kernel_table"));
-  if (fn == nullptr) return absl::InternalError(absl::StrCat(module, " has no kernel table"));
   KernelTable table;
   char error[256] = {0};
-  if (!fn(ordinal, &table, error, sizeof(error))) return absl::UnavailableError(error);
-  return table;  // the module stays loaded for the life of the process
+  if (!reinterpret_cast<Fn>(*fn)(ordinal, &table, error, sizeof(error))) {
+    return absl::UnavailableError(error);
+  }
+  return table;
 }
 
 }  // namespace
+
+absl::StatusOr<void*> CudaModuleSymbol(const char* name) {
+  // Loaded once, kept for the life of the process (kernel pointers and objects made by it live
+  // as long as the process).
+  static const absl::StatusOr<void*> handle = []() -> absl::StatusOr<void*> {
+    std::string module = "libcaduceus_backend_cuda.so";
+    void* h = nullptr;
+    // CADUCEUS_CUDA_MODULE names the module file instead: a build for another CUDA release, or
+    // the CUDA emulation's build that CI runs the CUDA path on (docs/cuda.md).
+    if (const char* path = std::getenv("CADUCEUS_CUDA_MODULE"); path != nullptr && *path != '\0') {
+      module = path;
+      h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    } else {
+      h = dlopen((ExecutableDir() + "/" + module).c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (h == nullptr) h = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);  // LD_LIBRARY_PATH
+    }
+    if (h == nullptr) {
+      return absl::UnimplementedError(absl::StrCat(
+          "cannot load the CUDA backend ", module, " (", dlerror(),
+          "); it is built with CADUCEUS_CUDA=ON next to the executables"));
+    }
+    return h;
+  }();
+  if (!handle.ok()) return handle.status();
+  void* symbol = dlsym(*handle, name);
+  if (symbol == nullptr) {
+    return absl::InternalError(absl::StrCat("the CUDA backend module has no ", name));
+  }
+  return symbol;
+}
 
 absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device) {
   if (device == "cpu") {

@@ -36,4 +36,10 @@ struct KernelTable {
 // (emulated_device.h: the CPU kernels behind the device-memory path, for tests).
 absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device);
 
+// A symbol of the CUDA backend module (libcaduceus_backend_cuda.so next to the executable, or the
+// file CADUCEUS_CUDA_MODULE names), loaded on first use. UNIMPLEMENTED when there is no module.
+// Everything CUDA a process uses comes through it (kernels, the NCCL communicator), so processes
+// that never ask never load a CUDA library.
+absl::StatusOr<void*> CudaModuleSymbol(const char* name);
+
 }  // namespace caduceus::backend

@@ -1,6 +1,7 @@
 // The data-plane communicator of a GPU tensor-parallel group (NCCL), bootstrapped through the
 // group's Gloo communicator: the leader creates the NCCL unique id and broadcasts it over Gloo.
-// Builds without NCCL link gpu_communicator_none.cc instead, which returns UNIMPLEMENTED.
+// Made by the CUDA backend module (worker/backend/cuda_communicator.cc), so the worker executable
+// links no CUDA library; UNIMPLEMENTED where there is no module.
 #pragma once
 
 #include <memory>
