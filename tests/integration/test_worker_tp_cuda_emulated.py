@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A GPU tensor-parallel worker group, on the CUDA emulation: two caduceus-worker ranks (each its
 own process) on --device cuda:0, loading the CUDA backend module built on the emulation
-(kernels/cuda/emulation: emulated CUDA runtime, cuBLAS and NCCL) through CADUCEUS_CUDA_MODULE.
+(kernels/cuda/emulation: emulated CUDA runtime, cuBLAS and NCCL) through CADUCEUS_CUDA_MODULE_DIR.
 This runs the GPU-only parts of a TP group that nothing else runs without GPUs: the NCCL
 communicator bootstrapped through Gloo, collectives on device buffers with deferred completion
 and the per-step flush, the CUDA kernels sharded by rank, and KV sizing from cudaMemGetInfo.
@@ -11,7 +11,7 @@ Checks: the same greedy tokens as the oracle and as a CPU TP=2 group, first-step
 device's memory and the cache dtype asked for, and per-kind memory metrics equal to Info.
 
 usage: test_worker_tp_cuda_emulated.py EMULATION_DIR MODEL_DIR ORACLE_JSON
-(EMULATION_DIR holds the emulated libcaduceus_backend_cuda.so; the worker is CADUCEUS_BIN_DIR's)"""
+(EMULATION_DIR holds the emulated CUDA and NCCL modules; the worker is CADUCEUS_BIN_DIR's)"""
 
 import json
 import os
@@ -47,8 +47,7 @@ def main():
             extra=["--device", "cuda:0", "--kv-cache-dtype", "float32", "--kv-cache-bytes", 0,
                    "--gpu-memory-utilization", 0.5, "--max-step-tokens", 256,
                    "--max-step-sequences", 8],
-            env={"CADUCEUS_CUDA_MODULE": os.path.join(emulation_dir,
-                                                      "libcaduceus_backend_cuda.so"),
+            env={"CADUCEUS_CUDA_MODULE_DIR": emulation_dir,
                  "CADUCEUS_CUDA_EMULATION_BYTES": str(DEVICE_BYTES)})
         cluster.wait_serving(group.address, timeout=300, processes=group.ranks)
         w = worker_client.stub(group.address)

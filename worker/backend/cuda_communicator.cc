@@ -1,7 +1,7 @@
-// The NCCL communicator, made inside the CUDA backend module (libcaduceus_backend_cuda.so), so
-// that the worker executable links no CUDA or NCCL library: a CPU worker never loads them, and
-// one worker build serves both. worker/server/gpu_communicator.cc calls it through
-// backend::CudaModuleSymbol.
+// The NCCL communicator, made inside a module (libcaduceus_backend_nccl.so), so that the worker
+// executable links no CUDA or NCCL library: a CPU worker never loads them, one worker build serves
+// both, and a TP=1 GPU worker does not need NCCL installed. worker/server/gpu_communicator.cc
+// calls it through backend::NcclModuleSymbol.
 #include <cstdint>
 #include <cstdio>
 #include <memory>

@@ -41,34 +41,46 @@ absl::StatusOr<KernelTable> LoadCudaTable(int ordinal) {
 
 }  // namespace
 
-absl::StatusOr<void*> CudaModuleSymbol(const char* name) {
-  // Loaded once, kept for the life of the process (kernel pointers and objects made by it live
-  // as long as the process).
-  static const absl::StatusOr<void*> handle = []() -> absl::StatusOr<void*> {
-    std::string module = "libcaduceus_backend_cuda.so";
-    void* h = nullptr;
-    // CADUCEUS_CUDA_MODULE names the module file instead: a build for another CUDA release, or
-    // the CUDA emulation's build that CI runs the CUDA path on (docs/cuda.md).
-    if (const char* path = std::getenv("CADUCEUS_CUDA_MODULE"); path != nullptr && *path != '\0') {
-      module = path;
-      h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    } else {
-      h = dlopen((ExecutableDir() + "/" + module).c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (h == nullptr) h = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);  // LD_LIBRARY_PATH
-    }
-    if (h == nullptr) {
-      return absl::UnimplementedError(absl::StrCat(
-          "cannot load the CUDA backend ", module, " (", dlerror(),
-          "); it is built with CADUCEUS_CUDA=ON next to the executables"));
-    }
-    return h;
-  }();
-  if (!handle.ok()) return handle.status();
-  void* symbol = dlsym(*handle, name);
-  if (symbol == nullptr) {
-    return absl::InternalError(absl::StrCat("the CUDA backend module has no ", name));
+namespace {
+
+// One module file, loaded once and kept for the life of the process (kernel pointers and objects
+// it made live as long as the process).
+absl::StatusOr<void*> OpenModule(const std::string& file) {
+  // CADUCEUS_CUDA_MODULE_DIR: where to look first, e.g. a build for another CUDA release, or the
+  // CUDA emulation's build that CI runs the CUDA path on (docs/cuda.md).
+  const char* dir = std::getenv("CADUCEUS_CUDA_MODULE_DIR");
+  const std::string first = (dir != nullptr && *dir != '\0' ? std::string(dir) : ExecutableDir()) +
+                            "/" + file;
+  void* h = dlopen(first.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (h == nullptr) h = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);  // LD_LIBRARY_PATH
+  if (h == nullptr) {
+    return absl::UnimplementedError(
+        absl::StrCat("cannot load ", file, " (", dlerror(),
+                     "); it is built with CADUCEUS_CUDA=ON next to the executables"));
   }
+  return h;
+}
+
+absl::StatusOr<void*> Symbol(const absl::StatusOr<void*>& module, const char* file,
+                             const char* name) {
+  if (!module.ok()) return module.status();
+  void* symbol = dlsym(*module, name);
+  if (symbol == nullptr) return absl::InternalError(absl::StrCat(file, " has no ", name));
   return symbol;
+}
+
+}  // namespace
+
+absl::StatusOr<void*> CudaModuleSymbol(const char* name) {
+  static constexpr char kFile[] = "libcaduceus_backend_cuda.so";
+  static const absl::StatusOr<void*> module = OpenModule(kFile);
+  return Symbol(module, kFile, name);
+}
+
+absl::StatusOr<void*> NcclModuleSymbol(const char* name) {
+  static constexpr char kFile[] = "libcaduceus_backend_nccl.so";
+  static const absl::StatusOr<void*> module = OpenModule(kFile);
+  return Symbol(module, kFile, name);
 }
 
 absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device) {

@@ -36,10 +36,13 @@ struct KernelTable {
 // (emulated_device.h: the CPU kernels behind the device-memory path, for tests).
 absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device);
 
-// A symbol of the CUDA backend module (libcaduceus_backend_cuda.so next to the executable, or the
-// file CADUCEUS_CUDA_MODULE names), loaded on first use. UNIMPLEMENTED when there is no module.
-// Everything CUDA a process uses comes through it (kernels, the NCCL communicator), so processes
-// that never ask never load a CUDA library.
+// Symbols of the CUDA modules, loaded on first use from CADUCEUS_CUDA_MODULE_DIR if set, else
+// next to the executable, else LD_LIBRARY_PATH; UNIMPLEMENTED when the file is missing. Everything
+// CUDA a process uses comes through them, so processes that never ask load no CUDA library:
+//   libcaduceus_backend_cuda.so  the kernels and device memory (CUDA runtime, cuBLAS);
+//   libcaduceus_backend_nccl.so  the NCCL communicator of GPU worker groups (CUDA runtime, NCCL),
+//                                a module of its own so that TP=1 never needs NCCL installed.
 absl::StatusOr<void*> CudaModuleSymbol(const char* name);
+absl::StatusOr<void*> NcclModuleSymbol(const char* name);
 
 }  // namespace caduceus::backend

@@ -9,14 +9,10 @@ namespace caduceus::worker {
 
 absl::StatusOr<std::unique_ptr<parallel::Communicator>> MakeGpuCommunicator(
     parallel::Communicator& bootstrap, int device, absl::Duration timeout) {
-  auto fn = backend::CudaModuleSymbol("caduceus_cuda_make_communicator");
+  auto fn = backend::NcclModuleSymbol("caduceus_cuda_make_communicator");
   if (!fn.ok()) {
-    // A module without the symbol was built where NCCL was not found.
-    const absl::StatusCode code = fn.status().code() == absl::StatusCode::kInternal
-                                      ? absl::StatusCode::kUnimplemented
-                                      : fn.status().code();
-    return absl::Status(code, absl::StrCat("NCCL communicator for cuda:", device, ": ",
-                                           fn.status().message()));
+    return absl::Status(fn.status().code(), absl::StrCat("NCCL communicator for cuda:", device,
+                                                         ": ", fn.status().message()));
   }
   using Make = int (*)(parallel::Communicator*, int, int64_t, parallel::Communicator**, int*,
                        char*, size_t);
