@@ -18,6 +18,7 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_test_util.h"
+#include "kernels/cuda/staged_upload.h"
 
 namespace caduceus::kernels {
 namespace {
@@ -255,6 +256,29 @@ TEST_F(CudaKernelsTest, SiluMulMatchesCpu) {
       ExpectClose(d_out.Read(), want, 1e-7, 2e-6, std::to_string(n) + "x" + std::to_string(d));
     }
   }
+}
+
+TEST_F(CudaKernelsTest, StagedUploadCopiesEveryByte) {
+  // 2.5 x the two 32 MiB staging halves plus an odd tail: each half is refilled while the other
+  // drains, so a refill that did not wait for its half's previous copy would corrupt a chunk.
+  const size_t bytes = (size_t{160} << 20) + 12345;
+  std::vector<uint8_t> host(bytes);
+  std::mt19937 rng(41);
+  for (size_t i = 0; i < bytes; i += 4) {
+    const uint32_t r = rng();
+    std::memcpy(&host[i], &r, std::min<size_t>(4, bytes - i));
+  }
+  uint8_t* device = nullptr;
+  ASSERT_CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&device), bytes));
+  int ordinal = 0;
+  ASSERT_CUDA_OK(cudaGetDevice(&ordinal));
+  cuda::StagedUpload(device, host.data(), bytes, ordinal);
+  std::vector<uint8_t> back(bytes);
+  ASSERT_CUDA_OK(cudaMemcpy(back.data(), device, bytes, cudaMemcpyDeviceToHost));
+  cudaFree(device);
+  const auto mismatch = std::mismatch(back.begin(), back.end(), host.begin());
+  EXPECT_TRUE(mismatch.first == back.end())
+      << "first wrong byte at offset " << (mismatch.first - back.begin()) << " of " << bytes;
 }
 
 TEST_F(CudaKernelsTest, KvCacheWriteMatchesCpu) {

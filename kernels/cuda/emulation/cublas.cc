@@ -8,7 +8,6 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
-
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -83,7 +82,8 @@ float Dot(const void* x, cudaDataType xt, size_t x0, size_t xs, const void* y, c
   const auto* xb = static_cast<const uint16_t*>(x) + x0;
   const auto* yf = static_cast<const float*>(y) + y0;
   const auto* yb = static_cast<const uint16_t*>(y) + y0;
-  if (xt == CUDA_R_32F) return yt == CUDA_R_32F ? DotOf(xf, xs, yf, ys, k) : DotOf(xf, xs, yb, ys, k);
+  if (xt == CUDA_R_32F)
+    return yt == CUDA_R_32F ? DotOf(xf, xs, yf, ys, k) : DotOf(xf, xs, yb, ys, k);
   return yt == CUDA_R_32F ? DotOf(xb, xs, yf, ys, k) : DotOf(xb, xs, yb, ys, k);
 }
 
@@ -168,30 +168,32 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
   }
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   const bool ta = transa == CUBLAS_OP_T, tb = transb == CUBLAS_OP_T;
-  // op(A) is m x k, op(B) is k x n; A and B as stored are (ta ? k x m : m x k), (tb ? n x k : k x
-  // n).
+  // op(A) is m x k, op(B) is k x n; stored, A is (ta ? k x m : m x k), B (tb ? n x k : k x n).
   if (!emu::Operand("A", A, Atype, ta ? k : m, ta ? m : k, lda) ||
       !emu::Operand("B", B, Btype, tb ? n : k, tb ? k : n, ldb) ||
       !emu::Operand("C", C, Ctype, m, n, ldc)) {
     return CUBLAS_STATUS_INVALID_VALUE;
   }
+  // Host scalars are read now (CUBLAS_POINTER_MODE_HOST); the product runs in stream order.
   const float a = *static_cast<const float*>(alpha);
   const float b = *static_cast<const float*>(beta);
-  // Element (i, p) of op(A) and (p, j) of op(B), read in place (no widened copies: the lm_head
-  // operand alone is vocab x hidden). Strides along i or j, and along the summed p:
-  const size_t a_row = ta ? lda : 1, a_sum = ta ? 1 : lda;
-  const size_t b_col = tb ? 1 : ldb, b_sum = tb ? ldb : 1;
+  emu::Enqueue([=] {
+    // Element (i, p) of op(A) and (p, j) of op(B), read in place (no widened copies: the lm_head
+    // operand alone is vocab x hidden). Strides along i or j, and along the summed p:
+    const size_t a_row = ta ? lda : 1, a_sum = ta ? 1 : lda;
+    const size_t b_col = tb ? 1 : ldb, b_sum = tb ? ldb : 1;
 #pragma omp parallel for schedule(static)
-  for (int j = 0; j < n; ++j) {
-    for (int i = 0; i < m; ++i) {
-      const size_t a0 = static_cast<size_t>(i) * a_row, b0 = static_cast<size_t>(j) * b_col;
-      const float sum = emu::Dot(A, Atype, a0, a_sum, B, Btype, b0, b_sum, k);
-      const size_t at = static_cast<size_t>(j) * ldc + i;
-      float v = a * sum;
-      if (b != 0.0f) v += b * emu::Load(C, Ctype, at);
-      emu::Store(C, Ctype, at, v);
+    for (int j = 0; j < n; ++j) {
+      for (int i = 0; i < m; ++i) {
+        const size_t a0 = static_cast<size_t>(i) * a_row, b0 = static_cast<size_t>(j) * b_col;
+        const float sum = emu::Dot(A, Atype, a0, a_sum, B, Btype, b0, b_sum, k);
+        const size_t at = static_cast<size_t>(j) * ldc + i;
+        float v = a * sum;
+        if (b != 0.0f) v += b * emu::Load(C, Ctype, at);
+        emu::Store(C, Ctype, at, v);
+      }
     }
-  }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -84,8 +84,8 @@ void CheckKernelArgument(const T& value, int index) {
 }
 
 // kernel<<<grid, block, 0, stream>>>(args...): validates like the runtime (configuration,
-// stream), requires every non-null pointer argument to be device memory, then runs the grid
-// before returning (every stream is synchronous here).
+// stream), requires every non-null pointer argument to be device memory, then queues the grid
+// with a copy of the arguments; it runs when the host next synchronizes (device_runtime.h).
 template <typename... Params, typename... Args>
 void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
                   const Args&... args) {
@@ -97,7 +97,9 @@ void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t
         (CheckKernelArgument(p, index++), ...);
       },
       params);
-  RunGrid(ToDim3(grid), ToDim3(block), [&] { std::apply(kernel, params); });
+  Enqueue([kernel, grid, block, params] {
+    RunGrid(ToDim3(grid), ToDim3(block), [&] { std::apply(kernel, params); });
+  });
 }
 
 }  // namespace caduceus::cuda_emulation

@@ -1,8 +1,9 @@
 // The subset of the CUDA runtime API that kernels/cuda, its tests and the worker's CUDA backend
 // call, on host memory: one emulated device whose allocations are registered (so copies and
 // kernel arguments are checked against them) and poisoned (0xff bytes: NaN floats, -1 ints, so
-// reading memory nothing wrote shows up). Streams and events exist and are checked, but every
-// operation completes before its call returns. Graph capture is not emulated (it fails).
+// reading memory nothing wrote shows up). Streams and events exist and are checked; stream work
+// is queued and runs when the host synchronizes (device_runtime.h, Enqueue). Graph capture is not
+// emulated (it fails).
 // Capacity: CADUCEUS_CUDA_EMULATION_BYTES (default 1 GiB); SM count:
 // CADUCEUS_CUDA_EMULATION_SMS (default 132, an H100 SXM, so size-dependent choices such as
 // split-K attention go the way they would there).
@@ -14,6 +15,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -29,7 +32,7 @@ constexpr size_t kAlignment = 256;  // cudaMalloc's guarantee
 struct Device {
   std::mutex mu;
   std::map<uintptr_t, size_t> allocations;  // begin -> bytes
-  std::set<void*> pinned;
+  std::map<uintptr_t, size_t> pinned;       // page-locked host buffers: begin -> bytes
   std::set<cudaStream_t> streams;
   std::set<cudaEvent_t> events;
   size_t used = 0;
@@ -54,6 +57,24 @@ Device& Dev() {
 }
 
 thread_local cudaError_t last_error = cudaSuccess;
+
+struct WorkQueue {
+  std::mutex mu;        // guards ops
+  std::mutex drain_mu;  // one drainer at a time: ops run in issue order, never overlapping
+  std::deque<std::function<void()>> ops;
+};
+WorkQueue& Work() {
+  static WorkQueue* queue = new WorkQueue;  // never destroyed (thread-exit destructors drain)
+  return *queue;
+}
+
+// Caller holds d.mu.
+bool InPinned(const Device& d, uintptr_t begin, size_t bytes) {
+  auto it = d.pinned.upper_bound(begin);
+  if (it == d.pinned.begin()) return false;
+  --it;
+  return begin >= it->first && bytes <= it->second && begin - it->first <= it->second - bytes;
+}
 thread_local int current_device = 0;
 
 // Caller holds d.mu.
@@ -106,6 +127,7 @@ cudaError_t Allocate(void** out, size_t bytes) {
   return cudaSuccess;
 }
 
+// Frees an allocation now; cudaFree drains the queue first, cudaFreeAsync queues this.
 cudaError_t Release(void* p) {
   if (p == nullptr) return cudaSuccess;
   Device& d = Dev();
@@ -122,15 +144,20 @@ cudaError_t Release(void* p) {
   return cudaSuccess;
 }
 
-cudaError_t Copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
-                 cudaStream_t stream) {
+// `async`: cudaMemcpyAsync. It is queued when every host side is page-locked (or there is none);
+// with pageable host memory CUDA itself copies synchronously, and so does this.
+cudaError_t Copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream,
+                 bool async) {
   if (count == 0) return cudaSuccess;
   Device& d = Dev();
+  bool queued = false;
   {
     std::lock_guard<std::mutex> lock(d.mu);
     if (!StreamOk(d, stream)) return SetLastError(cudaErrorInvalidResourceHandle);
-    const bool dst_device = InAllocation(d, reinterpret_cast<uintptr_t>(dst), count);
-    const bool src_device = InAllocation(d, reinterpret_cast<uintptr_t>(src), count);
+    const auto dst_at = reinterpret_cast<uintptr_t>(dst);
+    const auto src_at = reinterpret_cast<uintptr_t>(src);
+    const bool dst_device = InAllocation(d, dst_at, count);
+    const bool src_device = InAllocation(d, src_at, count);
     bool ok = true;
     switch (kind) {
       case cudaMemcpyHostToDevice:
@@ -157,12 +184,19 @@ cudaError_t Copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
                       std::to_string(count) + " bytes from " + Hex(src) + " to " + Hex(dst) +
                       ": the device side is not inside one device allocation");
     }
+    queued = async && (dst_device || InPinned(d, dst_at, count)) &&
+             (src_device || InPinned(d, src_at, count));
   }
-  std::memmove(dst, src, count);
+  if (queued) {
+    Enqueue([dst, src, count] { std::memmove(dst, src, count); });
+  } else {
+    Drain();
+    std::memmove(dst, src, count);
+  }
   return cudaSuccess;
 }
 
-cudaError_t Fill(void* dst, int value, size_t count, cudaStream_t stream) {
+cudaError_t Fill(void* dst, int value, size_t count, cudaStream_t stream, bool async) {
   if (count == 0) return cudaSuccess;
   Device& d = Dev();
   {
@@ -173,7 +207,12 @@ cudaError_t Fill(void* dst, int value, size_t count, cudaStream_t stream) {
                                              Hex(dst) + ": not inside one device allocation");
     }
   }
-  std::memset(dst, value, count);
+  if (async) {
+    Enqueue([dst, value, count] { std::memset(dst, value, count); });
+  } else {
+    Drain();
+    std::memset(dst, value, count);
+  }
   return cudaSuccess;
 }
 
@@ -211,6 +250,27 @@ cudaError_t CheckEvent(cudaEvent_t e) {
 }
 
 }  // namespace
+
+void Enqueue(std::function<void()> work) {
+  WorkQueue& q = Work();
+  std::lock_guard<std::mutex> lock(q.mu);
+  q.ops.push_back(std::move(work));
+}
+
+void Drain() {
+  WorkQueue& q = Work();
+  std::lock_guard<std::mutex> draining(q.drain_mu);
+  for (;;) {
+    std::function<void()> op;
+    {
+      std::lock_guard<std::mutex> lock(q.mu);
+      if (q.ops.empty()) return;
+      op = std::move(q.ops.front());
+      q.ops.pop_front();
+    }
+    op();
+  }
+}
 
 cudaError_t SetLastError(cudaError_t error) {
   if (error != cudaSuccess) last_error = error;
@@ -253,43 +313,55 @@ namespace emu = caduceus::cuda_emulation;
 extern "C" {
 
 cudaError_t cudaMalloc(void** devPtr, size_t size) { return emu::Allocate(devPtr, size); }
-cudaError_t cudaFree(void* devPtr) { return emu::Release(devPtr); }
+cudaError_t cudaFree(void* devPtr) {
+  emu::Drain();  // cudaFree waits for the device
+  return emu::Release(devPtr);
+}
 cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t hStream) {
   if (emu::CheckStream(hStream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
   return emu::Allocate(devPtr, size);
 }
 cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t hStream) {
   if (emu::CheckStream(hStream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
-  return emu::Release(devPtr);
+  if (devPtr == nullptr) return cudaSuccess;
+  if (!emu::IsDeviceRange(devPtr, 1)) {
+    return emu::Fail(cudaErrorInvalidValue,
+                     "cudaFreeAsync of " + emu::Hex(devPtr) + ", not a device allocation");
+  }
+  emu::Enqueue([devPtr] { emu::Release(devPtr); });  // after the work queued before it
+  return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
-  return emu::Copy(dst, src, count, kind, nullptr);
+  return emu::Copy(dst, src, count, kind, nullptr, /*async=*/false);
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind,
                             cudaStream_t stream) {
-  return emu::Copy(dst, src, count, kind, stream);
+  return emu::Copy(dst, src, count, kind, stream, /*async=*/true);
 }
 cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
-  return emu::Fill(devPtr, value, count, nullptr);
+  return emu::Fill(devPtr, value, count, nullptr, /*async=*/false);
 }
 cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t stream) {
-  return emu::Fill(devPtr, value, count, stream);
+  return emu::Fill(devPtr, value, count, stream, /*async=*/true);
 }
 cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned int /*flags*/) {
   if (pHost == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
   void* p = std::aligned_alloc(4096, (std::max<size_t>(size, 1) + 4095) / 4096 * 4096);
   if (p == nullptr) return emu::SetLastError(cudaErrorMemoryAllocation);
   std::lock_guard<std::mutex> lock(emu::Dev().mu);
-  emu::Dev().pinned.insert(p);
+  emu::Dev().pinned[reinterpret_cast<uintptr_t>(p)] = std::max<size_t>(size, 1);
   *pHost = p;
   return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaHostAlloc(ptr, size, 0); }
 cudaError_t cudaFreeHost(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
+  emu::Drain();  // cudaFreeHost waits for the device
   {
     std::lock_guard<std::mutex> lock(emu::Dev().mu);
-    if (emu::Dev().pinned.erase(ptr) == 0) return emu::SetLastError(cudaErrorInvalidValue);
+    if (emu::Dev().pinned.erase(reinterpret_cast<uintptr_t>(ptr)) == 0) {
+      return emu::SetLastError(cudaErrorInvalidValue);
+    }
   }
   std::free(ptr);
   return cudaSuccess;
@@ -304,8 +376,23 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int /*flag
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   return emu::DestroyHandle(stream, emu::Dev().streams);
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t stream) { return emu::CheckStream(stream); }
-cudaError_t cudaStreamQuery(cudaStream_t stream) { return emu::CheckStream(stream); }
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (emu::CheckStream(stream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  emu::Drain();
+  return cudaSuccess;
+}
+// Not ready while work is queued; the query itself lets it run, so a polling host (the NCCL
+// communicator's flush) sees the stream finish on its next query.
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  if (emu::CheckStream(stream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  bool pending = false;
+  {
+    std::lock_guard<std::mutex> lock(emu::Work().mu);
+    pending = !emu::Work().ops.empty();
+  }
+  emu::Drain();
+  return pending ? cudaErrorNotReady : cudaSuccess;
+}
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int /*flags*/) {
   if (emu::CheckStream(stream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
   return emu::CheckEvent(event);
@@ -344,8 +431,9 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int /*flags*/)
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (emu::CheckStream(stream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
   if (emu::CheckEvent(event) != cudaSuccess) return cudaErrorInvalidResourceHandle;
-  // Everything before it has completed: the record time is the host's now.
-  reinterpret_cast<emu::HandleStorage*>(event)->recorded = std::chrono::steady_clock::now();
+  // Stamped when the queue reaches it, i.e. once the work issued before it has run.
+  auto* storage = reinterpret_cast<emu::HandleStorage*>(event);
+  emu::Enqueue([storage] { storage->recorded = std::chrono::steady_clock::now(); });
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
@@ -353,13 +441,18 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   if (emu::CheckEvent(start) != cudaSuccess || emu::CheckEvent(end) != cudaSuccess) {
     return cudaErrorInvalidResourceHandle;
   }
+  emu::Drain();
   const auto a = reinterpret_cast<emu::HandleStorage*>(start)->recorded;
   const auto b = reinterpret_cast<emu::HandleStorage*>(end)->recorded;
   *ms = std::chrono::duration<float, std::milli>(b - a).count();
   return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t event) { return emu::CheckEvent(event); }
-cudaError_t cudaEventQuery(cudaEvent_t event) { return emu::CheckEvent(event); }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (emu::CheckEvent(event) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  emu::Drain();
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t event) { return cudaEventSynchronize(event); }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   return emu::DestroyHandle(event, emu::Dev().events);
 }
@@ -418,7 +511,10 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
   prop->maxThreadsPerBlock = 1024;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  emu::Drain();
+  return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
   if (free == nullptr || total == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
   std::lock_guard<std::mutex> lock(emu::Dev().mu);

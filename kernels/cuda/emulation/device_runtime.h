@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <functional>
 
 namespace caduceus::cuda_emulation {
 
@@ -18,6 +19,16 @@ void CheckDevicePointer(const void* p, int argument_index);
 // The runtime's launch checks (grid and block limits, a live stream). On failure records the
 // error for cudaGetLastError and returns false.
 bool CheckLaunch(dim3 grid, dim3 block, cudaStream_t stream);
+
+// Stream work (kernels, async copies and memsets, cuBLAS calls, event records) is queued, in
+// issue order, and runs only when the host synchronizes: cudaStreamSynchronize,
+// cudaDeviceSynchronize, cudaEventSynchronize/Query, cudaStreamQuery, a synchronous copy or free,
+// an async copy to or from pageable host memory (synchronous in CUDA too), or a NCCL collective.
+// So host code that reads a result, or reuses a pinned buffer, without waiting for the stream
+// sees what a GPU would let it see: stale data. One FIFO for all streams is one legal GPU order.
+void Enqueue(std::function<void()> work);
+// Runs everything queued (the host-side wait of a synchronizing call).
+void Drain();
 
 // Records `error` as the calling thread's last error (cudaGetLastError) and returns it.
 cudaError_t SetLastError(cudaError_t error);

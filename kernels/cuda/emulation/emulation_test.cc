@@ -103,15 +103,24 @@ TEST(CudaEmulationTest, AMissingBarrierReadsStaleSharedMemory) {
 
 TEST(CudaEmulationDeathTest, ABarrierSomeThreadsSkipIsFatal) {
   int* d_out = DeviceCopy(std::vector<int>(kThreads, 0));
-  EXPECT_DEATH(LaunchKernel(DivergentBarrierKernel, dim3(1), dim3(kThreads), nullptr, d_out),
-               "__syncthreads at .*emulation_test.cc:[0-9]+ is not reached by every thread");
+  // The grid runs when the host synchronizes.
+  EXPECT_DEATH(
+      {
+        LaunchKernel(DivergentBarrierKernel, dim3(1), dim3(kThreads), nullptr, d_out);
+        cudaDeviceSynchronize();
+      },
+      "__syncthreads at .*emulation_test.cc:[0-9]+ is not reached by every thread");
   cudaFree(d_out);
 }
 
 TEST(CudaEmulationDeathTest, AShuffleWithAnExitedLaneIsFatal) {
   int* d_out = DeviceCopy(std::vector<int>(32, 0));
-  EXPECT_DEATH(LaunchKernel(ShuffleAfterExitKernel, dim3(1), dim3(32), nullptr, d_out),
-               "lane 5 is exited");
+  EXPECT_DEATH(
+      {
+        LaunchKernel(ShuffleAfterExitKernel, dim3(1), dim3(32), nullptr, d_out);
+        cudaDeviceSynchronize();
+      },
+      "lane 5 is exited");
   cudaFree(d_out);
 }
 
@@ -119,6 +128,23 @@ TEST(CudaEmulationDeathTest, AHostPointerArgumentIsFatal) {
   std::vector<int> host(32);
   EXPECT_DEATH(LaunchKernel(WriteKernel, dim3(1), dim3(32), nullptr, host.data()),
                "kernel argument 0 .* is not device memory");
+}
+
+TEST(CudaEmulationTest, StreamWorkRunsWhenTheHostSynchronizes) {
+  int* d = DeviceCopy(std::vector<int>(32, 0));
+  int* pinned = nullptr;
+  ASSERT_EQ(cudaHostAlloc(reinterpret_cast<void**>(&pinned), 32 * sizeof(int), 0), cudaSuccess);
+  pinned[0] = -5;
+  LaunchKernel(WriteKernel, dim3(1), dim3(32), nullptr, d);
+  ASSERT_EQ(cudaMemcpyAsync(pinned, d, 32 * sizeof(int), cudaMemcpyDeviceToHost, nullptr),
+            cudaSuccess);
+  // Nothing has run: a host that reads now (no synchronization) reads what was there before.
+  EXPECT_EQ(pinned[0], -5);
+  EXPECT_EQ(cudaStreamQuery(nullptr), cudaErrorNotReady);  // and the query lets it run
+  EXPECT_EQ(cudaStreamQuery(nullptr), cudaSuccess);
+  EXPECT_EQ(pinned[0], 7);
+  cudaFreeHost(pinned);
+  cudaFree(d);
 }
 
 TEST(CudaEmulationTest, TheRuntimeRefusesWhatAGpuWould) {

@@ -3,6 +3,7 @@
 // collectives go through one POSIX shared-memory segment named by the unique id. Each call
 // completes before it returns (the emulated streams are synchronous), with a fixed reduction
 // order (rank 0 + rank 1 + ...: the same bits on every rank, as NCCL's ring also guarantees).
+// A collective first lets the work queued before it run (device_runtime.h), as the stream would.
 // A peer that does not arrive within CADUCEUS_NCCL_EMULATION_TIMEOUT_S (default 60) fails the
 // collective with ncclSystemError; ncclCommAbort wakes the peers with an error.
 #include <fcntl.h>
@@ -20,6 +21,8 @@
 #include <random>
 #include <string>
 #include <thread>
+
+#include "kernels/cuda/emulation/device_runtime.h"
 
 struct ncclComm {
   int rank = 0;
@@ -86,16 +89,28 @@ ncclResult_t Barrier(ncclComm* c) {
     h->generation.fetch_add(1);
     return ncclSuccess;
   }
-  return WaitFor(c, [&] { return h->generation.load() != generation; }, "barrier");
+  return WaitFor(
+      c, [&] { return h->generation.load() != generation; }, "barrier");
 }
 
 size_t ElementBytes(ncclDataType_t t) {
   switch (t) {
-    case ncclInt8: case ncclUint8: return 1;
-    case ncclFloat16: case ncclBfloat16: return 2;
-    case ncclInt32: case ncclUint32: case ncclFloat32: return 4;
-    case ncclInt64: case ncclUint64: case ncclFloat64: return 8;
-    default: return 0;
+    case ncclInt8:
+    case ncclUint8:
+      return 1;
+    case ncclFloat16:
+    case ncclBfloat16:
+      return 2;
+    case ncclInt32:
+    case ncclUint32:
+    case ncclFloat32:
+      return 4;
+    case ncclInt64:
+    case ncclUint64:
+    case ncclFloat64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -180,14 +195,22 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
 
 const char* ncclGetErrorString(ncclResult_t result) {
   switch (result) {
-    case ncclSuccess: return "no error";
-    case ncclSystemError: return "unhandled system error (NCCL emulation: a peer is missing)";
-    case ncclInternalError: return "internal error";
-    case ncclInvalidArgument: return "invalid argument";
-    case ncclInvalidUsage: return "invalid usage";
-    case ncclRemoteError: return "remote process exited or there was a network error";
-    case ncclInProgress: return "NCCL operation in progress";
-    default: return "unknown result (NCCL emulation)";
+    case ncclSuccess:
+      return "no error";
+    case ncclSystemError:
+      return "unhandled system error (NCCL emulation: a peer is missing)";
+    case ncclInternalError:
+      return "internal error";
+    case ncclInvalidArgument:
+      return "invalid argument";
+    case ncclInvalidUsage:
+      return "invalid usage";
+    case ncclRemoteError:
+      return "remote process exited or there was a network error";
+    case ncclInProgress:
+      return "NCCL operation in progress";
+    default:
+      return "unknown result (NCCL emulation)";
   }
 }
 
@@ -195,6 +218,7 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
                            ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
                            cudaStream_t /*stream*/) {
   if (ncclResult_t u = emu::Usable(comm); u != ncclSuccess) return u;
+  emu::Drain();  // the stream work issued before the collective
   if (datatype != ncclFloat32 || op != ncclSum) return ncclInvalidArgument;
   const size_t per_step = emu::kSlotBytes / sizeof(float);
   for (size_t done = 0; done < count; done += per_step) {
@@ -218,6 +242,7 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
                            ncclDataType_t datatype, ncclComm_t comm, cudaStream_t /*stream*/) {
   if (ncclResult_t u = emu::Usable(comm); u != ncclSuccess) return u;
+  emu::Drain();  // the stream work issued before the collective
   const size_t bytes = sendcount * emu::ElementBytes(datatype);
   if (emu::ElementBytes(datatype) == 0) return ncclInvalidArgument;
   for (size_t done = 0; done < bytes; done += emu::kSlotBytes) {
@@ -237,6 +262,7 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count,
                            ncclDataType_t datatype, int root, ncclComm_t comm,
                            cudaStream_t /*stream*/) {
   if (ncclResult_t u = emu::Usable(comm); u != ncclSuccess) return u;
+  emu::Drain();  // the stream work issued before the collective
   if (root < 0 || root >= comm->nranks || emu::ElementBytes(datatype) == 0) {
     return ncclInvalidArgument;
   }
