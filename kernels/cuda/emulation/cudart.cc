@@ -144,6 +144,17 @@ cudaError_t Release(void* p) {
   return cudaSuccess;
 }
 
+// Stream work: queued behind what is already queued (`queue`), or run now once everything queued
+// has run (a synchronous call).
+void Submit(bool queue, std::function<void()> work) {
+  if (queue) {
+    Enqueue(std::move(work));
+    return;
+  }
+  Drain();
+  work();
+}
+
 // `async`: cudaMemcpyAsync. It is queued when every host side is page-locked (or there is none);
 // with pageable host memory CUDA itself copies synchronously, and so does this.
 cudaError_t Copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream,
@@ -187,12 +198,7 @@ cudaError_t Copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind, 
     queued = async && (dst_device || InPinned(d, dst_at, count)) &&
              (src_device || InPinned(d, src_at, count));
   }
-  if (queued) {
-    Enqueue([dst, src, count] { std::memmove(dst, src, count); });
-  } else {
-    Drain();
-    std::memmove(dst, src, count);
-  }
+  Submit(queued, [dst, src, count] { std::memmove(dst, src, count); });
   return cudaSuccess;
 }
 
@@ -207,12 +213,7 @@ cudaError_t Fill(void* dst, int value, size_t count, cudaStream_t stream, bool a
                                              Hex(dst) + ": not inside one device allocation");
     }
   }
-  if (async) {
-    Enqueue([dst, value, count] { std::memset(dst, value, count); });
-  } else {
-    Drain();
-    std::memset(dst, value, count);
-  }
+  Submit(async, [dst, value, count] { std::memset(dst, value, count); });
   return cudaSuccess;
 }
 
