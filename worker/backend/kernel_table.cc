@@ -55,7 +55,7 @@ absl::StatusOr<void*> OpenModule(const std::string& file) {
   if (h == nullptr) h = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);  // LD_LIBRARY_PATH
   if (h == nullptr) {
     return absl::UnimplementedError(
-        absl::StrCat("cannot load ", file, " (", dlerror(),
+        absl::StrCat("cannot load the CUDA backend module ", file, " (", dlerror(),
                      "); it is built with CADUCEUS_CUDA=ON next to the executables"));
   }
   return h;

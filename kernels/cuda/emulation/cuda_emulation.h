@@ -114,22 +114,13 @@ inline float __uint_as_float(unsigned v) {
   std::memcpy(&f, &v, 4);
   return f;
 }
-inline unsigned __float_as_uint(float f) {
-  unsigned v;
-  std::memcpy(&v, &f, 4);
-  return v;
-}
 // Streaming (evict-first) load: a plain load here.
 template <typename T>
 inline T __ldcs(const T* p) {
   return *p;
 }
-// CUDA's integer min/max overloads (device code calls them unqualified).
+// CUDA's integer min overloads (device code calls them unqualified).
 template <typename T>
 inline T min(T a, T b) {
   return b < a ? b : a;
-}
-template <typename T>
-inline T max(T a, T b) {
-  return a < b ? b : a;
 }

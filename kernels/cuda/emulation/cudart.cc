@@ -15,7 +15,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -57,16 +56,6 @@ Device& Dev() {
 }
 
 thread_local cudaError_t last_error = cudaSuccess;
-
-struct WorkQueue {
-  std::mutex mu;        // guards ops
-  std::mutex drain_mu;  // one drainer at a time: ops run in issue order, never overlapping
-  std::deque<std::function<void()>> ops;
-};
-WorkQueue& Work() {
-  static WorkQueue* queue = new WorkQueue;  // never destroyed (thread-exit destructors drain)
-  return *queue;
-}
 
 // Caller holds d.mu.
 bool InPinned(const Device& d, uintptr_t begin, size_t bytes) {
@@ -252,27 +241,6 @@ cudaError_t CheckEvent(cudaEvent_t e) {
 
 }  // namespace
 
-void Enqueue(std::function<void()> work) {
-  WorkQueue& q = Work();
-  std::lock_guard<std::mutex> lock(q.mu);
-  q.ops.push_back(std::move(work));
-}
-
-void Drain() {
-  WorkQueue& q = Work();
-  std::lock_guard<std::mutex> draining(q.drain_mu);
-  for (;;) {
-    std::function<void()> op;
-    {
-      std::lock_guard<std::mutex> lock(q.mu);
-      if (q.ops.empty()) return;
-      op = std::move(q.ops.front());
-      q.ops.pop_front();
-    }
-    op();
-  }
-}
-
 cudaError_t SetLastError(cudaError_t error) {
   if (error != cudaSuccess) last_error = error;
   return error;
@@ -386,11 +354,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 // communicator's flush) sees the stream finish on its next query.
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
   if (emu::CheckStream(stream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
-  bool pending = false;
-  {
-    std::lock_guard<std::mutex> lock(emu::Work().mu);
-    pending = !emu::Work().ops.empty();
-  }
+  const bool pending = emu::HasQueuedWork();
   emu::Drain();
   return pending ? cudaErrorNotReady : cudaSuccess;
 }

@@ -29,6 +29,8 @@ bool CheckLaunch(dim3 grid, dim3 block, cudaStream_t stream);
 void Enqueue(std::function<void()> work);
 // Runs everything queued (the host-side wait of a synchronizing call).
 void Drain();
+// Whether anything is queued (cudaStreamQuery's "not ready").
+bool HasQueuedWork();
 
 // Records `error` as the calling thread's last error (cudaGetLastError) and returns it.
 cudaError_t SetLastError(cudaError_t error);
