@@ -177,7 +177,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
   // Host scalars are read now (CUBLAS_POINTER_MODE_HOST); the product runs in stream order.
   const float a = *static_cast<const float*>(alpha);
   const float b = *static_cast<const float*>(beta);
-  emu::Enqueue([=] {
+  emu::Enqueue(reinterpret_cast<emu::Handle*>(handle)->stream, [=] {
     // Element (i, p) of op(A) and (p, j) of op(B), read in place (no widened copies: the lm_head
     // operand alone is vocab x hidden). Strides along i or j, and along the summed p:
     const size_t a_row = ta ? lda : 1, a_sum = ta ? 1 : lda;

@@ -85,7 +85,8 @@ void CheckKernelArgument(const T& value, int index) {
 
 // kernel<<<grid, block, 0, stream>>>(args...): validates like the runtime (configuration,
 // stream), requires every non-null pointer argument to be device memory, then queues the grid
-// with a copy of the arguments; it runs when the host next synchronizes (device_runtime.h).
+// with a copy of the arguments; it runs when the host next synchronizes (device_runtime.h), or
+// each time a graph that captured it is launched.
 template <typename... Params, typename... Args>
 void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
                   const Args&... args) {
@@ -97,7 +98,15 @@ void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t
         (CheckKernelArgument(p, index++), ...);
       },
       params);
-  Enqueue([kernel, grid, block, params] {
+  Enqueue(stream, [kernel, grid, block, params] {
+    // Again when it runs: a graph replays its launches long after capture, and a pointer baked
+    // into it may have been freed since.
+    std::apply(
+        [](const auto&... p) {
+          int index = 0;
+          (CheckKernelArgument(p, index++), ...);
+        },
+        params);
     RunGrid(ToDim3(grid), ToDim3(block), [&] { std::apply(kernel, params); });
   });
 }

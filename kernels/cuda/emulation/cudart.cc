@@ -2,8 +2,8 @@
 // call, on host memory: one emulated device whose allocations are registered (so copies and
 // kernel arguments are checked against them) and poisoned (0xff bytes: NaN floats, -1 ints, so
 // reading memory nothing wrote shows up). Streams and events exist and are checked; stream work
-// is queued and runs when the host synchronizes (device_runtime.h, Enqueue). Graph capture is not
-// emulated (it fails).
+// is queued and runs when the host synchronizes (device_runtime.h, Enqueue), or is recorded while
+// its stream is captured (graphs.cc).
 // Capacity: CADUCEUS_CUDA_EMULATION_BYTES (default 1 GiB); SM count:
 // CADUCEUS_CUDA_EMULATION_SMS (default 132, an H100 SXM, so size-dependent choices such as
 // split-K attention go the way they would there).
@@ -135,9 +135,9 @@ cudaError_t Release(void* p) {
 
 // Stream work: queued behind what is already queued (`queue`), or run now once everything queued
 // has run (a synchronous call).
-void Submit(bool queue, std::function<void()> work) {
+void Submit(bool queue, cudaStream_t stream, std::function<void()> work) {
   if (queue) {
-    Enqueue(std::move(work));
+    Enqueue(stream, std::move(work));
     return;
   }
   Drain();
@@ -187,7 +187,7 @@ cudaError_t Copy(void* dst, const void* src, size_t count, cudaMemcpyKind kind, 
     queued = async && (dst_device || InPinned(d, dst_at, count)) &&
              (src_device || InPinned(d, src_at, count));
   }
-  Submit(queued, [dst, src, count] { std::memmove(dst, src, count); });
+  Submit(queued, stream, [dst, src, count] { std::memmove(dst, src, count); });
   return cudaSuccess;
 }
 
@@ -202,13 +202,14 @@ cudaError_t Fill(void* dst, int value, size_t count, cudaStream_t stream, bool a
                                              Hex(dst) + ": not inside one device allocation");
     }
   }
-  Submit(async, [dst, value, count] { std::memset(dst, value, count); });
+  Submit(async, stream, [dst, value, count] { std::memset(dst, value, count); });
   return cudaSuccess;
 }
 
 // A stream or event handle: the storage also holds an event's last record time.
 struct HandleStorage {
   std::chrono::steady_clock::time_point recorded{};
+  bool captured = false;  // an event last recorded into a capture: the host cannot wait for it
 };
 
 template <typename Handle>
@@ -239,12 +240,24 @@ cudaError_t CheckEvent(cudaEvent_t e) {
   return Dev().events.count(e) > 0 ? cudaSuccess : SetLastError(cudaErrorInvalidResourceHandle);
 }
 
+// An event the host (or a stream outside the capture) waits for: live, and not last recorded into
+// a capture (CUDA: cudaErrorCapturedEvent; the record only happens when the graph runs).
+cudaError_t CheckWaitableEvent(cudaEvent_t e) {
+  if (CheckEvent(e) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  if (reinterpret_cast<HandleStorage*>(e)->captured) {
+    return Fail(cudaErrorCapturedEvent, "waiting for an event last recorded in a stream capture");
+  }
+  return cudaSuccess;
+}
+
 }  // namespace
 
 cudaError_t SetLastError(cudaError_t error) {
   if (error != cudaSuccess) last_error = error;
   return error;
 }
+
+cudaError_t CheckStreamHandle(cudaStream_t stream) { return CheckStream(stream); }
 
 bool IsDeviceRange(const void* p, size_t bytes) {
   Device& d = Dev();
@@ -288,6 +301,8 @@ cudaError_t cudaFree(void* devPtr) {
 }
 cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t hStream) {
   if (emu::CheckStream(hStream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  // CUDA would add an allocation node to the graph; code that captures must allocate beforehand.
+  emu::InvalidateCapture(hStream, "cudaMallocAsync during a capture (not emulated)");
   return emu::Allocate(devPtr, size);
 }
 cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t hStream) {
@@ -297,7 +312,8 @@ cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t hStream) {
     return emu::Fail(cudaErrorInvalidValue,
                      "cudaFreeAsync of " + emu::Hex(devPtr) + ", not a device allocation");
   }
-  emu::Enqueue([devPtr] { emu::Release(devPtr); });  // after the work queued before it
+  emu::InvalidateCapture(hStream, "cudaFreeAsync during a capture (not emulated)");
+  emu::Enqueue(hStream, [devPtr] { emu::Release(devPtr); });  // after the work queued before it
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
@@ -360,33 +376,9 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int /*flags*/) {
   if (emu::CheckStream(stream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
-  return emu::CheckEvent(event);
+  // Inside a capture, waiting for an event recorded in it joins the capture; outside, not.
+  return emu::IsCapturing(stream) ? emu::CheckEvent(event) : emu::CheckWaitableEvent(event);
 }
-cudaError_t cudaStreamBeginCapture(cudaStream_t /*stream*/, enum cudaStreamCaptureMode /*mode*/) {
-  return emu::Fail(cudaErrorNotSupported, "stream capture (CUDA graphs) is not emulated");
-}
-// Graphs: never captured here, so there is none to end, instantiate, launch or destroy.
-cudaError_t cudaStreamEndCapture(cudaStream_t /*stream*/, cudaGraph_t* /*pGraph*/) {
-  return emu::Fail(cudaErrorNotSupported, "stream capture (CUDA graphs) is not emulated");
-}
-cudaError_t cudaGraphInstantiate(cudaGraphExec_t* /*pGraphExec*/, cudaGraph_t /*graph*/,
-                                 unsigned long long /*flags*/) {
-  return emu::SetLastError(cudaErrorNotSupported);
-}
-cudaError_t cudaGraphGetNodes(cudaGraph_t /*graph*/, cudaGraphNode_t* /*nodes*/,
-                              size_t* /*numNodes*/) {
-  return emu::SetLastError(cudaErrorNotSupported);
-}
-cudaError_t cudaGraphLaunch(cudaGraphExec_t /*graphExec*/, cudaStream_t /*stream*/) {
-  return emu::SetLastError(cudaErrorNotSupported);
-}
-cudaError_t cudaGraphExecDestroy(cudaGraphExec_t /*graphExec*/) {
-  return emu::SetLastError(cudaErrorNotSupported);
-}
-cudaError_t cudaGraphDestroy(cudaGraph_t /*graph*/) {
-  return emu::SetLastError(cudaErrorNotSupported);
-}
-
 cudaError_t cudaEventCreate(cudaEvent_t* event) {
   return emu::CreateHandle(event, emu::Dev().events);
 }
@@ -398,13 +390,15 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (emu::CheckEvent(event) != cudaSuccess) return cudaErrorInvalidResourceHandle;
   // Stamped when the queue reaches it, i.e. once the work issued before it has run.
   auto* storage = reinterpret_cast<emu::HandleStorage*>(event);
-  emu::Enqueue([storage] { storage->recorded = std::chrono::steady_clock::now(); });
+  storage->captured = emu::IsCapturing(stream);
+  emu::Enqueue(stream, [storage] { storage->recorded = std::chrono::steady_clock::now(); });
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (ms == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
-  if (emu::CheckEvent(start) != cudaSuccess || emu::CheckEvent(end) != cudaSuccess) {
-    return cudaErrorInvalidResourceHandle;
+  for (cudaEvent_t e : {start, end}) {
+    const cudaError_t waitable = emu::CheckWaitableEvent(e);
+    if (waitable != cudaSuccess) return waitable;
   }
   emu::Drain();
   const auto a = reinterpret_cast<emu::HandleStorage*>(start)->recorded;
@@ -413,7 +407,8 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  if (emu::CheckEvent(event) != cudaSuccess) return cudaErrorInvalidResourceHandle;
+  const cudaError_t waitable = emu::CheckWaitableEvent(event);
+  if (waitable != cudaSuccess) return waitable;
   emu::Drain();
   return cudaSuccess;
 }

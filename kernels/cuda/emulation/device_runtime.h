@@ -6,6 +6,8 @@
 
 #include <cstddef>
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace caduceus::cuda_emulation {
 
@@ -26,11 +28,26 @@ bool CheckLaunch(dim3 grid, dim3 block, cudaStream_t stream);
 // an async copy to or from pageable host memory (synchronous in CUDA too), or a NCCL collective.
 // So host code that reads a result, or reuses a pinned buffer, without waiting for the stream
 // sees what a GPU would let it see: stale data. One FIFO for all streams is one legal GPU order.
-void Enqueue(std::function<void()> work);
-// Runs everything queued (the host-side wait of a synchronizing call).
+// Work for a stream that is being captured is recorded into its graph instead (BeginCapture).
+void Enqueue(cudaStream_t stream, std::function<void()> work);
+// Runs everything queued (the host-side wait of a synchronizing call). During a capture it also
+// invalidates the capture, as CUDA does for a call that would synchronize with a capturing stream.
 void Drain();
 // Whether anything is queued (cudaStreamQuery's "not ready").
 bool HasQueuedWork();
+
+// Stream capture (CUDA graphs). Between BeginCapture and EndCapture, work Enqueued on `stream` is
+// recorded as the graph's nodes, in issue order, and does not run. Work on the legacy default
+// stream or a synchronizing call meanwhile invalidates every capture (CUDA's implicit
+// synchronization with a capturing blocking stream); EndCapture then fails with
+// cudaErrorStreamCaptureInvalidated and says why.
+cudaError_t BeginCapture(cudaStream_t stream);
+cudaError_t EndCapture(cudaStream_t stream, std::vector<std::function<void()>>* nodes,
+                       std::string* why);
+bool IsCapturing(cudaStream_t stream);
+void InvalidateCapture(cudaStream_t stream, const std::string& why);
+// cudaSuccess for a live stream handle (or the default stream), else the recorded error.
+cudaError_t CheckStreamHandle(cudaStream_t stream);
 
 // Records `error` as the calling thread's last error (cudaGetLastError) and returns it.
 cudaError_t SetLastError(cudaError_t error);

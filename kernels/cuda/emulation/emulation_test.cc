@@ -3,6 +3,7 @@
 // a message that names the line, and that the emulated runtime refuses what a GPU would.
 #include <cuda_runtime.h>
 
+#include <functional>
 #include <numeric>
 #include <vector>
 
@@ -49,6 +50,8 @@ __global__ void ShuffleAfterExitKernel(int* out) {
 }
 
 __global__ void WriteKernel(int* out) { out[threadIdx.x] = 7; }
+
+__global__ void AddKernel(int* data, int value) { data[threadIdx.x] += value; }
 
 template <typename T>
 T* DeviceCopy(const std::vector<T>& host) {
@@ -170,6 +173,118 @@ TEST(CudaEmulationTest, TheRuntimeRefusesWhatAGpuWould) {
   EXPECT_EQ(cudaStreamSynchronize(s), cudaErrorInvalidResourceHandle);
   cudaGetLastError();
   cudaFree(d);
+}
+
+TEST(CudaEmulationTest, ACapturedGraphRunsEachTimeItIsLaunched) {
+  int* d = DeviceCopy(std::vector<int>(32, 0));
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  ASSERT_EQ(cudaStreamIsCapturing(s, &status), cudaSuccess);
+  EXPECT_EQ(status, cudaStreamCaptureStatusActive);
+  LaunchKernel(AddKernel, dim3(1), dim3(32), s, d, 5);
+  LaunchKernel(AddKernel, dim3(1), dim3(32), s, d, 1);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  size_t nodes = 0;
+  ASSERT_EQ(cudaGraphGetNodes(graph, nullptr, &nodes), cudaSuccess);
+  EXPECT_EQ(nodes, 2u);
+  // Capturing recorded the launches; it ran nothing.
+  EXPECT_EQ(HostCopy(d, 32)[0], 0);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(HostCopy(d, 32), std::vector<int>(32, 12));
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  EXPECT_EQ(cudaGraphLaunch(exec, s), cudaErrorInvalidValue);
+  cudaGetLastError();
+  cudaStreamDestroy(s);
+  cudaFree(d);
+}
+
+// What CUDA forbids while a blocking stream captures: a synchronizing call, work on the legacy
+// default stream (both would synchronize with the capture), stream-ordered allocation (a graph
+// memory node, not emulated). Each invalidates the capture, and its end says so.
+TEST(CudaEmulationTest, WhatWouldSynchronizeWithACaptureInvalidatesIt) {
+  int* d = DeviceCopy(std::vector<int>(32, 0));
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  const std::vector<std::function<void()>> violations = {
+      [&] { HostCopy(d, 32); },
+      [&] { LaunchKernel(AddKernel, dim3(1), dim3(32), nullptr, d, 1); },
+      [&] {
+        void* p = nullptr;
+        cudaMallocAsync(&p, 64, s);
+      },
+  };
+  for (size_t i = 0; i < violations.size(); ++i) {
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    LaunchKernel(AddKernel, dim3(1), dim3(32), s, d, 100);
+    violations[i]();
+    cudaGraph_t graph = nullptr;
+    EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated) << i;
+    EXPECT_EQ(graph, nullptr);
+    cudaGetLastError();
+  }
+  // The captured launches never ran; the legacy-stream one did.
+  EXPECT_EQ(HostCopy(d, 32)[0], 1);
+  // The legacy default stream cannot be captured.
+  EXPECT_EQ(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeThreadLocal),
+            cudaErrorStreamCaptureUnsupported);
+  cudaGetLastError();
+  cudaStreamDestroy(s);
+  cudaFree(d);
+}
+
+TEST(CudaEmulationTest, AnEventRecordedInACaptureCannotBeWaitedFor) {
+  cudaStream_t s = nullptr, other = nullptr;
+  cudaEvent_t e = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreate(&other), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&e), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(e, s), cudaSuccess);
+  EXPECT_EQ(cudaStreamWaitEvent(s, e, 0), cudaSuccess);  // inside the capture: a join
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  EXPECT_EQ(cudaEventSynchronize(e), cudaErrorCapturedEvent);
+  EXPECT_EQ(cudaStreamWaitEvent(other, e, 0), cudaErrorCapturedEvent);
+  // Recorded again outside a capture, it is an ordinary event.
+  ASSERT_EQ(cudaEventRecord(e, s), cudaSuccess);
+  EXPECT_EQ(cudaEventSynchronize(e), cudaSuccess);
+  cudaGetLastError();
+  cudaGraphDestroy(graph);
+  cudaEventDestroy(e);
+  cudaStreamDestroy(other);
+  cudaStreamDestroy(s);
+}
+
+// A graph keeps the pointers it captured: replaying it after their memory was freed is what
+// breaks graphs in production, and the emulation stops there.
+TEST(CudaEmulationDeathTest, AGraphReplayIntoFreedMemoryIsFatal) {
+  int* d = DeviceCopy(std::vector<int>(32, 0));
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  LaunchKernel(AddKernel, dim3(1), dim3(32), s, d, 1);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaFree(d), cudaSuccess);
+  EXPECT_DEATH(
+      {
+        cudaGraphLaunch(exec, s);
+        cudaStreamSynchronize(s);
+      },
+      "kernel argument 0 .* is not device memory");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
 }
 
 }  // namespace

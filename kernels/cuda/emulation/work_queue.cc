@@ -1,18 +1,29 @@
 // The emulated device's stream work queue (device_runtime.h: Enqueue, Drain): one FIFO for all
-// streams, run in issue order by whichever host thread synchronizes first.
+// streams, run in issue order by whichever host thread synchronizes first; and stream capture,
+// which diverts a capturing stream's work into a graph instead.
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/cuda/emulation/device_runtime.h"
 
 namespace caduceus::cuda_emulation {
 namespace {
 
+struct Capture {
+  std::vector<std::function<void()>> nodes;
+  std::string invalidated;  // why the capture is invalid; empty while it is valid
+};
+
 struct WorkQueue {
-  std::mutex mu;        // guards ops
+  std::mutex mu;        // guards ops and captures
   std::mutex drain_mu;  // one drainer at a time: ops run in issue order, never overlapping
   std::deque<std::function<void()>> ops;
+  std::map<cudaStream_t, Capture> captures;  // streams being captured
 };
 
 WorkQueue& Work() {
@@ -20,16 +31,38 @@ WorkQueue& Work() {
   return *queue;
 }
 
+bool IsLegacy(cudaStream_t stream) { return stream == nullptr || stream == cudaStreamLegacy; }
+
+// Caller holds mu. Only the first reason is kept, as CUDA reports the first violation.
+void InvalidateAllLocked(WorkQueue& q, const std::string& why) {
+  for (auto& [stream, capture] : q.captures) {
+    if (capture.invalidated.empty()) capture.invalidated = why;
+  }
+}
+
 }  // namespace
 
-void Enqueue(std::function<void()> work) {
+void Enqueue(cudaStream_t stream, std::function<void()> work) {
   WorkQueue& q = Work();
   std::lock_guard<std::mutex> lock(q.mu);
+  auto it = q.captures.find(stream);
+  if (it != q.captures.end()) {
+    it->second.nodes.push_back(std::move(work));
+    return;
+  }
+  // The legacy default stream synchronizes with every blocking stream, a capturing one included.
+  if (IsLegacy(stream) && !q.captures.empty()) {
+    InvalidateAllLocked(q, "work on the legacy default stream during a capture");
+  }
   q.ops.push_back(std::move(work));
 }
 
 void Drain() {
   WorkQueue& q = Work();
+  {
+    std::lock_guard<std::mutex> lock(q.mu);
+    if (!q.captures.empty()) InvalidateAllLocked(q, "a synchronizing call during a capture");
+  }
   std::lock_guard<std::mutex> draining(q.drain_mu);
   for (;;) {
     std::function<void()> op;
@@ -47,6 +80,43 @@ bool HasQueuedWork() {
   WorkQueue& q = Work();
   std::lock_guard<std::mutex> lock(q.mu);
   return !q.ops.empty();
+}
+
+cudaError_t BeginCapture(cudaStream_t stream) {
+  if (IsLegacy(stream)) return cudaErrorStreamCaptureUnsupported;
+  WorkQueue& q = Work();
+  std::lock_guard<std::mutex> lock(q.mu);
+  if (!q.captures.try_emplace(stream).second) return cudaErrorIllegalState;
+  return cudaSuccess;
+}
+
+cudaError_t EndCapture(cudaStream_t stream, std::vector<std::function<void()>>* nodes,
+                       std::string* why) {
+  WorkQueue& q = Work();
+  std::lock_guard<std::mutex> lock(q.mu);
+  auto it = q.captures.find(stream);
+  if (it == q.captures.end()) return cudaErrorIllegalState;
+  Capture capture = std::move(it->second);
+  q.captures.erase(it);
+  if (!capture.invalidated.empty()) {
+    *why = capture.invalidated;
+    return cudaErrorStreamCaptureInvalidated;
+  }
+  *nodes = std::move(capture.nodes);
+  return cudaSuccess;
+}
+
+bool IsCapturing(cudaStream_t stream) {
+  WorkQueue& q = Work();
+  std::lock_guard<std::mutex> lock(q.mu);
+  return q.captures.count(stream) > 0;
+}
+
+void InvalidateCapture(cudaStream_t stream, const std::string& why) {
+  WorkQueue& q = Work();
+  std::lock_guard<std::mutex> lock(q.mu);
+  auto it = q.captures.find(stream);
+  if (it != q.captures.end() && it->second.invalidated.empty()) it->second.invalidated = why;
 }
 
 }  // namespace caduceus::cuda_emulation
