@@ -6,6 +6,13 @@
 
 #include "kernels/kernels.h"
 
+#include <cstdint>
+
 namespace caduceus::kernels::cuda {
 #include "kernels/kernel_signatures.inc"
+
+// Changes whenever a kernel workspace (Linear's, split attention's, any thread's) is reallocated
+// or released. A CUDA graph that captured kernel calls holds their workspace pointers: replay it
+// only while this is what it was at capture.
+uint64_t WorkspaceGeneration();
 }  // namespace caduceus::kernels::cuda

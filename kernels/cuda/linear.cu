@@ -66,6 +66,7 @@ class GemmContext {
     int previous = 0;
     if (cudaGetDevice(&previous) != cudaSuccess) return;
     if (cudaSetDevice(device_) != cudaSuccess) return;
+    internal::WorkspaceGenerationCounter().fetch_add(1);  // cuBLAS's workspace goes too
     scratch_.Synchronize();
     cublasDestroy(handle_);
     cudaFree(cublas_workspace_);
@@ -323,5 +324,7 @@ void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
   }
   ctx.End(s);
 }
+
+uint64_t WorkspaceGeneration() { return internal::WorkspaceGenerationCounter().load(); }
 
 }  // namespace caduceus::kernels::cuda

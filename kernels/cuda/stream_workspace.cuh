@@ -7,18 +7,40 @@
 // its last user, which is ordered before `stream`'s next work), End(stream) records the call's
 // end. A buffer stays valid until a later call of the same thread grows it: a CUDA graph that
 // captured a call keeps its pointer, so graphs need the workspace sized beforehand (the worker's
-// warm-up step runs the largest step first).
+// warm-up step runs the largest step first), and every growth or release of any workspace bumps
+// WorkspaceGenerationCounter(), which graph owners compare before a replay (cuda_kernels.h,
+// WorkspaceGeneration).
+//
+// Under stream capture (CUDA graphs) the calls still work, for one stream: Begin's cross-stream
+// wait becomes an external-event node, and End records nothing (an event recorded into a capture
+// could not be waited for by the host afterwards: cudaErrorCapturedEvent). A graph must be
+// launched on the stream the workspace's eager calls use.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <utility>
 
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace caduceus::kernels::cuda::internal {
+
+// One counter for every workspace of the process (a function-local static of an inline function:
+// one instance per shared object).
+inline std::atomic<uint64_t>& WorkspaceGenerationCounter() {
+  static std::atomic<uint64_t> generation{0};
+  return generation;
+}
+
+inline bool IsCapturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  CADUCEUS_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
 
 class StreamWorkspace {
  public:
@@ -33,6 +55,7 @@ class StreamWorkspace {
     int previous = 0;
     if (cudaGetDevice(&previous) != cudaSuccess) return;
     if (cudaSetDevice(device_) != cudaSuccess) return;
+    WorkspaceGenerationCounter().fetch_add(1);
     cudaEventSynchronize(done_);
     cudaFree(buffer_);
     cudaEventDestroy(done_);
@@ -40,7 +63,10 @@ class StreamWorkspace {
   }
 
   void Begin(cudaStream_t stream) {
-    if (used_ && stream != last_stream_) CADUCEUS_CUDA_CHECK(cudaStreamWaitEvent(stream, done_, 0));
+    if (used_ && stream != last_stream_) {
+      CADUCEUS_CUDA_CHECK(cudaStreamWaitEvent(
+          stream, done_, IsCapturing(stream) ? cudaEventWaitExternal : cudaEventWaitDefault));
+    }
     last_stream_ = stream;
     used_ = true;
   }
@@ -51,10 +77,13 @@ class StreamWorkspace {
       if (buffer_ != nullptr) CADUCEUS_CUDA_CHECK(cudaFreeAsync(buffer_, stream));
       CADUCEUS_CUDA_CHECK(cudaMallocAsync(&buffer_, grown, stream));
       capacity_ = grown;
+      WorkspaceGenerationCounter().fetch_add(1);
     }
     return buffer_;
   }
-  void End(cudaStream_t stream) { CADUCEUS_CUDA_CHECK(cudaEventRecord(done_, stream)); }
+  void End(cudaStream_t stream) {
+    if (!IsCapturing(stream)) CADUCEUS_CUDA_CHECK(cudaEventRecord(done_, stream));
+  }
   // Waits for the last call's work (before its owner releases what that work used).
   void Synchronize() { cudaEventSynchronize(done_); }
 

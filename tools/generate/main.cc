@@ -49,6 +49,7 @@ ABSL_FLAG(bool, ignore_eos, false, "do not stop at the model's end-of-sequence t
 ABSL_FLAG(bool, json, false, "print one JSON object as the last stdout line (no streaming)");
 ABSL_FLAG(int32_t, report_top_logits, 0, "with --json: the first step's top-K [id, logit] pairs");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:K] (emulated-device: tests)");
+ABSL_FLAG(bool, cuda_graphs, true, "cuda devices: run decode steps from CUDA graphs");
 ABSL_FLAG(std::string, kv_cache_dtype, "auto",
           "float32, bfloat16, or auto (bfloat16 on GPUs, float32 on CPUs)");
 
@@ -108,6 +109,7 @@ int Main() {
   auto kv_dtype = model::KvCache::ParseDtype(absl::GetFlag(FLAGS_kv_cache_dtype), load.device);
   if (!kv_dtype.ok()) return Fail(kv_dtype.status());
   load.kv_dtype = *kv_dtype;
+  load.graphs.enabled = absl::GetFlag(FLAGS_cuda_graphs);
   auto model = model::LlamaModel::Load(model_dir, load);
   if (!model.ok()) return Fail(model.status());
 
@@ -199,6 +201,10 @@ int Main() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   out["peak_rss_bytes"] = int64_t{usage.ru_maxrss} * 1024;
+  const model::StepGraphStats graphs = (*model)->graph_stats();
+  out["cuda_graphs"] = {{"captures", graphs.captures}, {"replays", graphs.replays},
+                        {"failures", graphs.failures}, {"graphs", graphs.graphs},
+                        {"nodes", graphs.nodes}};
   if (sp.top_logprobs > 0) {
     nlohmann::json lp = nlohmann::json::array();
     for (const auto& s : result.samples) {

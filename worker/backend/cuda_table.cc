@@ -22,6 +22,6 @@ extern "C" __attribute__((visibility("default"))) int caduceus_cuda_kernel_table
   *out = caduceus::backend::KernelTable{
       "cuda:" + std::to_string(ordinal), &k::EmbeddingGather, &k::RmsNorm, &k::AddRmsNorm,
       &k::Linear, &k::LinearArgmax, &k::Rope, &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention,
-      caduceus::backend::CudaMemoryOps(ordinal)};
+      caduceus::backend::CudaMemoryOps(ordinal), caduceus::backend::CudaGraphOps()};
   return 1;
 }

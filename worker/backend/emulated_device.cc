@@ -204,7 +204,8 @@ KernelTable EmulatedDeviceTable() {
   return KernelTable{kEmulatedDevice, &EmbeddingGather, &RmsNorm, &AddRmsNorm, &Linear,
                      &LinearArgmax, &Rope, &SiluMul, &KvCacheWrite, &PagedAttention,
                      MemoryOps{false, 0, &Alloc, &Free, &ToDevice, &ToHost, &DeviceCopy,
-                               &FreeBytes, &TotalBytes}};
+                               &FreeBytes, &TotalBytes},
+                     GraphOps{}};
 }
 
 int64_t EmulatedDeviceAllocatedBytes() { return Registry::Get().allocated(); }

@@ -88,7 +88,8 @@ absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device) {
     namespace k = kernels::cpu;
     return KernelTable{absl::StrCat("cpu-", k::ActiveIsa()),
                        &k::EmbeddingGather, &k::RmsNorm, &k::AddRmsNorm, &k::Linear,
-                       &k::LinearArgmax, &k::Rope, &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention, HostMemoryOps()};
+                       &k::LinearArgmax, &k::Rope, &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention,
+                       HostMemoryOps(), GraphOps{}};
   }
   if (device == kEmulatedDevice) return EmulatedDeviceTable();
   if (absl::StartsWith(device, "cuda")) {

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/kernels.h"
 #include "worker/backend/device_memory.h"
+#include "worker/backend/graph_ops.h"
 
 namespace caduceus::backend {
 
@@ -30,6 +31,8 @@ struct KernelTable {
                           const kernels::AttentionBatch&, float, float*, kernels::Stream);
   // Where every pointer the kernels take lives, and how to get data there and back.
   MemoryOps memory;
+  // Its compute stream and CUDA graphs (all null on the CPU).
+  GraphOps graphs;
 };
 
 // "cpu" or "cuda[:K]" (UNIMPLEMENTED for cuda in builds without CUDA), or "emulated-device"

@@ -49,6 +49,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
                                                    std::move(store), std::move(placement),
                                                    std::move(weights), std::move(kernels)));
   model->kv_dtype_ = options.kv_dtype;
+  model->graphs_ = std::make_unique<StepGraphs>(&model->kernels_, options.graphs);
   if (!model->kernels_.memory.host) RETURN_IF_ERROR(model->UploadRopeFrequencies());
   return model;
 }
@@ -63,7 +64,7 @@ absl::Status LlamaModel::UploadRopeFrequencies() {
   return absl::OkStatus();
 }
 
-LlamaModel::StepMetadata LlamaModel::UploadMetadata() {
+LlamaModel::StepMetadata LlamaModel::UploadMetadata(int32_t* device) {
   Scratch& sc = scratch_;
   const std::vector<int32_t>* parts[] = {&sc.tokens, &sc.positions, &sc.slots, &sc.query_start,
                                          &sc.block_tables};
@@ -78,10 +79,10 @@ LlamaModel::StepMetadata LlamaModel::UploadMetadata() {
     offsets[i] = sc.meta.size();
     sc.meta.insert(sc.meta.end(), parts[i]->begin(), parts[i]->end());
   }
-  // Reserve was checked in PrepareScratch.
-  kernels_.memory.to_device(sc.d_meta.data(), sc.meta.data(), sc.meta.size() * sizeof(int32_t),
+  // Reserve was checked in PrepareScratch (or by the caller, for a graph step's buffer).
+  int32_t* d = device != nullptr ? device : sc.d_meta.data();
+  kernels_.memory.to_device(d, sc.meta.data(), sc.meta.size() * sizeof(int32_t),
                             kernels_.memory.device);
-  const int32_t* d = sc.d_meta.data();
   return {d + offsets[0], d + offsets[1], d + offsets[2], d + offsets[3], d + offsets[4]};
 }
 
@@ -198,7 +199,34 @@ absl::Status LlamaModel::WarmUp(int32_t max_step_tokens, int32_t max_step_sequen
   return Forward(batch, *scratch_cache, &logits);
 }
 
-absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& cache) {
+std::optional<GraphShape> LlamaModel::GraphShapeFor(const StepBatch& batch,
+                                                     const KvCache& cache) const {
+  if (kernels_.memory.host) return std::nullopt;
+  size_t width = 0;
+  for (const SequenceStep& seq : batch.sequences) {
+    if (seq.tokens.size() != 1 || seq.all_logits) return std::nullopt;  // not a decode step
+    width = std::max(width, seq.block_table.size());
+  }
+  const int32_t max_width =
+      (config_.max_position_embeddings + cache.block_size() - 1) / cache.block_size();
+  return graphs_->ShapeFor(static_cast<int32_t>(batch.sequences.size()),
+                           static_cast<int32_t>(width), max_width);
+}
+
+StepGraphs::Stamp LlamaModel::GraphStamp(const KvCache& cache, const int32_t* metadata) const {
+  const Scratch& sc = scratch_;
+  StepGraphs::Stamp stamp = {sc.residual.data(), sc.normed.data(), sc.qkv.data(),
+                             sc.attn.data(),     sc.proj.data(),   sc.gate_up.data(),
+                             sc.act.data(),      d_inv_freq_.data(), metadata};
+  for (int32_t layer = 0; layer < cache.num_layers(); ++layer) {
+    stamp.push_back(cache.Layer(layer).k);
+    stamp.push_back(cache.Layer(layer).v);
+  }
+  return stamp;
+}
+
+absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& cache,
+                                        const GraphShape* shape) {
   Scratch& sc = scratch_;
   sc.tokens.clear();
   sc.positions.clear();
@@ -210,7 +238,10 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
   for (const SequenceStep& seq : batch.sequences) {
     max_blocks = std::max(max_blocks, seq.block_table.size());
   }
-  sc.block_tables.assign(batch.sequences.size() * max_blocks, 0);
+  if (shape != nullptr) max_blocks = static_cast<size_t>(shape->width);
+  sc.num_seqs = shape != nullptr ? shape->batch : static_cast<int32_t>(batch.sequences.size());
+  // Padding sequences' rows are all block 0: valid, and only position 0 of it is read.
+  sc.block_tables.assign(static_cast<size_t>(sc.num_seqs) * max_blocks, 0);
   const int32_t bs = cache.block_size();
   for (size_t s = 0; s < batch.sequences.size(); ++s) {
     const SequenceStep& seq = batch.sequences[s];
@@ -230,9 +261,20 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
     }
     sc.query_start.push_back(static_cast<int32_t>(sc.tokens.size()));
   }
+  // Padding rows up to the graph's batch: token 0 at position 0, stored nowhere (slot -1).
+  for (int32_t s = static_cast<int32_t>(batch.sequences.size()); s < sc.num_seqs; ++s) {
+    sc.tokens.push_back(0);
+    sc.positions.push_back(0);
+    sc.slots.push_back(-1);
+    sc.query_start.push_back(static_cast<int32_t>(sc.tokens.size()));
+  }
   // The lm_head's input rows: those that need logits, then the argmax_only ones.
   sc.argmax_count = static_cast<int32_t>(sc.argmax_rows.size());
   sc.logit_rows.insert(sc.logit_rows.end(), sc.argmax_rows.begin(), sc.argmax_rows.end());
+  sc.rows_in_place = true;
+  for (size_t r = 0; r < sc.logit_rows.size(); ++r) {
+    sc.rows_in_place = sc.rows_in_place && sc.logit_rows[r] == static_cast<int32_t>(r);
+  }
   const size_t n = sc.tokens.size();
   const size_t h = config_.hidden_size;
   const size_t q = size_t(layout_.q_heads) * config_.head_dim;
@@ -245,7 +287,7 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
   bool ok = sc.residual.Reserve(n * h) && sc.normed.Reserve(n * h) &&
             sc.qkv.Reserve(n * (q + 2 * kv)) && sc.attn.Reserve(n * q) && sc.proj.Reserve(n * h) &&
             sc.gate_up.Reserve(n * 2 * inter) && sc.act.Reserve(n * inter) &&
-            sc.last_hidden.Reserve(rows * h);
+            (sc.rows_in_place || sc.last_hidden.Reserve(rows * h));
   if (!kernels_.memory.host || comm_ != nullptr) {
     ok = ok && sc.logits.Reserve(full * layout_.vocab);
   }
@@ -257,7 +299,7 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
        sc.gathered_index.Reserve(ranks * am) && sc.gathered_value.Reserve(ranks * am);
   sc.host_index.resize(ranks * am);
   sc.host_value.resize(ranks * am);
-  if (!kernels_.memory.host) {
+  if (!kernels_.memory.host && shape == nullptr) {
     ok = ok && sc.d_meta.Reserve(3 * n + sc.query_start.size() + sc.block_tables.size());
   }
   if (!ok) {
@@ -270,7 +312,9 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
 
 absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLogits* logits) {
   RETURN_IF_ERROR(ValidateBatch(batch, cache));
-  RETURN_IF_ERROR(PrepareScratch(batch, cache));
+  const std::optional<GraphShape> shape = GraphShapeFor(batch, cache);
+  const GraphShape* graph_shape = shape.has_value() ? &*shape : nullptr;
+  RETURN_IF_ERROR(PrepareScratch(batch, cache, graph_shape));
   Scratch& sc = scratch_;
   const backend::KernelTable& k = kernels_;
   const backend::MemoryOps& mem = kernels_.memory;
@@ -285,63 +329,100 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   const size_t acts = static_cast<size_t>(n) * h;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  // Metadata where the kernels read it (host vectors themselves on the CPU).
-  const StepMetadata meta = UploadMetadata();
+  // Metadata where the kernels read it (host vectors themselves on the CPU; a graph step's own
+  // buffer, at the address its graphs read).
+  int32_t* graph_meta = nullptr;
+  if (graph_shape != nullptr) {
+    graph_meta = graphs_->Metadata(*graph_shape, 3 * static_cast<size_t>(n) +
+                                                     sc.query_start.size() + sc.block_tables.size());
+    if (graph_meta == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "out of ", kernels_.name, " memory for the metadata of a ", n, "-sequence decode step"));
+    }
+  }
+  const StepMetadata meta = UploadMetadata(graph_meta);
   const int32_t* tokens = meta.tokens;
   const int32_t* positions = meta.positions;
   const int32_t* slots = meta.slots;
   const int32_t* query_start = meta.query_start;
   const int32_t* block_tables = meta.block_tables;
   const float* inv_freq = mem.host ? inv_freq_.data() : d_inv_freq_.data();
-  kernels::AttentionBatch attention{static_cast<int32_t>(batch.sequences.size()), query_start,
-                                    positions, block_tables, block_table_width_};
+  kernels::AttentionBatch attention{sc.num_seqs, query_start, positions, block_tables,
+                                    block_table_width_};
   attention.num_tokens = n;  // lets a device kernel size its grid (split long decodes)
   float* residual = sc.residual.data();
   float* normed = sc.normed.data();
   float* proj = sc.proj.data();
 
+  // The device work of the step, between the collectives: run now, or captured into and replayed
+  // from CUDA graphs (step_graphs.h). Kernels go to the model's compute stream.
+  const kernels::Stream st = graphs_->stream();
+  StepGraphs::Step step =
+      graphs_->Begin(graph_shape, graph_shape != nullptr ? GraphStamp(cache, graph_meta)
+                                                         : StepGraphs::Stamp{});
+  auto all_reduce = [&](float* data) -> absl::Status {
+    if (comm_ == nullptr) return absl::OkStatus();
+    RETURN_IF_ERROR(step.Cut());  // a collective ends a graph piece
+    return comm_->AllReduceSum(data, acts);
+  };
+
   // Each rank gathers the tokens in its vocabulary rows (zeros elsewhere); the sum completes them.
-  k.embedding_gather(weights_.embed_tokens, l.vocab_begin, l.vocab, h, tokens, n, residual, {});
-  RETURN_IF_ERROR(AllReduce(residual, acts));
-  k.rms_norm(residual, weights_.layers[0].input_norm, n, h, eps, normed, {});
+  step.Run([&] {
+    k.embedding_gather(weights_.embed_tokens, l.vocab_begin, l.vocab, h, tokens, n, residual, st);
+  });
+  RETURN_IF_ERROR(all_reduce(residual));
+  step.Run([&] { k.rms_norm(residual, weights_.layers[0].input_norm, n, h, eps, normed, st); });
+  // The pieces may run after this loop (kept for the eager fallback until the step's end): loop
+  // locals are captured by value, the weights by reference to their (stable) storage.
   for (int32_t layer = 0; layer < c.num_layers; ++layer) {
-    const LayerWeights& w = weights_.layers[layer];
+    const LayerWeights& layer_weights = weights_.layers[layer];
     const kernels::PagedKvLayer kv = cache.Layer(layer);
-    // One Linear for q|k|v; each token's row holds its q, k and v heads in that order.
-    float* qkv = sc.qkv.data();
-    k.linear(normed, n, h, w.qkv_proj, qkv_dim, qkv, {});
-    k.rope(qkv, qkv_dim, positions, n, l.q_heads + l.kv_heads, c.head_dim, inv_freq, {});
-    k.kv_cache_write(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim, slots, n, kv, {});
-    k.paged_attention(qkv, qkv_dim, l.q_heads, kv, attention, scale, sc.attn.data(), {});
-    // Row-parallel o_proj: each rank's heads give a partial sum of the output.
-    k.linear(sc.attn.data(), n, q_dim, w.o_proj, h, proj, {});
-    RETURN_IF_ERROR(AllReduce(proj, acts));
-    k.add_rms_norm(residual, proj, w.post_norm, n, h, eps, normed, {});
-    k.linear(normed, n, h, w.gate_up_proj, 2 * l.inter, sc.gate_up.data(), {});
-    k.silu_mul(sc.gate_up.data(), n, l.inter, sc.act.data(), {});
-    k.linear(sc.act.data(), n, l.inter, w.down_proj, h, proj, {});
-    RETURN_IF_ERROR(AllReduce(proj, acts));
+    step.Run([&, kv, &w = layer_weights] {
+      // One Linear for q|k|v; each token's row holds its q, k and v heads in that order.
+      float* qkv = sc.qkv.data();
+      k.linear(normed, n, h, w.qkv_proj, qkv_dim, qkv, st);
+      k.rope(qkv, qkv_dim, positions, n, l.q_heads + l.kv_heads, c.head_dim, inv_freq, st);
+      k.kv_cache_write(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim, slots, n, kv, st);
+      k.paged_attention(qkv, qkv_dim, l.q_heads, kv, attention, scale, sc.attn.data(), st);
+      // Row-parallel o_proj: each rank's heads give a partial sum of the output.
+      k.linear(sc.attn.data(), n, q_dim, w.o_proj, h, proj, st);
+    });
+    RETURN_IF_ERROR(all_reduce(proj));
+    step.Run([&, &w = layer_weights] {
+      k.add_rms_norm(residual, proj, w.post_norm, n, h, eps, normed, st);
+      k.linear(normed, n, h, w.gate_up_proj, 2 * l.inter, sc.gate_up.data(), st);
+      k.silu_mul(sc.gate_up.data(), n, l.inter, sc.act.data(), st);
+      k.linear(sc.act.data(), n, l.inter, w.down_proj, h, proj, st);
+    });
+    RETURN_IF_ERROR(all_reduce(proj));
     const bf16* next_norm =
         layer + 1 < c.num_layers ? weights_.layers[layer + 1].input_norm : weights_.final_norm;
-    k.add_rms_norm(residual, proj, next_norm, n, h, eps, normed, {});
+    step.Run([&, next_norm] { k.add_rms_norm(residual, proj, next_norm, n, h, eps, normed, st); });
   }
+  RETURN_IF_ERROR(step.Finish());
 
   // lm_head only for the rows whose logits or greedy token were asked for (the last token of each
   // sequence, or every token with all_logits): first the rows that need logits, then the
   // argmax_only rows.
   const int32_t rows = static_cast<int32_t>(sc.logit_rows.size());
   const int32_t full = rows - sc.argmax_count;
-  for (int32_t r = 0; r < rows; ++r) {
-    mem.device_copy(sc.last_hidden.data() + static_cast<size_t>(r) * h,
-                    normed + static_cast<size_t>(sc.logit_rows[r]) * h, sizeof(float) * h,
-                    mem.device);
+  // The lm_head's input rows, contiguous: `normed` itself when they are its first rows in order
+  // (decode steps whose sequences all want logits, or all greedy tokens), else copies.
+  const float* head_in = normed;
+  if (!sc.rows_in_place) {
+    for (int32_t r = 0; r < rows; ++r) {
+      mem.device_copy(sc.last_hidden.data() + static_cast<size_t>(r) * h,
+                      normed + static_cast<size_t>(sc.logit_rows[r]) * h, sizeof(float) * h,
+                      mem.device);
+    }
+    head_in = sc.last_hidden.data();
   }
   logits->vocab_size = c.vocab_size;
   logits->values.resize(static_cast<size_t>(full) * c.vocab_size);
   if (full > 0 && comm_ == nullptr) {
     // Host backends write the logits in place; device backends copy them back once.
     float* out = mem.host ? logits->values.data() : sc.logits.data();
-    k.linear(sc.last_hidden.data(), full, h, weights_.lm_head, c.vocab_size, out, {});
+    k.linear(head_in, full, h, weights_.lm_head, c.vocab_size, out, st);
     if (!mem.host) {
       mem.to_host(logits->values.data(), out, logits->values.size() * sizeof(float), mem.device);
     }
@@ -349,7 +430,7 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
     // Vocab-parallel lm_head: rank r computes columns [r * V/size, (r+1) * V/size) of every row.
     // The gather lands [rank][row][local column]; logits rows want [row][rank][local column].
     const size_t lv = static_cast<size_t>(l.vocab), per_rank = static_cast<size_t>(full) * lv;
-    k.linear(sc.last_hidden.data(), full, h, weights_.lm_head, l.vocab, sc.logits.data(), {});
+    k.linear(head_in, full, h, weights_.lm_head, l.vocab, sc.logits.data(), st);
     RETURN_IF_ERROR(comm_->AllGather(sc.logits.data(), per_rank, sc.gathered_logits.data()));
     // Every collective of the step (a device communicator may defer them) before the host reads.
     RETURN_IF_ERROR(comm_->Flush());
@@ -369,8 +450,7 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   std::vector<int32_t>& greedy = sc.greedy;
   greedy.clear();
   if (sc.argmax_count > 0) {
-    RETURN_IF_ERROR(GreedyTokens(sc.last_hidden.data() + static_cast<size_t>(full) * h,
-                                 sc.argmax_count, &greedy));
+    RETURN_IF_ERROR(GreedyTokens(head_in + static_cast<size_t>(full) * h, sc.argmax_count, &greedy));
   }
 
   // Number the rows in sequence order and say where each one's logits or greedy token is.
@@ -399,7 +479,7 @@ absl::Status LlamaModel::GreedyTokens(const float* hidden, int32_t m, std::vecto
   const backend::MemoryOps& mem = kernels_.memory;
   const int32_t h = config_.hidden_size;
   kernels_.linear_argmax(hidden, m, h, weights_.lm_head, layout_.vocab, sc.argmax_index.data(),
-                         sc.argmax_value.data(), {});
+                         sc.argmax_value.data(), graphs_->stream());
   tokens->resize(m);
   if (comm_ == nullptr) {
     mem.to_host(tokens->data(), sc.argmax_index.data(), sizeof(int32_t) * m, mem.device);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "worker/model/llama_weights.h"
 #include "worker/model/model_config.h"
 #include "worker/model/shard_spec.h"
+#include "worker/model/step_graphs.h"
 #include "worker/model/step_batch.h"
 #include "worker/model/weight_store.h"
 #include "worker/parallel/communicator.h"
@@ -32,6 +34,8 @@ struct LoadOptions {
   ShardSpec shard;
   // Element type of the caches CreateKvCache makes (kernels.h: bf16 halves them).
   kernels::KvDtype kv_dtype = kernels::KvDtype::kF32;
+  // CUDA graphs for decode steps (step_graphs.h); ignored by backends without graphs.
+  StepGraphOptions graphs;
 };
 
 class LlamaModel {
@@ -81,6 +85,8 @@ class LlamaModel {
   // Bytes one block of such a cache takes (all layers, K and V).
   int64_t KvCacheBytesPerBlock() const;
   kernels::KvDtype kv_dtype() const { return kv_dtype_; }
+  // CUDA graph counters (all zero on backends without graphs).
+  StepGraphStats graph_stats() const { return graphs_->stats(); }
 
  private:
   LlamaModel(ModelConfig config, ShardLayout layout, parallel::Communicator* comm,
@@ -90,11 +96,16 @@ class LlamaModel {
   // Copies the RoPE frequencies to the device (non-host backends only).
   absl::Status UploadRopeFrequencies();
   // The step metadata where the kernels read it: the host vectors themselves on host backends,
-  // else one device copy of all of them (made by one upload).
+  // else one device copy of all of them (made by one upload) at `device` (null: the scratch
+  // buffer d_meta; a graph step's own buffer otherwise).
   struct StepMetadata {
     const int32_t *tokens, *positions, *slots, *query_start, *block_tables;
   };
-  StepMetadata UploadMetadata();
+  StepMetadata UploadMetadata(int32_t* device);
+  // The padded shape of a decode-only step that may run from CUDA graphs, else nullopt.
+  std::optional<GraphShape> GraphShapeFor(const StepBatch& batch, const KvCache& cache) const;
+  // The device pointers a captured step holds (step_graphs.h, Stamp).
+  StepGraphs::Stamp GraphStamp(const KvCache& cache, const int32_t* metadata) const;
 
   // Scratch activations in the backend's memory, grown on demand and reused across steps.
   struct Scratch {
@@ -117,11 +128,17 @@ class LlamaModel {
     std::vector<int32_t> tokens, positions, slots, query_start, block_tables, logit_rows,
         argmax_rows;
     int32_t argmax_count = 0;
+    int32_t num_seqs = 0;  // sequences in the step, padding included
+    // logit_rows is 0, 1, 2, ...: the lm_head reads `normed` itself, no row copies.
+    bool rows_in_place = false;
     // Device backends: tokens, positions, slots, query_start, block_tables packed in that order.
     std::vector<int32_t> meta;
     backend::DeviceArray<int32_t> d_meta;  // its device copy
   };
-  absl::Status PrepareScratch(const StepBatch& batch, const KvCache& cache);
+  // Builds the step's metadata on the host and sizes the activations; a graph step is padded to
+  // `shape` (padding rows: token 0 at position 0, no KV slot, block table of block 0).
+  absl::Status PrepareScratch(const StepBatch& batch, const KvCache& cache,
+                              const GraphShape* shape);
   // The greedy token of each of the m rows of `hidden` (device memory), over the whole vocabulary.
   absl::Status GreedyTokens(const float* hidden, int32_t m, std::vector<int32_t>* tokens);
 
@@ -135,6 +152,7 @@ class LlamaModel {
   std::vector<float> inv_freq_;
   backend::DeviceArray<float> d_inv_freq_;
   Scratch scratch_;
+  std::unique_ptr<StepGraphs> graphs_;  // the compute stream, and graphs of decode steps
   int32_t block_table_width_ = 0;
   kernels::KvDtype kv_dtype_ = kernels::KvDtype::kF32;
 };

@@ -87,6 +87,11 @@ ABSL_FLAG(double, drain_timeout, 30,
           "(new ones go to other replicas) before the group stops");
 ABSL_FLAG(bool, resident_weights, true,
           "copy hot weights out of the mapped files into anonymous memory (faster decode)");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "cuda devices: run decode steps from CUDA graphs, one per batch and context bucket "
+          "(false: launch every kernel eagerly)");
+ABSL_FLAG(int32_t, cuda_graph_max_batch, 256,
+          "cuda devices: decode steps of more sequences than this run eagerly");
 
 namespace caduceus::worker {
 namespace {
@@ -217,6 +222,8 @@ int Main(int argc, char** argv) {
   model::LoadOptions load;
   load.device = device;
   load.resident_weights = absl::GetFlag(FLAGS_resident_weights);
+  load.graphs.enabled = absl::GetFlag(FLAGS_cuda_graphs);
+  load.graphs.max_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
   auto kv_dtype = model::KvCache::ParseDtype(absl::GetFlag(FLAGS_kv_cache_dtype), device);
   if (!kv_dtype.ok()) return Fail(kv_dtype.status());
   load.kv_dtype = *kv_dtype;

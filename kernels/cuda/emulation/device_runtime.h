@@ -30,17 +30,17 @@ bool CheckLaunch(dim3 grid, dim3 block, cudaStream_t stream);
 // sees what a GPU would let it see: stale data. One FIFO for all streams is one legal GPU order.
 // Work for a stream that is being captured is recorded into its graph instead (BeginCapture).
 void Enqueue(cudaStream_t stream, std::function<void()> work);
-// Runs everything queued (the host-side wait of a synchronizing call). During a capture it also
-// invalidates the capture, as CUDA does for a call that would synchronize with a capturing stream.
+// Runs everything queued (the host-side wait of a synchronizing call). It also invalidates the
+// calling thread's captures, as CUDA does for a synchronizing call in a capturing thread.
 void Drain();
 // Whether anything is queued (cudaStreamQuery's "not ready").
 bool HasQueuedWork();
 
 // Stream capture (CUDA graphs). Between BeginCapture and EndCapture, work Enqueued on `stream` is
 // recorded as the graph's nodes, in issue order, and does not run. Work on the legacy default
-// stream or a synchronizing call meanwhile invalidates every capture (CUDA's implicit
-// synchronization with a capturing blocking stream); EndCapture then fails with
-// cudaErrorStreamCaptureInvalidated and says why.
+// stream meanwhile invalidates every capture (CUDA's implicit synchronization with a capturing
+// blocking stream), and a synchronizing call the captures of its thread; EndCapture then fails
+// with cudaErrorStreamCaptureInvalidated and says why.
 cudaError_t BeginCapture(cudaStream_t stream);
 cudaError_t EndCapture(cudaStream_t stream, std::vector<std::function<void()>>* nodes,
                        std::string* why);

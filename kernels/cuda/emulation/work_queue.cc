@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -15,6 +16,7 @@ namespace caduceus::cuda_emulation {
 namespace {
 
 struct Capture {
+  std::thread::id owner;  // the capturing thread (captures are thread-local, as in CUDA's mode)
   std::vector<std::function<void()>> nodes;
   std::string invalidated;  // why the capture is invalid; empty while it is valid
 };
@@ -34,8 +36,11 @@ WorkQueue& Work() {
 bool IsLegacy(cudaStream_t stream) { return stream == nullptr || stream == cudaStreamLegacy; }
 
 // Caller holds mu. Only the first reason is kept, as CUDA reports the first violation.
-void InvalidateAllLocked(WorkQueue& q, const std::string& why) {
+// `only_this_thread`: the captures of the calling thread (a synchronizing call is prohibited in
+// the capturing thread only); else all (legacy-stream work synchronizes with every stream).
+void InvalidateAllLocked(WorkQueue& q, const std::string& why, bool only_this_thread) {
   for (auto& [stream, capture] : q.captures) {
+    if (only_this_thread && capture.owner != std::this_thread::get_id()) continue;
     if (capture.invalidated.empty()) capture.invalidated = why;
   }
 }
@@ -52,7 +57,7 @@ void Enqueue(cudaStream_t stream, std::function<void()> work) {
   }
   // The legacy default stream synchronizes with every blocking stream, a capturing one included.
   if (IsLegacy(stream) && !q.captures.empty()) {
-    InvalidateAllLocked(q, "work on the legacy default stream during a capture");
+    InvalidateAllLocked(q, "work on the legacy default stream during a capture", false);
   }
   q.ops.push_back(std::move(work));
 }
@@ -61,7 +66,7 @@ void Drain() {
   WorkQueue& q = Work();
   {
     std::lock_guard<std::mutex> lock(q.mu);
-    if (!q.captures.empty()) InvalidateAllLocked(q, "a synchronizing call during a capture");
+    if (!q.captures.empty()) InvalidateAllLocked(q, "a synchronizing call during a capture", true);
   }
   std::lock_guard<std::mutex> draining(q.drain_mu);
   for (;;) {
@@ -86,7 +91,9 @@ cudaError_t BeginCapture(cudaStream_t stream) {
   if (IsLegacy(stream)) return cudaErrorStreamCaptureUnsupported;
   WorkQueue& q = Work();
   std::lock_guard<std::mutex> lock(q.mu);
-  if (!q.captures.try_emplace(stream).second) return cudaErrorIllegalState;
+  auto [it, inserted] = q.captures.try_emplace(stream);
+  if (!inserted) return cudaErrorIllegalState;
+  it->second.owner = std::this_thread::get_id();
   return cudaSuccess;
 }
 
