@@ -8,7 +8,8 @@ and the per-step flush, the CUDA kernels sharded by rank, and KV sizing from cud
 
 Checks: the same greedy tokens as the oracle and as a CPU TP=2 group, first-step logits within
 1e-4 relative of the CPU group's (fp32 KV cache on both), an Info with tp_size 2, the emulated
-device's memory and the cache dtype asked for, and per-kind memory metrics equal to Info.
+device's memory and the cache dtype asked for, per-kind memory metrics equal to Info, and
+decode steps replayed from CUDA graphs (pieces between the NCCL all-reduces) with no failure.
 
 usage: test_worker_tp_cuda_emulated.py EMULATION_DIR MODEL_DIR ORACLE_JSON
 (EMULATION_DIR holds the emulated CUDA and NCCL modules; the worker is CADUCEUS_BIN_DIR's)"""
@@ -76,6 +77,14 @@ def main():
             if got != value:
                 failures.append("caduceus_worker_memory_bytes{kind=%s} %s, Info %d"
                                 % (kind, got, value))
+        replays = cluster.metric_value(text, "caduceus_worker_cuda_graph_events_total",
+                                       {"event": "replay", "rank": "0"})
+        graph_failures = cluster.metric_value(text, "caduceus_worker_cuda_graph_events_total",
+                                              {"event": "failure", "rank": "0"})
+        print("rank 0 CUDA graphs: %s replays, %s failures" % (replays, graph_failures))
+        if not replays or graph_failures != 0:
+            failures.append("CUDA graphs: %s decode steps replayed, %s failures (want > 0, 0)"
+                            % (replays, graph_failures))
         for i in range(len(prompts)):
             print("prompt %d: cuda-emulated %s cpu %s oracle %s"
                   % (i, tokens[i], cpu_tokens[i], expected[i]))

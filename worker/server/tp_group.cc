@@ -21,6 +21,11 @@ int64_t TokenCount(const v1::StepPlan& plan) {
   return n;
 }
 
+void ReportGraphs(const GroupParts& parts) {
+  const model::StepGraphStats g = parts.model->graph_stats();
+  parts.metrics->SetCudaGraphs(g.captures, g.replays, g.failures, g.graphs);
+}
+
 }  // namespace
 
 GroupLeader::GroupLeader(GroupParts parts, StepLimits limits, absl::Duration heartbeat_interval)
@@ -100,6 +105,7 @@ absl::Status GroupLeader::Step(v1::StepPlan& plan, v1::StepResult* result) {
     parts_.metrics->ObserveStep(timings->total_seconds(), forward_seconds, collective_seconds,
                                 TokenCount(plan));
     parts_.metrics->SetKvBlocks(used, parts_.cache->num_blocks());
+    ReportGraphs(parts_);
   }
   return absl::OkStatus();
 }
@@ -182,6 +188,7 @@ absl::Status RunFollower(const GroupParts& parts) {
       const double total = SecondsSince(start);
       parts.metrics->ObserveStep(total, total, parts.timed ? parts.timed->TakeSeconds() : 0,
                                  TokenCount(plan));
+      ReportGraphs(parts);
     }
   }
 }

@@ -26,6 +26,9 @@ struct WorkerMetrics::Impl {
   prometheus::Gauge* kv_total = nullptr;
   prometheus::Gauge* healthy = nullptr;
   prometheus::Family<prometheus::Gauge>* memory = nullptr;
+  prometheus::Counter* graph_events[3] = {};  // capture, replay, failure
+  int64_t graph_counts[3] = {};                // their values so far
+  prometheus::Gauge* graphs_held = nullptr;
   prometheus::Labels rank;
 };
 
@@ -62,6 +65,22 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Worke
                         "1 while the tensor-parallel group of this rank can run steps, else 0.");
   impl->healthy->Set(1);
   impl->rank = rank;
+  auto& graph_events = prometheus::BuildCounter()
+                           .Name("caduceus_worker_cuda_graph_events_total")
+                           .Help("CUDA graphs of decode steps: shapes captured, steps replayed, "
+                                 "and captures or launches that failed and ran eagerly (each "
+                                 "failure leaves its shape eager; more than a few means graphs "
+                                 "do not work on this device: run with --cuda_graphs=false).")
+                           .Register(r);
+  const char* events[] = {"capture", "replay", "failure"};
+  for (int i = 0; i < 3; ++i) {
+    prometheus::Labels labels = rank;
+    labels["event"] = events[i];
+    impl->graph_events[i] = &graph_events.Add(labels);
+  }
+  impl->graphs_held = gauge("caduceus_worker_cuda_graphs",
+                            "Executable CUDA graphs this rank holds (pieces of captured decode "
+                            "step shapes).");
   impl->memory = &prometheus::BuildGauge()
                       .Name("caduceus_worker_memory_bytes")
                       .Help("Memory of this rank by kind, set at start: weights (copies in the "
@@ -118,6 +137,18 @@ void WorkerMetrics::SetMemory(const MemoryBreakdown& m) {
     set("activations", m.activations);
     set("device_total", m.device_total);
   }
+}
+
+void WorkerMetrics::SetCudaGraphs(int64_t captures, int64_t replays, int64_t failures,
+                                  int64_t graphs) {
+  const int64_t now[3] = {captures, replays, failures};
+  for (int i = 0; i < 3; ++i) {
+    if (now[i] > impl_->graph_counts[i]) {
+      impl_->graph_events[i]->Increment(static_cast<double>(now[i] - impl_->graph_counts[i]));
+      impl_->graph_counts[i] = now[i];
+    }
+  }
+  impl_->graphs_held->Set(static_cast<double>(graphs));
 }
 
 void WorkerMetrics::SetGroupHealthy(bool healthy) { impl_->healthy->Set(healthy ? 1 : 0); }

@@ -36,6 +36,9 @@ class WorkerMetrics {
   };
   void SetMemory(const MemoryBreakdown& memory);
   void SetGroupHealthy(bool healthy);
+  // The model's CUDA graph counters since load (LlamaModel::graph_stats): captures, replays and
+  // failures become counters, graphs (executable graphs held) a gauge.
+  void SetCudaGraphs(int64_t captures, int64_t replays, int64_t failures, int64_t graphs);
   // The /metrics text, for tests.
   std::string Scrape() const;
 
