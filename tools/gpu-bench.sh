@@ -106,7 +106,7 @@ def need(obj, dotted, where, kind="positive"):
 if r.get("schema") != "caduceus-bench-kernels/1":
     errors.append(f"schema = {r.get('schema')!r}")
 # "emulated": a full-mode run on the CUDA emulation at tiny sizes (CI): the fields of a CUDA run,
-# any shape, no graphs (the emulation cannot capture them).
+# any shape, and each decode step captured and replayed as a graph (the emulation captures too).
 expect_mode = "full" if mode == "emulated" else mode
 if r.get("mode") != expect_mode:
     errors.append(f"mode = {r.get('mode')!r}, want {expect_mode!r}")
@@ -156,10 +156,12 @@ for i, d in enumerate(decode):
     need(d, "kv_shared_across_layers", where, "bool")
     if not isinstance(d.get("breakdown_s"), dict) or "linear" not in d["breakdown_s"]:
         errors.append(f"{where}: breakdown_s missing or without 'linear'")
-    if mode == "full" and graphs:
+    if mode in ("full", "emulated") and graphs:
         g = d.get("cuda_graph")
         if not isinstance(g, dict):
             errors.append(f"{where}: cuda_graph missing")
+        elif mode == "emulated" and "error" in g:
+            errors.append(f"{where}: cuda_graph failed: {g['error']}")
         elif "error" not in g:
             need(g, "step_s", where + " cuda_graph")
             need(g, "speedup", where + " cuda_graph")
