@@ -36,9 +36,16 @@ inline std::atomic<uint64_t>& WorkspaceGenerationCounter() {
   return generation;
 }
 
+// Whether `stream` is being captured. The legacy stream answers cudaErrorStreamCaptureImplicit
+// while a blocking stream captures: work on it would join that capture, so treat it as capturing.
 inline bool IsCapturing(cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  CADUCEUS_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  const cudaError_t e = cudaStreamIsCapturing(stream, &status);
+  if (e == cudaErrorStreamCaptureImplicit) {
+    cudaGetLastError();
+    return true;
+  }
+  CADUCEUS_CUDA_CHECK(e);
   return status != cudaStreamCaptureStatusNone;
 }
 

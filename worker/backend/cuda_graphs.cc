@@ -3,6 +3,8 @@
 // may keep calling the runtime while a step is captured.
 #include <cuda_runtime.h>
 
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "worker/backend/graph_ops.h"
@@ -35,7 +37,9 @@ void DestroyStream(void* stream, int device) {
 absl::Status BeginCapture(void* stream) {
   const cudaError_t e =
       cudaStreamBeginCapture(static_cast<cudaStream_t>(stream), cudaStreamCaptureModeThreadLocal);
-  if (e != cudaSuccess) return absl::InternalError(absl::StrCat("cudaStreamBeginCapture: ", Why(e)));
+  if (e != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("cudaStreamBeginCapture: ", Why(e)));
+  }
   return absl::OkStatus();
 }
 

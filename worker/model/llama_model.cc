@@ -312,8 +312,18 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
 
 absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLogits* logits) {
   RETURN_IF_ERROR(ValidateBatch(batch, cache));
+  // A decode step that may run from graphs: padded to its shape, its metadata in the shape's own
+  // device buffer (the address its graphs read). Without room for that buffer it runs eagerly.
   const std::optional<GraphShape> shape = GraphShapeFor(batch, cache);
   const GraphShape* graph_shape = shape.has_value() ? &*shape : nullptr;
+  int32_t* graph_meta = nullptr;
+  if (graph_shape != nullptr) {
+    const size_t b = static_cast<size_t>(graph_shape->batch);
+    // tokens, positions, slots, query_start, block tables (UploadMetadata's layout).
+    graph_meta = graphs_->Metadata(*graph_shape, 3 * b + (b + 1) +
+                                                     b * static_cast<size_t>(graph_shape->width));
+    if (graph_meta == nullptr) graph_shape = nullptr;
+  }
   RETURN_IF_ERROR(PrepareScratch(batch, cache, graph_shape));
   Scratch& sc = scratch_;
   const backend::KernelTable& k = kernels_;
@@ -329,17 +339,7 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   const size_t acts = static_cast<size_t>(n) * h;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  // Metadata where the kernels read it (host vectors themselves on the CPU; a graph step's own
-  // buffer, at the address its graphs read).
-  int32_t* graph_meta = nullptr;
-  if (graph_shape != nullptr) {
-    graph_meta = graphs_->Metadata(*graph_shape, 3 * static_cast<size_t>(n) +
-                                                     sc.query_start.size() + sc.block_tables.size());
-    if (graph_meta == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "out of ", kernels_.name, " memory for the metadata of a ", n, "-sequence decode step"));
-    }
-  }
+  // Metadata where the kernels read it (host vectors themselves on the CPU).
   const StepMetadata meta = UploadMetadata(graph_meta);
   const int32_t* tokens = meta.tokens;
   const int32_t* positions = meta.positions;
@@ -450,7 +450,8 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   std::vector<int32_t>& greedy = sc.greedy;
   greedy.clear();
   if (sc.argmax_count > 0) {
-    RETURN_IF_ERROR(GreedyTokens(head_in + static_cast<size_t>(full) * h, sc.argmax_count, &greedy));
+    RETURN_IF_ERROR(
+        GreedyTokens(head_in + static_cast<size_t>(full) * h, sc.argmax_count, &greedy));
   }
 
   // Number the rows in sequence order and say where each one's logits or greedy token is.

@@ -65,7 +65,8 @@ std::optional<GraphShape> StepGraphs::ShapeFor(int32_t seqs, int32_t width,
 }
 
 int32_t* StepGraphs::Metadata(const GraphShape& shape, size_t count) {
-  auto it = entries_.try_emplace(shape, &kernels_->memory).first;
+  auto [it, added] = entries_.try_emplace(shape, &kernels_->memory);
+  if (added) ForgetOldShapes(it->first);
   Entry& entry = it->second;
   // The size only grows before the first capture: a shape's metadata has one size.
   if (count > entry.meta.capacity() && !entry.pieces.empty()) DestroyPieces(entry);
@@ -79,6 +80,23 @@ void StepGraphs::DestroyPieces(Entry& entry) {
   entry.pieces.clear();
   entry.nodes = 0;
   entry.captured = false;
+}
+
+// Shapes seen but not held as graphs keep only their metadata buffer; past twice the graph
+// limit the least recently used of them go, so a long-running worker that meets many shapes does
+// not accumulate device memory (allocated after the KV cache took its share).
+void StepGraphs::ForgetOldShapes(const GraphShape& keep) {
+  while (entries_.size() > 2 * static_cast<size_t>(std::max(options_.max_graphs, 1))) {
+    auto oldest = entries_.end();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      const bool is_keep = it->first.batch == keep.batch && it->first.width == keep.width;
+      if (it->second.captured || is_keep) continue;
+      if (oldest == entries_.end() || it->second.last_used < oldest->second.last_used) oldest = it;
+    }
+    if (oldest == entries_.end()) return;
+    DestroyPieces(oldest->second);
+    entries_.erase(oldest);
+  }
 }
 
 void StepGraphs::MakeRoomForOneMore(const Entry& keep) {

@@ -74,7 +74,8 @@ class StepGraphs {
   std::optional<GraphShape> ShapeFor(int32_t seqs, int32_t width, int32_t max_width) const;
 
   // `count` ints of device memory for the metadata of `shape`'s steps, at one address for the
-  // life of the shape's graphs. Null when the device is out of memory.
+  // life of the shape's graphs. Null when the device is out of memory (the step then runs
+  // eagerly, unpadded).
   int32_t* Metadata(const GraphShape& shape, size_t count);
 
   // Starts a step of `shape` (null: eager, no graphs) whose device work holds `stamp`.
@@ -87,6 +88,7 @@ class StepGraphs {
   enum class Mode { kEager, kCapture, kReplay };
   void DestroyPieces(Entry& entry);
   void MakeRoomForOneMore(const Entry& keep);
+  void ForgetOldShapes(const GraphShape& keep);
   uint64_t Generation() const;
 
   const backend::KernelTable* kernels_;

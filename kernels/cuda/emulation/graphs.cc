@@ -76,14 +76,17 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* pGraph) {
   const cudaError_t ended = emu::EndCapture(stream, &graph->nodes, &why);
   if (ended != cudaSuccess) {
     delete graph;
-    if (!why.empty()) std::fprintf(stderr, "CUDA emulation: capture invalidated: %s\n", why.c_str());
+    if (!why.empty()) {
+      std::fprintf(stderr, "CUDA emulation: capture invalidated: %s\n", why.c_str());
+    }
     return emu::SetLastError(ended);
   }
   *pGraph = reinterpret_cast<cudaGraph_t>(emu::Register(&emu::Graphs::graphs, graph));
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus* pCaptureStatus) {
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream,
+                                  enum cudaStreamCaptureStatus* pCaptureStatus) {
   if (pCaptureStatus == nullptr) return emu::SetLastError(cudaErrorInvalidValue);
   if (emu::CheckStreamHandle(stream) != cudaSuccess) return cudaErrorInvalidResourceHandle;
   *pCaptureStatus =
