@@ -80,6 +80,7 @@ void StepGraphs::DestroyPieces(Entry& entry) {
   entry.pieces.clear();
   entry.nodes = 0;
   entry.captured = false;
+  entry.seen = false;  // a shape captured again first runs eagerly at the current addresses
 }
 
 // Shapes seen but not held as graphs keep only their metadata buffer; past twice the graph
@@ -109,10 +110,7 @@ void StepGraphs::MakeRoomForOneMore(const Entry& keep) {
       oldest = &entry;
     }
   }
-  if (held >= options_.max_graphs && oldest != nullptr) {
-    DestroyPieces(*oldest);
-    oldest->seen = false;
-  }
+  if (held >= options_.max_graphs && oldest != nullptr) DestroyPieces(*oldest);
 }
 
 StepGraphs::Step StepGraphs::Begin(const GraphShape* shape, Stamp stamp) {
@@ -126,7 +124,6 @@ StepGraphs::Step StepGraphs::Begin(const GraphShape* shape, Stamp stamp) {
     }
     // A buffer the graph holds moved: capture again, after an eager step at the new addresses.
     DestroyPieces(entry);
-    entry.seen = false;
   }
   if (!entry.seen) {
     entry.seen = true;
@@ -206,7 +203,6 @@ absl::Status StepGraphs::Step::Finish() {
     if (entry_->generation != owner_->Generation()) {
       // A workspace grew while capturing: what the graph holds is gone. Capture again later.
       owner_->DestroyPieces(*entry_);
-      entry_->seen = false;
       return absl::OkStatus();
     }
     entry_->captured = true;
