@@ -1,6 +1,7 @@
 // Device memory for the CUDA backend (built only with CADUCEUS_WITH_CUDA). Copies are
-// synchronous with respect to the host: the model enqueues its kernels on the legacy default
-// stream, so a copy after them waits for them, and a copy before them completes first.
+// synchronous with respect to the host and run on the legacy default stream; the model's kernels
+// run on a blocking stream (GraphOps::create_stream), which the legacy stream orders with, so a
+// copy after them waits for them, and a copy before them completes first.
 //
 // Large host-to-device copies (the weights at load time) go through a pinned, double-buffered
 // staging buffer (kernels/cuda/staged_upload.h).
@@ -48,6 +49,13 @@ void ToHost(void* dst, const void* src, size_t bytes, int device) {
   Check(cudaSetDevice(device), "cudaSetDevice");
   Check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
 }
+void ToHost2D(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,
+              size_t rows, int device) {
+  if (rows == 0 || width == 0) return;
+  Check(cudaSetDevice(device), "cudaSetDevice");
+  Check(cudaMemcpy2D(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDeviceToHost),
+        "cudaMemcpy2D D2H");
+}
 void DeviceCopy(void* dst, const void* src, size_t bytes, int device) {
   Check(cudaSetDevice(device), "cudaSetDevice");
   Check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy D2D");
@@ -71,7 +79,7 @@ int64_t TotalBytes(int device) {
 
 MemoryOps CudaMemoryOps(int device) {
   return MemoryOps{false, device, &CudaAlloc, &CudaFree, &ToDevice, &ToHost, &DeviceCopy,
-                   &FreeBytes, &TotalBytes};
+                   &FreeBytes, &TotalBytes, &ToHost2D};
 }
 
 }  // namespace caduceus::backend

@@ -21,6 +21,11 @@ struct MemoryOps {
   // Bytes free on the device, and its capacity (host: 0, meaning "use the memory budget flags").
   int64_t (*free_bytes)(int device) = nullptr;
   int64_t (*total_bytes)(int device) = nullptr;
+  // `rows` rows of `width` bytes from device memory with `src_pitch` bytes between row starts to
+  // host memory with `dst_pitch` (pitches >= width). One call instead of a copy per row, and it
+  // lets the vocab-parallel logits land in row order without a host pass (cudaMemcpy2D).
+  void (*to_host_2d)(void* host_dst, size_t dst_pitch, const void* src, size_t src_pitch,
+                     size_t width, size_t rows, int device) = nullptr;
 };
 
 MemoryOps HostMemoryOps();

@@ -107,6 +107,17 @@ void ToHost(void* dst, const void* src, size_t bytes, int) {
   OnHost(dst, bytes, "to_host destination");
   std::memcpy(dst, src, bytes);
 }
+void ToHost2D(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,
+              size_t rows, int) {
+  if (rows == 0 || width == 0) return;
+  if (dst_pitch < width || src_pitch < width) Registry::Die("to_host_2d pitch below the width", "");
+  OnDevice(src, src_pitch * (rows - 1) + width, "to_host_2d source");
+  OnHost(dst, dst_pitch * (rows - 1) + width, "to_host_2d destination");
+  for (size_t r = 0; r < rows; ++r) {
+    std::memcpy(static_cast<char*>(dst) + r * dst_pitch,
+                static_cast<const char*>(src) + r * src_pitch, width);
+  }
+}
 void DeviceCopy(void* dst, const void* src, size_t bytes, int) {
   OnDevice(dst, bytes, "device_copy destination");
   OnDevice(src, bytes, "device_copy source");
@@ -204,7 +215,7 @@ KernelTable EmulatedDeviceTable() {
   return KernelTable{kEmulatedDevice, &EmbeddingGather, &RmsNorm, &AddRmsNorm, &Linear,
                      &LinearArgmax, &Rope, &SiluMul, &KvCacheWrite, &PagedAttention,
                      MemoryOps{false, 0, &Alloc, &Free, &ToDevice, &ToHost, &DeviceCopy,
-                               &FreeBytes, &TotalBytes},
+                               &FreeBytes, &TotalBytes, &ToHost2D},
                      GraphOps{}};
 }
 

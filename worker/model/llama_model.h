@@ -115,7 +115,6 @@ class LlamaModel {
     // qkv: the fused projection's rows [n, (q + 2 kv) * head_dim]; gate_up: [n, 2 * inter].
     backend::DeviceArray<float> residual, normed, qkv, attn, proj, gate_up, act, last_hidden;
     backend::DeviceArray<float> logits, gathered_logits;  // lm_head output (device backends, TP)
-    std::vector<float> host_gathered;                      // TP logits on the host, rank-major
     // Greedy tokens of argmax_only rows: this rank's (value, index) per row, every rank's under
     // TP, their host copies, and the merged tokens.
     backend::DeviceArray<float> argmax_value, gathered_value;

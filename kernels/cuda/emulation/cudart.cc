@@ -323,6 +323,23 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaM
                             cudaStream_t stream) {
   return emu::Copy(dst, src, count, kind, stream, /*async=*/true);
 }
+// Row by row through Copy, so each row's device side must lie inside one allocation.
+cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
+                         size_t height, enum cudaMemcpyKind kind) {
+  if (width == 0 || height == 0) return cudaSuccess;
+  if (dpitch < width || spitch < width) {
+    return emu::Fail(cudaErrorInvalidPitchValue,
+                     "cudaMemcpy2D pitch (" + std::to_string(dpitch) + ", " +
+                         std::to_string(spitch) + ") below the width " + std::to_string(width));
+  }
+  for (size_t r = 0; r < height; ++r) {
+    const cudaError_t e = emu::Copy(static_cast<char*>(dst) + r * dpitch,
+                                    static_cast<const char*>(src) + r * spitch, width, kind,
+                                    nullptr, /*async=*/false);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
 cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
   return emu::Fill(devPtr, value, count, nullptr, /*async=*/false);
 }

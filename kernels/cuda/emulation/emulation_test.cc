@@ -150,6 +150,30 @@ TEST(CudaEmulationTest, StreamWorkRunsWhenTheHostSynchronizes) {
   cudaFree(d);
 }
 
+TEST(CudaEmulationTest, Memcpy2DCopiesEachRowIntoItsPitch) {
+  // 3 rows of 4 ints, device pitch 5 ints: the rows land at host pitch 6, the gaps untouched.
+  int* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 15 * sizeof(int)), cudaSuccess);
+  std::vector<int> src(15);
+  for (int i = 0; i < 15; ++i) src[i] = i;
+  ASSERT_EQ(cudaMemcpy(d, src.data(), src.size() * sizeof(int), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  std::vector<int> dst(18, -7);
+  ASSERT_EQ(cudaMemcpy2D(dst.data(), 6 * sizeof(int), d, 5 * sizeof(int), 4 * sizeof(int), 3,
+                         cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  EXPECT_EQ(dst, (std::vector<int>{0, 1, 2, 3, -7, -7, 5, 6, 7, 8, -7, -7, 10, 11, 12, 13, -7, -7}));
+  // A pitch below the width, and a last row that runs past the allocation.
+  EXPECT_EQ(cudaMemcpy2D(dst.data(), 3 * sizeof(int), d, 5 * sizeof(int), 4 * sizeof(int), 3,
+                         cudaMemcpyDeviceToHost),
+            cudaErrorInvalidPitchValue);
+  EXPECT_EQ(cudaMemcpy2D(dst.data(), 6 * sizeof(int), d, 6 * sizeof(int), 4 * sizeof(int), 3,
+                         cudaMemcpyDeviceToHost),
+            cudaErrorInvalidValue);
+  cudaGetLastError();
+  cudaFree(d);
+}
+
 TEST(CudaEmulationTest, TheRuntimeRefusesWhatAGpuWould) {
   int* d = nullptr;
   ASSERT_EQ(cudaMalloc(&d, 64 * sizeof(int)), cudaSuccess);
