@@ -102,7 +102,10 @@ void ToDevice(void* dst, const void* src, size_t bytes, int) {
   OnHost(src, bytes, "to_device source");
   std::memcpy(dst, src, bytes);
 }
+thread_local int64_t bytes_to_host = 0;
+
 void ToHost(void* dst, const void* src, size_t bytes, int) {
+  bytes_to_host += static_cast<int64_t>(bytes);
   OnDevice(src, bytes, "to_host source");
   OnHost(dst, bytes, "to_host destination");
   std::memcpy(dst, src, bytes);
@@ -110,6 +113,7 @@ void ToHost(void* dst, const void* src, size_t bytes, int) {
 void ToHost2D(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,
               size_t rows, int) {
   if (rows == 0 || width == 0) return;
+  bytes_to_host += static_cast<int64_t>(rows * width);
   if (dst_pitch < width || src_pitch < width) Registry::Die("to_host_2d pitch below the width", "");
   OnDevice(src, src_pitch * (rows - 1) + width, "to_host_2d source");
   OnHost(dst, dst_pitch * (rows - 1) + width, "to_host_2d destination");
@@ -221,5 +225,6 @@ KernelTable EmulatedDeviceTable() {
 
 int64_t EmulatedDeviceAllocatedBytes() { return Registry::Get().allocated(); }
 int64_t EmulatedDevicePeakBytes() { return Registry::Get().peak(); }
+int64_t EmulatedDeviceBytesToHostOnThisThread() { return bytes_to_host; }
 
 }  // namespace caduceus::backend

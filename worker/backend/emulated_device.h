@@ -26,5 +26,8 @@ KernelTable EmulatedDeviceTable();
 // once since the process started.
 int64_t EmulatedDeviceAllocatedBytes();
 int64_t EmulatedDevicePeakBytes();
+// For tests: bytes the calling thread has copied from the emulated device to the host (to_host
+// and to_host_2d), so a test running ranks as threads can tell what each rank read back.
+int64_t EmulatedDeviceBytesToHostOnThisThread();
 
 }  // namespace caduceus::backend

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -14,6 +15,7 @@
 #include "worker/model/kv_cache.h"
 #include "worker/model/llama_model.h"
 #include "worker/model/model_test_util.h"
+#include "worker/model/thread_communicator.h"
 #include "worker/model/weight_store.h"
 
 namespace caduceus::model {
@@ -41,6 +43,40 @@ TEST(EmulatedDeviceTest, DevicePathGivesTheCpuBits) {
       EXPECT_TRUE(dev[r].logits == cpu[r].logits) << "TP=" << size << " rank " << r;
     }
   }
+}
+
+// Followers (ranks > 0, which the worker never asks for results) take part in every collective
+// but copy nothing back, and the leader's logits and greedy tokens keep their bits.
+TEST(EmulatedDeviceTest, FollowersReadNothingBack) {
+  const std::vector<Trace> all = RunGroup(2, true, /*argmax_odd=*/true, backend::kEmulatedDevice);
+  ASSERT_TRUE(all[0].status.ok() && all[1].status.ok()) << all[0].status << all[1].status;
+  ThreadCommunicatorGroup group(2);
+  std::vector<Trace> traces(2);
+  std::vector<int64_t> read_back(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      auto model = LlamaModel::Load(TinyModelDir(), Options(r, 2, true, backend::kEmulatedDevice),
+                                    group.rank(r));
+      if (!model.ok()) {
+        traces[r].status = model.status();
+        return;
+      }
+      const int64_t before = backend::EmulatedDeviceBytesToHostOnThisThread();
+      traces[r] = test_util::Generate(**model, /*argmax_odd=*/true, r > 0 ? &all[0] : nullptr);
+      read_back[r] = backend::EmulatedDeviceBytesToHostOnThisThread() - before;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  ASSERT_TRUE(traces[0].status.ok() && traces[1].status.ok())
+      << traces[0].status << traces[1].status;
+  EXPECT_EQ(traces[0].tokens, all[0].tokens);
+  EXPECT_TRUE(traces[0].logits == all[0].logits) << "the leader's logits changed";
+  EXPECT_EQ(traces[1].tokens, all[0].tokens);
+  EXPECT_TRUE(traces[1].logits.empty());
+  // The leader reads two sequences' logits rows (128256 floats each) per step, and more.
+  EXPECT_GT(read_back[0], int64_t{2} * 128256 * 4 * (kSteps + 1));
+  EXPECT_EQ(read_back[1], 0) << "a follower copied results back to the host";
 }
 
 // Every weight lives on the device once (tied embeddings placed once), and unloading the model

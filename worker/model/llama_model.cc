@@ -416,8 +416,11 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
     }
     head_in = sc.last_hidden.data();
   }
-  logits->vocab_size = c.vocab_size;
-  logits->values.resize(static_cast<size_t>(full) * c.vocab_size);
+  if (logits == nullptr && comm_ == nullptr) return absl::OkStatus();  // nobody reads the head
+  if (logits != nullptr) {
+    logits->vocab_size = c.vocab_size;
+    logits->values.resize(static_cast<size_t>(full) * c.vocab_size);
+  }
   if (full > 0 && comm_ == nullptr) {
     // Host backends write the logits in place; device backends copy them back once.
     float* out = mem.host ? logits->values.data() : sc.logits.data();
@@ -435,7 +438,7 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
     RETURN_IF_ERROR(comm_->AllGather(sc.logits.data(), per_rank, sc.gathered_logits.data()));
     // Every collective of the step (a device communicator may defer them) before the host reads.
     RETURN_IF_ERROR(comm_->Flush());
-    for (int32_t rank = 0; rank < l.spec.size; ++rank) {
+    for (int32_t rank = 0; logits != nullptr && rank < l.spec.size; ++rank) {
       mem.to_host_2d(logits->values.data() + rank * lv, sizeof(float) * c.vocab_size,
                      sc.gathered_logits.data() + rank * per_rank, sizeof(float) * lv,
                      sizeof(float) * lv, static_cast<size_t>(full), mem.device);
@@ -444,9 +447,10 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   std::vector<int32_t>& greedy = sc.greedy;
   greedy.clear();
   if (sc.argmax_count > 0) {
-    RETURN_IF_ERROR(
-        GreedyTokens(head_in + static_cast<size_t>(full) * h, sc.argmax_count, &greedy));
+    RETURN_IF_ERROR(GreedyTokens(head_in + static_cast<size_t>(full) * h, sc.argmax_count,
+                                 logits != nullptr ? &greedy : nullptr));
   }
+  if (logits == nullptr) return absl::OkStatus();
 
   // Number the rows in sequence order and say where each one's logits or greedy token is.
   logits->row_begin.clear();
@@ -475,7 +479,8 @@ absl::Status LlamaModel::GreedyTokens(const float* hidden, int32_t m, std::vecto
   const int32_t h = config_.hidden_size;
   kernels_.linear_argmax(hidden, m, h, weights_.lm_head, layout_.vocab, sc.argmax_index.data(),
                          sc.argmax_value.data(), graphs_->stream());
-  tokens->resize(m);
+  if (tokens == nullptr && comm_ == nullptr) return absl::OkStatus();
+  if (tokens != nullptr) tokens->resize(m);
   if (comm_ == nullptr) {
     mem.to_host(tokens->data(), sc.argmax_index.data(), sizeof(int32_t) * m, mem.device);
     return absl::OkStatus();
@@ -489,6 +494,7 @@ absl::Status LlamaModel::GreedyTokens(const float* hidden, int32_t m, std::vecto
   RETURN_IF_ERROR(comm_->AllGather(reinterpret_cast<const float*>(sc.argmax_index.data()), n,
                                    reinterpret_cast<float*>(sc.gathered_index.data())));
   RETURN_IF_ERROR(comm_->Flush());
+  if (tokens == nullptr) return absl::OkStatus();  // a follower: the gathers were its part
   mem.to_host(sc.host_value.data(), sc.gathered_value.data(), sizeof(float) * ranks * n,
               mem.device);
   mem.to_host(sc.host_index.data(), sc.gathered_index.data(), sizeof(int32_t) * ranks * n,

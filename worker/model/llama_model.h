@@ -60,6 +60,10 @@ class LlamaModel {
   // Tensor-parallel: every rank calls Forward with the same batch (a collective) and every rank
   // gets the full logits, columns in vocabulary order. A failed collective returns its error;
   // the positions of that step are then undefined in the cache and must be recomputed.
+  // `logits` null: the caller does not read this step's results (a follower rank; the leader
+  // samples). Every collective still runs, but nothing comes back to the host: on a GPU at TP=8
+  // that spares each follower a [rows, vocabulary] fp32 copy over PCIe per step (131 MB at
+  // batch 256), all eight at once. Without a communicator the lm_head is skipped.
   absl::Status Forward(const StepBatch& batch, KvCache& cache, StepLogits* logits);
 
   absl::Status ValidateBatch(const StepBatch& batch, const KvCache& cache) const;
@@ -139,6 +143,7 @@ class LlamaModel {
   absl::Status PrepareScratch(const StepBatch& batch, const KvCache& cache,
                               const GraphShape* shape);
   // The greedy token of each of the m rows of `hidden` (device memory), over the whole vocabulary.
+  // `tokens` null: only this rank's part of the collectives (a follower).
   absl::Status GreedyTokens(const float* hidden, int32_t m, std::vector<int32_t>* tokens);
 
   ModelConfig config_;

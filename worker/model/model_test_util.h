@@ -50,7 +50,9 @@ struct Trace {
 // Prefills every prompt in one step, then decodes all of them together for kSteps steps. With
 // argmax_odd, the odd sequences are argmax_only: their greedy tokens come from the lm_head's
 // argmax (LinearArgmax, gathered across ranks) in the same steps as the others' logits rows.
-inline Trace Generate(LlamaModel& model, bool argmax_odd = false) {
+// With `follow` (a follower rank, as in the worker): the tokens come from that trace and Forward
+// gets no logits, so it reads nothing back; the trace records no logits.
+inline Trace Generate(LlamaModel& model, bool argmax_odd = false, const Trace* follow = nullptr) {
   const auto prompts = Prompts();
   const size_t num = prompts.size();
   Trace trace;
@@ -78,8 +80,15 @@ inline Trace Generate(LlamaModel& model, bool argmax_odd = false) {
       batch.sequences.back().argmax_only = argmax_odd && s % 2 == 1;
     }
     StepLogits logits;
-    trace.status = model.Forward(batch, cache, &logits);
+    trace.status = model.Forward(batch, cache, follow != nullptr ? nullptr : &logits);
     if (!trace.status.ok()) return trace;
+    if (follow != nullptr) {
+      for (size_t s = 0; s < num; ++s) {
+        next[s] = follow->tokens[s][step];
+        trace.tokens[s].push_back(next[s]);
+      }
+      continue;
+    }
     for (size_t s = 0; s < num; ++s) {
       const int32_t row = logits.row_begin[s];
       if (batch.sequences[s].argmax_only) {
@@ -107,9 +116,10 @@ inline LoadOptions Options(int rank, int size, bool resident_weights = true,
   return options;
 }
 
-// Runs a TP group of `size` threads; returns each rank's trace.
+// Runs a TP group of `size` threads; returns each rank's trace. With `follow`, ranks > 0 are
+// followers that take their tokens from it and read no results back (Generate's `follow`).
 inline std::vector<Trace> RunGroup(int size, bool resident_weights = true, bool argmax_odd = false,
-                            const std::string& device = "cpu") {
+                            const std::string& device = "cpu", const Trace* follow = nullptr) {
   ThreadCommunicatorGroup group(size);
   std::vector<Trace> traces(size);
   std::vector<std::thread> threads;
@@ -124,7 +134,7 @@ inline std::vector<Trace> RunGroup(int size, bool resident_weights = true, bool 
         traces[r].status = model.status();
         return;
       }
-      traces[r] = Generate(**model, argmax_odd);
+      traces[r] = Generate(**model, argmax_odd, r > 0 ? follow : nullptr);
     });
   }
   for (std::thread& t : threads) t.join();

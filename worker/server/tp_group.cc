@@ -171,7 +171,6 @@ void GroupLeader::HeartbeatLoop() {
 
 absl::Status RunFollower(const GroupParts& parts) {
   ControlPlane control(parts.control);
-  model::StepLogits logits;
   v1::StepPlan plan;
   while (true) {
     ASSIGN_OR_RETURN(ControlMessage message, control.Receive());
@@ -182,8 +181,9 @@ absl::Status RunFollower(const GroupParts& parts) {
     }
     const auto start = std::chrono::steady_clock::now();
     if (parts.timed) parts.timed->TakeSeconds();
-    // The leader validated the plan; a failure here is a collective (or the device).
-    RETURN_IF_ERROR(parts.model->Forward(BatchFromPlan(plan), *parts.cache, &logits));
+    // The leader validated the plan; a failure here is a collective (or the device). Only the
+    // leader samples: a follower takes part in the collectives and copies nothing back.
+    RETURN_IF_ERROR(parts.model->Forward(BatchFromPlan(plan), *parts.cache, /*logits=*/nullptr));
     if (parts.metrics) {
       const double total = SecondsSince(start);
       parts.metrics->ObserveStep(total, total, parts.timed ? parts.timed->TakeSeconds() : 0,
