@@ -244,11 +244,9 @@ class CudaDevice : public Device {
     FillBf16(static_cast<bf16*>(buffers->at(0)), n, 21, -0.05f, 0.05f);
     FillBf16(static_cast<bf16*>(buffers->at(1)), n, 22, -1.0f, 1.0f);
     Synchronize();
-    cublasHandle_t h = cublas_;
-    const cudaStream_t s = stream_;
-    return [buffers, h, s, size](int64_t) {
+    cublasHandle_t h = cublas_;  // bound to stream_ (EnsureCublas)
+    return [buffers, h, size](int64_t) {
       const float alpha = 1.0f, beta = 0.0f;
-      BENCH_CUBLAS_CHECK(cublasSetStream(h, s));
       BENCH_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, size, size, size, &alpha,
                                       buffers->at(0), CUDA_R_16BF, size, buffers->at(1),
                                       CUDA_R_16BF, size, &beta, buffers->at(2), CUDA_R_16BF, size,
@@ -319,6 +317,8 @@ class CudaDevice : public Device {
     BENCH_CUBLAS_CHECK(cublasCreate(&cublas_));
     constexpr size_t kWorkspace = size_t{32} << 20;
     BENCH_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kWorkspace));
+    // Stream first: cublasSetStream puts the handle back on cuBLAS's default workspace pool.
+    BENCH_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
     BENCH_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kWorkspace));
   }
 

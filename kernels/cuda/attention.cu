@@ -43,11 +43,11 @@
 // same instance, and MergePartitionsKernel never reads the cache, so the bits stay identical
 // between the paths for each dtype.
 //
-// Split workspace: per (host thread, device), grown on demand (stream-ordered), the same
-// internal::StreamWorkspace as Linear's (stream_workspace.cuh). An
+// Split workspace: per stream (per host thread on the default streams), grown on demand
+// (stream-ordered), the same internal::StreamWorkspace as Linear's (stream_workspace.cuh). An
 // event recorded after each split call makes a call on a different stream wait for the previous
-// one, so the shared workspace never races. A CUDA graph that captured a split call keeps the
-// workspace pointer: it is valid until a later call from the same thread grows the workspace.
+// one, so a shared workspace never races. A CUDA graph that captured a split call keeps the
+// workspace pointer: it is valid until a later call on the same stream grows the workspace.
 // Not done (see README): sharing K/V loads between the q heads of one GQA group.
 #include <cuda_runtime.h>
 
@@ -419,8 +419,8 @@ void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, Paged
   // SplitPartitions bounded the workspace, so these products are small.
   const int64_t items = static_cast<int64_t>(batch.num_tokens) * q_heads;
   const int64_t partials = items * max_parts;
-  // The partials, in this thread's stream-ordered workspace for split attention.
-  internal::StreamWorkspace& ws = internal::PerThreadForCurrentDevice<internal::StreamWorkspace>();
+  // The partials, in the stream's workspace for split attention.
+  internal::StreamWorkspace& ws = internal::ForStream<internal::StreamWorkspace>(s);
   ws.Begin(s);
   float* buffer = static_cast<float*>(
       ws.Buffer(sizeof(float) * static_cast<size_t>(partials * (cache.head_dim + 2)), s));

@@ -182,22 +182,27 @@ TEST_P(PagedAttentionTest, MatchesCpuAndIsBatchInvariant) {
     if (HasFatalFailure()) return;
   }
 
-  // The same decode batch alternately on two streams: the split path's per-thread workspace is
-  // shared by both, and the calls must not race on it.
-  cudaStream_t streams[2];
+  // The same decode batch alternately on two created streams (a split workspace each) and on the
+  // legacy and per-thread default streams, which share the thread's: those calls must not race.
+  cudaStream_t streams[4] = {nullptr, nullptr, nullptr, cudaStreamPerThread};
   ASSERT_CUDA_OK(cudaStreamCreate(&streams[0]));
   ASSERT_CUDA_OK(cudaStreamCreate(&streams[1]));
-  DeviceArray<float> d_dec_out1(dec_q.size());
+  DeviceArray<float> d_dec_out1(dec_q.size()), d_dec_out2(dec_q.size()), d_dec_out3(dec_q.size());
+  DeviceArray<float>* outs[4] = {&d_dec_out, &d_dec_out1, &d_dec_out2, &d_dec_out3};
   for (int rep = 0; rep < 3; ++rep) {
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < 4; ++i) {
       cuda::PagedAttention(d_dec_q.get(), q_row, c.q_heads, layer, dec_batch, scale,
-                           (i == 0 ? d_dec_out : d_dec_out1).get(), Stream{streams[i]});
+                           outs[i]->get(), Stream{streams[i]});
     }
   }
-  ExpectBitEqual(d_dec_out.Read(), dec_got, "decode batch, stream 0");
-  ExpectBitEqual(d_dec_out1.Read(), dec_got, "decode batch, stream 1");
-  cudaStreamDestroy(streams[0]);
-  cudaStreamDestroy(streams[1]);
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  for (int i = 0; i < 4; ++i) {
+    ExpectBitEqual(outs[i]->Read(), dec_got, "decode batch, stream " + std::to_string(i));
+  }
+  for (int i = 0; i < 2; ++i) {
+    cuda::ReleaseStream(Stream{streams[i]});
+    cudaStreamDestroy(streams[i]);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -8,6 +8,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+// Before the emulation's macros (it redefines __noinline__, which libstdc++ headers use).
+#include <map>
+#include <memory>
+#include <mutex>
 
 #include "kernels/kernels.h"
 

@@ -15,4 +15,9 @@ namespace caduceus::kernels::cuda {
 // or released. A CUDA graph that captured kernel calls holds their workspace pointers: replay it
 // only while this is what it was at capture.
 uint64_t WorkspaceGeneration();
+
+// Frees the workspaces and the cuBLAS context of `stream` (after the work queued on it), before
+// its owner destroys it. The kernels keep them per stream (per host thread on the default
+// streams, for which this does nothing).
+void ReleaseStream(Stream stream);
 }  // namespace caduceus::kernels::cuda

@@ -11,6 +11,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -187,11 +188,13 @@ TEST_F(CudaKernelsTest, SkinnyLinearRowsAreBatchInvariant) {
 }
 
 TEST_F(CudaKernelsTest, LinearOnNonDefaultStreams) {
-  // The per-thread workspace is shared by calls on different streams: they must not race.
+  // Created streams have a workspace each; the default streams (legacy and per-thread) share the
+  // calling thread's, so calls alternating between them must not race.
   const int m = 9, k = 2048, n = 1024;
   const auto x = RandomFloats(static_cast<size_t>(m) * k, 7);
   const auto w = RandomBf16(static_cast<size_t>(n) * k, 8, 0.05f);
-  DeviceArray<float> d_x(x), d_y0(static_cast<size_t>(m) * n), d_y1(static_cast<size_t>(m) * n);
+  DeviceArray<float> d_x(x), d_y0(static_cast<size_t>(m) * n), d_y1(static_cast<size_t>(m) * n),
+      d_y2(static_cast<size_t>(m) * n), d_y3(static_cast<size_t>(m) * n);
   DeviceArray<bf16> d_w(w);
   cudaStream_t s0, s1;
   ASSERT_CUDA_OK(cudaStreamCreate(&s0));
@@ -199,10 +202,45 @@ TEST_F(CudaKernelsTest, LinearOnNonDefaultStreams) {
   for (int rep = 0; rep < 4; ++rep) {
     cuda::Linear(d_x.get(), m, k, d_w.get(), n, d_y0.get(), Stream{s0});
     cuda::Linear(d_x.get(), m, k, d_w.get(), n, d_y1.get(), Stream{s1});
+    cuda::Linear(d_x.get(), m, k, d_w.get(), n, d_y2.get(), Stream{nullptr});
+    cuda::Linear(d_x.get(), m, k, d_w.get(), n, d_y3.get(), Stream{cudaStreamPerThread});
   }
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
   ExpectBitEqual(d_y1.Read(), d_y0.Read(), "two streams");
+  ExpectBitEqual(d_y2.Read(), d_y0.Read(), "legacy stream");
+  ExpectBitEqual(d_y3.Read(), d_y0.Read(), "per-thread stream");
+  cuda::ReleaseStream(Stream{s0});
+  cuda::ReleaseStream(Stream{s1});
   cudaStreamDestroy(s0);
   cudaStreamDestroy(s1);
+}
+
+TEST_F(CudaKernelsTest, WorkspaceFollowsTheStreamAcrossThreads) {
+  // The worker warms its model up on one thread and steps it on another, on the model's stream:
+  // the step thread must find that stream's workspaces (cuBLAS context, split buffers) already
+  // sized, so its calls allocate nothing (no new generation) and a graph captured there never
+  // has to grow one. ReleaseStream frees them.
+  const int m = 9, k = 512, n = 256;
+  const auto x = RandomFloats(static_cast<size_t>(m) * k, 17);
+  const auto w = RandomBf16(static_cast<size_t>(n) * k, 18, 0.05f);
+  DeviceArray<float> d_x(x), d_y0(static_cast<size_t>(m) * n), d_y1(static_cast<size_t>(m) * n);
+  DeviceArray<bf16> d_w(w);
+  cudaStream_t s;
+  ASSERT_CUDA_OK(cudaStreamCreate(&s));
+  std::thread([&] {
+    cuda::Linear(d_x.get(), m, k, d_w.get(), n, d_y0.get(), Stream{s});
+    cudaStreamSynchronize(s);
+  }).join();
+  const uint64_t warmed = cuda::WorkspaceGeneration();
+  std::thread([&] {
+    cuda::Linear(d_x.get(), m, k, d_w.get(), n, d_y1.get(), Stream{s});
+    cudaStreamSynchronize(s);
+  }).join();
+  EXPECT_EQ(cuda::WorkspaceGeneration(), warmed) << "the second thread grew a workspace of its own";
+  ExpectBitEqual(d_y1.Read(), d_y0.Read(), "second thread");
+  cuda::ReleaseStream(Stream{s});
+  EXPECT_GT(cuda::WorkspaceGeneration(), warmed) << "ReleaseStream freed nothing";
+  ASSERT_CUDA_OK(cudaStreamDestroy(s));
 }
 
 TEST_F(CudaKernelsTest, RopeMatchesCpu) {

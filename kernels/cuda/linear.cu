@@ -50,7 +50,7 @@ constexpr int kThreads = 256;
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
 // A cuBLAS handle with its own workspace, and the stream-ordered scratch of the split
-// activations and partial outputs, per (host thread, device).
+// activations and partial outputs, per stream (internal::ForStream).
 class GemmContext {
  public:
   explicit GemmContext(int device) : device_(device), scratch_(device) {
@@ -74,9 +74,17 @@ class GemmContext {
   }
 
   // Orders this call after the previous one on whatever stream that used, and binds the handle.
+  // cublasSetStream resets the handle to cuBLAS's default workspace pool (cuBLAS docs,
+  // cublasSetStream), which would allocate behind our back, inside graph captures too: our
+  // workspace goes back on with it, and only when the stream changes.
   void Begin(cudaStream_t stream) {
     scratch_.Begin(stream);
-    CADUCEUS_CUBLAS_CHECK(cublasSetStream(handle_, stream));
+    if (!bound_ || stream != bound_stream_) {
+      CADUCEUS_CUBLAS_CHECK(cublasSetStream(handle_, stream));
+      CADUCEUS_CUBLAS_CHECK(cublasSetWorkspace(handle_, cublas_workspace_, kCublasWorkspaceBytes));
+      bound_stream_ = stream;
+      bound_ = true;
+    }
   }
   void End(cudaStream_t stream) { scratch_.End(stream); }
 
@@ -90,11 +98,11 @@ class GemmContext {
   internal::StreamWorkspace scratch_;
   cublasHandle_t handle_ = nullptr;
   void* cublas_workspace_ = nullptr;
+  cudaStream_t bound_stream_ = nullptr;
+  bool bound_ = false;
 };
 
-GemmContext& ContextForCurrentDevice() {
-  return internal::PerThreadForCurrentDevice<GemmContext>();
-}
+GemmContext& ContextFor(cudaStream_t stream) { return internal::ForStream<GemmContext>(stream); }
 
 // x [m, k] fp32 -> split [2m, k] bf16: rows [0, m) = hi, rows [m, 2m) = lo.
 __global__ void SplitBf16Kernel(const float* x, int64_t total, __nv_bfloat16* split) {
@@ -293,7 +301,7 @@ void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, floa
     LaunchSkinny(x, m, k, w, n, y, s);
     return;
   }
-  GemmContext& ctx = ContextForCurrentDevice();
+  GemmContext& ctx = ContextFor(s);
   ctx.Begin(s);
   const float* parts = GemmHalves(ctx, x, m, k, w, n, s);
   internal::Launch(SumHalvesKernel, internal::GridFor(out_total, kThreads), kThreads, s,
@@ -310,7 +318,7 @@ void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
                      n <= 0 ? -1 : 0, n <= 0 ? -INFINITY : 0.0f, index, value);
     return;
   }
-  GemmContext& ctx = ContextForCurrentDevice();
+  GemmContext& ctx = ContextFor(s);
   ctx.Begin(s);
   const int64_t total = static_cast<int64_t>(m) * n;
   if (m <= kSkinnyRows) {
@@ -326,5 +334,12 @@ void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
 }
 
 uint64_t WorkspaceGeneration() { return internal::WorkspaceGenerationCounter().load(); }
+
+void ReleaseStream(Stream stream) {
+  const cudaStream_t s = StreamOf(stream);
+  if (internal::IsSharedDefaultStream(s)) return;
+  internal::ReleaseForStream<GemmContext>(s);
+  internal::ReleaseForStream<internal::StreamWorkspace>(s);  // split attention's
+}
 
 }  // namespace caduceus::kernels::cuda

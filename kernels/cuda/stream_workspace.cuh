@@ -1,15 +1,17 @@
-// A device scratch buffer shared by one host thread's calls on one device, whatever stream each
-// call uses. Linear (split activations and partial outputs) and split-K attention (partial
-// softmax results) both need one; this is the one implementation.
+// A device scratch buffer for the kernel calls on one stream (ForStream below). Linear (split
+// activations and partial outputs) and split-K attention (partial softmax results) both need one;
+// this is the one implementation.
 //
 // Begin(stream) orders this call after the previous one when that used another stream (an event
-// wait), Buffer grows the memory stream-ordered (cudaFreeAsync of the old buffer cannot overtake
-// its last user, which is ordered before `stream`'s next work), End(stream) records the call's
-// end. A buffer stays valid until a later call of the same thread grows it: a CUDA graph that
-// captured a call keeps its pointer, so graphs need the workspace sized beforehand (the worker's
-// warm-up step runs the largest step first), and every growth or release of any workspace bumps
-// WorkspaceGenerationCounter(), which graph owners compare before a replay (cuda_kernels.h,
-// WorkspaceGeneration).
+// wait; only the shared default streams' workspaces see several streams), Buffer grows the memory
+// stream-ordered (cudaFreeAsync of the old buffer cannot overtake its last user, which is ordered
+// before `stream`'s next work), End(stream) records the call's end. A buffer stays valid until a
+// later call on the same stream grows it: a CUDA graph that captured a call keeps its pointer, so
+// graphs need the workspace sized beforehand (the worker's warm-up step runs the largest step
+// first, and a shape runs eagerly once before it is captured), and every growth or release of any
+// workspace bumps WorkspaceGenerationCounter(), which graph owners compare before a replay
+// (cuda_kernels.h, WorkspaceGeneration). Growing inside a capture is a CUDA error (cudaFreeAsync
+// of memory the graph did not allocate), fatal like every other.
 //
 // Under stream capture (CUDA graphs) the calls still work, for one stream: Begin's cross-stream
 // wait becomes an external-event node, and End records nothing (an event recorded into a capture
@@ -23,6 +25,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <utility>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -113,6 +117,59 @@ T& PerThreadForCurrentDevice() {
   auto it = per_device.find(device);
   if (it == per_device.end()) it = per_device.try_emplace(device, device).first;
   return it->second;
+}
+
+// The default streams, which every host thread may use at once.
+inline bool IsSharedDefaultStream(cudaStream_t s) {
+  return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread;
+}
+
+template <typename T>
+struct StreamRegistry {
+  std::mutex mu;
+  std::map<cudaStream_t, std::unique_ptr<T>> items;
+};
+// Never destroyed: at process exit CUDA may already be torn down (the driver frees the memory).
+template <typename T>
+StreamRegistry<T>& RegistryOf() {
+  static auto* registry = new StreamRegistry<T>;
+  return *registry;
+}
+
+// The T of the kernel calls on `stream`: one per created stream, made on the first call on it
+// (for the current device, which must be the stream's) and kept until ReleaseForStream(stream).
+// Keyed by the stream, not by the calling thread, because a worker warms its model up on one
+// thread and steps it on another: keyed by thread, the warm-up sized buffers that the steps never
+// used (gigabytes for 8192-token steps, allocated a second time after the KV cache had taken the
+// device), and the step thread's first capture of a shape could need to grow its workspace inside
+// the capture. Calls on one stream come from one thread at a time (the stream's owner). The
+// default streams are shared by every thread: their T stays per (host thread, device).
+template <typename T>
+T& ForStream(cudaStream_t stream) {
+  if (IsSharedDefaultStream(stream)) return PerThreadForCurrentDevice<T>();
+  StreamRegistry<T>& registry = RegistryOf<T>();
+  std::lock_guard<std::mutex> lock(registry.mu);
+  std::unique_ptr<T>& slot = registry.items[stream];
+  if (slot == nullptr) {
+    int device = 0;
+    CADUCEUS_CUDA_CHECK(cudaGetDevice(&device));
+    slot = std::make_unique<T>(device);
+  }
+  return *slot;
+}
+
+// Destroys the T of `stream` (after its last call's work), before the stream is destroyed.
+template <typename T>
+void ReleaseForStream(cudaStream_t stream) {
+  std::unique_ptr<T> released;
+  {
+    StreamRegistry<T>& registry = RegistryOf<T>();
+    std::lock_guard<std::mutex> lock(registry.mu);
+    auto it = registry.items.find(stream);
+    if (it == registry.items.end()) return;
+    released = std::move(it->second);
+    registry.items.erase(it);
+  }
 }
 
 }  // namespace caduceus::kernels::cuda::internal

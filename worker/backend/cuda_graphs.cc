@@ -31,6 +31,7 @@ void* CreateStream(int device) {
 void DestroyStream(void* stream, int device) {
   cudaSetDevice(device);
   cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+  kernels::cuda::ReleaseStream(kernels::Stream{stream});
   cudaStreamDestroy(static_cast<cudaStream_t>(stream));
 }
 

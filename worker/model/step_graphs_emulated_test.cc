@@ -6,8 +6,10 @@
 // replaying into freed memory. Needs CADUCEUS_CUDA_MODULE_DIR pointing at the emulated modules.
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "worker/model/llama_model.h"
 #include "worker/model/model_test_util.h"
@@ -111,6 +113,60 @@ TEST(StepGraphsEmulatedTest, ReplayedDecodeStepsGiveTheEagerBitsOnTheSkinnyPath)
 
 TEST(StepGraphsEmulatedTest, ReplayedDecodeStepsGiveTheEagerBitsOnTheGemmPath) {
   ExpectSameBits(9, /*argmax_odd=*/false);  // padded to 16: cuBLAS Linear, lm_head in place
+}
+
+// The worker warms its model up on the main thread and steps it on another. The warm-up's decode
+// step makes its graph shape one already seen, so the step thread captures that shape's first
+// decode at once: the kernels' workspaces must be the ones the main thread's steps sized, since
+// allocating inside a capture is refused (CUDA fails cudaMalloc in a capturing thread and
+// cudaFreeAsync of non-graph memory; the emulation also invalidates the capture for
+// cudaMallocAsync). Here it is split attention's workspace: a 40-block table (graph width 64
+// blocks, 1024 positions) splits a decode into two 512-position partitions. The main thread runs
+// the prefill and the first decode (eager, as the warm-up would), the step thread the next three
+// (capture, replay, replay). Same tokens as eager steps, and no capture failure.
+TEST(StepGraphsEmulatedTest, ShapeSeenOnOneThreadIsCapturedOnAnother) {
+  constexpr int kDecodes = 4;
+  auto run = [&](bool graphs, std::vector<int32_t>* tokens) -> absl::Status {
+    LoadOptions options = test_util::Options(0, 1, true, "cuda:0");
+    options.graphs.enabled = graphs;
+    auto model = LlamaModel::Load(TinyModelDir(), options);
+    if (!model.ok()) return model.status();
+    auto cache = (*model)->CreateKvCache(64);
+    if (!cache.ok()) return cache.status();
+    const std::vector<int32_t> prompt = {1000, 2000, 3000, 4000, 5000};
+    std::vector<int32_t> table(40);
+    for (int b = 0; b < 40; ++b) table[b] = b;
+    int32_t next = 0, pos = static_cast<int32_t>(prompt.size());
+    StepBatch batch;
+    batch.sequences.push_back({prompt, 0, table});
+    auto step = [&]() -> absl::Status {
+      StepLogits logits;
+      RETURN_IF_ERROR((*model)->Forward(batch, **cache, &logits));
+      next = test_util::ArgMax(logits.Row(logits.row_begin[0]));
+      tokens->push_back(next);
+      batch.sequences.clear();
+      batch.sequences.push_back({std::span<const int32_t>(&next, 1), pos++, table});
+      return absl::OkStatus();
+    };
+    RETURN_IF_ERROR(step());  // prefill
+    RETURN_IF_ERROR(step());  // first decode of the shape: eager, on this thread
+    absl::Status status;
+    std::thread([&] {
+      for (int d = 1; d < kDecodes && status.ok(); ++d) status = step();
+    }).join();
+    if (graphs && status.ok()) {
+      const StepGraphStats stats = (*model)->graph_stats();
+      EXPECT_EQ(stats.captures, 1);
+      EXPECT_EQ(stats.replays, kDecodes - 2);
+      EXPECT_EQ(stats.failures, 0);
+    }
+    return status;
+  };
+  std::vector<int32_t> eager, graphs;
+  ASSERT_TRUE(run(false, &eager).ok());
+  const absl::Status status = run(true, &graphs);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(graphs, eager);
 }
 
 }  // namespace

@@ -294,8 +294,18 @@ namespace emu = caduceus::cuda_emulation;
 
 extern "C" {
 
-cudaError_t cudaMalloc(void** devPtr, size_t size) { return emu::Allocate(devPtr, size); }
+// CUDA refuses both in a thread that is capturing (thread-local mode: "potentially unsafe API
+// calls"), and the capture is then invalidated.
+cudaError_t cudaMalloc(void** devPtr, size_t size) {
+  if (emu::InvalidateCallerCaptures("cudaMalloc in the capturing thread")) {
+    return emu::Fail(cudaErrorStreamCaptureUnsupported, "cudaMalloc in a capturing thread");
+  }
+  return emu::Allocate(devPtr, size);
+}
 cudaError_t cudaFree(void* devPtr) {
+  if (emu::InvalidateCallerCaptures("cudaFree in the capturing thread")) {
+    return emu::Fail(cudaErrorStreamCaptureUnsupported, "cudaFree in a capturing thread");
+  }
   emu::Drain();  // cudaFree waits for the device
   return emu::Release(devPtr);
 }
@@ -312,7 +322,14 @@ cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t hStream) {
     return emu::Fail(cudaErrorInvalidValue,
                      "cudaFreeAsync of " + emu::Hex(devPtr) + ", not a device allocation");
   }
-  emu::InvalidateCapture(hStream, "cudaFreeAsync during a capture (not emulated)");
+  if (emu::IsCapturing(hStream)) {
+    // In a capture it would become a free node, which only a graph's own allocation may have
+    // (CUDA: "must be passed the address of a graph allocation"); the emulation makes none.
+    emu::InvalidateCapture(hStream, "cudaFreeAsync during a capture");
+    return emu::Fail(cudaErrorInvalidValue,
+                     "cudaFreeAsync of " + emu::Hex(devPtr) +
+                         " during a stream capture: not memory the graph allocated");
+  }
   emu::Enqueue(hStream, [devPtr] { emu::Release(devPtr); });  // after the work queued before it
   return cudaSuccess;
 }

@@ -46,6 +46,10 @@ cudaError_t EndCapture(cudaStream_t stream, std::vector<std::function<void()>>* 
                        std::string* why);
 bool IsCapturing(cudaStream_t stream);
 void InvalidateCapture(cudaStream_t stream, const std::string& why);
+// Whether the calling thread is capturing a stream; if so, invalidates its captures with `why`.
+// For the calls CUDA refuses in a capturing thread (cudaStreamCaptureModeThreadLocal: cudaMalloc,
+// cudaFree), which then fail themselves.
+bool InvalidateCallerCaptures(const std::string& why);
 // cudaSuccess for a live stream handle (or the default stream), else the recorded error.
 cudaError_t CheckStreamHandle(cudaStream_t stream);
 

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <functional>
+#include <thread>
 #include <numeric>
 #include <vector>
 
@@ -261,6 +262,48 @@ TEST(CudaEmulationTest, WhatWouldSynchronizeWithACaptureInvalidatesIt) {
             cudaErrorStreamCaptureUnsupported);
   cudaGetLastError();
   cudaStreamDestroy(s);
+  cudaFree(d);
+}
+
+// What CUDA refuses outright in a capture: cudaMalloc and cudaFree in the capturing thread, and
+// cudaFreeAsync of memory the graph did not allocate. The call fails and the capture is spoilt;
+// another thread may still allocate (thread-local capture mode).
+TEST(CudaEmulationTest, AllocationCallsACaptureRefusesFail) {
+  int* d = DeviceCopy(std::vector<int>(32, 0));
+  int* other = DeviceCopy(std::vector<int>(32, 0));
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  const std::vector<std::function<cudaError_t()>> refused = {
+      [&] {
+        void* p = nullptr;
+        return cudaMalloc(&p, 64);
+      },
+      [&] { return cudaFree(other); },
+      [&] { return cudaFreeAsync(other, s); },
+  };
+  const cudaError_t expected[] = {cudaErrorStreamCaptureUnsupported,
+                                  cudaErrorStreamCaptureUnsupported, cudaErrorInvalidValue};
+  for (size_t i = 0; i < refused.size(); ++i) {
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    LaunchKernel(AddKernel, dim3(1), dim3(32), s, d, 100);
+    EXPECT_EQ(refused[i](), expected[i]) << i;
+    cudaGraph_t graph = nullptr;
+    EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated) << i;
+    cudaGetLastError();
+  }
+  // Another thread's allocation does not touch this thread's capture.
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  std::thread([] {
+    void* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, 64), cudaSuccess);
+    EXPECT_EQ(cudaFree(p), cudaSuccess);
+  }).join();
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  cudaGraphDestroy(graph);
+  EXPECT_EQ(HostCopy(d, 32)[0], 0);  // nothing captured ran
+  cudaStreamDestroy(s);
+  cudaFree(other);
   cudaFree(d);
 }
 

@@ -119,6 +119,17 @@ bool IsCapturing(cudaStream_t stream) {
   return q.captures.count(stream) > 0;
 }
 
+bool InvalidateCallerCaptures(const std::string& why) {
+  WorkQueue& q = Work();
+  std::lock_guard<std::mutex> lock(q.mu);
+  bool capturing = false;
+  for (const auto& [stream, capture] : q.captures) {
+    capturing = capturing || capture.owner == std::this_thread::get_id();
+  }
+  if (capturing) InvalidateAllLocked(q, why, /*only_this_thread=*/true);
+  return capturing;
+}
+
 void InvalidateCapture(cudaStream_t stream, const std::string& why) {
   WorkQueue& q = Work();
   std::lock_guard<std::mutex> lock(q.mu);
