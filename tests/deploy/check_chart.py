@@ -8,7 +8,11 @@ For the default values and every value set in helm/caduceus/ci/*.yaml:
     fields, LeaderWorkerSet v1);
   * the objects have the shape the deployment needs (checks below: GPUs per pod, ranks and
     rendezvous of the group, probes, /dev/shm, read-only model volume, non-root, drain, HPA
-    target, monitors, dashboard and rules identical to deploy/).
+    target, monitors, dashboard and rules identical to deploy/, the worker drain timing, the router's
+    batch limits within the workers' step limits).
+Then the chart is rendered with the largest integers the values schema allows (from a values
+file, where Helm reads numbers as float64) and no rendered flag or field may be in scientific
+notation (1e+06), which the binaries and Kubernetes reject.
 Then every file in tests/deploy/invalid-values/ must make `helm template` fail with the message
 in its first line (`# expect: ...`): the values schema and the templates' checks reject it.
 Prints "N passed, M failed".
@@ -121,6 +125,7 @@ def shape_problems(objs, values):
     if not a["enabled"] and work["spec"].get("replicas") != w["replicas"]:
         p.append("workload replicas != workers.replicas")
 
+    router_argv = args_of(rc)
     for role, tpl in templates:
         spec = tpl["spec"]
         c = spec["containers"][0]
@@ -129,6 +134,24 @@ def shape_problems(objs, values):
             p.append(f"{role}: worker container does not start caduceus-launch-group")
             continue
         launcher, binary, common, rank0 = split_launcher(argv)
+        # Drain timing: the launcher gives rank 0 --leader-grace to drain and stop its group (a
+        # follower pod holds its ranks back as long), then --kill-after; the kubelet waits longer.
+        wdrain = int(flag_value(common, "--drain-timeout") or 30)
+        grace = int(flag_value(launcher, "--leader-grace") or 20)
+        kill_after = int(flag_value(launcher, "--kill-after") or 30)
+        if grace < wdrain + 5:
+            p.append(f"{role}: --leader-grace {grace} does not cover --drain-timeout {wdrain} + the leader's shutdown")
+        if spec.get("terminationGracePeriodSeconds", 30) <= grace + kill_after:
+            p.append(f"{role}: terminationGracePeriodSeconds {spec.get('terminationGracePeriodSeconds', 30)} "
+                     f"<= --leader-grace {grace} + --kill-after {kill_after}")
+        # The router caps its batch at the worker's step limits (defaults 256 sequences, 8192
+        # tokens): the chart must not ask for more than the workers accept.
+        for rflag, wflag, wdefault in (("--max-num-seqs", "--max-step-sequences", 256),
+                                       ("--max-tokens-per-step", "--max-step-tokens", 8192)):
+            want = int(flag_value(router_argv, rflag) or 0)
+            have = int(flag_value(common, wflag) or wdefault)
+            if want > have:
+                p.append(f"{role}: router {rflag}={want} exceeds the workers' {wflag}={have}")
         if binary != "caduceus-worker":
             p.append(f"{role}: launcher does not run caduceus-worker")
         if flag_value(launcher, "--local-ranks") != str(ranks):
@@ -263,7 +286,68 @@ def merged_values(values_file):
     return merge(base, yaml.safe_load(open(values_file)) if values_file else {})
 
 
+# The largest values the schema allows for the integer settings that become flags or fields.
+LARGE_VALUES = {
+    "router": {
+        "scheduler": {"maxNumSeqs": 65536, "maxTokensPerStep": 1048576, "maxWaitingRequests": 1000000,
+                      "maxWaitingTokens": 1099511627776},
+        "drainTimeoutSeconds": 3600, "heartbeatTimeoutSeconds": 600, "preStopSleepSeconds": 120,
+    },
+    "workers": {
+        "maxStepTokens": 1048576, "maxStepSequences": 65536, "kvCacheBytes": 1099511627776,
+        "drainTimeoutSeconds": 3600, "startupTimeoutSeconds": 14400,
+    },
+    "autoscaling": {"enabled": True, "minReplicas": 1000, "maxReplicas": 1000,
+                    "runningRequestsPerReplica": 65536, "scaleDownStabilizationSeconds": 3600},
+}
+SCIENTIFIC = re.compile(r"\d[eE][+-]?\d")
+SCIENTIFIC_VALUE = re.compile(r"^[0-9.]+[eE][+-]?[0-9]+$")
+ARGV_PATH = re.compile(r"containers\[\d+\]\.(args|command)\[")
+
+
+def scientific_notation(objs):
+    """Rendered container arguments and numeric fields written as 1e+06."""
+    found = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(node, float) and node == int(node):
+            found.append(f"{where}: {node} (a float)")
+        elif isinstance(node, str) and (SCIENTIFIC_VALUE.match(node)
+                                        or (ARGV_PATH.search(where) and SCIENTIFIC.search(node))):
+            found.append(f"{where}: {node}")  # PyYAML reads an unquoted 1e+06 as a string
+    for o in objs:
+        if o["kind"] == "ConfigMap":
+            continue  # dashboard JSON / rules, not flags
+        walk(o, f"{o['kind']}/{o['metadata']['name']}")
+    return found
+
+
+def check_large_values():
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(LARGE_VALUES, f)
+    try:
+        objs = cr.render(f.name)
+    except RuntimeError as e:
+        report(False, "largest schema values render", str(e))
+        return
+    finally:
+        os.unlink(f.name)
+    found = scientific_notation(objs)
+    argv = [a for o in objs for _, tpl in cr.pod_templates(o) for c in cr.containers(tpl) for a in args_of(c)]
+    seen = [a for a in argv if a.startswith(("--max-waiting-requests=", "--max-tokens-per-step=", "--max-step-tokens="))]
+    ok = not found and "--max-waiting-requests=1000000" in seen and "--max-step-tokens=1048576" in seen
+    report(ok, "largest schema values render as plain integers (no 1e+06 in flags or fields)",
+           "\n".join(found) or f"flags seen: {seen}")
+
+
 def main():
+    check_large_values()
     sets = [None] + cr.ci_values_files()
     for vf in sets:
         label = os.path.relpath(vf, cr.ROOT) if vf else "default values"

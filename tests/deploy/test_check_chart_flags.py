@@ -22,7 +22,7 @@ ROUTER_FLAGS = ["model", "listen", "metrics_listen", "replica", "max_num_seqs", 
 WORKER_FLAGS = ["model", "tp_size", "rank", "rendezvous", "device", "listen", "metrics_listen",
                 "kv_cache_bytes", "gpu_memory_utilization", "router", "advertise_address",
                 "collective_timeout", "connect_timeout", "gloo_hostname", "gloo_iface", "max_step_tokens",
-                "drain_timeout", "kv_cache_dtype"]
+                "max_step_sequences", "drain_timeout", "kv_cache_dtype"]
 from tally import check, summary  # noqa: E402
 
 

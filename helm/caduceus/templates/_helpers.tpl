@@ -86,6 +86,32 @@ app.kubernetes.io/component: worker
 {{- end -}}
 {{- end -}}
 
+{{/* Worker shutdown timing. On SIGTERM the leader (rank 0) drains for workers.drainTimeoutSeconds,
+     then shuts its group down (a few seconds). The launcher gives it --leader-grace = drain + 10
+     before it signals the ranks left (and a follower pod holds its ranks' SIGTERM back as long),
+     then --kill-after before SIGKILL; the kubelet's grace covers both plus a margin. */}}
+{{- define "caduceus.worker.leaderGrace" -}}
+{{- add (int64 .Values.workers.drainTimeoutSeconds) 10 -}}
+{{- end -}}
+{{- define "caduceus.worker.killAfter" -}}10{{- end -}}
+{{- define "caduceus.worker.minTerminationGrace" -}}
+{{- add (include "caduceus.worker.leaderGrace" . | int64) (include "caduceus.worker.killAfter" . | int64) 5 -}}
+{{- end -}}
+{{/* workers.terminationGracePeriodSeconds, or the minimum above when it is 0. */}}
+{{- define "caduceus.worker.terminationGrace" -}}
+{{- $set := int64 .Values.workers.terminationGracePeriodSeconds -}}
+{{- if $set -}}{{ $set }}{{- else -}}{{ include "caduceus.worker.minTerminationGrace" . }}{{- end -}}
+{{- end -}}
+
+{{/* The worker's step limits as the router sees them (caduceus-worker's defaults when 0:
+     --max-step-sequences 256, --max-step-tokens 8192; worker/server/worker_main.cc). */}}
+{{- define "caduceus.worker.stepSequences" -}}
+{{- int64 (default 256 .Values.workers.maxStepSequences) -}}
+{{- end -}}
+{{- define "caduceus.worker.stepTokens" -}}
+{{- int64 (default 8192 .Values.workers.maxStepTokens) -}}
+{{- end -}}
+
 {{- define "caduceus.validate" -}}
 {{- $w := .Values.workers -}}
 {{- if $w.multiNode -}}
@@ -106,6 +132,22 @@ app.kubernetes.io/component: worker
 {{- end -}}
 {{- if lt (int .Values.router.scheduler.maxTokensPerStep) (int .Values.router.scheduler.maxNumSeqs) -}}
 {{- fail "router.scheduler.maxTokensPerStep must be at least router.scheduler.maxNumSeqs (every running sequence decodes a token each step)" -}}
+{{- end -}}
+{{- $sched := .Values.router.scheduler -}}
+{{- $stepSeqs := include "caduceus.worker.stepSequences" . | int64 -}}
+{{- $stepTokens := include "caduceus.worker.stepTokens" . | int64 -}}
+{{- if gt (int64 $sched.maxNumSeqs) $stepSeqs -}}
+{{- fail (printf "router.scheduler.maxNumSeqs (%d) exceeds workers.maxStepSequences (%d): the router would silently cap its batch at the worker's limit; raise workers.maxStepSequences" (int64 $sched.maxNumSeqs) $stepSeqs) -}}
+{{- end -}}
+{{- if gt (int64 $sched.maxTokensPerStep) $stepTokens -}}
+{{- fail (printf "router.scheduler.maxTokensPerStep (%d) exceeds workers.maxStepTokens (%d): the router would silently cap its token budget at the worker's limit; raise workers.maxStepTokens" (int64 $sched.maxTokensPerStep) $stepTokens) -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (float64 (default 0 .Values.autoscaling.runningRequestsPerReplica)) (float64 $sched.maxNumSeqs)) -}}
+{{- fail (printf "autoscaling.runningRequestsPerReplica (%v) exceeds router.scheduler.maxNumSeqs (%d): a replica never runs that many sequences, so that target never scales out" .Values.autoscaling.runningRequestsPerReplica (int64 $sched.maxNumSeqs)) -}}
+{{- end -}}
+{{- $minGrace := include "caduceus.worker.minTerminationGrace" . | int64 -}}
+{{- if and (int64 $w.terminationGracePeriodSeconds) (lt (int64 $w.terminationGracePeriodSeconds) $minGrace) -}}
+{{- fail (printf "workers.terminationGracePeriodSeconds (%d) must be at least %d (workers.drainTimeoutSeconds %d + 10 s for the leader to stop its group + 10 s before SIGKILL + 5 s); set 0 to compute it" (int64 $w.terminationGracePeriodSeconds) $minGrace (int64 $w.drainTimeoutSeconds)) -}}
 {{- end -}}
 {{- if and .Values.router.apiToken.enabled (not .Values.router.apiToken.secretName) -}}
 {{- fail "router.apiToken.enabled needs router.apiToken.secretName" -}}

@@ -4,8 +4,11 @@ caduceus-launch-group (deploy/docker/caduceus-launch-group): every rank is its o
 caduceus-worker process with its own GPU (cuda:i) and metrics port (ports.metrics + i), and the
 pod's GPUs stay visible to each other (NVLink peer access needs every GPU of the group in one
 container). The launcher adds --rank, --device and --metrics-listen per rank, passes the flags
-after the second "--" to global rank 0 only, stops rank 0 first on SIGTERM (the leader shuts its
-followers down) and stops the group when any rank exits.
+after the second "--" to global rank 0 only, stops rank 0 first on SIGTERM and gives it
+--leader-grace (drainTimeoutSeconds + 10) to drain and shut its followers down, and stops the group
+when any rank exits. In a follower pod (no rank 0) it holds its ranks' SIGTERM back for the same
+grace: a follower rank exits at once on SIGTERM, which would break the leader's drain; the ranks
+exit by themselves when the leader shuts the group down.
 
 Called with (dict "root" $ "role" ROLE), ROLE one of:
   single   - the whole group in this pod (StatefulSet; rank 0 here; loopback rendezvous)
@@ -47,7 +50,8 @@ spec:
   automountServiceAccountToken: false
   securityContext:
     {{- include "caduceus.podSecurityContext" $root | nindent 4 }}
-  terminationGracePeriodSeconds: {{ $w.terminationGracePeriodSeconds }}
+  # The leader's drain, --leader-grace's margin, --kill-after, a margin (caduceus.worker.*).
+  terminationGracePeriodSeconds: {{ include "caduceus.worker.terminationGrace" $root }}
   containers:
     - name: worker
       image: {{ include "caduceus.image" (dict "root" $root "image" $w.image) | quote }}
@@ -61,16 +65,18 @@ spec:
         - --node-index=0
         {{- end }}
         - --device={{ $w.device }}
-        - --metrics-listen=0.0.0.0:{{ $w.ports.metrics }}
+        - --metrics-listen=0.0.0.0:{{ int64 $w.ports.metrics }}
+        - --leader-grace={{ include "caduceus.worker.leaderGrace" $root }}
+        - --kill-after={{ include "caduceus.worker.killAfter" $root }}
         - --
         - caduceus-worker
         - --model={{ include "caduceus.model.path" $root }}
-        - --tp-size={{ $w.tensorParallelSize }}
+        - --tp-size={{ int64 $w.tensorParallelSize }}
         {{- if gt (int $w.tensorParallelSize) 1 }}
         {{- if $multi }}
-        - --rendezvous=$(LWS_LEADER_ADDRESS):{{ $w.ports.rendezvous }}
+        - --rendezvous=$(LWS_LEADER_ADDRESS):{{ int64 $w.ports.rendezvous }}
         {{- else }}
-        - --rendezvous=127.0.0.1:{{ $w.ports.rendezvous }}
+        - --rendezvous=127.0.0.1:{{ int64 $w.ports.rendezvous }}
         {{- end }}
         {{- if $w.gloo.iface }}
         - --gloo-iface={{ $w.gloo.iface }}
@@ -86,19 +92,22 @@ spec:
         - --gpu-memory-utilization={{ $w.gpuMemoryUtilization }}
         {{- end }}
         - --collective-timeout={{ $w.collectiveTimeoutSeconds }}
-        - --drain-timeout={{ $w.drainTimeoutSeconds }}
+        - --drain-timeout={{ int64 $w.drainTimeoutSeconds }}
         - --connect-timeout={{ $w.connectTimeoutSeconds }}
         {{- if $w.maxStepTokens }}
-        - --max-step-tokens={{ $w.maxStepTokens }}
+        - --max-step-tokens={{ int64 $w.maxStepTokens }}
+        {{- end }}
+        {{- if $w.maxStepSequences }}
+        - --max-step-sequences={{ int64 $w.maxStepSequences }}
         {{- end }}
         {{- range $w.extraArgs }}
         - {{ . | quote }}
         {{- end }}
         {{- if $hostsRank0 }}
         - --
-        - --listen=0.0.0.0:{{ $w.ports.api }}
-        - --router={{ include "caduceus.router.registry" $root }}:{{ $root.Values.router.ports.grpc }}
-        - --advertise-address=$(POD_IP):{{ $w.ports.api }}
+        - --listen=0.0.0.0:{{ int64 $w.ports.api }}
+        - --router={{ include "caduceus.router.registry" $root }}:{{ int64 $root.Values.router.ports.grpc }}
+        - --advertise-address=$(POD_IP):{{ int64 $w.ports.api }}
         {{- end }}
       env:
         - name: POD_IP
