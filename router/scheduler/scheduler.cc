@@ -35,7 +35,7 @@ absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t m
         "request needs ", blocks_.BlocksFor(total), " KV blocks (", prompt_len,
         " prompt tokens + ", max_new_tokens, " max new tokens, ", config_.block_size,
         " tokens per block) but the replica has only ", config_.num_blocks,
-        "; shorten the prompt or lower max_tokens"));
+        "; shorten the prompt or lower max_new_tokens"));
   }
   if (prompt_len > config_.max_waiting_tokens) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -9,6 +9,7 @@
 #include "router/server/active_request.h"
 #include "router/server/call_end.h"
 #include "router/server/stream_reactor.h"
+#include "router/text/tokenizer_utf8.h"
 
 namespace caduceus::router {
 
@@ -34,12 +35,27 @@ void Accumulate(const v1::GenerateStreamResponse& m, v1::GenerateResponse* r) {
 
 }  // namespace
 
+bool TokenMatches(std::string_view header, const std::string& token) {
+  // "Bearer <token>", the scheme case-insensitive (RFC 7235); the token compared in constant
+  // time, so the comparison does not tell how many leading bytes were right.
+  constexpr std::string_view kScheme = "bearer ";
+  if (header.size() != kScheme.size() + token.size()) return false;
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (absl::ascii_tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return false;
+  }
+  unsigned char diff = 0;
+  for (size_t i = 0; i < token.size(); ++i) {
+    diff |= static_cast<unsigned char>(header[kScheme.size() + i] ^ token[i]);
+  }
+  return diff == 0;
+}
+
 grpc::Status GenerationService::Admit(const grpc::ServerContextBase* context) const {
   if (!options_.api_token.empty()) {
     const auto& md = context->client_metadata();
     auto it = md.find("authorization");
-    const std::string want = "Bearer " + options_.api_token;
-    if (it == md.end() || std::string(it->second.data(), it->second.size()) != want) {
+    if (it == md.end() ||
+        !TokenMatches(std::string_view(it->second.data(), it->second.size()), options_.api_token)) {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                           "missing or wrong bearer token (metadata 'authorization: Bearer ...')");
     }
@@ -176,7 +192,9 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
   for (int32_t id : ids) {
     response->add_token_ids(id);
     absl::StatusOr<std::string> piece = model_->tokenizer->Decode(std::span<const int32_t>(&id, 1));
-    response->add_tokens(piece.ok() ? *piece : std::string());
+    const std::string bytes = piece.ok() ? *std::move(piece) : std::string();
+    response->add_tokens(text::SanitizeUtf8(bytes));
+    response->add_token_bytes(bytes);
   }
   return grpc::Status::OK;
 }
@@ -205,19 +223,37 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status RegistryService::Register(grpc::ServerContext*, const worker::v1::RegisterRequest* request,
+grpc::Status RegistryService::Authorize(const grpc::ServerContext* context) const {
+  if (token_.empty()) return grpc::Status::OK;
+  const auto& md = context->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end() ||
+      !TokenMatches(std::string_view(it->second.data(), it->second.size()), token_)) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "worker registry: missing or wrong bearer token (give the worker the "
+                        "router's --registry-token-file)");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status RegistryService::Register(grpc::ServerContext* context,
+                                       const worker::v1::RegisterRequest* request,
                                        worker::v1::RegisterResponse* response) {
+  if (grpc::Status s = Authorize(context); !s.ok()) return s;
   if (request->address().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "address is required");
   }
-  response->set_replica_id(replicas_->Add(request->address()));
+  absl::StatusOr<std::string> id = replicas_->Register(request->address());
+  if (!id.ok()) return ToGrpcStatus(id.status());
+  response->set_replica_id(*id);
   response->set_heartbeat_interval_seconds(1.0);
   return grpc::Status::OK;
 }
 
-grpc::Status RegistryService::Heartbeat(grpc::ServerContext*,
+grpc::Status RegistryService::Heartbeat(grpc::ServerContext* context,
                                         const worker::v1::HeartbeatRequest* request,
                                         worker::v1::HeartbeatResponse* response) {
+  if (grpc::Status s = Authorize(context); !s.ok()) return s;
   response->set_known(replicas_->Heartbeat(request->replica_id(), request->serving()));
   return grpc::Status::OK;
 }

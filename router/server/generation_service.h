@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <grpcpp/grpcpp.h>
 
@@ -74,16 +75,25 @@ class GenerationService final : public GenerationServiceBase {
   std::atomic<uint64_t> next_seq_{1};
 };
 
+// Whether an "authorization" metadata value is "Bearer <token>": the scheme in any case (RFC
+// 7235), the token compared in constant time. Used for the API token and the registry token.
+bool TokenMatches(std::string_view header, const std::string& token);
+
 class RegistryService final : public worker::v1::ReplicaRegistry::Service {
  public:
-  explicit RegistryService(ReplicaSet* replicas) : replicas_(replicas) {}
+  // `token` empty: anyone who reaches the port may register (the router warns at start).
+  RegistryService(ReplicaSet* replicas, std::string token)
+      : replicas_(replicas), token_(std::move(token)) {}
   grpc::Status Register(grpc::ServerContext*, const worker::v1::RegisterRequest* request,
                         worker::v1::RegisterResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const worker::v1::HeartbeatRequest* request,
                          worker::v1::HeartbeatResponse* response) override;
 
  private:
+  grpc::Status Authorize(const grpc::ServerContext* context) const;
+
   ReplicaSet* replicas_;
+  const std::string token_;
 };
 
 }  // namespace caduceus::router

@@ -109,6 +109,12 @@ Replica::Load Replica::load() const {
   return l;
 }
 
+absl::Duration Replica::DownFor() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (up_ && scheduler_ != nullptr) return absl::ZeroDuration();
+  return absl::Now() - std::max(last_ok_, added_);
+}
+
 std::optional<worker::v1::InfoResponse> Replica::info() const {
   std::lock_guard<std::mutex> lock(mu_);
   return info_;
@@ -339,6 +345,7 @@ void Replica::CheckIdleHealth(std::unique_lock<std::mutex>& lock) {
     up_ = false;
     scheduler_.reset();
     info_.reset();
+    metrics_->RemoveReplica(address_);  // its KV usage is unknown now, not the last value
   }
 }
 
@@ -378,6 +385,7 @@ void Replica::OnStepFailed(const grpc::Status& status, std::unique_lock<std::mut
                                                 status.error_message(), "; retry the request")));
     scheduler_.reset();
     info_.reset();
+    metrics_->RemoveReplica(address_);  // its KV usage is unknown now, not the last value
     if (!moved.empty()) {
       LogInfo(absl::StrCat("moving ", moved.size(), " unstarted requests off ", address_));
     }

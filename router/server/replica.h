@@ -49,6 +49,12 @@ struct ReplicaOptions {
   absl::Duration health_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(10);
   bool log_payloads = false;
+  // Registered replicas (not --replica ones) down this long are forgotten: a worker pod that was
+  // replaced advertises a new address, and the old one would count as down forever (alerts, a
+  // probe loop, stale series). A live leader whose heartbeat finds itself forgotten registers again.
+  absl::Duration forget_after = absl::Seconds(60);
+  // Registered replicas at most (RESOURCE_EXHAUSTED past it): each has a thread and a channel.
+  int32_t max_registered = 64;
 };
 
 class Replica {
@@ -80,6 +86,9 @@ class Replica {
   // What the worker reported when the replica came up (nullopt while down).
   std::optional<worker::v1::InfoResponse> info() const;
   int64_t in_flight() const;
+  // How long it has been down (since its last good health check, or since it was added when it
+  // never came up); zero while up.
+  absl::Duration DownFor() const;
 
  private:
   void Loop();
@@ -141,6 +150,7 @@ class Replica {
   bool draining_ = false;
   Resubmit resubmit_;
   absl::Time last_ok_ = absl::InfinitePast();
+  const absl::Time added_ = absl::Now();
   bool stop_ = false;
   int64_t preemptions_seen_ = 0, prefix_hits_seen_ = 0;
   uint64_t next_step_id_ = 1;  // 0 is "no step" in StepPlan.previous_step_id

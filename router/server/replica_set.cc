@@ -23,34 +23,75 @@ ReplicaSet::~ReplicaSet() {
 
 std::string ReplicaSet::Add(const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& r : replicas_) {
-    if (r->address() == address) return address;
+  return AddLocked(address, /*registered=*/false);
+}
+
+absl::StatusOr<std::string> ReplicaSet::Register(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int32_t registered = 0;
+  for (const Entry& e : replicas_) {
+    if (e.replica->address() == address) return address;
+    registered += e.registered ? 1 : 0;
   }
-  LogInfo(absl::StrCat("replica ", address, " added"));
-  replicas_.push_back(std::make_unique<Replica>(
-      address, options_, model_, metrics_,
-      [this](std::shared_ptr<ActiveRequest> r) { return Submit(r).status(); }));
+  if (registered >= options_.max_registered) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the router holds ", registered, " registered replicas, its limit (--max-registered-replicas); "
+        "replicas down for --forget-replica-after are dropped"));
+  }
+  return AddLocked(address, /*registered=*/true);
+}
+
+std::string ReplicaSet::AddLocked(const std::string& address, bool registered) {
+  for (const Entry& e : replicas_) {
+    if (e.replica->address() == address) return address;
+  }
+  LogInfo(absl::StrCat("replica ", address, " added", registered ? " (registered)" : ""));
+  replicas_.push_back(Entry{std::make_shared<Replica>(
+                                address, options_, model_, metrics_,
+                                [this](std::shared_ptr<ActiveRequest> r) { return Submit(r).status(); }),
+                            registered});
   return address;
 }
 
 bool ReplicaSet::Heartbeat(const std::string& id, bool serving) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& r : replicas_) {
-    if (r->address() == id) {
-      r->Heartbeat(serving);
+  for (const Entry& e : replicas_) {
+    if (e.replica->address() == id) {
+      e.replica->Heartbeat(serving);
       return true;
     }
   }
   return false;
 }
 
-absl::StatusOr<std::string> ReplicaSet::Submit(const std::shared_ptr<ActiveRequest>& request) {
-  std::vector<std::pair<double, Replica*>> ranked;
+void ReplicaSet::ForgetLongDown() {
+  std::vector<std::shared_ptr<Replica>> forgotten;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& r : replicas_) {
-      Replica::Load load = r->load();
-      if (load.up && !load.draining) ranked.emplace_back(load.FreeCapacity(), r.get());
+    for (auto it = replicas_.begin(); it != replicas_.end();) {
+      const absl::Duration down = it->registered ? it->replica->DownFor() : absl::ZeroDuration();
+      if (down > options_.forget_after) {
+        LogWarning(absl::StrCat("replica ", it->replica->address(), " down for ",
+                                absl::FormatDuration(down), "; forgetting it (it registers again if it returns)"));
+        forgotten.push_back(std::move(it->replica));
+        it = replicas_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const std::shared_ptr<Replica>& r : forgotten) metrics_->RemoveReplica(r->address());
+  // Destroyed here, outside mu_ (a destructor joins the replica's thread); a Submit that still
+  // holds one finishes with it first.
+}
+
+absl::StatusOr<std::string> ReplicaSet::Submit(const std::shared_ptr<ActiveRequest>& request) {
+  std::vector<std::pair<double, std::shared_ptr<Replica>>> ranked;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Entry& e : replicas_) {
+      Replica::Load load = e.replica->load();
+      if (load.up && !load.draining) ranked.emplace_back(load.FreeCapacity(), e.replica);
     }
   }
   if (ranked.empty()) {
@@ -75,7 +116,8 @@ absl::StatusOr<std::string> ReplicaSet::Submit(const std::shared_ptr<ActiveReque
 ReplicaSet::Summary ReplicaSet::Summarize() const {
   std::lock_guard<std::mutex> lock(mu_);
   Summary s;
-  for (const auto& r : replicas_) {
+  for (const Entry& e : replicas_) {
+    const std::shared_ptr<Replica>& r = e.replica;
     Replica::Load load = r->load();
     (load.up ? s.up : s.down) += 1;
     s.waiting += load.waiting;
@@ -93,6 +135,7 @@ void ReplicaSet::MonitorLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
     lock.unlock();
+    ForgetLongDown();
     Summary s = Summarize();
     metrics_->SetQueue(s.waiting, s.running);
     metrics_->SetReplicas(s.up, s.down);

@@ -22,8 +22,13 @@ class ReplicaSet {
   ReplicaSet(ReplicaOptions options, const ModelTextContext* model, RouterMetrics* metrics);
   ~ReplicaSet();
 
-  // Adds a replica by address (idempotent); returns its id (the address).
+  // Adds a replica by address (idempotent); returns its id (the address). Replicas added here
+  // (--replica) are kept for good.
   std::string Add(const std::string& address);
+  // A leader registering itself (the registry). Like Add, but the replica is forgotten once it
+  // has been down for options.forget_after, and at most options.max_registered are held
+  // (RESOURCE_EXHAUSTED beyond).
+  absl::StatusOr<std::string> Register(const std::string& address);
   // Registry heartbeat; false when the id is unknown (the leader should register again).
   bool Heartbeat(const std::string& id, bool serving);
 
@@ -39,12 +44,20 @@ class ReplicaSet {
 
  private:
   void MonitorLoop();
+  // Drops registered replicas down longer than options_.forget_after. Requires !mu_ held.
+  void ForgetLongDown();
+  std::string AddLocked(const std::string& address, bool registered);
+
+  struct Entry {
+    std::shared_ptr<Replica> replica;  // shared: Submit uses it outside mu_
+    bool registered = false;
+  };
 
   const ReplicaOptions options_;
   const ModelTextContext* model_;
   RouterMetrics* metrics_;
   mutable std::mutex mu_;
-  std::vector<std::unique_ptr<Replica>> replicas_;
+  std::vector<Entry> replicas_;
   std::condition_variable cv_;
   bool stop_ = false;
   std::thread monitor_;

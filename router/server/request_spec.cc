@@ -59,7 +59,7 @@ absl::Status FillParameters(const v1::GenerationParameters& p, int64_t prompt_le
       spec->max_new_tokens = static_cast<int32_t>(context - prompt_len);  // default shrinks to fit
     } else {
       return Invalid(absl::StrCat("prompt (", prompt_len, " tokens) + max_new_tokens (",
-                                  spec->max_new_tokens, ") exceeds the model's context of ",
+                                  p.max_new_tokens(), ") exceeds the model's context of ",
                                   context, " tokens; shorten the prompt or lower max_new_tokens"));
     }
   }
@@ -89,6 +89,15 @@ absl::Status FillParameters(const v1::GenerationParameters& p, int64_t prompt_le
 }
 
 }  // namespace
+
+absl::Status CheckRequestId(const std::string& id) {
+  // Echoed in every streamed message and logged: a bounded, printable label, not a payload.
+  if (id.size() > kMaxRequestIdBytes) {
+    return Invalid(absl::StrCat("request_id: ", id.size(), " bytes; at most ", kMaxRequestIdBytes));
+  }
+  if (!IsValidUtf8(id)) return Invalid("request_id: not valid UTF-8");
+  return absl::OkStatus();
+}
 
 bool IsValidUtf8(const std::string& s) {
   // The tokenizer's scanner: the same notion of well-formed UTF-8 as the pre-tokenizer's.
@@ -130,6 +139,7 @@ absl::StatusOr<RequestSpec> SpecFromGenerate(const v1::GenerateRequest& request,
                                              const ModelTextContext& model,
                                              const RequestLimits& limits) {
   RequestSpec spec;
+  RETURN_IF_ERROR(CheckRequestId(request.request_id()));
   spec.request_id = request.request_id();
   const bool has_text = !request.prompt().empty();
   const bool has_ids = request.prompt_ids_size() > 0;
@@ -165,6 +175,7 @@ absl::StatusOr<RequestSpec> SpecFromChat(const v1::ChatRequest& request,
                                          const ModelTextContext& model,
                                          const RequestLimits& limits) {
   RequestSpec spec;
+  RETURN_IF_ERROR(CheckRequestId(request.request_id()));
   spec.request_id = request.request_id();
   int64_t bytes = 0;
   for (const v1::ChatMessage& m : request.messages()) bytes += static_cast<int64_t>(m.content().size());

@@ -56,4 +56,8 @@ absl::StatusOr<std::vector<int32_t>> EncodeMessages(
 // True when `s` is well-formed UTF-8.
 bool IsValidUtf8(const std::string& s);
 
+// request_id is echoed in every stream message and in logs; longer ones are INVALID_ARGUMENT.
+inline constexpr size_t kMaxRequestIdBytes = 256;
+absl::Status CheckRequestId(const std::string& id);
+
 }  // namespace caduceus::router

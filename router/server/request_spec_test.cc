@@ -93,6 +93,12 @@ TEST_F(RequestSpecTest, RefusesBadInput) {
   long_stop.add_prompt_ids(1);
   long_stop.mutable_params()->add_stop(std::string(257, 'a'));
   ExpectInvalid(long_stop, "257 bytes");
+  v1::GenerateRequest long_id;
+  long_id.add_prompt_ids(1);
+  long_id.set_request_id(std::string(kMaxRequestIdBytes + 1, 'r'));
+  ExpectInvalid(long_id, "request_id: 257 bytes");
+  long_id.set_request_id(std::string(kMaxRequestIdBytes, 'r'));
+  EXPECT_TRUE(SpecFromGenerate(long_id, model_, limits_).ok());
 }
 
 TEST_F(RequestSpecTest, ChatRendersTheTemplate) {

@@ -64,6 +64,15 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve the public AP
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(std::string, api_token_file, "",
           "file holding a bearer token every public call must present");
+ABSL_FLAG(std::string, registry_token_file, "",
+          "file holding a bearer token workers must present to register (the worker's "
+          "--registry-token-file); without it anyone who reaches the port can register a replica "
+          "and receive prompts");
+ABSL_FLAG(double, forget_replica_after, 60,
+          "seconds a registered replica may stay down before the router forgets it (it registers "
+          "again when it comes back); --replica ones are kept");
+ABSL_FLAG(int32_t, max_registered_replicas, 64,
+          "registered replicas held at most; further registrations get RESOURCE_EXHAUSTED");
 ABSL_FLAG(bool, log_payloads, false,
           "log prompts and outputs (patient data: keep off in production)");
 
@@ -134,6 +143,20 @@ int Main(int argc, char** argv) {
     if (api_token.empty()) return Fail(absl::InvalidArgumentError("--api-token-file is empty"));
   }
 
+  std::string registry_token;
+  if (!absl::GetFlag(FLAGS_registry_token_file).empty()) {
+    auto token = ReadFile(absl::GetFlag(FLAGS_registry_token_file), "--registry-token-file");
+    if (!token.ok()) return Fail(token.status());
+    registry_token = std::string(absl::StripAsciiWhitespace(*token));
+    if (registry_token.empty()) {
+      return Fail(absl::InvalidArgumentError("--registry-token-file is empty"));
+    }
+  } else {
+    LogWarning("the worker registry is open (no --registry-token-file): anyone who can reach "
+               "this port can register a replica and be sent prompts; set a token, or restrict "
+               "who reaches the port");
+  }
+
   auto metrics = RouterMetrics::Create(absl::GetFlag(FLAGS_metrics_listen));
   if (!metrics.ok()) return Fail(metrics.status());
 
@@ -147,6 +170,12 @@ int Main(int argc, char** argv) {
   ro.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout));
   ro.log_payloads = absl::GetFlag(FLAGS_log_payloads);
   ro.pipeline_depth = absl::GetFlag(FLAGS_pipeline_depth);
+  ro.forget_after = absl::Seconds(absl::GetFlag(FLAGS_forget_replica_after));
+  ro.max_registered = absl::GetFlag(FLAGS_max_registered_replicas);
+  if (!(absl::GetFlag(FLAGS_forget_replica_after) > 0) || ro.max_registered < 1) {
+    return Fail(absl::InvalidArgumentError(
+        "--forget-replica-after must be > 0 and --max-registered-replicas >= 1"));
+  }
   if (ro.pipeline_depth != 1 && ro.pipeline_depth != 2) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
         "--pipeline-depth must be 1 or 2, got ", ro.pipeline_depth)));
@@ -168,7 +197,7 @@ int Main(int argc, char** argv) {
   so.api_token = api_token;
   so.log_payloads = ro.log_payloads;
   GenerationService generation(so, &model, replicas.get(), metrics->get());
-  RegistryService registry(replicas.get());
+  RegistryService registry(replicas.get(), registry_token);
 
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {

@@ -118,6 +118,12 @@ void RouterMetrics::SetKvUsage(const std::string& replica, double ratio) {
   std::lock_guard<std::mutex> lock(impl_->family_mu);
   impl_->kv_usage->Add({{"replica", replica}}).Set(ratio);
 }
+void RouterMetrics::RemoveReplica(const std::string& replica) {
+  std::lock_guard<std::mutex> lock(impl_->family_mu);
+  if (impl_->kv_usage->Has({{"replica", replica}})) {
+    impl_->kv_usage->Remove(&impl_->kv_usage->Add({{"replica", replica}}));
+  }
+}
 void RouterMetrics::SetReplicas(int64_t up, int64_t down) {
   impl_->up->Set(static_cast<double>(up));
   impl_->down->Set(static_cast<double>(down));

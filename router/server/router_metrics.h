@@ -31,6 +31,8 @@ class RouterMetrics {
   void AddPrefixCacheHits(int64_t n);
   void SetQueue(int64_t waiting, int64_t running);
   void SetKvUsage(const std::string& replica, double ratio);
+  // Drops the replica's series (it went down, or was forgotten): no stale last value.
+  void RemoveReplica(const std::string& replica);
   void SetReplicas(int64_t up, int64_t down);
 
   std::string Scrape() const;

@@ -48,10 +48,11 @@ bool EmitToken(ActiveRequest& request, const worker::v1::SequenceResult& result,
       out->set_logprob(t.logprob());
     }
   }
+  // ignore_eos skips the model's EOS tokens only; the request's own stop_token_ids still stop it.
   const bool stop_token =
-      !spec.ignore_eos && (config.IsEos(token) ||
-                           std::find(spec.stop_token_ids.begin(), spec.stop_token_ids.end(),
-                                     token) != spec.stop_token_ids.end());
+      (!spec.ignore_eos && config.IsEos(token)) ||
+      std::find(spec.stop_token_ids.begin(), spec.stop_token_ids.end(), token) !=
+          spec.stop_token_ids.end();
   absl::StatusOr<std::string> piece = request.detokenizer().Push(token);
   if (!piece.ok()) {  // the worker sampled an id outside the tokenizer: a model/tokenizer mismatch
     request.Fail(absl::InternalError(absl::StrCat("detokenizer: ", piece.status().message())));

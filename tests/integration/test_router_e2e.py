@@ -84,17 +84,26 @@ class Env:
     pass
 
 
+REGISTRY_TOKEN = "registry-secret-for-the-test"
+FORGET_AFTER = 4
+
+
 def start_cluster_a(c, model):
     env = Env()
     env.router_addr = "127.0.0.1:%d" % cluster.free_port()
     env.router_metrics = "127.0.0.1:%d" % cluster.free_port()
+    token = tempfile.NamedTemporaryFile("w", suffix=".token", delete=False)
+    token.write(REGISTRY_TOKEN + "\n")
+    token.close()
     env.g1 = c.start_worker_group(model, 2, name="r1", extra=WORKER_KV)
     env.g2 = c.start_worker_group(model, 1, name="r2", extra=WORKER_KV,
-                                  leader_extra=["--router", env.router_addr])
+                                  leader_extra=["--router", env.router_addr,
+                                                "--registry-token-file", token.name])
     env.router = c.start("routerA", "caduceus-router",
                          ["--model", model, "--listen", env.router_addr,
                           "--metrics-listen", env.router_metrics, "--replica", env.g1.address,
-                          "--heartbeat-timeout", 3])
+                          "--heartbeat-timeout", 3, "--registry-token-file", token.name,
+                          "--forget-replica-after", FORGET_AFTER])
     cluster.wait_serving(env.router_addr, processes=[env.router])
     env.stub = rc.stub(env.router_addr)
     info = wait_until("two replicas up", lambda: _info_if(env.stub, 2), timeout=120)
@@ -239,8 +248,62 @@ def bad_input(env):
         print("    raw invalid UTF-8: %s: %s" % (e.code().name, e.details()))
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.code()
         assert "UTF-8" in e.details()
+    # A request_id is a label echoed in every message, not a payload.
+    too_long_id = rc.ids_request([1], 2)
+    too_long_id.request_id = "x" * 257
+    expect_error(lambda: env.stub.Generate(too_long_id, timeout=10), bad, "request_id")
+    expect_error(lambda: list(env.stub.GenerateStream(too_long_id, timeout=10)), bad, "request_id")
     # Still serving.
     assert len(env.stub.Generate(rc.ids_request([128000, 9906], 2), timeout=60).token_ids) == 2
+
+
+@check("the worker registry wants its token and forgets replicas that stay down")
+def registry(env):
+    from caduceus.worker.v1 import worker_pb2, worker_pb2_grpc
+    stub = worker_pb2_grpc.ReplicaRegistryStub(grpc.insecure_channel(env.router_addr))
+    bogus = "127.0.0.1:%d" % cluster.free_port()  # nothing listens there
+    request = worker_pb2.RegisterRequest(address=bogus)
+    for metadata in ([], [("authorization", "Bearer wrong")]):
+        expect_error(lambda: stub.Register(request, metadata=metadata, timeout=10),
+                     grpc.StatusCode.UNAUTHENTICATED, "registry")
+    stub.Register(request, metadata=[("authorization", "bearer " + REGISTRY_TOKEN)], timeout=10)
+    down = lambda: cluster.metric_value(cluster.scrape(env.router_metrics), "caduceus_replicas",
+                                        {"state": "down"}) or 0
+    wait_until("the bogus replica counted down", lambda: down() >= 1, timeout=10)
+    start = time.time()
+    wait_until("the bogus replica forgotten", lambda: down() == 0, timeout=FORGET_AFTER + 20)
+    waited = time.time() - start
+    assert "replica %s down for" % bogus in open(env.router.log_path, errors="replace").read()
+    # The registered worker (same token, up all along) is still there.
+    assert _info_if(env.stub, 2) is not None, "a live replica was forgotten"
+    print("    no token / wrong token: UNAUTHENTICATED; a never-up replica forgotten after %.1f s"
+          % waited)
+
+
+@check("Tokenize answers valid UTF-8 for pieces of a character; token_bytes are exact")
+def tokenize_pieces(env):
+    # Emoji, CJK and superscripts are several byte-level tokens each: a piece alone is not UTF-8.
+    text = "Na\u207a K\u207a \U0001F637 \U0002000B 38\u00b0C"
+    r = env.stub.Tokenize(g.TokenizeRequest(text=text), timeout=30)  # parsing it is the check
+    assert len(r.tokens) == len(r.token_ids) == len(r.token_bytes)
+    assert b"".join(r.token_bytes) == text.encode("utf-8"), r.token_bytes
+    split = [b for b in r.token_bytes if b.decode("utf-8", "replace") != b.decode("utf-8", "ignore")]
+    assert split, "no token held part of a character: the text no longer tests that"
+    assert all("\ufffd" in t for t, b in zip(r.tokens, r.token_bytes) if b in split)
+    print("    %d tokens, %d of them part of a character" % (len(r.token_ids), len(split)))
+
+
+@check("stop_token_ids stop a request that ignores EOS")
+def stop_token_with_ignore_eos(env):
+    prompt = env.oracle["prompts"][0]["prompt_ids"]
+    free = list(env.stub.Generate(rc.ids_request(prompt, 12), timeout=120).token_ids)
+    at = next(i for i in range(2, len(free)) if free[i] not in free[:i])
+    req = rc.ids_request(prompt, 12)  # ignore_eos=True
+    req.params.stop_token_ids.append(free[at])
+    r = env.stub.Generate(req, timeout=120)
+    assert list(r.token_ids) == free[:at + 1], (list(r.token_ids), free, at)
+    assert r.finish_reason == g.FINISH_REASON_STOP_TOKEN, r.finish_reason
+    print("    stopped after %d tokens at id %d" % (at + 1, free[at]))
 
 
 @check("a shared prefix is reused")

@@ -12,10 +12,12 @@
 namespace caduceus::worker {
 
 RouterRegistration::RouterRegistration(std::string router_address, std::string advertise_address,
-                                       v1::InfoResponse info, std::function<bool()> serving)
+                                       v1::InfoResponse info, std::function<bool()> serving,
+                                       std::string token)
     : router_address_(std::move(router_address)),
       advertise_address_(std::move(advertise_address)),
       info_(std::move(info)),
+      token_(std::move(token)),
       serving_(std::move(serving)),
       thread_([this] { Loop(); }) {}
 
@@ -39,6 +41,7 @@ void RouterRegistration::Loop() {
     lock.unlock();
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
     grpc::Status status;
     if (replica_id.empty()) {
       v1::RegisterRequest request;

@@ -17,9 +17,10 @@ namespace caduceus::worker {
 
 class RouterRegistration {
  public:
-  // serving() is asked before each heartbeat.
+  // serving() is asked before each heartbeat. `token` (the router's --registry-token-file) goes
+  // with every call as "authorization: Bearer <token>" when not empty.
   RouterRegistration(std::string router_address, std::string advertise_address,
-                     v1::InfoResponse info, std::function<bool()> serving);
+                     v1::InfoResponse info, std::function<bool()> serving, std::string token = "");
   ~RouterRegistration();
 
  private:
@@ -28,6 +29,7 @@ class RouterRegistration {
   const std::string router_address_;
   const std::string advertise_address_;
   const v1::InfoResponse info_;
+  const std::string token_;
   std::function<bool()> serving_;
   std::mutex mu_;
   std::condition_variable wake_;

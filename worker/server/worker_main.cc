@@ -28,10 +28,12 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/cli_flags.h"
 #include "common/log.h"
+#include "common/read_file.h"
 #include "common/mutex_debug.h"
 #include "worker/model/llama_model.h"
 #include "worker/parallel/gloo_communicator.h"
@@ -70,6 +72,8 @@ ABSL_FLAG(double, gpu_memory_utilization, 0.9,
           "activations (measured by a warm-up step at --max-step-tokens) + KV cache");
 ABSL_FLAG(std::string, router, "",
           "rank 0: HOST:PORT of a router to register with (and heartbeat to)");
+ABSL_FLAG(std::string, registry_token_file, "",
+          "rank 0, with --router: file holding the router's --registry-token-file token");
 ABSL_FLAG(std::string, advertise_address, "",
           "rank 0: HOST:PORT the router should dial (default: --listen)");
 ABSL_FLAG(double, collective_timeout, 30,
@@ -369,8 +373,17 @@ int Main(int argc, char** argv) {
   std::optional<RouterRegistration> registration;
   if (!absl::GetFlag(FLAGS_router).empty()) {
     const std::string advertise = absl::GetFlag(FLAGS_advertise_address);
+    std::string registry_token;
+    if (!absl::GetFlag(FLAGS_registry_token_file).empty()) {
+      auto token = ReadFile(absl::GetFlag(FLAGS_registry_token_file), "--registry-token-file");
+      if (!token.ok()) return Fail(token.status());
+      registry_token = std::string(absl::StripAsciiWhitespace(*token));
+      if (registry_token.empty()) {
+        return Fail(absl::InvalidArgumentError("--registry-token-file is empty"));
+      }
+    }
     registration.emplace(absl::GetFlag(FLAGS_router), advertise.empty() ? listen : advertise, info,
-                         [&leader] { return leader.health().ok(); });
+                         [&leader] { return leader.health().ok(); }, std::move(registry_token));
   }
   LogInfo(absl::StrCat(where, ": serving the worker API on ", listen));
 
