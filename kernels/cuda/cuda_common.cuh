@@ -12,18 +12,22 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "kernels/kernels.h"
 
 // The kernel signatures return void, and a failed launch or a sticky device error leaves the
-// device unusable anyway, so a CUDA error is fatal: report where and abort.
-#define CADUCEUS_CUDA_CHECK(expr)                                                         \
-  do {                                                                                    \
-    const cudaError_t caduceus_err_ = (expr);                                             \
-    if (caduceus_err_ != cudaSuccess) {                                                   \
-      ::caduceus::kernels::cuda::internal::Fail(#expr, cudaGetErrorString(caduceus_err_), \
-                                                __FILE__, __LINE__);                      \
-    }                                                                                     \
+// device unusable anyway, so a CUDA error is fatal: report where and abort. Except while the
+// calling thread captures a CUDA graph (BeginThreadCapture): nothing runs then, a failure means
+// the capture is unusable (CUDA invalidates it), and the graph's owner runs the work eagerly
+// instead, so the failure is recorded for EndThreadCapture and the call goes on.
+#define CADUCEUS_CUDA_CHECK(expr)                                                            \
+  do {                                                                                       \
+    const cudaError_t caduceus_err_ = (expr);                                                \
+    if (caduceus_err_ != cudaSuccess) {                                                      \
+      ::caduceus::kernels::cuda::internal::OnError(#expr, cudaGetErrorString(caduceus_err_), \
+                                                   __FILE__, __LINE__);                      \
+    }                                                                                        \
   } while (0)
 
 // Checks the launch itself (bad configuration); does not synchronize.
@@ -38,6 +42,28 @@ namespace caduceus::kernels::cuda::internal {
 [[noreturn]] inline void Fail(const char* what, const char* why, const char* file, int line) {
   std::fprintf(stderr, "%s:%d: CUDA failure in %s: %s\n", file, line, what, why);
   std::abort();
+}
+
+// The calling thread's graph capture (BeginThreadCapture .. EndThreadCapture, cuda_kernels.h):
+// whether one is open, and its first failure.
+struct ThreadCapture {
+  bool open = false;
+  std::string first_failure;
+};
+inline ThreadCapture& CurrentThreadCapture() {
+  thread_local ThreadCapture capture;
+  return capture;
+}
+// Records `why` as the open capture's failure (the first one is kept).
+inline void SpoilThreadCapture(const std::string& why) {
+  ThreadCapture& c = CurrentThreadCapture();
+  if (c.first_failure.empty()) c.first_failure = why;
+}
+// A failed CUDA or cuBLAS call: fatal, unless the thread is capturing (see CADUCEUS_CUDA_CHECK).
+inline void OnError(const char* what, const char* why, const char* file, int line) {
+  if (!CurrentThreadCapture().open) Fail(what, why, file, line);
+  cudaGetLastError();  // not sticky: the eager rerun must not see it
+  SpoilThreadCapture(std::string(file) + ":" + std::to_string(line) + ": " + what + ": " + why);
 }
 
 inline cudaStream_t StreamOf(Stream s) { return static_cast<cudaStream_t>(s.handle); }

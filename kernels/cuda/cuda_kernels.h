@@ -7,6 +7,7 @@
 #include "kernels/kernels.h"
 
 #include <cstdint>
+#include <string>
 
 namespace caduceus::kernels::cuda {
 #include "kernels/kernel_signatures.inc"
@@ -20,4 +21,14 @@ uint64_t WorkspaceGeneration();
 // its owner destroys it. The kernels keep them per stream (per host thread on the default
 // streams, for which this does nothing).
 void ReleaseStream(Stream stream);
+
+// The calling thread is capturing a CUDA graph (the model's decode-step graphs, through
+// worker/backend/cuda_graphs.cc). Until EndThreadCapture, a CUDA or cuBLAS call of these kernels
+// that fails does not abort the process as it otherwise does: nothing executes during a capture,
+// the failure only makes the graph unusable. A workspace that would have to grow is such a
+// failure too (CUDA refuses to free memory in a capture). EndThreadCapture returns the first
+// failure (empty when none); the caller then discards the graph and runs the work eagerly, where
+// a real fault aborts as usual.
+void BeginThreadCapture();
+std::string EndThreadCapture();
 }  // namespace caduceus::kernels::cuda

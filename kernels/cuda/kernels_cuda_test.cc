@@ -243,6 +243,39 @@ TEST_F(CudaKernelsTest, WorkspaceFollowsTheStreamAcrossThreads) {
   ASSERT_CUDA_OK(cudaStreamDestroy(s));
 }
 
+TEST_F(CudaKernelsTest, AWorkspaceThatMustGrowInACaptureSpoilsItInsteadOfAborting) {
+  // CUDA refuses to free non-graph memory inside a capture, so a Linear whose workspace must grow
+  // cannot be captured: the capture is reported spoilt (EndThreadCapture), nothing aborts, and
+  // the same call run eagerly afterwards grows the workspace and gives the right numbers.
+  const int k = 256, n = 128, small = 9, large = 40;
+  const auto x = RandomFloats(static_cast<size_t>(large) * k, 41);
+  const auto w = RandomBf16(static_cast<size_t>(n) * k, 42, 0.05f);
+  DeviceArray<float> d_x(x), d_y(static_cast<size_t>(large) * n);
+  DeviceArray<bf16> d_w(w);
+  cudaStream_t s;
+  ASSERT_CUDA_OK(cudaStreamCreate(&s));
+  cuda::Linear(d_x.get(), small, k, d_w.get(), n, d_y.get(), Stream{s});  // sizes it for 9 rows
+  ASSERT_CUDA_OK(cudaStreamSynchronize(s));
+  const uint64_t generation = cuda::WorkspaceGeneration();
+  ASSERT_CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  cuda::BeginThreadCapture();
+  cuda::Linear(d_x.get(), large, k, d_w.get(), n, d_y.get(), Stream{s});
+  const std::string spoilt = cuda::EndThreadCapture();
+  cudaGraph_t graph = nullptr;
+  if (cudaStreamEndCapture(s, &graph) == cudaSuccess && graph != nullptr) cudaGraphDestroy(graph);
+  cudaGetLastError();
+  EXPECT_NE(spoilt.find("has to grow"), std::string::npos) << spoilt;
+  EXPECT_EQ(cuda::WorkspaceGeneration(), generation) << "the workspace changed inside the capture";
+  EXPECT_EQ(cuda::EndThreadCapture(), "") << "the failure outlived its capture";
+  cuda::Linear(d_x.get(), large, k, d_w.get(), n, d_y.get(), Stream{s});
+  std::vector<float> want(static_cast<size_t>(large) * n);
+  cpu::Linear(x.data(), large, k, w.data(), n, want.data());
+  ASSERT_CUDA_OK(cudaStreamSynchronize(s));
+  ExpectClose(d_y.Read(), want, 1e-5, 1e-4, "eager after the spoilt capture");
+  cuda::ReleaseStream(Stream{s});
+  ASSERT_CUDA_OK(cudaStreamDestroy(s));
+}
+
 TEST_F(CudaKernelsTest, RopeMatchesCpu) {
   struct Shape {
     int n, q_heads, kv_heads, head_dim;

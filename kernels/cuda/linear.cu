@@ -25,6 +25,8 @@
 
 #include <cfloat>
 #include <cstdio>
+#include <string>
+#include <utility>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
@@ -34,8 +36,8 @@
   do {                                                                                      \
     const cublasStatus_t caduceus_st_ = (expr);                                             \
     if (caduceus_st_ != CUBLAS_STATUS_SUCCESS) {                                            \
-      ::caduceus::kernels::cuda::internal::Fail(#expr, cublasGetStatusString(caduceus_st_), \
-                                                __FILE__, __LINE__);                        \
+      ::caduceus::kernels::cuda::internal::OnError(#expr, cublasGetStatusString(caduceus_st_), \
+                                                   __FILE__, __LINE__);                     \
     }                                                                                       \
   } while (0)
 
@@ -334,6 +336,18 @@ void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
 }
 
 uint64_t WorkspaceGeneration() { return internal::WorkspaceGenerationCounter().load(); }
+
+void BeginThreadCapture() {
+  internal::ThreadCapture& c = internal::CurrentThreadCapture();
+  c.open = true;
+  c.first_failure.clear();
+}
+
+std::string EndThreadCapture() {
+  internal::ThreadCapture& c = internal::CurrentThreadCapture();
+  c.open = false;
+  return std::exchange(c.first_failure, std::string());
+}
 
 void ReleaseStream(Stream stream) {
   const cudaStream_t s = StreamOf(stream);

@@ -10,8 +10,9 @@
 // graphs need the workspace sized beforehand (the worker's warm-up step runs the largest step
 // first, and a shape runs eagerly once before it is captured), and every growth or release of any
 // workspace bumps WorkspaceGenerationCounter(), which graph owners compare before a replay
-// (cuda_kernels.h, WorkspaceGeneration). Growing inside a capture is a CUDA error (cudaFreeAsync
-// of memory the graph did not allocate), fatal like every other.
+// (cuda_kernels.h, WorkspaceGeneration). Inside a capture a workspace cannot grow (CUDA refuses
+// cudaFreeAsync of memory the graph did not allocate): the capture is spoilt instead
+// (SpoilThreadCapture) and its owner reruns the work eagerly.
 //
 // Under stream capture (CUDA graphs) the calls still work, for one stream: Begin's cross-stream
 // wait becomes an external-event node, and End records nothing (an event recorded into a capture
@@ -83,6 +84,14 @@ class StreamWorkspace {
   }
   // At least `bytes`, for work enqueued on `stream` until End(stream). Grows geometrically.
   void* Buffer(size_t bytes, cudaStream_t stream) {
+    if (bytes > capacity_ && IsCapturing(stream)) {
+      // Growing means freeing the old buffer, which CUDA refuses inside a capture (only a
+      // graph's own allocations can be freed there). The graph could not be replayed anyway:
+      // spoil it (the owner reruns the work eagerly, and the buffer grows then), record nothing.
+      SpoilThreadCapture("a kernel workspace has to grow (" + std::to_string(capacity_) + " -> " +
+                         std::to_string(bytes) + " bytes) inside a graph capture");
+      return buffer_;
+    }
     if (bytes > capacity_) {
       const size_t grown = capacity_ * 2 > bytes ? capacity_ * 2 : bytes;
       if (buffer_ != nullptr) CADUCEUS_CUDA_CHECK(cudaFreeAsync(buffer_, stream));

@@ -41,13 +41,23 @@ absl::Status BeginCapture(void* stream) {
   if (e != cudaSuccess) {
     return absl::InternalError(absl::StrCat("cudaStreamBeginCapture: ", Why(e)));
   }
+  // From here a failing kernel call spoils the capture instead of aborting (EndCapture).
+  kernels::cuda::BeginThreadCapture();
   return absl::OkStatus();
 }
 
 absl::StatusOr<void*> EndCapture(void* stream, size_t* nodes) {
+  const std::string spoilt = kernels::cuda::EndThreadCapture();
   cudaGraph_t graph = nullptr;
   cudaError_t e = cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &graph);
-  if (e != cudaSuccess) return absl::InternalError(absl::StrCat("cudaStreamEndCapture: ", Why(e)));
+  if (e != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("cudaStreamEndCapture: ", Why(e),
+                                            spoilt.empty() ? "" : "; first failure: ", spoilt));
+  }
+  if (!spoilt.empty()) {  // ended cleanly, but a kernel call failed while it was recorded
+    cudaGraphDestroy(graph);
+    return absl::InternalError(absl::StrCat("during the capture: ", spoilt));
+  }
   *nodes = 0;
   cudaGraphGetNodes(graph, nullptr, nodes);
   cudaGraphExec_t exec = nullptr;
