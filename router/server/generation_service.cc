@@ -258,4 +258,12 @@ grpc::Status RegistryService::Heartbeat(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status RegistryService::Deregister(grpc::ServerContext* context,
+                                         const worker::v1::DeregisterRequest* request,
+                                         worker::v1::DeregisterResponse* response) {
+  if (grpc::Status s = Authorize(context); !s.ok()) return s;
+  response->set_known(replicas_->Deregister(request->address()));
+  return grpc::Status::OK;
+}
+
 }  // namespace caduceus::router

@@ -88,6 +88,8 @@ class RegistryService final : public worker::v1::ReplicaRegistry::Service {
                         worker::v1::RegisterResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const worker::v1::HeartbeatRequest* request,
                          worker::v1::HeartbeatResponse* response) override;
+  grpc::Status Deregister(grpc::ServerContext*, const worker::v1::DeregisterRequest* request,
+                          worker::v1::DeregisterResponse* response) override;
 
  private:
   grpc::Status Authorize(const grpc::ServerContext* context) const;

@@ -46,6 +46,13 @@ Replica::Replica(std::string address, ReplicaOptions options, const ModelTextCon
       resubmit_(std::move(resubmit)),
       loop_([this] { Loop(); }) {}
 
+void Replica::Retire(const absl::Status& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stop_ = true;
+  FailAll(why);
+  cv_.notify_all();
+}
+
 Replica::~Replica() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -195,10 +202,12 @@ std::vector<std::shared_ptr<ActiveRequest>> Replica::BeginDraining() {
   return TakeUnstarted();
 }
 
-std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeUnstarted() {
+std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeUnstarted(bool silent_too) {
   std::vector<std::shared_ptr<ActiveRequest>> moved;
   for (auto it = requests_.begin(); it != requests_.end();) {
-    if (it->second->progress().first_scheduled) {
+    const ActiveRequest::Progress& p = it->second->progress();
+    const bool silent = p.generated.empty() && !p.sent_prompt_ids;
+    if (p.first_scheduled && !(silent_too && silent)) {
       ++it;
       continue;
     }
@@ -377,10 +386,11 @@ void Replica::OnStepFailed(const grpc::Status& status, std::unique_lock<std::mut
     LogError(absl::StrCat("replica ", address_, refused ? " refused a pipelined step (" : " failed a step (",
                           status.error_code(), ": ", status.error_message(), "); ",
                           refused ? "resetting it" : "marking it down"));
-    // Requests that never ran here lose nothing by moving; the others have streamed output
-    // (or KV state) that died with the replica, so they fail and the client retries.
+    // Requests that sent their client nothing yet (queued, or prefilling: a replica that died
+    // while idle fails the first step it is sent) lose nothing by moving; the others have
+    // streamed output that died with the replica, so they fail and the client retries.
     up_ = false;
-    moved = TakeUnstarted();
+    moved = TakeUnstarted(/*silent_too=*/true);
     FailAll(absl::UnavailableError(absl::StrCat("replica ", address_, " failed: ",
                                                 status.error_message(), "; retry the request")));
     scheduler_.reset();

@@ -49,10 +49,12 @@ struct ReplicaOptions {
   absl::Duration health_interval = absl::Seconds(1);
   absl::Duration heartbeat_timeout = absl::Seconds(10);
   bool log_payloads = false;
-  // Registered replicas (not --replica ones) down this long are forgotten: a worker pod that was
-  // replaced advertises a new address, and the old one would count as down forever (alerts, a
-  // probe loop, stale series). A live leader whose heartbeat finds itself forgotten registers again.
-  absl::Duration forget_after = absl::Seconds(60);
+  // Registered replicas (not --replica ones) down this long are forgotten: a worker pod that
+  // crashed and was replaced advertises a new address, and the old one would count as down forever
+  // (alerts, a probe loop, stale series). Longer than the replica-down alert's 5 minutes, so a
+  // group that dies for good still alerts; a leader that leaves gracefully deregisters at once. A
+  // live leader whose heartbeat finds itself forgotten registers again.
+  absl::Duration forget_after = absl::Seconds(600);
   // Registered replicas at most (RESOURCE_EXHAUSTED past it): each has a thread and a channel.
   int32_t max_registered = 64;
 };
@@ -72,6 +74,8 @@ class Replica {
   absl::Status Submit(std::shared_ptr<ActiveRequest> request);
   // A registered leader's heartbeat (it counts as a successful health check).
   void Heartbeat(bool serving);
+  // Stops the replica (it is being removed): requests still on it fail with `why`.
+  void Retire(const absl::Status& why);
 
   struct Load {
     bool up = false;
@@ -116,7 +120,10 @@ class Replica {
   // scheduler; the caller re-routes them after releasing mu_ (ReplicaSet locks other replicas).
   std::vector<std::shared_ptr<ActiveRequest>> BeginDraining();
   // Requires mu_. Removes the requests that have not had a step yet (from the scheduler too).
-  std::vector<std::shared_ptr<ActiveRequest>> TakeUnstarted();
+  // With `silent_too`, also those that had steps but sent the client nothing yet (no token, no
+  // prompt ids: a prefill that died with the replica), which another replica can run from the
+  // start without the client seeing a difference.
+  std::vector<std::shared_ptr<ActiveRequest>> TakeUnstarted(bool silent_too = false);
   void Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests);
 
   // A Step call in flight (loop thread only). Its tag on cq_ is the object itself.

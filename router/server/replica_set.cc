@@ -64,6 +64,26 @@ bool ReplicaSet::Heartbeat(const std::string& id, bool serving) {
   return false;
 }
 
+bool ReplicaSet::Deregister(const std::string& address) {
+  std::shared_ptr<Replica> gone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = replicas_.begin(); it != replicas_.end(); ++it) {
+      if (it->registered && it->replica->address() == address) {
+        gone = std::move(it->replica);
+        replicas_.erase(it);
+        break;
+      }
+    }
+  }
+  if (gone == nullptr) return false;
+  LogInfo(absl::StrCat("replica ", address, " deregistered (it is leaving)"));
+  gone->Retire(absl::UnavailableError(
+      absl::StrCat("replica ", address, " left (drain timeout passed); retry the request")));
+  metrics_->RemoveReplica(address);
+  return true;
+}
+
 void ReplicaSet::ForgetLongDown() {
   std::vector<std::shared_ptr<Replica>> forgotten;
   {

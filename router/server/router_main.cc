@@ -68,9 +68,10 @@ ABSL_FLAG(std::string, registry_token_file, "",
           "file holding a bearer token workers must present to register (the worker's "
           "--registry-token-file); without it anyone who reaches the port can register a replica "
           "and receive prompts");
-ABSL_FLAG(double, forget_replica_after, 60,
+ABSL_FLAG(double, forget_replica_after, 600,
           "seconds a registered replica may stay down before the router forgets it (it registers "
-          "again when it comes back); --replica ones are kept");
+          "again when it comes back; one that leaves gracefully deregisters at once); --replica "
+          "ones are kept");
 ABSL_FLAG(int32_t, max_registered_replicas, 64,
           "registered replicas held at most; further registrations get RESOURCE_EXHAUSTED");
 ABSL_FLAG(bool, log_payloads, false,

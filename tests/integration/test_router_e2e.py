@@ -468,10 +468,12 @@ def cluster_d(c, model):
     router_addr = "127.0.0.1:%d" % cluster.free_port()
     metrics_addr = "127.0.0.1:%d" % cluster.free_port()
     keep = c.start_worker_group(model, 1, name="keep", extra=WORKER_KV)
-    leave = c.start_worker_group(model, 1, name="leave", extra=WORKER_KV)
+    # The leaving one registers itself (as in Kubernetes), so it deregisters when it leaves.
+    leave = c.start_worker_group(model, 1, name="leave", extra=WORKER_KV,
+                                 leader_extra=["--router", router_addr])
     router = c.start("routerD", "caduceus-router",
                      ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
-                      "--replica", keep.address, "--replica", leave.address])
+                      "--replica", keep.address])
     cluster.wait_serving(router_addr, processes=[router])
     stub = rc.stub(router_addr)
     wait_until("replicas up", lambda: _info_if(stub, 2), timeout=120)
@@ -507,6 +509,11 @@ def cluster_d(c, model):
     assert set(served) == {keep.address}, served
     code = leave.leader.wait(30)
     assert code == 0, "draining worker exit code %s" % code
+    # It deregistered: gone from the router at once, not counted down until forgotten.
+    assert "replica %s deregistered" % leave.address in open(router.log_path, errors="replace").read()
+    # (the gauges refresh every 250 ms; forgetting would take --forget-replica-after, 600 s)
+    wait_until("the departed replica not counted down", lambda: not cluster.metric_value(
+        cluster.scrape(metrics_addr), "caduceus_replicas", {"state": "down"}), timeout=5)
     unavailable = cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_requests_total",
                                        {"status": "unavailable"})
     assert not unavailable, unavailable
@@ -550,6 +557,18 @@ def cluster_e(c, model):
     t.join()
     assert outcome.get("tokens") == 8 and outcome.get("replica") == small.address, outcome
     print("    the queued request moved to %s and completed" % small.address)
+    # A replica that dies while idle still looks up until its health checks lapse: the next
+    # request sent there fails its first step, and, having sent its client nothing, moves.
+    idle = c.start_worker_group(model, 1, name="idle", extra=["--kv-cache-bytes", 64 << 20],
+                                leader_extra=["--router", router_addr])
+    wait_until("the idle replica up", lambda: _info_if(stub, 2), timeout=120)
+    idle.leader.signal(signal.SIGKILL)
+    idle.leader.wait(10)
+    r = stub.Generate(rc.ids_request([128000, 9906, 13], 8), timeout=120)
+    assert len(r.token_ids) == 8 and r.replica == small.address, (r.replica, len(r.token_ids))
+    assert "moving 1 unstarted requests off %s" % idle.address in open(
+        router.log_path, errors="replace").read(), "the request did not go to the dead replica first"
+    print("    a request sent to a replica that had just died moved to %s" % small.address)
     c.close()
 
 

@@ -30,6 +30,26 @@ RouterRegistration::~RouterRegistration() {
   thread_.join();
 }
 
+void RouterRegistration::Deregister(const std::string& router_address,
+                                    const std::string& advertise_address, const std::string& token) {
+  auto stub = v1::ReplicaRegistry::NewStub(
+      grpc::CreateChannel(router_address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+  v1::DeregisterRequest request;
+  request.set_address(advertise_address);
+  v1::DeregisterResponse response;
+  const grpc::Status status = stub->Deregister(&context, request, &response);
+  if (!status.ok()) {
+    LogWarning(absl::StrCat("could not deregister from router ", router_address, " (",
+                            status.error_message(), "); it forgets this replica later"));
+  } else {
+    LogInfo(absl::StrCat("deregistered from router ", router_address,
+                         response.known() ? "" : " (it had already forgotten this replica)"));
+  }
+}
+
 void RouterRegistration::Loop() {
   auto stub = v1::ReplicaRegistry::NewStub(
       grpc::CreateChannel(router_address_, grpc::InsecureChannelCredentials()));

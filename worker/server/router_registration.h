@@ -23,6 +23,12 @@ class RouterRegistration {
                      v1::InfoResponse info, std::function<bool()> serving, std::string token = "");
   ~RouterRegistration();
 
+  // Tells the router that the leader at `advertise_address` is leaving for good (after its
+  // drain), so it drops the replica at once. Best effort: a few seconds at most, the outcome is
+  // logged (a router that never hears of it forgets the replica after --forget-replica-after).
+  static void Deregister(const std::string& router_address, const std::string& advertise_address,
+                         const std::string& token);
+
  private:
   void Loop();
 

@@ -371,9 +371,11 @@ int Main(int argc, char** argv) {
     kill(getpid(), SIGTERM);  // wakes the sigwait below
   });
   std::optional<RouterRegistration> registration;
+  const std::string advertise = absl::GetFlag(FLAGS_advertise_address).empty()
+                                    ? listen
+                                    : absl::GetFlag(FLAGS_advertise_address);
+  std::string registry_token;
   if (!absl::GetFlag(FLAGS_router).empty()) {
-    const std::string advertise = absl::GetFlag(FLAGS_advertise_address);
-    std::string registry_token;
     if (!absl::GetFlag(FLAGS_registry_token_file).empty()) {
       auto token = ReadFile(absl::GetFlag(FLAGS_registry_token_file), "--registry-token-file");
       if (!token.ok()) return Fail(token.status());
@@ -382,8 +384,8 @@ int Main(int argc, char** argv) {
         return Fail(absl::InvalidArgumentError("--registry-token-file is empty"));
       }
     }
-    registration.emplace(absl::GetFlag(FLAGS_router), advertise.empty() ? listen : advertise, info,
-                         [&leader] { return leader.health().ok(); }, std::move(registry_token));
+    registration.emplace(absl::GetFlag(FLAGS_router), advertise, info,
+                         [&leader] { return leader.health().ok(); }, registry_token);
   }
   LogInfo(absl::StrCat(where, ": serving the worker API on ", listen));
 
@@ -411,6 +413,10 @@ int Main(int argc, char** argv) {
   }
   if (leader.live_sequences() > 0) {
     LogWarning(absl::StrCat(leader.live_sequences(), " sequences still live at the drain timeout"));
+  }
+  if (!absl::GetFlag(FLAGS_router).empty()) {
+    // Leaving for good: the router drops the replica now instead of counting it down.
+    RouterRegistration::Deregister(absl::GetFlag(FLAGS_router), advertise, registry_token);
   }
   LogInfo("stopping the group");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
