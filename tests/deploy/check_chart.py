@@ -58,6 +58,30 @@ def split_launcher(argv):
     return launcher, rest[0], rest[1:], []
 
 
+def secret_file(pod_spec, container, path):
+    """The (secretName, key) a file path in a container resolves to, or None when no read-only
+    Secret volume mount holds it."""
+    vols = {v["name"]: v for v in pod_spec.get("volumes") or []}
+    for m in container.get("volumeMounts") or []:
+        mp = m["mountPath"].rstrip("/") + "/"
+        if path.startswith(mp) and m.get("readOnly") and "secret" in vols.get(m["name"], {}):
+            return vols[m["name"]]["secret"]["secretName"], path[len(mp):]
+    return None
+
+
+def token_problems(who, pod_spec, container, argv, flag, token):
+    """--*-token-file FLAG: passed exactly when TOKEN (a values block) is enabled, and the path
+    resolves to TOKEN's Secret and key through a read-only mount."""
+    path = flag_value(argv, flag)
+    if not token["enabled"]:
+        return [f"{who}: {flag} passed although disabled"] if path else []
+    if not path:
+        return [f"{who}: {flag} missing although enabled"]
+    want = (token["secretName"], token.get("secretKey", "token"))
+    got = secret_file(pod_spec, container, path)
+    return [] if got == want else [f"{who}: {flag}={path} resolves to {got}, not Secret {want[0]} key {want[1]}"]
+
+
 def shape_problems(objs, values):
     """Deployment-specific expectations; returns a list of problems."""
     p = []
@@ -96,6 +120,12 @@ def shape_problems(objs, values):
     ports = {pt["name"] for pt in rc["ports"]}
     if ports != {"grpc", "metrics"}:
         p.append(f"router ports {ports}")
+    # Bearer tokens: the public API's, and the registry's that the worker leaders present.
+    registry_token = values["router"]["registryToken"]
+    p += token_problems("router", rpod, rc, args_of(rc), "--api-token-file", values["router"]["apiToken"])
+    p += token_problems("router", rpod, rc, args_of(rc), "--registry-token-file", registry_token)
+    if not flag_value(args_of(rc), "--forget-replica-after"):
+        p.append("router: no --forget-replica-after (replaced replicas would count as down forever)")
     svc_ports = {pt["name"] for s in by_kind(objs, "Service") if s["metadata"]["name"].endswith("-router") for pt in s["spec"]["ports"]}
     if svc_ports != {"grpc", "metrics"}:
         p.append(f"router Service ports {svc_ports}")
@@ -171,9 +201,15 @@ def shape_problems(objs, values):
         has_api = any(a.startswith("--listen=") for a in rank0)
         if (role == "follower") == has_api:
             p.append(f"{role}: rank-0 flags (--listen, --router) on the wrong pods")
-        if role != "follower":
+        if flag_value(common, "--registry-token-file"):
+            p.append(f"{role}: --registry-token-file among every rank's flags (rank 0 only registers)")
+        if role == "follower":
+            if any(m["name"] == "registry-token" for m in c.get("volumeMounts") or []):
+                p.append("follower: mounts the registry token (only rank 0 registers)")
+        else:
             if not flag_value(rank0, "--router") or "router-registry" not in flag_value(rank0, "--router"):
                 p.append(f"{role}: leader does not register with the router registry Service")
+            p += token_problems(role, spec, c, rank0, "--registry-token-file", registry_token)
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 if "grpc" not in c.get(probe, {}):
                     p.append(f"{role}: {probe} is not the worker API's gRPC health")
@@ -292,6 +328,7 @@ LARGE_VALUES = {
         "scheduler": {"maxNumSeqs": 65536, "maxTokensPerStep": 1048576, "maxWaitingRequests": 1000000,
                       "maxWaitingTokens": 1099511627776},
         "drainTimeoutSeconds": 3600, "heartbeatTimeoutSeconds": 600, "preStopSleepSeconds": 120,
+        "forgetReplicaAfterSeconds": 86400,
     },
     "workers": {
         "maxStepTokens": 1048576, "maxStepSequences": 65536, "kvCacheBytes": 1099511627776,
@@ -340,8 +377,10 @@ def check_large_values():
         os.unlink(f.name)
     found = scientific_notation(objs)
     argv = [a for o in objs for _, tpl in cr.pod_templates(o) for c in cr.containers(tpl) for a in args_of(c)]
-    seen = [a for a in argv if a.startswith(("--max-waiting-requests=", "--max-tokens-per-step=", "--max-step-tokens="))]
-    ok = not found and "--max-waiting-requests=1000000" in seen and "--max-step-tokens=1048576" in seen
+    seen = [a for a in argv if a.startswith(("--max-waiting-requests=", "--max-tokens-per-step=", "--max-step-tokens=",
+                                             "--forget-replica-after="))]
+    ok = (not found and "--max-waiting-requests=1000000" in seen and "--max-step-tokens=1048576" in seen
+          and "--forget-replica-after=86400" in seen)
     report(ok, "largest schema values render as plain integers (no 1e+06 in flags or fields)",
            "\n".join(found) or f"flags seen: {seen}")
 

@@ -18,11 +18,12 @@ SCRIPT = os.path.join(HERE, "check_chart_flags.py")
 
 ROUTER_FLAGS = ["model", "listen", "metrics_listen", "replica", "max_num_seqs", "max_tokens_per_step",
                 "max_waiting_requests", "max_waiting_tokens", "drain_timeout", "tls_cert", "tls_key",
-                "api_token_file", "log_payloads", "heartbeat_timeout", "pipeline_depth"]
+                "api_token_file", "log_payloads", "heartbeat_timeout", "pipeline_depth",
+                "registry_token_file", "forget_replica_after", "max_registered_replicas"]
 WORKER_FLAGS = ["model", "tp_size", "rank", "rendezvous", "device", "listen", "metrics_listen",
                 "kv_cache_bytes", "gpu_memory_utilization", "router", "advertise_address",
                 "collective_timeout", "connect_timeout", "gloo_hostname", "gloo_iface", "max_step_tokens",
-                "max_step_sequences", "drain_timeout", "kv_cache_dtype"]
+                "max_step_sequences", "drain_timeout", "kv_cache_dtype", "registry_token_file"]
 from tally import check, summary  # noqa: E402
 
 
@@ -63,6 +64,12 @@ with tempfile.TemporaryDirectory() as d:
     fake(d, "caduceus-worker", WORKER_FLAGS)
     rc, out = run(d)
     check(rc == 1 and "caduceus-router --api-token-file" in out, "a missing router flag is reported", out)
+
+    fake(d, "caduceus-router", ROUTER_FLAGS)
+    fake(d, "caduceus-worker", [f for f in WORKER_FLAGS if f != "registry_token_file"])
+    rc, out = run(d)
+    check(rc == 1 and "caduceus-worker --registry-token-file is not in" in out and "llama70b" in out,
+          "a missing rank-0 flag (--registry-token-file) is reported", out)
 
     fake(d, "caduceus-router", ROUTER_FLAGS, dashes=True)
     fake(d, "caduceus-worker", [f for f in WORKER_FLAGS if f != "collective_timeout"],

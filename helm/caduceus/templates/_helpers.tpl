@@ -152,6 +152,14 @@ app.kubernetes.io/component: worker
 {{- if and .Values.router.apiToken.enabled (not .Values.router.apiToken.secretName) -}}
 {{- fail "router.apiToken.enabled needs router.apiToken.secretName" -}}
 {{- end -}}
+{{- $reg := .Values.router.registryToken -}}
+{{- if and $reg.enabled (not $reg.secretName) -}}
+{{- fail "router.registryToken.enabled needs router.registryToken.secretName" -}}
+{{- end -}}
+{{- $api := .Values.router.apiToken -}}
+{{- if and $reg.enabled $api.enabled (eq $reg.secretName $api.secretName) (eq $reg.secretKey $api.secretKey) -}}
+{{- fail "router.registryToken must not be the router.apiToken token (same secretName and secretKey): every API client could register a replica and receive prompts; use a separate token" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Pod security shared by both components: non-root (the images' uid 10001), no privilege

@@ -108,6 +108,9 @@ spec:
         - --listen=0.0.0.0:{{ int64 $w.ports.api }}
         - --router={{ include "caduceus.router.registry" $root }}:{{ int64 $root.Values.router.ports.grpc }}
         - --advertise-address=$(POD_IP):{{ int64 $w.ports.api }}
+        {{- if $root.Values.router.registryToken.enabled }}
+        - --registry-token-file=/var/run/caduceus/registry-token/{{ $root.Values.router.registryToken.secretKey }}
+        {{- end }}
         {{- end }}
       env:
         - name: POD_IP
@@ -209,6 +212,12 @@ spec:
           mountPath: /dev/shm
         - name: tmp
           mountPath: /tmp
+        {{- if and $hostsRank0 $root.Values.router.registryToken.enabled }}
+        # The token rank 0 presents to the router's registry (--registry-token-file).
+        - name: registry-token
+          mountPath: /var/run/caduceus/registry-token
+          readOnly: true
+        {{- end }}
   volumes:
     {{- include "caduceus.model.volume" $root | nindent 4 }}
     - name: dshm
@@ -218,6 +227,12 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: 1Gi
+    {{- if and $hostsRank0 $root.Values.router.registryToken.enabled }}
+    - name: registry-token
+      secret:
+        secretName: {{ $root.Values.router.registryToken.secretName }}
+        defaultMode: 0440
+    {{- end }}
   {{- with $w.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
