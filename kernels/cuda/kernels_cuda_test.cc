@@ -73,9 +73,11 @@ TEST_F(CudaKernelsTest, LinearMatchesCpuAndIsDeterministic) {
   struct Shape {
     int m, k, n;
   };
-  // m <= 8 takes the skinny kernel (vector loads when k % 8 == 0, else scalar), larger m cuBLAS.
+  // m <= 8 takes the skinny kernel (vector loads when k % 8 == 0, else scalar), larger m cuBLAS
+  // (one GEMM of the stacked halves; from 256 rows two GEMMs accumulating into y).
   for (const Shape s : {Shape{1, 1, 1}, Shape{1, 4096, 513}, Shape{3, 15, 7}, Shape{17, 1000, 33},
-                        Shape{64, 4096, 256}, Shape{5, 14336, 65}, Shape{8, 72, 100}}) {
+                        Shape{64, 4096, 256}, Shape{5, 14336, 65}, Shape{8, 72, 100},
+                        Shape{255, 96, 40}, Shape{256, 33, 7}, Shape{301, 128, 48}}) {
     const std::string what =
         std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n);
     const auto x = RandomFloats(static_cast<size_t>(s.m) * s.k, 5);

@@ -141,6 +141,9 @@ __global__ void SumHalvesKernel(SumOfHalves halves, float* y) {
 }
 
 constexpr int kSkinnyRows = 8;     // largest m the skinny path takes
+// From this many rows Linear runs two GEMMs into y instead of one into [2m, n] partials
+// (GemmTwoPass): prefill steps, where the partials would be gigabytes and the GEMM is compute-bound.
+constexpr int kTwoPassRows = 256;
 constexpr int kSkinnyColumns = 8;  // output columns per block: one per warp
 constexpr int kSkinnyChunk = 8;    // weights per lane per step: one 16-byte load
 
@@ -236,6 +239,28 @@ const float* GemmHalves(GemmContext& ctx, const float* x, int32_t m, int32_t k, 
   return parts;
 }
 
+// Prefill-sized Linear (m >= kTwoPassRows): y = W·hi, then y += W·lo (cuBLAS's beta = 1), two
+// GEMMs of m rows. The weights are read twice, which costs nothing where the GEMM is compute-bound,
+// and the [2m, n] partial outputs never exist: for an 8192-token 8B gate_up they were 1.9 GB of
+// workspace (3.8 GB for 70B at TP=1), kept for the process's life and so taken from the KV cache.
+// The epilogue's 1·acc + 1·y is the sum kernel's hi + lo, one rounding, same order of operands.
+void GemmTwoPass(GemmContext& ctx, const float* x, int32_t m, int32_t k, const bf16* w, int32_t n,
+                 float* y, cudaStream_t s) {
+  const int64_t in_total = static_cast<int64_t>(m) * k;
+  auto* split = static_cast<__nv_bfloat16*>(
+      ctx.Buffer(sizeof(__nv_bfloat16) * 2 * static_cast<size_t>(in_total), s));
+  internal::Launch(SplitBf16Kernel, internal::GridFor(in_total, kThreads), kThreads, s, x, in_total,
+                   split);
+  // Column-major views as in GemmHalves: C [n, m] = A^T [n, k] * B [k, m].
+  const float one = 1.0f, zero = 0.0f;
+  CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w,
+                                     CUDA_R_16BF, k, split, CUDA_R_16BF, k, &zero, y, CUDA_R_32F,
+                                     n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w,
+                                     CUDA_R_16BF, k, split + in_total, CUDA_R_16BF, k, &one, y,
+                                     CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 // The sampler's view of one logit (NaN is -inf, +inf is FLT_MAX) and the argmax merge rule:
 // larger value first, then the lower index; index -1 (nothing above -inf) never wins.
 struct Candidate {
@@ -305,9 +330,13 @@ void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, floa
   }
   GemmContext& ctx = ContextFor(s);
   ctx.Begin(s);
-  const float* parts = GemmHalves(ctx, x, m, k, w, n, s);
-  internal::Launch(SumHalvesKernel, internal::GridFor(out_total, kThreads), kThreads, s,
-                   SumOfHalves{parts, out_total}, y);
+  if (m >= kTwoPassRows) {
+    GemmTwoPass(ctx, x, m, k, w, n, y, s);
+  } else {
+    const float* parts = GemmHalves(ctx, x, m, k, w, n, s);
+    internal::Launch(SumHalvesKernel, internal::GridFor(out_total, kThreads), kThreads, s,
+                     SumOfHalves{parts, out_total}, y);
+  }
   ctx.End(s);
 }
 

@@ -106,7 +106,8 @@ grpc::Status GenerationService::RunUnary(grpc::ServerContext* context,
     if (request->done()) return ToGrpcStatus(request->error());
     const bool deadline_passed = context->deadline() < std::chrono::system_clock::now();
     if (deadline_passed || context->IsCancelled()) {
-      const CancelReason reason = ReasonForCancel(context->deadline());
+      const CancelReason reason =
+          ReasonForCancel(context->deadline(), absl::ToChronoTime(request->arrival()));
       request->RequestCancel(reason);
       return CancelStatus(reason);
     }

@@ -165,6 +165,14 @@ bool Replica::Connect() {
   sc.max_num_seqs = std::min(sc.max_num_seqs, info.max_step_sequences());
   sc.max_tokens_per_step = std::min(sc.max_tokens_per_step, info.max_step_tokens());
   sc.prefill_chunk_tokens = std::min(sc.prefill_chunk_tokens, sc.max_tokens_per_step);
+  if (sc.max_num_seqs < options_.scheduler.max_num_seqs ||
+      sc.max_tokens_per_step < options_.scheduler.max_tokens_per_step) {
+    LogWarning(absl::StrCat("replica ", address_, " accepts steps of at most ",
+                            info.max_step_sequences(), " sequences and ", info.max_step_tokens(),
+                            " tokens: --max-num-seqs / --max-tokens-per-step capped to ",
+                            sc.max_num_seqs, " / ", sc.max_tokens_per_step,
+                            " for it (raise the worker's --max-step-sequences / --max-step-tokens)"));
+  }
   auto scheduler = Scheduler::Create(sc);
   if (!scheduler.ok()) {
     LogError(absl::StrCat("replica ", address_, ": ", scheduler.status().ToString()));

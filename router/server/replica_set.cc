@@ -1,8 +1,10 @@
 #include "router/server/replica_set.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/log.h"
 
 namespace caduceus::router {
@@ -84,6 +86,24 @@ bool ReplicaSet::Deregister(const std::string& address) {
   return true;
 }
 
+void ReplicaSet::WarnOnMixedRevisions() {
+  std::set<std::string> revisions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Entry& e : replicas_) {
+      std::optional<worker::v1::InfoResponse> info = e.replica->info();
+      if (info) revisions.insert(absl::StrCat(info->model_id(), "@", info->revision()));
+    }
+  }
+  const std::string mix = revisions.size() > 1 ? absl::StrJoin(revisions, ", ") : "";
+  if (mix == revisions_warned_) return;
+  revisions_warned_ = mix;
+  if (!mix.empty()) {
+    LogWarning(absl::StrCat("replicas up with different models or revisions (", mix,
+                            "): the same request gets different answers depending on the replica"));
+  }
+}
+
 void ReplicaSet::ForgetLongDown() {
   std::vector<std::shared_ptr<Replica>> forgotten;
   {
@@ -156,6 +176,7 @@ void ReplicaSet::MonitorLoop() {
   while (!stop_) {
     lock.unlock();
     ForgetLongDown();
+    WarnOnMixedRevisions();
     Summary s = Summarize();
     metrics_->SetQueue(s.waiting, s.running);
     metrics_->SetReplicas(s.up, s.down);

@@ -49,6 +49,8 @@ class ReplicaSet {
   void MonitorLoop();
   // Drops registered replicas down longer than options_.forget_after. Requires !mu_ held.
   void ForgetLongDown();
+  // Logs once per change when the up replicas do not all serve the same model revision.
+  void WarnOnMixedRevisions();
   std::string AddLocked(const std::string& address, bool registered);
 
   struct Entry {
@@ -63,6 +65,7 @@ class ReplicaSet {
   std::vector<Entry> replicas_;
   std::condition_variable cv_;
   bool stop_ = false;
+  std::string revisions_warned_;  // monitor thread only: the mix last logged
   std::thread monitor_;
 };
 

@@ -80,7 +80,8 @@ void StreamReactor::OnWriteDone(bool ok) {
 }
 
 void StreamReactor::OnCancel() {
-  const CancelReason reason = ReasonForCancel(context_->deadline());
+  const CancelReason reason =
+      ReasonForCancel(context_->deadline(), absl::ToChronoTime(request_->arrival()));
   request_->RequestCancel(reason);
   const grpc::Status status = CancelStatus(reason);
   std::lock_guard<std::mutex> lock(link_->mu_);

@@ -1,6 +1,6 @@
 // What the worker tells the router about the model it serves: a name and a revision that changes
-// whenever the configuration or any tensor's layout changes (so a router can refuse to mix
-// replicas of different models).
+// whenever the configuration, any tensor's layout or the weights change (so a router can tell
+// replicas of different models apart).
 #pragma once
 
 #include <string>
@@ -14,8 +14,9 @@ struct ModelIdentity {
   std::string revision;  // 16 hex digits (FNV-1a 64, not cryptographic)
 };
 
-// Hashes config.json and the header (tensor names, dtypes, shapes, offsets) of every
-// *.safetensors file; the tensor data itself is not read (that would take minutes for 70B).
+// Hashes config.json, the header (tensor names, dtypes, shapes, offsets) of every *.safetensors
+// file and 16 samples of 4 KiB spread over its tensor data: reading all of it would take minutes
+// for 70B, and two different trainings differ in every sample.
 absl::StatusOr<ModelIdentity> IdentifyModel(const std::string& model_dir);
 
 }  // namespace caduceus::worker
