@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace caduceus {
@@ -19,6 +20,15 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view w
   ss << f.rdbuf();
   if (f.bad()) return absl::InternalError(absl::StrCat(prefix, path, ": read error"));
   return ss.str();
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path, std::string_view flag) {
+  if (path.empty()) return std::string();
+  absl::StatusOr<std::string> text = ReadFile(path, flag);
+  if (!text.ok()) return text.status();
+  std::string token(absl::StripAsciiWhitespace(*text));
+  if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(std::string(flag), " is empty"));
+  return token;
 }
 
 }  // namespace caduceus

@@ -13,4 +13,9 @@ namespace caduceus {
 // prefixes the message when given.
 absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view what = {});
 
+// A secret token from a file (typically a mounted Kubernetes Secret), surrounding whitespace
+// trimmed. Empty `path`: an empty token (the feature is off). A file holding only whitespace is
+// INVALID_ARGUMENT ("<flag> is empty"); read errors as ReadFile, prefixed with `flag`.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path, std::string_view flag);
+
 }  // namespace caduceus

@@ -136,23 +136,12 @@ int Main(int argc, char** argv) {
   }
   ModelTextContext model{tokenizer->get(), chat_template.get(), &*config};
 
-  std::string api_token;
-  if (!absl::GetFlag(FLAGS_api_token_file).empty()) {
-    auto token = ReadFile(absl::GetFlag(FLAGS_api_token_file), "--api-token-file");
-    if (!token.ok()) return Fail(token.status());
-    api_token = std::string(absl::StripAsciiWhitespace(*token));
-    if (api_token.empty()) return Fail(absl::InvalidArgumentError("--api-token-file is empty"));
-  }
-
-  std::string registry_token;
-  if (!absl::GetFlag(FLAGS_registry_token_file).empty()) {
-    auto token = ReadFile(absl::GetFlag(FLAGS_registry_token_file), "--registry-token-file");
-    if (!token.ok()) return Fail(token.status());
-    registry_token = std::string(absl::StripAsciiWhitespace(*token));
-    if (registry_token.empty()) {
-      return Fail(absl::InvalidArgumentError("--registry-token-file is empty"));
-    }
-  } else {
+  auto api_token = ReadTokenFile(absl::GetFlag(FLAGS_api_token_file), "--api-token-file");
+  if (!api_token.ok()) return Fail(api_token.status());
+  auto registry_token =
+      ReadTokenFile(absl::GetFlag(FLAGS_registry_token_file), "--registry-token-file");
+  if (!registry_token.ok()) return Fail(registry_token.status());
+  if (registry_token->empty()) {
     LogWarning("the worker registry is open (no --registry-token-file): anyone who can reach "
                "this port can register a replica and be sent prompts; set a token, or restrict "
                "who reaches the port");
@@ -195,10 +184,10 @@ int Main(int argc, char** argv) {
   so.limits.max_stop_bytes = absl::GetFlag(FLAGS_max_stop_bytes);
   so.limits.max_prompt_bytes = absl::GetFlag(FLAGS_max_prompt_bytes);
   so.limits.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
-  so.api_token = api_token;
+  so.api_token = *api_token;
   so.log_payloads = ro.log_payloads;
   GenerationService generation(so, &model, replicas.get(), metrics->get());
-  RegistryService registry(replicas.get(), registry_token);
+  RegistryService registry(replicas.get(), *registry_token);
 
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
@@ -229,7 +218,7 @@ int Main(int argc, char** argv) {
   // Serving as soon as the API is up; GetModelInfo answers UNAVAILABLE until a replica is.
   server->GetHealthCheckService()->SetServingStatus(true);
   LogInfo(absl::StrCat("caduceus-router serving ", model_dir, " on ", listen,
-                       api_token.empty() ? "" : " (bearer token required)",
+                       api_token->empty() ? "" : " (bearer token required)",
                        absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " over TLS"));
 
   int sig = 0;

@@ -28,7 +28,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/cli_flags.h"
@@ -376,14 +375,9 @@ int Main(int argc, char** argv) {
                                     : absl::GetFlag(FLAGS_advertise_address);
   std::string registry_token;
   if (!absl::GetFlag(FLAGS_router).empty()) {
-    if (!absl::GetFlag(FLAGS_registry_token_file).empty()) {
-      auto token = ReadFile(absl::GetFlag(FLAGS_registry_token_file), "--registry-token-file");
-      if (!token.ok()) return Fail(token.status());
-      registry_token = std::string(absl::StripAsciiWhitespace(*token));
-      if (registry_token.empty()) {
-        return Fail(absl::InvalidArgumentError("--registry-token-file is empty"));
-      }
-    }
+    auto token = ReadTokenFile(absl::GetFlag(FLAGS_registry_token_file), "--registry-token-file");
+    if (!token.ok()) return Fail(token.status());
+    registry_token = *std::move(token);
     registration.emplace(absl::GetFlag(FLAGS_router), advertise, info,
                          [&leader] { return leader.health().ok(); }, registry_token);
   }
