@@ -1,6 +1,8 @@
 #include "router/server/generation_service.h"
 
 #include <chrono>
+#include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -117,7 +119,7 @@ grpc::Status GenerationService::RunUnary(grpc::ServerContext* context,
 namespace {
 
 // A stream refused before it started (auth, drain, validation).
-class RefusedStream final : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+class RefusedStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   explicit RefusedStream(const grpc::Status& status) { Finish(status); }
   void OnDone() override { delete this; }
@@ -125,7 +127,27 @@ class RefusedStream final : public grpc::ServerWriteReactor<v1::GenerateStreamRe
 
 }  // namespace
 
-grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerationService::StartStream(
+namespace {
+
+// A raw stream request as `Message`; INVALID_ARGUMENT (as the unary calls answer, through
+// proto/request_parse_status.h) when it does not parse.
+template <typename Message>
+absl::StatusOr<Message> ParseStreamRequest(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  Message message;
+  std::string bytes;
+  if (buffer.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    if (message.ParseFromString(bytes)) return message;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("the message does not parse as ", message.GetTypeName(),
+                   ": a string field holds invalid UTF-8, or the bytes are not that message"));
+}
+
+}  // namespace
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::StartStream(
     grpc::CallbackServerContext* context, absl::StatusOr<RequestSpec> spec) {
   if (!spec.ok()) return new RefusedStream(Refuse(spec.status()));
   std::shared_ptr<ActiveRequest> request = NewRequest(*std::move(spec));
@@ -147,9 +169,11 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
   return RunUnary(context, SpecFromGenerate(*request, *model_, options_.limits), response);
 }
 
-grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerationService::GenerateStream(
-    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::GenerateStream(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
   if (grpc::Status s = Admit(context); !s.ok()) return new RefusedStream(s);
+  absl::StatusOr<v1::GenerateRequest> request = ParseStreamRequest<v1::GenerateRequest>(*raw);
+  if (!request.ok()) return new RefusedStream(Refuse(request.status()));
   return StartStream(context, SpecFromGenerate(*request, *model_, options_.limits));
 }
 
@@ -159,9 +183,11 @@ grpc::Status GenerationService::Chat(grpc::ServerContext* context, const v1::Cha
   return RunUnary(context, SpecFromChat(*request, *model_, options_.limits), response);
 }
 
-grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerationService::ChatStream(
-    grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::ChatStream(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
   if (grpc::Status s = Admit(context); !s.ok()) return new RefusedStream(s);
+  absl::StatusOr<v1::ChatRequest> request = ParseStreamRequest<v1::ChatRequest>(*raw);
+  if (!request.ok()) return new RefusedStream(Refuse(request.status()));
   return StartStream(context, SpecFromChat(*request, *model_, options_.limits));
 }
 

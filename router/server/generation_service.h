@@ -26,10 +26,12 @@ struct ServiceOptions {
   bool log_payloads = false;
 };
 
-// The streaming methods use gRPC's callback API (see stream_reactor.h for why); the unary ones
-// stay synchronous, since their handler sleeps until the final message anyway.
-using GenerationServiceBase = v1::Generation::WithCallbackMethod_GenerateStream<
-    v1::Generation::WithCallbackMethod_ChatStream<v1::Generation::Service>>;
+// The streaming methods use gRPC's callback API (see stream_reactor.h for why), as raw methods
+// that parse their request themselves (a request that does not parse is INVALID_ARGUMENT, not
+// gRPC's UNIMPLEMENTED); the unary ones stay synchronous, since their handler sleeps until the
+// final message anyway.
+using GenerationServiceBase = v1::Generation::WithRawCallbackMethod_GenerateStream<
+    v1::Generation::WithRawCallbackMethod_ChatStream<v1::Generation::Service>>;
 
 class GenerationService final : public GenerationServiceBase {
  public:
@@ -39,12 +41,12 @@ class GenerationService final : public GenerationServiceBase {
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         v1::GenerateResponse* response) override;
-  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerateStream(
-      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerateStream(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
   grpc::Status Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
                     v1::GenerateResponse* response) override;
-  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* ChatStream(
-      grpc::CallbackServerContext* context, const v1::ChatRequest* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatStream(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
   grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
                         v1::TokenizeResponse* response) override;
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
@@ -62,7 +64,7 @@ class GenerationService final : public GenerationServiceBase {
   grpc::Status RunUnary(grpc::ServerContext* context, absl::StatusOr<RequestSpec> spec,
                         v1::GenerateResponse* response);
   // Starts a streaming request; the returned reactor relays it.
-  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* StartStream(
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* StartStream(
       grpc::CallbackServerContext* context, absl::StatusOr<RequestSpec> spec);
   grpc::Status Refuse(const absl::Status& status);
 

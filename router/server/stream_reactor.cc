@@ -55,9 +55,11 @@ void StreamReactor::PumpLocked() {
     return;
   }
   if (std::optional<v1::GenerateStreamResponse> message = request_->TryPop()) {
-    current_ = *std::move(message);
+    const std::string bytes = message->SerializeAsString();
+    grpc::Slice slice(bytes);
+    current_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
-    if (current_.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    if (message->finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
       finished_ = true;
       StartWriteAndFinish(&current_, grpc::WriteOptions(), grpc::Status::OK);
     } else {

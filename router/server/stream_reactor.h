@@ -6,6 +6,11 @@
 // the replica loop that pushes a message starts the write itself (StartWrite does not block), and
 // gRPC's completion of one write starts the next. Client cancel, disconnect and deadline arrive
 // as OnCancel / a failed write and become RequestCancel, which the loop honours at its next step.
+//
+// The streams are raw (ByteBuffer) methods: gRPC 1.51's callback handler answers a request that
+// does not parse (invalid UTF-8 in a string field) with UNIMPLEMENTED and no message, so the
+// service parses the request itself (ParseStreamRequest) and this reactor writes serialized
+// messages.
 #pragma once
 
 #include <functional>
@@ -19,7 +24,7 @@
 
 namespace caduceus::router {
 
-class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+class StreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   // `on_done` runs once gRPC is finished with the stream, just before the reactor deletes
   // itself (it owns itself, as gRPC's callback API expects).
@@ -48,7 +53,7 @@ class StreamReactor final : public grpc::ServerWriteReactor<v1::GenerateStreamRe
   const std::shared_ptr<ActiveRequest> request_;
   const std::function<void()> on_done_;
   const std::shared_ptr<Link> link_;
-  v1::GenerateStreamResponse current_;  // the message being written; gRPC reads it until done
+  grpc::ByteBuffer current_;  // the message being written, serialized; gRPC reads it until done
   bool writing_ = false;
   bool finished_ = false;
   std::optional<grpc::Status> cancelled_;  // OnCancel came while a write was in flight

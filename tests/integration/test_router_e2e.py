@@ -250,6 +250,20 @@ def bad_input(env):
         print("    raw invalid UTF-8: %s: %s" % (e.code().name, e.details()))
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.code()
         assert "UTF-8" in e.details()
+    # The same for the streams (gRPC's callback handler would say UNIMPLEMENTED, with no message).
+    # ChatRequest field 2 is a ChatMessage whose field 2 (content) holds the bad byte.
+    chat_raw = bytes([0x12, 9, 0x0a, 4]) + b"user" + bytes([0x12, 1, 0xff])
+    for method, body in (("GenerateStream", raw), ("ChatStream", chat_raw)):
+        stream = grpc.insecure_channel(env.router_addr).unary_stream(
+            "/caduceus.v1.Generation/" + method, request_serializer=lambda b: b,
+            response_deserializer=lambda b: b)
+        try:
+            list(stream(body, timeout=10))
+            raise AssertionError("%s accepted invalid UTF-8" % method)
+        except grpc.RpcError as e:
+            print("    raw invalid UTF-8 to %s: %s: %s" % (method, e.code().name, e.details()))
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, e.code())
+            assert "UTF-8" in e.details(), e.details()
     # A request_id is a label echoed in every message, not a payload.
     too_long_id = rc.ids_request([1], 2)
     too_long_id.request_id = "x" * 257
