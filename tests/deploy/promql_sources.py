@@ -25,6 +25,8 @@ ADAPTER = os.path.join(ROOT, "deploy", "prometheus", "prometheus-adapter-values.
 # Series Prometheus makes itself for every target (not exported by the processes).
 PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
                         "scrape_samples_post_metric_relabeling", "scrape_series_added"}
+# Series of the cluster's kube-state-metrics, which a rule may use about our pods (restarts).
+KUBE_STATE_METRICS = {"kube_pod_container_status_restarts_total"}
 
 KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
             "bool", "offset", "inf", "nan", "atan2", "start", "end"}
@@ -137,13 +139,13 @@ def referenced_metrics():
     """{base metric name: [where it is used]} for names a live process must export.
 
     Recording-rule outputs are left out (Prometheus computes them); their inputs are in.
-    Series Prometheus synthesizes (up, scrape_*) are left out too.
+    Series Prometheus synthesizes (up, scrape_*) and kube-state-metrics' are left out too.
     """
     recorded = {rec for _, _, rec in rule_exprs() if rec}
     used = {}
     for where, expr in all_exprs():
         for n in metric_names(expr):
-            if n in recorded or n in PROMETHEUS_SYNTHETIC:
+            if n in recorded or n in PROMETHEUS_SYNTHETIC or n in KUBE_STATE_METRICS:
                 continue
             used.setdefault(base_name(n), []).append(where)
     return used
