@@ -212,6 +212,18 @@ void LaunchSkinny(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
                    vector, y);
 }
 
+// Row-major out[rows, n] = split[rows, k] · w[n, k]^T, fp32, added to out when `accumulate`
+// (cuBLAS's beta = 1). cuBLAS is column-major: row-major out is column-major C [n, rows], the
+// row-major weight w[n, k] is column-major A [k, n] and the row-major split [rows, k] is
+// column-major B [k, rows]. Hence C = A^T * B.
+void GemmBf16(GemmContext& ctx, const bf16* w, int32_t n, int32_t k,
+              const __nv_bfloat16* split, int32_t rows, bool accumulate, float* out) {
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &alpha, w,
+                                     CUDA_R_16BF, k, split, CUDA_R_16BF, k, &beta, out, CUDA_R_32F,
+                                     n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 // Enqueues the GEMM of the split activations: returns parts [2m, n] (hi rows, then lo rows) in
 // the context's buffer, valid until ctx.End. Needs m, n, k > 0.
 const float* GemmHalves(GemmContext& ctx, const float* x, int32_t m, int32_t k, const bf16* w,
@@ -227,15 +239,7 @@ const float* GemmHalves(GemmContext& ctx, const float* x, int32_t m, int32_t k, 
 
   internal::Launch(SplitBf16Kernel, internal::GridFor(in_total, kThreads), kThreads, s, x, in_total,
                    split);
-
-  // cuBLAS is column-major. Row-major parts[2m, n] is column-major C [n, 2m]; the row-major
-  // weight w[n, k] is column-major A [k, n]; the row-major split [2m, k] is column-major B [k, 2m].
-  // Hence C = A^T * B.
-  const float alpha = 1.0f;
-  const float beta = 0.0f;
-  CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, 2 * m, k, &alpha, w,
-                                     CUDA_R_16BF, k, split, CUDA_R_16BF, k, &beta, parts,
-                                     CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  GemmBf16(ctx, w, n, k, split, 2 * m, /*accumulate=*/false, parts);  // hi and lo rows at once
   return parts;
 }
 
@@ -251,14 +255,8 @@ void GemmTwoPass(GemmContext& ctx, const float* x, int32_t m, int32_t k, const b
       ctx.Buffer(sizeof(__nv_bfloat16) * 2 * static_cast<size_t>(in_total), s));
   internal::Launch(SplitBf16Kernel, internal::GridFor(in_total, kThreads), kThreads, s, x, in_total,
                    split);
-  // Column-major views as in GemmHalves: C [n, m] = A^T [n, k] * B [k, m].
-  const float one = 1.0f, zero = 0.0f;
-  CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w,
-                                     CUDA_R_16BF, k, split, CUDA_R_16BF, k, &zero, y, CUDA_R_32F,
-                                     n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w,
-                                     CUDA_R_16BF, k, split + in_total, CUDA_R_16BF, k, &one, y,
-                                     CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  GemmBf16(ctx, w, n, k, split, m, /*accumulate=*/false, y);            // y = W·hi
+  GemmBf16(ctx, w, n, k, split + in_total, m, /*accumulate=*/true, y);  // y += W·lo
 }
 
 // The sampler's view of one logit (NaN is -inf, +inf is FLT_MAX) and the argmax merge rule:

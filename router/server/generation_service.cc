@@ -37,6 +37,8 @@ void Accumulate(const v1::GenerateStreamResponse& m, v1::GenerateResponse* r) {
 
 }  // namespace
 
+namespace {
+
 bool TokenMatches(std::string_view header, const std::string& token) {
   // "Bearer <token>", the scheme case-insensitive (RFC 7235); the token compared in constant
   // time, so the comparison does not tell how many leading bytes were right.
@@ -52,15 +54,20 @@ bool TokenMatches(std::string_view header, const std::string& token) {
   return diff == 0;
 }
 
+}  // namespace
+
+bool Authorized(const grpc::ServerContextBase& context, const std::string& token) {
+  if (token.empty()) return true;
+  const auto& md = context.client_metadata();
+  auto it = md.find("authorization");
+  return it != md.end() &&
+         TokenMatches(std::string_view(it->second.data(), it->second.size()), token);
+}
+
 grpc::Status GenerationService::Admit(const grpc::ServerContextBase* context) const {
-  if (!options_.api_token.empty()) {
-    const auto& md = context->client_metadata();
-    auto it = md.find("authorization");
-    if (it == md.end() ||
-        !TokenMatches(std::string_view(it->second.data(), it->second.size()), options_.api_token)) {
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          "missing or wrong bearer token (metadata 'authorization: Bearer ...')");
-    }
+  if (!Authorized(*context, options_.api_token)) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "missing or wrong bearer token (metadata 'authorization: Bearer ...')");
   }
   if (draining_) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -251,11 +258,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* context,
 }
 
 grpc::Status RegistryService::Authorize(const grpc::ServerContext* context) const {
-  if (token_.empty()) return grpc::Status::OK;
-  const auto& md = context->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end() ||
-      !TokenMatches(std::string_view(it->second.data(), it->second.size()), token_)) {
+  if (!Authorized(*context, token_)) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "worker registry: missing or wrong bearer token (give the worker the "
                         "router's --registry-token-file)");

@@ -77,9 +77,10 @@ class GenerationService final : public GenerationServiceBase {
   std::atomic<uint64_t> next_seq_{1};
 };
 
-// Whether an "authorization" metadata value is "Bearer <token>": the scheme in any case (RFC
-// 7235), the token compared in constant time. Used for the API token and the registry token.
-bool TokenMatches(std::string_view header, const std::string& token);
+// Whether the call presents `token` (true when it is empty: no token configured) as its
+// "authorization: Bearer <token>" metadata: the scheme in any case (RFC 7235), the token compared
+// in constant time. For the API token and the registry token.
+bool Authorized(const grpc::ServerContextBase& context, const std::string& token);
 
 class RegistryService final : public worker::v1::ReplicaRegistry::Service {
  public:

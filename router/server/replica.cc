@@ -359,11 +359,15 @@ void Replica::CheckIdleHealth(std::unique_lock<std::mutex>& lock) {
   } else if (now - last_ok_ > options_.heartbeat_timeout && up_) {
     LogWarning(absl::StrCat("replica ", address_, " missed its health checks for ",
                             absl::FormatDuration(now - last_ok_), "; marking it down"));
-    up_ = false;
-    scheduler_.reset();
-    info_.reset();
-    metrics_->RemoveReplica(address_);  // its KV usage is unknown now, not the last value
+    MarkDownLocked();
   }
+}
+
+void Replica::MarkDownLocked() {
+  up_ = false;
+  scheduler_.reset();
+  info_.reset();
+  metrics_->RemoveReplica(address_);  // its KV usage is unknown now, not the last value
 }
 
 void Replica::OnStepFailed(const grpc::Status& status, std::unique_lock<std::mutex>& lock) {
@@ -397,13 +401,10 @@ void Replica::OnStepFailed(const grpc::Status& status, std::unique_lock<std::mut
     // Requests that sent their client nothing yet (queued, or prefilling: a replica that died
     // while idle fails the first step it is sent) lose nothing by moving; the others have
     // streamed output that died with the replica, so they fail and the client retries.
-    up_ = false;
     moved = TakeUnstarted(/*silent_too=*/true);
     FailAll(absl::UnavailableError(absl::StrCat("replica ", address_, " failed: ",
                                                 status.error_message(), "; retry the request")));
-    scheduler_.reset();
-    info_.reset();
-    metrics_->RemoveReplica(address_);  // its KV usage is unknown now, not the last value
+    MarkDownLocked();
     if (!moved.empty()) {
       LogInfo(absl::StrCat("moving ", moved.size(), " unstarted requests off ", address_));
     }

@@ -113,6 +113,8 @@ class Replica {
   // the replica as lost.
   void OnStepFailed(const grpc::Status& status, std::unique_lock<std::mutex>& lock);
   void CheckIdleHealth(std::unique_lock<std::mutex>& lock);
+  // Requires mu_. Down: no scheduler, no Info, no KV-usage series until it reconnects.
+  void MarkDownLocked();
   void CountSchedulerEvents();
   // Fails one request with `error`, frees its blocks and queues its release on the worker.
   void DropRequest(uint64_t seq, const absl::Status& error, std::vector<uint64_t>* release);

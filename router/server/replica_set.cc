@@ -30,11 +30,9 @@ std::string ReplicaSet::Add(const std::string& address) {
 
 absl::StatusOr<std::string> ReplicaSet::Register(const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
-  int32_t registered = 0;
-  for (const Entry& e : replicas_) {
-    if (e.replica->address() == address) return address;
-    registered += e.registered ? 1 : 0;
-  }
+  if (FindLocked(address) != replicas_.end()) return address;
+  const auto registered = std::count_if(replicas_.begin(), replicas_.end(),
+                                        [](const Entry& e) { return e.registered; });
   if (registered >= options_.max_registered) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the router holds ", registered, " registered replicas, its limit (--max-registered-replicas); "
@@ -43,10 +41,13 @@ absl::StatusOr<std::string> ReplicaSet::Register(const std::string& address) {
   return AddLocked(address, /*registered=*/true);
 }
 
+std::vector<ReplicaSet::Entry>::iterator ReplicaSet::FindLocked(const std::string& address) {
+  return std::find_if(replicas_.begin(), replicas_.end(),
+                      [&](const Entry& e) { return e.replica->address() == address; });
+}
+
 std::string ReplicaSet::AddLocked(const std::string& address, bool registered) {
-  for (const Entry& e : replicas_) {
-    if (e.replica->address() == address) return address;
-  }
+  if (FindLocked(address) != replicas_.end()) return address;
   LogInfo(absl::StrCat("replica ", address, " added", registered ? " (registered)" : ""));
   replicas_.push_back(Entry{std::make_shared<Replica>(
                                 address, options_, model_, metrics_,
@@ -57,25 +58,20 @@ std::string ReplicaSet::AddLocked(const std::string& address, bool registered) {
 
 bool ReplicaSet::Heartbeat(const std::string& id, bool serving) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (const Entry& e : replicas_) {
-    if (e.replica->address() == id) {
-      e.replica->Heartbeat(serving);
-      return true;
-    }
-  }
-  return false;
+  auto it = FindLocked(id);
+  if (it == replicas_.end()) return false;
+  it->replica->Heartbeat(serving);
+  return true;
 }
 
 bool ReplicaSet::Deregister(const std::string& address) {
   std::shared_ptr<Replica> gone;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto it = replicas_.begin(); it != replicas_.end(); ++it) {
-      if (it->registered && it->replica->address() == address) {
-        gone = std::move(it->replica);
-        replicas_.erase(it);
-        break;
-      }
+    auto it = FindLocked(address);
+    if (it != replicas_.end() && it->registered) {
+      gone = std::move(it->replica);
+      replicas_.erase(it);
     }
   }
   if (gone == nullptr) return false;

@@ -51,12 +51,13 @@ class ReplicaSet {
   void ForgetLongDown();
   // Logs once per change when the up replicas do not all serve the same model revision.
   void WarnOnMixedRevisions();
-  std::string AddLocked(const std::string& address, bool registered);
-
   struct Entry {
     std::shared_ptr<Replica> replica;  // shared: Submit uses it outside mu_
     bool registered = false;
   };
+  // Require mu_.
+  std::vector<Entry>::iterator FindLocked(const std::string& address);
+  std::string AddLocked(const std::string& address, bool registered);
 
   const ReplicaOptions options_;
   const ModelTextContext* model_;

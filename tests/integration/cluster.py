@@ -201,3 +201,19 @@ def report(failures, noun="failures"):
         print("FAIL:", f)
     print("%d %s" % (len(failures), noun))
     return 1 if failures else 0
+
+
+# Worker flags for a small KV cache (32 MiB): the integration clusters' default.
+WORKER_KV = ["--kv-cache-bytes", 32 << 20]
+
+
+def wait_until(what, fn, timeout=30.0, interval=0.2):
+    """fn()'s first truthy answer within `timeout` seconds; AssertionError naming `what` else."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))

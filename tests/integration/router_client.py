@@ -37,3 +37,24 @@ def collect_stream(responses):
         ids.extend(m.token_ids)
         last = m
     return text, ids, last
+
+
+def expect_error(fn, code, words=""):
+    """Runs fn; it must fail with `code` and a message containing `words`."""
+    try:
+        fn()
+    except grpc.RpcError as e:
+        assert e.code() == code, "want %s, got %s: %s" % (code, e.code(), e.details())
+        assert words in (e.details() or ""), "%r not in %r" % (words, e.details())
+        print("    %s: %s" % (e.code().name, e.details()))
+        return
+    raise AssertionError("call succeeded; wanted %s" % code)
+
+
+def info_if(stub, replicas):
+    """The router's ModelInfo once at least `replicas` are up, else None (for wait_until)."""
+    try:
+        info = stub.GetModelInfo(g.GetModelInfoRequest(), timeout=5)
+        return info if info.replicas_up >= replicas else None
+    except grpc.RpcError:
+        return None

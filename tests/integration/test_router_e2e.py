@@ -13,18 +13,8 @@
     * promtool check metrics passes on every /metrics page, and PromQL queries for TTFT p99,
       tokens/s and KV usage return data; every metric the dashboard/alerts/rules use is exported;
     * killing replica 2's leader marks it down and requests keep succeeding on replica 1.
-  cluster B: router with a tiny queue + one TP=1 replica:
-    * the waiting-queue limit answers RESOURCE_EXHAUSTED;
-    * SIGTERM drains: health NOT_SERVING, new requests UNAVAILABLE, the running one completes,
-      exit code 0.
-  cluster C: one TP=1 replica with a KV cache too small for 8 concurrent requests:
-    * preemption by recompute happens and every output equals the request run alone;
-    * prompt text never reaches the router's log (no --log-payloads).
-  cluster D: two TP=1 replicas; SIGTERM to one leader (scale-in):
-    * its running streams finish, new requests go to the other replica, nothing fails with
-      UNAVAILABLE, and the draining worker exits 0 once the router released its sequences.
-  cluster E: two replicas; one dies with a request running and one queued on it:
-    * the running one fails with UNAVAILABLE, the queued one moves to the other replica.
+  clusters B to E (router_e2e_scenarios.py): queue limit and router drain, preemption,
+  worker drain, replica failure.
 
 usage: test_router_e2e.py MODEL_DIR ORACLE_JSON [DEPLOY_CHECK_SCRIPT]"""
 
@@ -44,10 +34,9 @@ import grpc
 
 import cluster
 import router_client as rc
+import router_e2e_scenarios as scenarios
 from caduceus.v1 import generation_pb2 as g
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-WORKER_KV = ["--kv-cache-bytes", 32 << 20]
 CHECKS = []
 
 
@@ -56,28 +45,6 @@ def check(name):
         CHECKS.append((name, fn))
         return fn
     return wrap
-
-
-def wait_until(what, fn, timeout=30.0, interval=0.2):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
-
-
-def expect_error(fn, code, words=""):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        assert e.code() == code, "want %s, got %s: %s" % (code, e.code(), e.details())
-        assert words in (e.details() or ""), "%r not in %r" % (words, e.details())
-        print("    %s: %s" % (e.code().name, e.details()))
-        return
-    raise AssertionError("call succeeded; wanted %s" % code)
 
 
 class Env:
@@ -97,8 +64,8 @@ def start_cluster_a(c, model):
     token = tempfile.NamedTemporaryFile("w", suffix=".token", delete=False)
     token.write(REGISTRY_TOKEN + "\n")
     token.close()
-    env.g1 = c.start_worker_group(model, 2, name="r1", extra=WORKER_KV)
-    env.g2 = c.start_worker_group(model, 1, name="r2", extra=WORKER_KV,
+    env.g1 = c.start_worker_group(model, 2, name="r1", extra=cluster.WORKER_KV)
+    env.g2 = c.start_worker_group(model, 1, name="r2", extra=cluster.WORKER_KV,
                                   leader_extra=["--router", env.router_addr,
                                                 "--registry-token-file", token.name])
     env.router = c.start("routerA", "caduceus-router",
@@ -108,18 +75,10 @@ def start_cluster_a(c, model):
                           "--forget-replica-after", FORGET_AFTER])
     cluster.wait_serving(env.router_addr, processes=[env.router])
     env.stub = rc.stub(env.router_addr)
-    info = wait_until("two replicas up", lambda: _info_if(env.stub, 2), timeout=120)
+    info = cluster.wait_until("two replicas up", lambda: rc.info_if(env.stub, 2), timeout=120)
     print("  router up:", info.model_id, "replicas", info.replicas_up, "blocks", info.kv_blocks_total)
     env.model = model
     return env
-
-
-def _info_if(stub, replicas):
-    try:
-        info = stub.GetModelInfo(g.GetModelInfoRequest(), timeout=5)
-        return info if info.replicas_up >= replicas else None
-    except grpc.RpcError:
-        return None
 
 
 def generate_cli(model, prompt_ids, n):
@@ -207,22 +166,22 @@ def cancel_frees(env):
     text = cluster.scrape(env.router_metrics)
     assert (cluster.metric_value(text, "caduceus_kv_cache_usage_ratio") or 0) > 0, "no blocks in use?"
     call.cancel()
-    wait_until("blocks freed after cancel", lambda: kv_idle(env), timeout=20)
+    cluster.wait_until("blocks freed after cancel", lambda: kv_idle(env), timeout=20)
     after = cluster.metric_value(cluster.scrape(env.router_metrics), "caduceus_requests_total",
                                  {"status": "cancelled"})
     assert after == before + 1, (before, after)
     # The worker forgot the sequence too.
     for grp in (env.g1, env.g2):
         if grp.leader.alive():
-            wait_until("worker released", lambda: cluster.metric_value(
+            cluster.wait_until("worker released", lambda: cluster.metric_value(
                 cluster.scrape(grp.metrics_address), "caduceus_worker_kv_blocks_used") == 0)
 
 
 @check("an expired deadline answers DEADLINE_EXCEEDED and frees the blocks")
 def deadline(env):
-    expect_error(lambda: env.stub.Generate(rc.ids_request([128000, 9906], 4000), timeout=0.5),
+    rc.expect_error(lambda: env.stub.Generate(rc.ids_request([128000, 9906], 4000), timeout=0.5),
                  grpc.StatusCode.DEADLINE_EXCEEDED)
-    wait_until("blocks freed after deadline", lambda: kv_idle(env), timeout=20)
+    cluster.wait_until("blocks freed after deadline", lambda: kv_idle(env), timeout=20)
     n = cluster.metric_value(cluster.scrape(env.router_metrics), "caduceus_requests_total",
                              {"status": "deadline_exceeded"})
     assert n and n >= 1, n
@@ -231,13 +190,13 @@ def deadline(env):
 @check("bad input gets INVALID_ARGUMENT")
 def bad_input(env):
     bad = grpc.StatusCode.INVALID_ARGUMENT
-    expect_error(lambda: env.stub.Generate(g.GenerateRequest(), timeout=10), bad, "empty prompt")
-    expect_error(lambda: env.stub.Generate(rc.ids_request([1], 4, top_p=1.5), timeout=10), bad, "top_p")
-    expect_error(lambda: env.stub.Generate(rc.ids_request([1], 9000), timeout=10), bad, "context")
-    expect_error(lambda: env.stub.Generate(rc.ids_request([1 << 20], 4), timeout=10), bad, "vocabulary")
-    expect_error(lambda: env.stub.Generate(rc.ids_request([1], 4, stop=["x"] * 17), timeout=10), bad,
+    rc.expect_error(lambda: env.stub.Generate(g.GenerateRequest(), timeout=10), bad, "empty prompt")
+    rc.expect_error(lambda: env.stub.Generate(rc.ids_request([1], 4, top_p=1.5), timeout=10), bad, "top_p")
+    rc.expect_error(lambda: env.stub.Generate(rc.ids_request([1], 9000), timeout=10), bad, "context")
+    rc.expect_error(lambda: env.stub.Generate(rc.ids_request([1 << 20], 4), timeout=10), bad, "vocabulary")
+    rc.expect_error(lambda: env.stub.Generate(rc.ids_request([1], 4, stop=["x"] * 17), timeout=10), bad,
                  "stop")
-    expect_error(lambda: env.stub.Chat(rc.chat_request([("doctor", "hi")], 4), timeout=10), bad, "role")
+    rc.expect_error(lambda: env.stub.Chat(rc.chat_request([("doctor", "hi")], 4), timeout=10), bad, "role")
     # Invalid UTF-8 cannot be built with Python str: send raw bytes for field 2 (prompt).
     raw = bytes([0x12, 3, ord("a"), 0xff, ord("b")])
     call = grpc.insecure_channel(env.router_addr).unary_unary(
@@ -267,8 +226,8 @@ def bad_input(env):
     # A request_id is a label echoed in every message, not a payload.
     too_long_id = rc.ids_request([1], 2)
     too_long_id.request_id = "x" * 257
-    expect_error(lambda: env.stub.Generate(too_long_id, timeout=10), bad, "request_id")
-    expect_error(lambda: list(env.stub.GenerateStream(too_long_id, timeout=10)), bad, "request_id")
+    rc.expect_error(lambda: env.stub.Generate(too_long_id, timeout=10), bad, "request_id")
+    rc.expect_error(lambda: list(env.stub.GenerateStream(too_long_id, timeout=10)), bad, "request_id")
     # Still serving.
     assert len(env.stub.Generate(rc.ids_request([128000, 9906], 2), timeout=60).token_ids) == 2
 
@@ -280,18 +239,18 @@ def registry(env):
     bogus = "127.0.0.1:%d" % cluster.free_port()  # nothing listens there
     request = worker_pb2.RegisterRequest(address=bogus)
     for metadata in ([], [("authorization", "Bearer wrong")]):
-        expect_error(lambda: stub.Register(request, metadata=metadata, timeout=10),
+        rc.expect_error(lambda: stub.Register(request, metadata=metadata, timeout=10),
                      grpc.StatusCode.UNAUTHENTICATED, "registry")
     stub.Register(request, metadata=[("authorization", "bearer " + REGISTRY_TOKEN)], timeout=10)
     down = lambda: cluster.metric_value(cluster.scrape(env.router_metrics), "caduceus_replicas",
                                         {"state": "down"}) or 0
-    wait_until("the bogus replica counted down", lambda: down() >= 1, timeout=10)
+    cluster.wait_until("the bogus replica counted down", lambda: down() >= 1, timeout=10)
     start = time.time()
-    wait_until("the bogus replica forgotten", lambda: down() == 0, timeout=FORGET_AFTER + 20)
+    cluster.wait_until("the bogus replica forgotten", lambda: down() == 0, timeout=FORGET_AFTER + 20)
     waited = time.time() - start
     assert "replica %s down for" % bogus in open(env.router.log_path, errors="replace").read()
     # The registered worker (same token, up all along) is still there.
-    assert _info_if(env.stub, 2) is not None, "a live replica was forgotten"
+    assert rc.info_if(env.stub, 2) is not None, "a live replica was forgotten"
     print("    no token / wrong token: UNAUTHENTICATED; a never-up replica forgotten after %.1f s"
           % waited)
 
@@ -373,7 +332,7 @@ def prometheus(env):
                     if l.startswith("caduceus_") and "counter metrics should have" not in l]
         assert not problems, "%s: %s" % (name, problems)
     url = env.prom_url
-    wait_until("prometheus targets up", lambda: len(promql(url, "up == 1")) >= 3, timeout=60)
+    cluster.wait_until("prometheus targets up", lambda: len(promql(url, "up == 1")) >= 3, timeout=60)
     # Traffic inside the rate window.
     for _ in range(3):
         env.stub.Generate(rc.ids_request([128000, 9906, 11], 8), timeout=60)
@@ -385,7 +344,7 @@ def prometheus(env):
         "worker step p50": "histogram_quantile(0.5, sum by (le) (rate(caduceus_worker_step_duration_seconds_bucket[1m])))",
     }
     for name, q in queries.items():
-        result = wait_until(name, lambda q=q: promql(url, q), timeout=30)
+        result = cluster.wait_until(name, lambda q=q: promql(url, q), timeout=30)
         print("    %s: %s" % (name, result[0]["value"][1]))
     if env.deploy_check:
         out = subprocess.run([sys.executable, env.deploy_check, "--prometheus", url],
@@ -397,195 +356,11 @@ def prometheus(env):
 @check("killing a replica's leader marks it down; the other replica keeps serving")
 def replica_down(env):
     env.g2.leader.signal(signal.SIGKILL)
-    wait_until("replica marked down", lambda: cluster.metric_value(
+    cluster.wait_until("replica marked down", lambda: cluster.metric_value(
         cluster.scrape(env.router_metrics), "caduceus_replicas", {"state": "down"}) == 1, timeout=30)
     for _ in range(4):
         r = env.stub.Generate(rc.ids_request([128000, 9906], 4), timeout=60)
         assert r.replica == env.g1.address, r.replica
-
-
-def cluster_b(c, model):
-    print("cluster B: queue limit and drain")
-    router_addr = "127.0.0.1:%d" % cluster.free_port()
-    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
-    grp = c.start_worker_group(model, 1, name="b", extra=WORKER_KV)
-    router = c.start("routerB", "caduceus-router",
-                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
-                      "--replica", grp.address, "--max-num-seqs", 1, "--max-waiting-requests", 2,
-                      "--drain-timeout", 60])
-    cluster.wait_serving(router_addr, processes=[router])
-    stub = rc.stub(router_addr)
-    wait_until("replica up", lambda: _info_if(stub, 1), timeout=120)
-    # One running + two waiting fill it; the next is refused.
-    calls = [stub.GenerateStream(rc.ids_request([128000, 9906], 400), timeout=300)]
-    first = next(iter(calls[0]))  # the first is running
-    calls += [stub.GenerateStream(rc.ids_request([128000, 9906], 400), timeout=300) for _ in range(2)]
-    wait_until("two requests waiting", lambda: cluster.metric_value(
-        cluster.scrape(metrics_addr), "caduceus_requests_waiting") == 2, timeout=30)
-    expect_error(lambda: stub.Generate(rc.ids_request([128000], 4), timeout=30),
-                 grpc.StatusCode.RESOURCE_EXHAUSTED, "queue")
-    for call in calls[1:]:
-        call.cancel()
-    # Drain: the running stream finishes; new calls are refused; exit 0.
-    router.signal(signal.SIGTERM)
-    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(router_addr))
-    wait_until("NOT_SERVING", lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-               == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
-    expect_error(lambda: stub.Generate(rc.ids_request([128000], 4), timeout=10),
-                 grpc.StatusCode.UNAVAILABLE, "draining")
-    text, ids, last = rc.collect_stream(calls[0])
-    assert last.finish_reason == g.FINISH_REASON_LENGTH and len(ids) + len(first.token_ids) == 400
-    code = router.wait(30)
-    assert code == 0, "router exit code %s" % code
-    print("    drained: running request finished (400 tokens), router exited 0")
-
-
-def cluster_c(c, model, oracle):
-    """A KV cache too small for the load forces preemptions; outputs must not change."""
-    print("cluster C: preemption by recompute")
-    router_addr = "127.0.0.1:%d" % cluster.free_port()
-    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
-    # 64 blocks of 16 tokens; 8 requests of ~50 + 120 tokens need ~88.
-    grp = c.start_worker_group(model, 1, name="c", extra=["--kv-cache-bytes", 2 << 20])
-    router = c.start("routerC", "caduceus-router",
-                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
-                      "--replica", grp.address])
-    cluster.wait_serving(router_addr, processes=[router])
-    stub = rc.stub(router_addr)
-    wait_until("replica up", lambda: _info_if(stub, 1), timeout=120)
-    prompts = [p["prompt_ids"] for p in oracle["prompts"][:8]]
-    alone = [list(stub.Generate(rc.ids_request(p, 120), timeout=300).token_ids) for p in prompts]
-    assert cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_preemptions_total") == 0
-    results = [None] * len(prompts)
-
-    def run(i):
-        results[i] = list(stub.Generate(rc.ids_request(prompts[i], 120), timeout=300).token_ids)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    preemptions = cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_preemptions_total")
-    print("    %s preemptions; outputs identical: %s" % (preemptions, results == alone))
-    assert preemptions and preemptions > 0, preemptions
-    assert results == alone
-    # Patient data stays out of the logs without --log-payloads.
-    stub.Generate(rc.text_request("Patient Jane Roe, MRN 99887766, chest pain", 2), timeout=60)
-    with open(router.log_path, "rb") as f:
-        assert b"99887766" not in f.read(), "prompt text in the router log"
-    c.close()
-
-
-def cluster_d(c, model):
-    """SIGTERM to one replica's leader (Kubernetes scale-in): its running requests finish, new
-    ones go to the other replica, nothing fails, and the worker exits 0 once it is empty."""
-    print("cluster D: graceful worker drain")
-    router_addr = "127.0.0.1:%d" % cluster.free_port()
-    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
-    keep = c.start_worker_group(model, 1, name="keep", extra=WORKER_KV)
-    # The leaving one registers itself (as in Kubernetes), so it deregisters when it leaves.
-    leave = c.start_worker_group(model, 1, name="leave", extra=WORKER_KV,
-                                 leader_extra=["--router", router_addr])
-    router = c.start("routerD", "caduceus-router",
-                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
-                      "--replica", keep.address])
-    cluster.wait_serving(router_addr, processes=[router])
-    stub = rc.stub(router_addr)
-    wait_until("replicas up", lambda: _info_if(stub, 2), timeout=120)
-    calls = [stub.GenerateStream(rc.ids_request([128000, 9906, 11 + i], 300), timeout=300)
-             for i in range(6)]
-    firsts = [next(iter(call)) for call in calls]  # all six are running
-    leave.leader.signal(signal.SIGTERM)
-    results, errors = [None] * 6, []
-
-    def finish(i):
-        try:
-            text, ids, last = rc.collect_stream(calls[i])
-            results[i] = (len(ids) + len(firsts[i].token_ids), last.finish_reason)
-        except grpc.RpcError as e:
-            errors.append("%d: %s %s" % (i, e.code(), e.details()))
-
-    threads = [threading.Thread(target=finish, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    # The router learns of the drain from the leaving worker's next step result; requests
-    # routed before that may still land there (under CI load that took longer than one request,
-    # 2026-11-30). Once the router has logged it, new requests go to the replica that stays.
-    wait_until("router saw the drain", lambda: "%s is draining" % leave.address in
-               open(router.log_path, errors="replace").read(), timeout=30)
-    served = []
-    for _ in range(4):
-        r = stub.Generate(rc.ids_request([128000, 9906], 4), timeout=60)
-        served.append(r.replica)
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    assert all(r == (300, g.FINISH_REASON_LENGTH) for r in results), results
-    assert set(served) == {keep.address}, served
-    code = leave.leader.wait(30)
-    assert code == 0, "draining worker exit code %s" % code
-    # It deregistered: gone from the router at once, not counted down until forgotten.
-    assert "replica %s deregistered" % leave.address in open(router.log_path, errors="replace").read()
-    # (the gauges refresh every 250 ms; forgetting would take --forget-replica-after, 600 s)
-    wait_until("the departed replica not counted down", lambda: not cluster.metric_value(
-        cluster.scrape(metrics_addr), "caduceus_replicas", {"state": "down"}), timeout=5)
-    unavailable = cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_requests_total",
-                                       {"status": "unavailable"})
-    assert not unavailable, unavailable
-    print("    6 running streams finished (300 tokens each), new requests went to %s, the "
-          "draining worker exited 0" % keep.address)
-    c.close()
-
-
-def cluster_e(c, model):
-    """A replica dies while a request waits in its queue: the request moves to the other replica
-    and completes; the one that was running there fails with UNAVAILABLE."""
-    print("cluster E: unstarted requests survive a replica failure")
-    router_addr = "127.0.0.1:%d" % cluster.free_port()
-    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
-    big = c.start_worker_group(model, 1, name="big", extra=["--kv-cache-bytes", 64 << 20])
-    small = c.start_worker_group(model, 1, name="small", extra=["--kv-cache-bytes", 16 << 20])
-    router = c.start("routerE", "caduceus-router",
-                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
-                      "--replica", big.address, "--replica", small.address, "--max-num-seqs", 1])
-    cluster.wait_serving(router_addr, processes=[router])
-    stub = rc.stub(router_addr)
-    wait_until("replicas up", lambda: _info_if(stub, 2), timeout=120)
-    # Both go to the replica with the most free KV blocks (big): A runs, B waits behind it.
-    running = stub.GenerateStream(rc.ids_request([128000, 9906], 3000), timeout=300)
-    next(iter(running))
-    outcome = {}
-
-    def queued():
-        try:
-            r = stub.Generate(rc.ids_request([128000, 9906, 11], 8), timeout=120)
-            outcome["replica"], outcome["tokens"] = r.replica, len(r.token_ids)
-        except grpc.RpcError as e:
-            outcome["error"] = "%s %s" % (e.code(), e.details())
-
-    t = threading.Thread(target=queued)
-    t.start()
-    wait_until("one request waiting", lambda: cluster.metric_value(
-        cluster.scrape(metrics_addr), "caduceus_requests_waiting") == 1, timeout=30)
-    big.leader.signal(signal.SIGKILL)
-    expect_error(lambda: rc.collect_stream(running), grpc.StatusCode.UNAVAILABLE, "failed")
-    t.join()
-    assert outcome.get("tokens") == 8 and outcome.get("replica") == small.address, outcome
-    print("    the queued request moved to %s and completed" % small.address)
-    # A replica that dies while idle still looks up until its health checks lapse: the next
-    # request sent there fails its first step, and, having sent its client nothing, moves.
-    idle = c.start_worker_group(model, 1, name="idle", extra=["--kv-cache-bytes", 64 << 20],
-                                leader_extra=["--router", router_addr])
-    wait_until("the idle replica up", lambda: _info_if(stub, 2), timeout=120)
-    idle.leader.signal(signal.SIGKILL)
-    idle.leader.wait(10)
-    r = stub.Generate(rc.ids_request([128000, 9906, 13], 8), timeout=120)
-    assert len(r.token_ids) == 8 and r.replica == small.address, (r.replica, len(r.token_ids))
-    assert "moving 1 unstarted requests off %s" % idle.address in open(
-        router.log_path, errors="replace").read(), "the request did not go to the dead replica first"
-    print("    a request sent to a replica that had just died moved to %s" % small.address)
-    c.close()
 
 
 def main():
@@ -608,10 +383,10 @@ def main():
                 failures.append("%s: %r" % (name, e))
                 print("    FAILED: %r" % (e,))
         c.close()
-        for name, fn in (("cluster B", lambda: cluster_b(c, model)),
-                         ("cluster C", lambda: cluster_c(c, model, env.oracle)),
-                         ("cluster D", lambda: cluster_d(c, model)),
-                         ("cluster E", lambda: cluster_e(c, model))):
+        for name, fn in (("cluster B", lambda: scenarios.cluster_b(c, model)),
+                         ("cluster C", lambda: scenarios.cluster_c(c, model, env.oracle)),
+                         ("cluster D", lambda: scenarios.cluster_d(c, model)),
+                         ("cluster E", lambda: scenarios.cluster_e(c, model))):
             try:
                 fn()
             except Exception as e:

@@ -117,10 +117,7 @@ void ToHost2D(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, si
   if (dst_pitch < width || src_pitch < width) Registry::Die("to_host_2d pitch below the width", "");
   OnDevice(src, src_pitch * (rows - 1) + width, "to_host_2d source");
   OnHost(dst, dst_pitch * (rows - 1) + width, "to_host_2d destination");
-  for (size_t r = 0; r < rows; ++r) {
-    std::memcpy(static_cast<char*>(dst) + r * dst_pitch,
-                static_cast<const char*>(src) + r * src_pitch, width);
-  }
+  HostMemoryOps().to_host_2d(dst, dst_pitch, src, src_pitch, width, rows, -1);
 }
 void DeviceCopy(void* dst, const void* src, size_t bytes, int) {
   OnDevice(dst, bytes, "device_copy destination");

@@ -1,0 +1,210 @@
+"""The router's lifecycle scenarios of the end-to-end test (test_router_e2e.py runs them after
+cluster A), each on a cluster of its own:
+
+  cluster B: router with a tiny queue + one TP=1 replica:
+    * the waiting-queue limit answers RESOURCE_EXHAUSTED;
+    * SIGTERM drains: health NOT_SERVING, new requests UNAVAILABLE, the running one completes,
+      exit code 0.
+  cluster C: one TP=1 replica with a KV cache too small for 8 concurrent requests:
+    * preemption by recompute happens and every output equals the request run alone;
+    * prompt text never reaches the router's log (no --log-payloads).
+  cluster D: two TP=1 replicas; SIGTERM to one leader (scale-in):
+    * its running streams finish, new requests go to the other replica, nothing fails with
+      UNAVAILABLE, and the draining worker exits 0 once the router released its sequences.
+  cluster E: two replicas; one dies with a request running and one queued on it:
+    * the running one fails with UNAVAILABLE, the queued one moves to the other replica.
+"""
+
+import signal
+import threading
+
+import grpc
+
+import cluster
+import router_client as rc
+from caduceus.v1 import generation_pb2 as g
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def cluster_b(c, model):
+    print("cluster B: queue limit and drain")
+    router_addr = "127.0.0.1:%d" % cluster.free_port()
+    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
+    grp = c.start_worker_group(model, 1, name="b", extra=cluster.WORKER_KV)
+    router = c.start("routerB", "caduceus-router",
+                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
+                      "--replica", grp.address, "--max-num-seqs", 1, "--max-waiting-requests", 2,
+                      "--drain-timeout", 60])
+    cluster.wait_serving(router_addr, processes=[router])
+    stub = rc.stub(router_addr)
+    cluster.wait_until("replica up", lambda: rc.info_if(stub, 1), timeout=120)
+    # One running + two waiting fill it; the next is refused.
+    calls = [stub.GenerateStream(rc.ids_request([128000, 9906], 400), timeout=300)]
+    first = next(iter(calls[0]))  # the first is running
+    calls += [stub.GenerateStream(rc.ids_request([128000, 9906], 400), timeout=300) for _ in range(2)]
+    cluster.wait_until("two requests waiting", lambda: cluster.metric_value(
+        cluster.scrape(metrics_addr), "caduceus_requests_waiting") == 2, timeout=30)
+    rc.expect_error(lambda: stub.Generate(rc.ids_request([128000], 4), timeout=30),
+                 grpc.StatusCode.RESOURCE_EXHAUSTED, "queue")
+    for call in calls[1:]:
+        call.cancel()
+    # Drain: the running stream finishes; new calls are refused; exit 0.
+    router.signal(signal.SIGTERM)
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(router_addr))
+    cluster.wait_until("NOT_SERVING", lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+               == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
+    rc.expect_error(lambda: stub.Generate(rc.ids_request([128000], 4), timeout=10),
+                 grpc.StatusCode.UNAVAILABLE, "draining")
+    text, ids, last = rc.collect_stream(calls[0])
+    assert last.finish_reason == g.FINISH_REASON_LENGTH and len(ids) + len(first.token_ids) == 400
+    code = router.wait(30)
+    assert code == 0, "router exit code %s" % code
+    print("    drained: running request finished (400 tokens), router exited 0")
+
+
+def cluster_c(c, model, oracle):
+    """A KV cache too small for the load forces preemptions; outputs must not change."""
+    print("cluster C: preemption by recompute")
+    router_addr = "127.0.0.1:%d" % cluster.free_port()
+    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
+    # 64 blocks of 16 tokens; 8 requests of ~50 + 120 tokens need ~88.
+    grp = c.start_worker_group(model, 1, name="c", extra=["--kv-cache-bytes", 2 << 20])
+    router = c.start("routerC", "caduceus-router",
+                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
+                      "--replica", grp.address])
+    cluster.wait_serving(router_addr, processes=[router])
+    stub = rc.stub(router_addr)
+    cluster.wait_until("replica up", lambda: rc.info_if(stub, 1), timeout=120)
+    prompts = [p["prompt_ids"] for p in oracle["prompts"][:8]]
+    alone = [list(stub.Generate(rc.ids_request(p, 120), timeout=300).token_ids) for p in prompts]
+    assert cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_preemptions_total") == 0
+    results = [None] * len(prompts)
+
+    def run(i):
+        results[i] = list(stub.Generate(rc.ids_request(prompts[i], 120), timeout=300).token_ids)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    preemptions = cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_preemptions_total")
+    print("    %s preemptions; outputs identical: %s" % (preemptions, results == alone))
+    assert preemptions and preemptions > 0, preemptions
+    assert results == alone
+    # Patient data stays out of the logs without --log-payloads.
+    stub.Generate(rc.text_request("Patient Jane Roe, MRN 99887766, chest pain", 2), timeout=60)
+    with open(router.log_path, "rb") as f:
+        assert b"99887766" not in f.read(), "prompt text in the router log"
+    c.close()
+
+
+def cluster_d(c, model):
+    """SIGTERM to one replica's leader (Kubernetes scale-in): its running requests finish, new
+    ones go to the other replica, nothing fails, and the worker exits 0 once it is empty."""
+    print("cluster D: graceful worker drain")
+    router_addr = "127.0.0.1:%d" % cluster.free_port()
+    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
+    keep = c.start_worker_group(model, 1, name="keep", extra=cluster.WORKER_KV)
+    # The leaving one registers itself (as in Kubernetes), so it deregisters when it leaves.
+    leave = c.start_worker_group(model, 1, name="leave", extra=cluster.WORKER_KV,
+                                 leader_extra=["--router", router_addr])
+    router = c.start("routerD", "caduceus-router",
+                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
+                      "--replica", keep.address])
+    cluster.wait_serving(router_addr, processes=[router])
+    stub = rc.stub(router_addr)
+    cluster.wait_until("replicas up", lambda: rc.info_if(stub, 2), timeout=120)
+    calls = [stub.GenerateStream(rc.ids_request([128000, 9906, 11 + i], 300), timeout=300)
+             for i in range(6)]
+    firsts = [next(iter(call)) for call in calls]  # all six are running
+    leave.leader.signal(signal.SIGTERM)
+    results, errors = [None] * 6, []
+
+    def finish(i):
+        try:
+            text, ids, last = rc.collect_stream(calls[i])
+            results[i] = (len(ids) + len(firsts[i].token_ids), last.finish_reason)
+        except grpc.RpcError as e:
+            errors.append("%d: %s %s" % (i, e.code(), e.details()))
+
+    threads = [threading.Thread(target=finish, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    # The router learns of the drain from the leaving worker's next step result; requests
+    # routed before that may still land there (under CI load that took longer than one request,
+    # 2026-11-30). Once the router has logged it, new requests go to the replica that stays.
+    cluster.wait_until("router saw the drain", lambda: "%s is draining" % leave.address in
+               open(router.log_path, errors="replace").read(), timeout=30)
+    served = []
+    for _ in range(4):
+        r = stub.Generate(rc.ids_request([128000, 9906], 4), timeout=60)
+        served.append(r.replica)
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(r == (300, g.FINISH_REASON_LENGTH) for r in results), results
+    assert set(served) == {keep.address}, served
+    code = leave.leader.wait(30)
+    assert code == 0, "draining worker exit code %s" % code
+    # It deregistered: gone from the router at once, not counted down until forgotten.
+    assert "replica %s deregistered" % leave.address in open(router.log_path, errors="replace").read()
+    # (the gauges refresh every 250 ms; forgetting would take --forget-replica-after, 600 s)
+    cluster.wait_until("the departed replica not counted down", lambda: not cluster.metric_value(
+        cluster.scrape(metrics_addr), "caduceus_replicas", {"state": "down"}), timeout=5)
+    unavailable = cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_requests_total",
+                                       {"status": "unavailable"})
+    assert not unavailable, unavailable
+    print("    6 running streams finished (300 tokens each), new requests went to %s, the "
+          "draining worker exited 0" % keep.address)
+    c.close()
+
+
+def cluster_e(c, model):
+    """A replica dies while a request waits in its queue: the request moves to the other replica
+    and completes; the one that was running there fails with UNAVAILABLE."""
+    print("cluster E: unstarted requests survive a replica failure")
+    router_addr = "127.0.0.1:%d" % cluster.free_port()
+    metrics_addr = "127.0.0.1:%d" % cluster.free_port()
+    big = c.start_worker_group(model, 1, name="big", extra=["--kv-cache-bytes", 64 << 20])
+    small = c.start_worker_group(model, 1, name="small", extra=["--kv-cache-bytes", 16 << 20])
+    router = c.start("routerE", "caduceus-router",
+                     ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
+                      "--replica", big.address, "--replica", small.address, "--max-num-seqs", 1])
+    cluster.wait_serving(router_addr, processes=[router])
+    stub = rc.stub(router_addr)
+    cluster.wait_until("replicas up", lambda: rc.info_if(stub, 2), timeout=120)
+    # Both go to the replica with the most free KV blocks (big): A runs, B waits behind it.
+    running = stub.GenerateStream(rc.ids_request([128000, 9906], 3000), timeout=300)
+    next(iter(running))
+    outcome = {}
+
+    def queued():
+        try:
+            r = stub.Generate(rc.ids_request([128000, 9906, 11], 8), timeout=120)
+            outcome["replica"], outcome["tokens"] = r.replica, len(r.token_ids)
+        except grpc.RpcError as e:
+            outcome["error"] = "%s %s" % (e.code(), e.details())
+
+    t = threading.Thread(target=queued)
+    t.start()
+    cluster.wait_until("one request waiting", lambda: cluster.metric_value(
+        cluster.scrape(metrics_addr), "caduceus_requests_waiting") == 1, timeout=30)
+    big.leader.signal(signal.SIGKILL)
+    rc.expect_error(lambda: rc.collect_stream(running), grpc.StatusCode.UNAVAILABLE, "failed")
+    t.join()
+    assert outcome.get("tokens") == 8 and outcome.get("replica") == small.address, outcome
+    print("    the queued request moved to %s and completed" % small.address)
+    # A replica that dies while idle still looks up until its health checks lapse: the next
+    # request sent there fails its first step, and, having sent its client nothing, moves.
+    idle = c.start_worker_group(model, 1, name="idle", extra=["--kv-cache-bytes", 64 << 20],
+                                leader_extra=["--router", router_addr])
+    cluster.wait_until("the idle replica up", lambda: rc.info_if(stub, 2), timeout=120)
+    idle.leader.signal(signal.SIGKILL)
+    idle.leader.wait(10)
+    r = stub.Generate(rc.ids_request([128000, 9906, 13], 8), timeout=120)
+    assert len(r.token_ids) == 8 and r.replica == small.address, (r.replica, len(r.token_ids))
+    assert "moving 1 unstarted requests off %s" % idle.address in open(
+        router.log_path, errors="replace").read(), "the request did not go to the dead replica first"
+    print("    a request sent to a replica that had just died moved to %s" % small.address)
+    c.close()
