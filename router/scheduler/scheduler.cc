@@ -17,16 +17,22 @@ Scheduler::Scheduler(const SchedulerConfig& config)
     : config_(config), blocks_(config.num_blocks, config.block_size) {}
 
 absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t max_new_tokens,
-                            absl::Time arrival_time) {
+                            absl::Time arrival_time, std::span<const int32_t> generated) {
   if (prompt_ids.empty()) return absl::InvalidArgumentError("empty prompt");
   if (max_new_tokens < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_new_tokens must be >= 1, got ", max_new_tokens));
   }
+  if (static_cast<int64_t>(generated.size()) >= max_new_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("the request already has ", generated.size(),
+                                                   " of its ", max_new_tokens, " new tokens"));
+  }
   if (seqs_.contains(id)) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", id, " is already scheduled"));
   }
   const int64_t prompt_len = static_cast<int64_t>(prompt_ids.size());
+  // What the sequence computes when admitted: its prompt and what it generated before it moved.
+  const int64_t known = prompt_len + static_cast<int64_t>(generated.size());
   // Rejected up front because the no-starvation argument needs it: the oldest sequence can
   // always be given the whole cache, so it must fit in the whole cache.
   const int64_t total = prompt_len + max_new_tokens;
@@ -37,13 +43,13 @@ absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t m
         " tokens per block) but the replica has only ", config_.num_blocks,
         "; shorten the prompt or lower max_new_tokens"));
   }
-  if (prompt_len > config_.max_waiting_tokens) {
+  if (known > config_.max_waiting_tokens) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "prompt of ", prompt_len, " tokens exceeds the waiting-queue limit of ",
+        "prompt of ", known, " tokens exceeds the waiting-queue limit of ",
         config_.max_waiting_tokens, " tokens; shorten the prompt"));
   }
   if (static_cast<int64_t>(waiting_.size()) >= config_.max_waiting_requests ||
-      waiting_tokens_ + prompt_len > config_.max_waiting_tokens) {
+      waiting_tokens_ + known > config_.max_waiting_tokens) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "waiting queue full: ", waiting_.size(), " requests / ", waiting_tokens_,
         " tokens waiting (limits ", config_.max_waiting_requests, " / ",
@@ -53,11 +59,12 @@ absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t m
   seq->id = id;
   seq->order = next_order_++;
   seq->tokens = std::move(prompt_ids);
+  seq->tokens.insert(seq->tokens.end(), generated.begin(), generated.end());
   seq->prompt_len = static_cast<int32_t>(prompt_len);
   seq->max_new_tokens = max_new_tokens;
   seq->arrival_time = arrival_time;
   waiting_.push_back(seq.get());
-  waiting_tokens_ += prompt_len;
+  waiting_tokens_ += known;
   seqs_.emplace(id, std::move(seq));
   return absl::OkStatus();
 }

@@ -60,8 +60,12 @@ class Scheduler {
   // token limit); ALREADY_EXISTS for a known id; RESOURCE_EXHAUSTED when the waiting queue is at
   // its request or token limit (retry later or on another replica). `arrival_time` is kept for
   // queue-age metrics; order is the order of Add calls.
+  //
+  // `generated`: tokens the request already produced elsewhere (a replica that failed while it
+  // ran). They are recomputed with the prompt, as after a preemption, and count against
+  // max_new_tokens; INVALID_ARGUMENT unless at least one new token is left.
   absl::Status Add(SeqId seq, std::vector<int32_t> prompt_ids, int32_t max_new_tokens,
-                   absl::Time arrival_time);
+                   absl::Time arrival_time, std::span<const int32_t> generated = {});
 
   // Plans the next step (possibly empty: nothing to do, or everything waits for blocks). No step
   // may be in flight: every earlier step counts as executed (ConfirmStep) from here on.

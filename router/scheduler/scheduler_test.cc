@@ -271,6 +271,39 @@ TEST(SchedulerTest, PreemptsTheNewestByRecomputeAndResumesIt) {
   EXPECT_EQ(s->block_manager().num_used(), 0);
 }
 
+TEST(SchedulerTest, AMovedSequenceRecomputesWhatItGeneratedAndCountsItAgainstItsLimit) {
+  // A request that produced 3 tokens on a replica that then failed: the new replica computes the
+  // prompt and those 3 tokens, samples the 4th, and stops after the 5th (max_new_tokens 5).
+  SchedulerConfig c = SmallConfig();
+  c.max_waiting_tokens = 12;
+  auto s = Make(c);
+  const std::vector<int32_t> generated = {500, 501, 502};
+  EXPECT_THAT(s->Add(1, Ids(0, 6), 3, kT0, generated).message(), HasSubstr("already has 3 of its 3"));
+  // The waiting-queue limit counts the generated tokens too: they are computed like the prompt.
+  EXPECT_EQ(s->Add(1, Ids(0, 10), 5, kT0, generated).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(s->Add(1, Ids(0, 6), 5, kT0, generated).ok());
+  EXPECT_EQ(s->waiting_tokens(), 9);
+  EXPECT_THAT(s->Tokens(1), ElementsAre(0, 1, 2, 3, 4, 5, 500, 501, 502));
+
+  ScheduledStep st = s->Schedule();
+  ASSERT_EQ(st.entries.size(), 1u);
+  EXPECT_THAT(st.entries[0].tokens, ElementsAre(0, 1, 2, 3, 4, 5, 500, 501));  // one chunk
+  EXPECT_FALSE(st.entries[0].sample);
+  EXPECT_EQ(st.entries[0].prompt_len, 6) << "the worker must know which tokens were generated";
+  st = s->Schedule();
+  ASSERT_EQ(st.entries.size(), 1u);
+  EXPECT_THAT(st.entries[0].tokens, ElementsAre(502));
+  EXPECT_TRUE(st.entries[0].sample);
+  ASSERT_TRUE(s->OnSampled(1, 503).ok());
+  st = s->Schedule();
+  ASSERT_EQ(st.entries.size(), 1u);
+  ASSERT_TRUE(s->OnSampled(1, 504).ok());
+  EXPECT_EQ(s->num_running(), 0) << "the 5th new token was the last";
+  EXPECT_TRUE(s->Schedule().empty());
+  EXPECT_THAT(s->Tokens(1), ElementsAre(0, 1, 2, 3, 4, 5, 500, 501, 502, 503, 504));
+  EXPECT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+}
+
 TEST(SchedulerTest, FinishFreesWaitingAndRunningSequences) {
   SchedulerConfig c = SmallConfig();
   c.max_num_seqs = 2;

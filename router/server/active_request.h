@@ -64,7 +64,8 @@ class ActiveRequest {
   void SetListener(std::shared_ptr<StreamListener> listener);
   bool done() const;
   absl::Status error() const;  // set when the request failed (not for normal finishes)
-  // The replica serving it (it may move once, off a draining replica, before it starts).
+  // The replica serving it (it may move: off a draining replica before it starts, or off a
+  // failed one).
   std::string replica() const {
     std::lock_guard<std::mutex> lock(mu_);
     return replica_;
@@ -83,12 +84,16 @@ class ActiveRequest {
   void Push(v1::GenerateStreamResponse message, bool final);
   void Fail(absl::Status status);
 
-  // Generation state, touched only by the replica loop.
+  // Generation state, touched only by whoever holds the request: the loop of the replica that
+  // runs it, or the code moving it to another replica.
   struct Progress {
     std::vector<int32_t> generated;
     std::optional<absl::Time> first_scheduled, first_token, last_token;
     int32_t cached_prompt_tokens = 0;
     bool sent_prompt_ids = false;
+    int32_t failovers = 0;        // moves off failed replicas so far
+    // Set once it has sent output and moves: only replicas serving this revision may take it.
+    std::string pinned_revision;
   };
   Progress& progress() { return progress_; }
   text::IncrementalDetokenizer& detokenizer() { return detokenizer_; }

@@ -77,8 +77,10 @@ absl::Status Replica::Submit(std::shared_ptr<ActiveRequest> request) {
     return absl::UnavailableError(absl::StrCat("replica ", address_, " is draining"));
   }
   const RequestSpec& spec = request->spec();
+  // A request moving off a failed replica brings what it generated there: recomputed with the
+  // prompt, so that it goes on where it stopped.
   if (absl::Status s = scheduler_->Add(request->seq_id(), spec.prompt_ids, spec.max_new_tokens,
-                                       request->arrival());
+                                       request->arrival(), request->progress().generated);
       !s.ok()) {
     return s;
   }
@@ -210,12 +212,10 @@ std::vector<std::shared_ptr<ActiveRequest>> Replica::BeginDraining() {
   return TakeUnstarted();
 }
 
-std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeUnstarted(bool silent_too) {
+std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeUnstarted() {
   std::vector<std::shared_ptr<ActiveRequest>> moved;
   for (auto it = requests_.begin(); it != requests_.end();) {
-    const ActiveRequest::Progress& p = it->second->progress();
-    const bool silent = p.generated.empty() && !p.sent_prompt_ids;
-    if (p.first_scheduled && !(silent_too && silent)) {
+    if (it->second->progress().first_scheduled) {
       ++it;
       continue;
     }
@@ -226,13 +226,38 @@ std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeUnstarted(bool silent_t
   return moved;
 }
 
-void Replica::Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests) {
+std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeForFailover() {
+  std::vector<std::shared_ptr<ActiveRequest>> moved;
+  for (auto it = requests_.begin(); it != requests_.end();) {
+    ActiveRequest::Progress& p = it->second->progress();
+    if (p.failovers >= options_.max_failovers) {
+      ++it;
+      continue;
+    }
+    ++p.failovers;
+    // A client that has seen output must get the rest from the same model: another revision
+    // would continue someone else's text.
+    const bool sent_output = !p.generated.empty() || p.sent_prompt_ids;
+    if (sent_output && p.pinned_revision.empty() && info_) p.pinned_revision = info_->revision();
+    scheduler_->Finish(it->first).IgnoreError();
+    moved.push_back(std::move(it->second));
+    requests_.erase(it++);
+  }
+  return moved;
+}
+
+void Replica::Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests,
+                      const absl::Status& failed) {
+  if (!failed.ok() && !requests.empty()) metrics_->AddFailovers(static_cast<int64_t>(requests.size()));
   for (std::shared_ptr<ActiveRequest>& r : requests) {
     absl::Status s = resubmit_(r);
-    if (!s.ok()) {
-      r->Fail(s);
-      metrics_->RequestFinished(absl::AsciiStrToLower(absl::StatusCodeToString(s.code())));
+    if (s.ok()) continue;
+    if (!failed.ok()) {
+      s = absl::UnavailableError(absl::StrCat(failed.message(), "; no other replica could take the "
+                                              "request over: ", s.message()));
     }
+    r->Fail(s);
+    metrics_->RequestFinished(absl::AsciiStrToLower(absl::StatusCodeToString(s.code())));
   }
 }
 
@@ -381,6 +406,7 @@ void Replica::OnStepFailed(const grpc::Status& status, std::unique_lock<std::mut
   in_flight_.clear();
   std::vector<uint64_t> release;
   std::vector<std::shared_ptr<ActiveRequest>> moved;
+  absl::Status failure;
   const bool refused = status.error_code() == grpc::StatusCode::INVALID_ARGUMENT;
   if (scheduler_ != nullptr && refused && abandoned == 1) {
     // The worker refused a plan: a bug on one side or the other. Fail the requests in it (they
@@ -398,20 +424,28 @@ void Replica::OnStepFailed(const grpc::Status& status, std::unique_lock<std::mut
     LogError(absl::StrCat("replica ", address_, refused ? " refused a pipelined step (" : " failed a step (",
                           status.error_code(), ": ", status.error_message(), "); ",
                           refused ? "resetting it" : "marking it down"));
-    // Requests that sent their client nothing yet (queued, or prefilling: a replica that died
-    // while idle fails the first step it is sent) lose nothing by moving; the others have
-    // streamed output that died with the replica, so they fail and the client retries.
-    moved = TakeUnstarted(/*silent_too=*/true);
-    FailAll(absl::UnavailableError(absl::StrCat("replica ", address_, " failed: ",
-                                                status.error_message(), "; retry the request")));
+    // Its requests go on elsewhere from the tokens they have (a replica that died while idle
+    // fails the first step it is sent, so this also covers requests sent to a dead replica).
+    failure = absl::UnavailableError(
+        absl::StrCat("replica ", address_, " failed: ", status.error_message()));
+    moved = TakeForFailover();
+    if (!requests_.empty()) {
+      LogWarning(absl::StrCat("failing ", requests_.size(), " requests of ", address_,
+                              " that already moved ", options_.max_failovers,
+                              " times (--max-request-failovers)"));
+    }
+    FailAll(absl::UnavailableError(absl::StrCat(failure.message(), "; retry the request")));
     MarkDownLocked();
     if (!moved.empty()) {
-      LogInfo(absl::StrCat("moving ", moved.size(), " unstarted requests off ", address_));
+      size_t streaming = 0;
+      for (const auto& r : moved) streaming += r->progress().pinned_revision.empty() ? 0 : 1;
+      LogInfo(absl::StrCat("moving ", moved.size(), " requests off ", address_, " (", streaming,
+                           " of them had sent output and continue where they stopped)"));
     }
   }
   lock.unlock();
   Release(release);
-  Reroute(std::move(moved));
+  Reroute(std::move(moved), failure);
 }
 
 std::vector<uint64_t> Replica::ApplyResult(const ScheduledStep& step,

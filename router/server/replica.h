@@ -6,9 +6,12 @@
 // are not delayed by a running step; cancellations take effect at the next step boundary.
 //
 // Failure: a Step that fails other than with INVALID_ARGUMENT means the group is gone (workers
-// exit when their group breaks), so its KV cache is gone too: every request on the replica fails
-// with UNAVAILABLE, the replica is marked down and reconnects (Info, fresh scheduler) once its
-// health check answers again.
+// exit when their group breaks), so its KV cache is gone too. Its requests move to other
+// replicas (at most options.max_failovers times each), where they recompute their prompt and the
+// tokens they generated so far and go on: a client's stream continues without a gap or a
+// duplicate, and with the same tokens (sampling draws depend only on seed and position). Those
+// that cannot move fail with UNAVAILABLE. The replica is marked down and reconnects (Info, fresh
+// scheduler) once its health check answers again.
 //
 // Pipelining (options.pipeline_depth 2, the default): the loop sends step N+1, planned with
 // Scheduler::ScheduleAhead, before step N's result is back, so the worker starts N+1 as soon as
@@ -57,6 +60,11 @@ struct ReplicaOptions {
   absl::Duration forget_after = absl::Seconds(600);
   // Registered replicas at most (RESOURCE_EXHAUSTED past it): each has a thread and a channel.
   int32_t max_registered = 64;
+  // Times one request may move to another replica because its replica failed (docs/
+  // architecture.md, "Failover"). Bounded because a request that crashes workers (a "query of
+  // death") would otherwise take down every replica in turn; 0 fails every request of a
+  // failed replica.
+  int32_t max_failovers = 1;
 };
 
 class Replica {
@@ -122,11 +130,15 @@ class Replica {
   // scheduler; the caller re-routes them after releasing mu_ (ReplicaSet locks other replicas).
   std::vector<std::shared_ptr<ActiveRequest>> BeginDraining();
   // Requires mu_. Removes the requests that have not had a step yet (from the scheduler too).
-  // With `silent_too`, also those that had steps but sent the client nothing yet (no token, no
-  // prompt ids: a prefill that died with the replica), which another replica can run from the
-  // start without the client seeing a difference.
-  std::vector<std::shared_ptr<ActiveRequest>> TakeUnstarted(bool silent_too = false);
-  void Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests);
+  std::vector<std::shared_ptr<ActiveRequest>> TakeUnstarted();
+  // Requires mu_; the replica failed. Removes the requests that may still move (fewer than
+  // options_.max_failovers moves so far), counting this move and pinning those that have sent
+  // output to this replica's model revision.
+  std::vector<std::shared_ptr<ActiveRequest>> TakeForFailover();
+  // Submits each request elsewhere; one that no replica takes fails with the submission's error,
+  // or, when `failed` is set (it is moving off a failed replica), with UNAVAILABLE naming both.
+  void Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests,
+               const absl::Status& failed = absl::OkStatus());
 
   // A Step call in flight (loop thread only). Its tag on cq_ is the object itself.
   struct InFlightStep {

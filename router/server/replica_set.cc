@@ -122,16 +122,26 @@ void ReplicaSet::ForgetLongDown() {
 }
 
 absl::StatusOr<std::string> ReplicaSet::Submit(const std::shared_ptr<ActiveRequest>& request) {
+  // Set for a request that streamed output and is moving off a failed replica.
+  const std::string& pinned = request->progress().pinned_revision;
+  const bool moving = request->progress().failovers > 0;
   std::vector<std::pair<double, std::shared_ptr<Replica>>> ranked;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const Entry& e : replicas_) {
       Replica::Load load = e.replica->load();
-      if (load.up && !load.draining) ranked.emplace_back(load.FreeCapacity(), e.replica);
+      if (!load.up || load.draining) continue;
+      if (!pinned.empty()) {
+        std::optional<worker::v1::InfoResponse> info = e.replica->info();
+        if (!info || info->revision() != pinned) continue;
+      }
+      ranked.emplace_back(load.FreeCapacity(), e.replica);
     }
   }
   if (ranked.empty()) {
-    return absl::UnavailableError("no worker replica is up (or all are draining); retry later");
+    return absl::UnavailableError(
+        pinned.empty() ? std::string("no worker replica is up (or all are draining); retry later")
+                       : absl::StrCat("no other replica serving model revision ", pinned, " is up"));
   }
   std::stable_sort(ranked.begin(), ranked.end(),
                    [](const auto& a, const auto& b) { return a.first > b.first; });
@@ -140,8 +150,9 @@ absl::StatusOr<std::string> ReplicaSet::Submit(const std::shared_ptr<ActiveReque
     last = replica->Submit(request);
     if (last.ok()) return replica->address();
     // A full queue or a replica that just went down: try the next one. Anything else (a request
-    // that can never fit) would fail the same way everywhere.
-    if (last.code() != absl::StatusCode::kResourceExhausted &&
+    // that can never fit) would fail the same way everywhere, except for a request moving off a
+    // failed replica: it was valid there, and a replica with a larger KV cache may take it.
+    if (!moving && last.code() != absl::StatusCode::kResourceExhausted &&
         last.code() != absl::StatusCode::kUnavailable) {
       return last;
     }

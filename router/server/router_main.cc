@@ -74,6 +74,9 @@ ABSL_FLAG(double, forget_replica_after, 600,
           "ones are kept");
 ABSL_FLAG(int32_t, max_registered_replicas, 64,
           "registered replicas held at most; further registrations get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, max_request_failovers, 1,
+          "times one request may move to another replica when its replica fails (it recomputes "
+          "what it generated and goes on; a stream continues without a gap); 0: fail them");
 ABSL_FLAG(bool, log_payloads, false,
           "log prompts and outputs (patient data: keep off in production)");
 
@@ -162,6 +165,10 @@ int Main(int argc, char** argv) {
   ro.pipeline_depth = absl::GetFlag(FLAGS_pipeline_depth);
   ro.forget_after = absl::Seconds(absl::GetFlag(FLAGS_forget_replica_after));
   ro.max_registered = absl::GetFlag(FLAGS_max_registered_replicas);
+  ro.max_failovers = absl::GetFlag(FLAGS_max_request_failovers);
+  if (ro.max_failovers < 0) {
+    return Fail(absl::InvalidArgumentError("--max-request-failovers must be >= 0"));
+  }
   if (!(absl::GetFlag(FLAGS_forget_replica_after) > 0) || ro.max_registered < 1) {
     return Fail(absl::InvalidArgumentError(
         "--forget-replica-after must be > 0 and --max-registered-replicas >= 1"));

@@ -23,7 +23,8 @@ struct RouterMetrics::Impl {
   prometheus::Histogram *queue = nullptr, *ttft = nullptr, *itl = nullptr, *duration = nullptr,
                         *batch = nullptr, *step = nullptr, *overhead = nullptr;
   prometheus::Counter *prompt_tokens = nullptr, *generation_tokens = nullptr,
-                      *preemptions = nullptr, *prefix_hits = nullptr;
+                      *preemptions = nullptr, *prefix_hits = nullptr,
+                      *failovers = nullptr;
   prometheus::Gauge *waiting = nullptr, *running = nullptr, *up = nullptr, *down = nullptr;
   std::mutex family_mu;  // Family::Add is thread-safe, but keep label creation serialized anyway
 };
@@ -66,6 +67,8 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(const std::
   m->generation_tokens = counter("caduceus_generation_tokens_total", "Generated tokens.");
   m->preemptions = counter("caduceus_preemptions_total",
                            "Sequences preempted (KV blocks freed, recomputed later).");
+  m->failovers = counter("caduceus_request_failovers_total",
+                         "Requests moved off a failed replica to go on elsewhere.");
   m->prefix_hits = counter("caduceus_prefix_cache_hits_total",
                            "Sequences that reused cached prefix KV blocks.");
   m->waiting = &gauge("caduceus_requests_waiting", "Requests waiting for their first step.")->Add({});
@@ -107,6 +110,7 @@ void RouterMetrics::ObserveStep(int64_t batch_size, double seconds, double overh
   impl_->overhead->Observe(overhead_seconds);
 }
 void RouterMetrics::AddPreemptions(int64_t n) { impl_->preemptions->Increment(static_cast<double>(n)); }
+void RouterMetrics::AddFailovers(int64_t n) { impl_->failovers->Increment(static_cast<double>(n)); }
 void RouterMetrics::AddPrefixCacheHits(int64_t n) {
   impl_->prefix_hits->Increment(static_cast<double>(n));
 }

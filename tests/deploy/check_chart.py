@@ -328,7 +328,7 @@ LARGE_VALUES = {
         "scheduler": {"maxNumSeqs": 65536, "maxTokensPerStep": 1048576, "maxWaitingRequests": 1000000,
                       "maxWaitingTokens": 1099511627776},
         "drainTimeoutSeconds": 3600, "heartbeatTimeoutSeconds": 600, "preStopSleepSeconds": 120,
-        "forgetReplicaAfterSeconds": 86400,
+        "forgetReplicaAfterSeconds": 86400, "maxRegisteredReplicas": 100000, "maxRequestFailovers": 100,
     },
     "workers": {
         "maxStepTokens": 1048576, "maxStepSequences": 65536, "kvCacheBytes": 1099511627776,
@@ -378,9 +378,9 @@ def check_large_values():
     found = scientific_notation(objs)
     argv = [a for o in objs for _, tpl in cr.pod_templates(o) for c in cr.containers(tpl) for a in args_of(c)]
     seen = [a for a in argv if a.startswith(("--max-waiting-requests=", "--max-tokens-per-step=", "--max-step-tokens=",
-                                             "--forget-replica-after="))]
+                                             "--forget-replica-after=", "--max-registered-replicas="))]
     ok = (not found and "--max-waiting-requests=1000000" in seen and "--max-step-tokens=1048576" in seen
-          and "--forget-replica-after=86400" in seen)
+          and "--forget-replica-after=86400" in seen and "--max-registered-replicas=100000" in seen)
     report(ok, "largest schema values render as plain integers (no 1e+06 in flags or fields)",
            "\n".join(found) or f"flags seen: {seen}")
 

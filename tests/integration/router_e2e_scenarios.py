@@ -11,8 +11,11 @@ cluster A), each on a cluster of its own:
   cluster D: two TP=1 replicas; SIGTERM to one leader (scale-in):
     * its running streams finish, new requests go to the other replica, nothing fails with
       UNAVAILABLE, and the draining worker exits 0 once the router released its sequences.
-  cluster E: two replicas; one dies with a request running and one queued on it:
-    * the running one fails with UNAVAILABLE, the queued one moves to the other replica.
+  cluster E: replicas die under running and queued requests:
+    * a sampled stream continues on another replica with exactly the tokens, text and logprobs
+      of the request run alone; the queued request moves too;
+    * a request sent to a replica that just died moves;
+    * a request moves at most --max-request-failovers (1) times.
 """
 
 import signal
@@ -160,10 +163,42 @@ def cluster_d(c, model):
     c.close()
 
 
+def sampled_request(prompt_ids, max_new_tokens):
+    """Seeded sampling with penalties and logprobs: every part of the sampler's state that a
+    failover must rebuild (the draw counter, the generated-token counts) shows in the tokens."""
+    sp = g.SamplingParameters(temperature=0.9, top_p=0.95, top_k=200, seed=1234,
+                              repetition_penalty=1.1, frequency_penalty=0.3, presence_penalty=0.2)
+    return g.GenerateRequest(prompt_ids=prompt_ids, params=g.GenerationParameters(
+        max_new_tokens=max_new_tokens, ignore_eos=True, logprobs=True, sampling=sp))
+
+
+def read_stream(stream, at_least):
+    """Reads a stream until `at_least` tokens have come: (text, ids, logprobs, iterator)."""
+    it = iter(stream)
+    text, ids, logprobs = "", [], []
+    while len(ids) < at_least:
+        m = next(it)
+        text += m.text_delta
+        ids.extend(m.token_ids)
+        logprobs.extend(lp.logprob for lp in m.logprobs)
+    return text, ids, logprobs, it
+
+
+def finish_stream(part, it):
+    text, ids, logprobs = part
+    last = None
+    for m in it:
+        text += m.text_delta
+        ids.extend(m.token_ids)
+        logprobs.extend(lp.logprob for lp in m.logprobs)
+        last = m
+    return text, ids, logprobs, last
+
+
 def cluster_e(c, model):
-    """A replica dies while a request waits in its queue: the request moves to the other replica
-    and completes; the one that was running there fails with UNAVAILABLE."""
-    print("cluster E: unstarted requests survive a replica failure")
+    """Replica failures: requests move to another replica and go on where they stopped; a stream
+    continues without a gap, a duplicate or a changed token, and a request moves only once."""
+    print("cluster E: requests survive a replica failure")
     router_addr = "127.0.0.1:%d" % cluster.free_port()
     metrics_addr = "127.0.0.1:%d" % cluster.free_port()
     big = c.start_worker_group(model, 1, name="big", extra=["--kv-cache-bytes", 64 << 20])
@@ -174,9 +209,10 @@ def cluster_e(c, model):
     cluster.wait_serving(router_addr, processes=[router])
     stub = rc.stub(router_addr)
     cluster.wait_until("replicas up", lambda: rc.info_if(stub, 2), timeout=120)
-    # Both go to the replica with the most free KV blocks (big): A runs, B waits behind it.
-    running = stub.GenerateStream(rc.ids_request([128000, 9906], 3000), timeout=300)
-    next(iter(running))
+    # Both go to the replica with the most free KV blocks (big): A streams, B waits behind it.
+    prompt = [128000, 9906, 1917]
+    running = stub.GenerateStream(sampled_request(prompt, 3000), timeout=300)
+    text, ids, logprobs, rest = read_stream(running, 40)
     outcome = {}
 
     def queued():
@@ -191,12 +227,31 @@ def cluster_e(c, model):
     cluster.wait_until("one request waiting", lambda: cluster.metric_value(
         cluster.scrape(metrics_addr), "caduceus_requests_waiting") == 1, timeout=30)
     big.leader.signal(signal.SIGKILL)
-    rc.expect_error(lambda: rc.collect_stream(running), grpc.StatusCode.UNAVAILABLE, "failed")
+    text, ids, logprobs, last = finish_stream((text, ids, logprobs), rest)
     t.join()
     assert outcome.get("tokens") == 8 and outcome.get("replica") == small.address, outcome
     print("    the queued request moved to %s and completed" % small.address)
+    log = open(router.log_path, errors="replace").read()
+    assert "moving 2 requests off %s (1 of them had sent output" % big.address in log, \
+        "the streaming request did not move"
+    # The same request alone on the replica that took it over: the moved stream must equal it
+    # token for token (sampling draws depend on seed and position only, and the CPU kernels are
+    # batch-invariant, so even the logprobs are the same bits).
+    want = stub.Generate(sampled_request(prompt, 3000), timeout=300)
+    assert want.replica == small.address
+    assert len(ids) == 3000 and last.finish_reason == g.FINISH_REASON_LENGTH, (len(ids), last)
+    first_diff = next((i for i, (a, b) in enumerate(zip(ids, want.token_ids)) if a != b), None)
+    assert first_diff is None, "moved stream differs from the request run alone at token %s" % first_diff
+    assert text == want.text, "moved stream's text differs"
+    assert logprobs == [lp.logprob for lp in want.logprobs], "moved stream's logprobs differ"
+    assert last.usage.generated_tokens == 3000 and last.usage.prompt_tokens == 3, last.usage
+    moves = cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_request_failovers_total")
+    assert moves == 2, moves
+    print("    a sampled stream killed under it after 40 tokens went on on %s: 3000 tokens, "
+          "identical to the request run alone" % small.address)
+
     # A replica that dies while idle still looks up until its health checks lapse: the next
-    # request sent there fails its first step, and, having sent its client nothing, moves.
+    # request sent there fails its first step, and moves.
     idle = c.start_worker_group(model, 1, name="idle", extra=["--kv-cache-bytes", 64 << 20],
                                 leader_extra=["--router", router_addr])
     cluster.wait_until("the idle replica up", lambda: rc.info_if(stub, 2), timeout=120)
@@ -204,7 +259,26 @@ def cluster_e(c, model):
     idle.leader.wait(10)
     r = stub.Generate(rc.ids_request([128000, 9906, 13], 8), timeout=120)
     assert len(r.token_ids) == 8 and r.replica == small.address, (r.replica, len(r.token_ids))
-    assert "moving 1 unstarted requests off %s" % idle.address in open(
+    assert "moving 1 requests off %s" % idle.address in open(
         router.log_path, errors="replace").read(), "the request did not go to the dead replica first"
     print("    a request sent to a replica that had just died moved to %s" % small.address)
+
+    # A request moves once (--max-request-failovers 1): one whose second replica fails too fails
+    # with UNAVAILABLE even though a replica (small) is still up, so that a request that kills
+    # workers cannot take down every replica in turn.
+    first = c.start_worker_group(model, 1, name="first", extra=["--kv-cache-bytes", 64 << 20],
+                                 leader_extra=["--router", router_addr])
+    second = c.start_worker_group(model, 1, name="second", extra=["--kv-cache-bytes", 32 << 20],
+                                  leader_extra=["--router", router_addr])
+    cluster.wait_until("two more replicas up", lambda: rc.info_if(stub, 3), timeout=120)
+    stream = stub.GenerateStream(rc.ids_request([128000, 9906], 3000), timeout=300)
+    _, ids, _, rest = read_stream(stream, 10)  # on `first`, the most free KV blocks
+    first.leader.signal(signal.SIGKILL)
+    cluster.wait_until("the request moved to the second replica", lambda: "moving 1 requests off %s"
+                       % first.address in open(router.log_path, errors="replace").read(), timeout=30)
+    second.leader.signal(signal.SIGKILL)
+    rc.expect_error(lambda: finish_stream(("", ids, []), rest), grpc.StatusCode.UNAVAILABLE,
+                    "retry the request")
+    assert "that already moved 1 times" in open(router.log_path, errors="replace").read()
+    print("    a request whose second replica failed too was not moved again")
     c.close()

@@ -145,6 +145,10 @@ app.kubernetes.io/component: worker
 {{- if and .Values.autoscaling.enabled (gt (float64 (default 0 .Values.autoscaling.runningRequestsPerReplica)) (float64 $sched.maxNumSeqs)) -}}
 {{- fail (printf "autoscaling.runningRequestsPerReplica (%v) exceeds router.scheduler.maxNumSeqs (%d): a replica never runs that many sequences, so that target never scales out" .Values.autoscaling.runningRequestsPerReplica (int64 $sched.maxNumSeqs)) -}}
 {{- end -}}
+{{- $groups := ternary .Values.autoscaling.maxReplicas .Values.workers.replicas (and .Values.autoscaling.enabled true) | int64 -}}
+{{- if ge $groups (int64 .Values.router.maxRegisteredReplicas) -}}
+{{- fail (printf "router.maxRegisteredReplicas (%d) must exceed the worker groups that can register (%d): leave room for groups replaced under a new address before the router forgets the old one" (int64 .Values.router.maxRegisteredReplicas) $groups) -}}
+{{- end -}}
 {{- $minGrace := include "caduceus.worker.minTerminationGrace" . | int64 -}}
 {{- if and (int64 $w.terminationGracePeriodSeconds) (lt (int64 $w.terminationGracePeriodSeconds) $minGrace) -}}
 {{- fail (printf "workers.terminationGracePeriodSeconds (%d) must be at least %d (workers.drainTimeoutSeconds %d + 10 s for the leader to stop its group + 10 s before SIGKILL + 5 s); set 0 to compute it" (int64 $w.terminationGracePeriodSeconds) $minGrace (int64 $w.drainTimeoutSeconds)) -}}
