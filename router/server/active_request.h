@@ -92,6 +92,9 @@ class ActiveRequest {
     int32_t cached_prompt_tokens = 0;
     bool sent_prompt_ids = false;
     int32_t failovers = 0;        // moves off failed replicas so far
+    // Moved after it started: cached_prompt_tokens is re-read from its first step on the new
+    // replica, whose prefix cache served (or did not serve) the recomputed prompt.
+    bool recount_cached = false;
     // Set once it has sent output and moves: only replicas serving this revision may take it.
     std::string pinned_revision;
   };

@@ -47,10 +47,20 @@ Replica::Replica(std::string address, ReplicaOptions options, const ModelTextCon
       loop_([this] { Loop(); }) {}
 
 void Replica::Retire(const absl::Status& why) {
-  std::lock_guard<std::mutex> lock(mu_);
-  stop_ = true;
-  FailAll(why);
+  std::vector<std::shared_ptr<ActiveRequest>> moved;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    // What its drain did not finish goes on elsewhere. Taken under mu_, so the loop never
+    // touches these requests again (a result still in flight finds them gone).
+    moved = TakeForMove(/*failed=*/false);
+    FailAll(why);
+  }
   cv_.notify_all();
+  if (!moved.empty()) {
+    LogInfo(absl::StrCat("moving ", moved.size(), " requests off ", address_, " (it left)"));
+  }
+  Reroute(std::move(moved), why);
 }
 
 Replica::~Replica() {
@@ -226,15 +236,16 @@ std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeUnstarted() {
   return moved;
 }
 
-std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeForFailover() {
+std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeForMove(bool failed) {
   std::vector<std::shared_ptr<ActiveRequest>> moved;
   for (auto it = requests_.begin(); it != requests_.end();) {
     ActiveRequest::Progress& p = it->second->progress();
-    if (p.failovers >= options_.max_failovers) {
+    if (failed && p.failovers >= options_.max_failovers) {
       ++it;
       continue;
     }
-    ++p.failovers;
+    if (failed) ++p.failovers;
+    p.recount_cached = p.first_scheduled.has_value();
     // A client that has seen output must get the rest from the same model: another revision
     // would continue someone else's text.
     const bool sent_output = !p.generated.empty() || p.sent_prompt_ids;
@@ -254,7 +265,7 @@ void Replica::Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests,
     if (s.ok()) continue;
     if (!failed.ok()) {
       s = absl::UnavailableError(absl::StrCat(failed.message(), "; no other replica could take the "
-                                              "request over: ", s.message()));
+                                              "request over (", s.message(), "); retry the request"));
     }
     r->Fail(s);
     metrics_->RequestFinished(absl::AsciiStrToLower(absl::StatusCodeToString(s.code())));
@@ -335,6 +346,9 @@ worker::v1::StepPlan Replica::BuildPlan(const ScheduledStep& step) {
       p.first_scheduled = now;
       p.cached_prompt_tokens = e.start_pos;
       metrics_->ObserveQueueTime(Seconds(now - request.arrival()));
+    } else if (p.recount_cached && e.first_step) {
+      p.cached_prompt_tokens = std::min(e.start_pos, e.prompt_len);
+      p.recount_cached = false;
     }
     worker::v1::SequencePlan* s = plan.add_sequences();
     s->set_sequence_id(e.seq_id);
@@ -428,7 +442,7 @@ void Replica::OnStepFailed(const grpc::Status& status, std::unique_lock<std::mut
     // fails the first step it is sent, so this also covers requests sent to a dead replica).
     failure = absl::UnavailableError(
         absl::StrCat("replica ", address_, " failed: ", status.error_message()));
-    moved = TakeForFailover();
+    moved = TakeForMove(/*failed=*/true);
     if (!requests_.empty()) {
       LogWarning(absl::StrCat("failing ", requests_.size(), " requests of ", address_,
                               " that already moved ", options_.max_failovers,

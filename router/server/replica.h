@@ -82,7 +82,8 @@ class Replica {
   absl::Status Submit(std::shared_ptr<ActiveRequest> request);
   // A registered leader's heartbeat (it counts as a successful health check).
   void Heartbeat(bool serving);
-  // Stops the replica (it is being removed): requests still on it fail with `why`.
+  // Stops the replica (it is being removed, its drain over): requests still on it move to other
+  // replicas and go on where they stopped; those no replica takes fail with `why`.
   void Retire(const absl::Status& why);
 
   struct Load {
@@ -131,10 +132,11 @@ class Replica {
   std::vector<std::shared_ptr<ActiveRequest>> BeginDraining();
   // Requires mu_. Removes the requests that have not had a step yet (from the scheduler too).
   std::vector<std::shared_ptr<ActiveRequest>> TakeUnstarted();
-  // Requires mu_; the replica failed. Removes the requests that may still move (fewer than
-  // options_.max_failovers moves so far), counting this move and pinning those that have sent
-  // output to this replica's model revision.
-  std::vector<std::shared_ptr<ActiveRequest>> TakeForFailover();
+  // Requires mu_. Removes the requests that move to other replicas, pinning those that have sent
+  // output to this replica's model revision. `failed`: the replica failed; only requests that
+  // moved fewer than options_.max_failovers times go, and this move counts. Otherwise (it left
+  // after its drain) all go, and the move does not count: nothing suggests they harm a worker.
+  std::vector<std::shared_ptr<ActiveRequest>> TakeForMove(bool failed);
   // Submits each request elsewhere; one that no replica takes fails with the submission's error,
   // or, when `failed` is set (it is moving off a failed replica), with UNAVAILABLE naming both.
   void Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests,

@@ -77,7 +77,7 @@ bool ReplicaSet::Deregister(const std::string& address) {
   if (gone == nullptr) return false;
   LogInfo(absl::StrCat("replica ", address, " deregistered (it is leaving)"));
   gone->Retire(absl::UnavailableError(
-      absl::StrCat("replica ", address, " left (drain timeout passed); retry the request")));
+      absl::StrCat("replica ", address, " left before it finished the request (its drain timed out)")));
   metrics_->RemoveReplica(address);
   return true;
 }
@@ -122,9 +122,10 @@ void ReplicaSet::ForgetLongDown() {
 }
 
 absl::StatusOr<std::string> ReplicaSet::Submit(const std::shared_ptr<ActiveRequest>& request) {
-  // Set for a request that streamed output and is moving off a failed replica.
+  // Set for a request that streamed output and is moving off a failed or departed replica.
   const std::string& pinned = request->progress().pinned_revision;
-  const bool moving = request->progress().failovers > 0;
+  // A request that ran (or waited) on a replica that failed or left: it was valid there.
+  const bool moving = request->progress().failovers > 0 || request->progress().first_scheduled.has_value();
   std::vector<std::pair<double, std::shared_ptr<Replica>>> ranked;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -29,8 +29,8 @@ class ReplicaSet {
   // has been down for options.forget_after, and at most options.max_registered are held
   // (RESOURCE_EXHAUSTED beyond).
   absl::StatusOr<std::string> Register(const std::string& address);
-  // A registered replica leaving (after its drain): dropped now; requests still on it fail with
-  // UNAVAILABLE. False when no registered replica has that address.
+  // A registered replica leaving (after its drain): dropped now; requests still on it move to
+  // other replicas (Replica::Retire). False when no registered replica has that address.
   bool Deregister(const std::string& address);
   // Registry heartbeat; false when the id is unknown (the leader should register again).
   bool Heartbeat(const std::string& id, bool serving);

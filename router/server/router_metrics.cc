@@ -68,7 +68,7 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(const std::
   m->preemptions = counter("caduceus_preemptions_total",
                            "Sequences preempted (KV blocks freed, recomputed later).");
   m->failovers = counter("caduceus_request_failovers_total",
-                         "Requests moved off a failed replica to go on elsewhere.");
+                         "Requests moved off a failed replica, or one that left before finishing them, to go on elsewhere.");
   m->prefix_hits = counter("caduceus_prefix_cache_hits_total",
                            "Sequences that reused cached prefix KV blocks.");
   m->waiting = &gauge("caduceus_requests_waiting", "Requests waiting for their first step.")->Add({});

@@ -28,7 +28,7 @@ class RouterMetrics {
   // that was not the worker's own step time (router + RPC overhead).
   void ObserveStep(int64_t batch_size, double seconds, double overhead_seconds);
   void AddPreemptions(int64_t n);
-  // Requests moved off a failed replica (caduceus_request_failovers_total).
+  // Requests moved off a failed or departed replica (caduceus_request_failovers_total).
   void AddFailovers(int64_t n);
   void AddPrefixCacheHits(int64_t n);
   void SetQueue(int64_t waiting, int64_t running);

@@ -10,7 +10,8 @@ cluster A), each on a cluster of its own:
     * prompt text never reaches the router's log (no --log-payloads).
   cluster D: two TP=1 replicas; SIGTERM to one leader (scale-in):
     * its running streams finish, new requests go to the other replica, nothing fails with
-      UNAVAILABLE, and the draining worker exits 0 once the router released its sequences.
+      UNAVAILABLE, and the draining worker exits 0 once the router released its sequences;
+    * a stream still running when a leaver's drain times out moves and goes on.
   cluster E: replicas die under running and queued requests:
     * a sampled stream continues on another replica with exactly the tokens, text and logprobs
       of the request run alone; the queued request moves too;
@@ -160,6 +161,28 @@ def cluster_d(c, model):
     assert not unavailable, unavailable
     print("    6 running streams finished (300 tokens each), new requests went to %s, the "
           "draining worker exited 0" % keep.address)
+
+    # A drain that times out (--drain-timeout 1 s under a 3000-token stream): the leader
+    # deregisters with the stream unfinished, and the stream goes on on the replica that stays.
+    short = c.start_worker_group(model, 1, name="short", extra=["--kv-cache-bytes", 64 << 20],
+                                 leader_extra=["--router", router_addr, "--drain-timeout", 1])
+    cluster.wait_until("the short-drain replica up", lambda: rc.info_if(stub, 2), timeout=120)
+    prompt = [128000, 9906, 1917, 0]
+    stream = stub.GenerateStream(rc.ids_request(prompt, 3000), timeout=300)
+    it = iter(stream)
+    first = next(it)  # on `short`: the most free KV blocks
+    short.leader.signal(signal.SIGTERM)
+    text, ids, last = rc.collect_stream(it)
+    text, ids = first.text_delta + text, list(first.token_ids) + ids
+    assert short.leader.wait(30) == 0
+    log = open(router.log_path, errors="replace").read()
+    assert "moving 1 requests off %s (it left)" % short.address in log, "the stream did not move"
+    want = stub.Generate(rc.ids_request(prompt, 3000), timeout=300)
+    assert want.replica == keep.address
+    assert ids == list(want.token_ids) and text == want.text, "the moved stream differs"
+    assert last.finish_reason == g.FINISH_REASON_LENGTH
+    print("    a stream whose replica's drain timed out went on on %s (3000 tokens, as if run "
+          "alone)" % keep.address)
     c.close()
 
 
