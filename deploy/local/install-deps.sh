@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   python3-numpy python3-grpcio python3-grpc-tools
   prometheus unzip openssl
+  clang libclang-rt-14-dev  # libFuzzer + sanitizer runtimes: the fuzz stage of tests/run.sh
 )
 # Node.js + npm only when absent (some images ship nodesource's nodejs, which conflicts with Debian's npm).
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

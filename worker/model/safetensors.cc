@@ -149,9 +149,9 @@ absl::Status SafetensorsFile::ParseHeader() {
       }
       continue;
     }
-    auto bad = [&](std::string_view what) {
+    auto bad = [&, &tensor = name](std::string_view what) {  // clang 14: no captured bindings
       return absl::InvalidArgumentError(
-          absl::StrCat(path_, ": tensor '", name, "': ", std::string(what)));
+          absl::StrCat(path_, ": tensor '", tensor, "': ", std::string(what)));
     };
     if (!entry.is_object()) return bad("entry is not an object");
     auto dtype_it = entry.find("dtype");

@@ -1,0 +1,67 @@
+// Fuzzes public-API request validation, the code every client's bytes reach: the first byte
+// picks GenerateRequest (even) or ChatRequest (odd), the rest is the serialized message. A
+// request that passes validation must be one the scheduler can run: a non-empty prompt of
+// in-vocabulary ids that, with max_new_tokens, fits the model's context.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string_view>
+
+#include "caduceus/v1/generation.pb.h"
+#include "router/server/request_spec.h"
+#include "tests/fuzz/fuzz_support.h"
+#include "worker/model/model_config.h"
+
+namespace {
+
+const caduceus::model::ModelConfig& Config() {
+  static const caduceus::model::ModelConfig* config = [] {
+    auto c = caduceus::model::ModelConfig::FromJson(R"({
+      "architectures": ["LlamaForCausalLM"], "bos_token_id": 128000,
+      "eos_token_id": [128001, 128009], "hidden_act": "silu", "hidden_size": 256,
+      "intermediate_size": 768, "max_position_embeddings": 8192, "model_type": "llama",
+      "num_attention_heads": 8, "num_hidden_layers": 4, "num_key_value_heads": 2,
+      "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "vocab_size": 128256})", "config.json");
+    if (!c.ok()) std::abort();
+    return new caduceus::model::ModelConfig(*c);
+  }();
+  return *config;
+}
+
+void CheckRunnable(const caduceus::router::RequestSpec& spec) {
+  const caduceus::model::ModelConfig& config = Config();
+  if (spec.prompt_ids.empty() || spec.max_new_tokens < 1 ||
+      static_cast<int64_t>(spec.prompt_ids.size()) + spec.max_new_tokens >
+          config.max_position_embeddings) {
+    __builtin_trap();
+  }
+  for (int32_t id : spec.prompt_ids) {
+    if (id < 0 || id >= config.vocab_size) __builtin_trap();
+  }
+  if (spec.request_id.size() > caduceus::router::kMaxRequestIdBytes) __builtin_trap();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  caduceus::router::ModelTextContext model;
+  model.tokenizer = &caduceus::fuzz::Llama3Tokenizer();
+  model.chat_template = &caduceus::fuzz::Llama3ChatTemplate();
+  model.config = &Config();
+  const caduceus::router::RequestLimits limits;
+  const void* body = data + 1;
+  const int body_size = static_cast<int>(size - 1);
+  if (data[0] % 2 == 0) {
+    caduceus::v1::GenerateRequest request;
+    if (!request.ParseFromArray(body, body_size)) return 0;
+    auto spec = caduceus::router::SpecFromGenerate(request, model, limits);
+    if (spec.ok()) CheckRunnable(*spec);
+  } else {
+    caduceus::v1::ChatRequest request;
+    if (!request.ParseFromArray(body, body_size)) return 0;
+    auto spec = caduceus::router::SpecFromChat(request, model, limits);
+    if (spec.ok()) CheckRunnable(*spec);
+  }
+  return 0;
+}
