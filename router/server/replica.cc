@@ -229,7 +229,7 @@ std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeUnstarted() {
       ++it;
       continue;
     }
-    scheduler_->Finish(it->first).IgnoreError();
+    if (scheduler_ != nullptr) scheduler_->Finish(it->first).IgnoreError();
     moved.push_back(std::move(it->second));
     requests_.erase(it++);
   }
@@ -250,7 +250,7 @@ std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeForMove(bool failed) {
     // would continue someone else's text.
     const bool sent_output = !p.generated.empty() || p.sent_prompt_ids;
     if (sent_output && p.pinned_revision.empty() && info_) p.pinned_revision = info_->revision();
-    scheduler_->Finish(it->first).IgnoreError();
+    if (scheduler_ != nullptr) scheduler_->Finish(it->first).IgnoreError();
     moved.push_back(std::move(it->second));
     requests_.erase(it++);
   }
@@ -398,7 +398,13 @@ void Replica::CheckIdleHealth(std::unique_lock<std::mutex>& lock) {
   } else if (now - last_ok_ > options_.heartbeat_timeout && up_) {
     LogWarning(absl::StrCat("replica ", address_, " missed its health checks for ",
                             absl::FormatDuration(now - last_ok_), "; marking it down"));
+    // Requests submitted while the probe ran have not started here: they go elsewhere (a
+    // fresh scheduler would not know them, and they would wait forever).
+    std::vector<std::shared_ptr<ActiveRequest>> moved = TakeForMove(/*failed=*/false);
     MarkDownLocked();
+    lock.unlock();
+    Reroute(std::move(moved));
+    lock.lock();
   }
 }
 
