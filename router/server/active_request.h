@@ -20,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -70,9 +71,16 @@ class ActiveRequest {
     std::lock_guard<std::mutex> lock(mu_);
     return replica_;
   }
-  void set_replica(std::string r) {
+  // The model id and revision the serving replica reported (for the audit record).
+  std::pair<std::string, std::string> model() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {model_id_, revision_};
+  }
+  void set_replica(std::string r, std::string model_id = "", std::string revision = "") {
     std::lock_guard<std::mutex> lock(mu_);
     replica_ = std::move(r);
+    model_id_ = std::move(model_id);
+    revision_ = std::move(revision);
   }
   void RequestCancel(CancelReason reason) {
     int expected = 0;
@@ -116,7 +124,7 @@ class ActiveRequest {
   std::deque<v1::GenerateStreamResponse> outbox_;
   bool final_pushed_ = false;
   std::shared_ptr<StreamListener> listener_;
-  std::string replica_;
+  std::string replica_, model_id_, revision_;
   absl::Status error_;
 };
 

@@ -1,6 +1,7 @@
 #include "router/server/generation_service.h"
 
 #include <chrono>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -19,20 +20,6 @@ namespace {
 
 std::string CodeName(absl::StatusCode code) {
   return absl::AsciiStrToLower(absl::StatusCodeToString(code));
-}
-
-// Folds one stream message into the unary response.
-void Accumulate(const v1::GenerateStreamResponse& m, v1::GenerateResponse* r) {
-  r->set_request_id(m.request_id());
-  r->mutable_text()->append(m.text_delta());
-  r->mutable_token_ids()->MergeFrom(m.token_ids());
-  r->mutable_prompt_token_ids()->MergeFrom(m.prompt_token_ids());
-  r->mutable_logprobs()->MergeFrom(m.logprobs());
-  if (m.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-    r->set_finish_reason(m.finish_reason());
-    *r->mutable_usage() = m.usage();
-    *r->mutable_timing() = m.timing();
-  }
 }
 
 }  // namespace
@@ -87,11 +74,37 @@ std::shared_ptr<ActiveRequest> GenerationService::NewRequest(RequestSpec spec) {
   return std::make_shared<ActiveRequest>(std::move(spec), model_->tokenizer, seq, absl::Now());
 }
 
-grpc::Status GenerationService::RunUnary(grpc::ServerContext* context,
+void GenerationService::Audit(const grpc::ServerContextBase& context, const char* method,
+                              const ActiveRequest* request, const CallOutcome& outcome) const {
+  if (options_.audit == nullptr) return;
+  CallRequest call;
+  call.method = method;
+  if (request != nullptr) {
+    call.spec = &request->spec();
+    call.replica = request->replica();
+    std::tie(call.model_id, call.revision) = request->model();
+    call.arrival = request->arrival();
+  }
+  options_.audit->Record(context, call, outcome, !options_.api_token.empty() && outcome.status.error_code() !=
+                                                      grpc::StatusCode::UNAUTHENTICATED);
+}
+
+grpc::Status GenerationService::RunUnary(grpc::ServerContext* context, const char* method,
                                          absl::StatusOr<RequestSpec> spec,
                                          v1::GenerateResponse* response) {
+  std::shared_ptr<ActiveRequest> request;
+  const grpc::Status status = RunUnaryToEnd(context, std::move(spec), response, &request);
+  Audit(*context, method, request.get(), CallOutcome{status, response});
+  return status;
+}
+
+grpc::Status GenerationService::RunUnaryToEnd(grpc::ServerContext* context,
+                                              absl::StatusOr<RequestSpec> spec,
+                                              v1::GenerateResponse* response,
+                                              std::shared_ptr<ActiveRequest>* out) {
   if (!spec.ok()) return Refuse(spec.status());
   std::shared_ptr<ActiveRequest> request = NewRequest(*std::move(spec));
+  *out = request;
   in_flight_++;
   struct Done {
     std::atomic<int64_t>& n;
@@ -103,7 +116,7 @@ grpc::Status GenerationService::RunUnary(grpc::ServerContext* context,
   while (true) {
     // Woken by each message, and at least every 50 ms to notice a cancel or deadline.
     for (const v1::GenerateStreamResponse& message : request->PopAll(absl::Milliseconds(50))) {
-      Accumulate(message, response);
+      FoldMessage(message, response);
       if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
         response->set_replica(request->replica());
         if (options_.log_payloads) {
@@ -154,12 +167,24 @@ absl::StatusOr<Message> ParseStreamRequest(const grpc::ByteBuffer& buffer) {
 
 }  // namespace
 
+grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::RefuseStream(
+    grpc::CallbackServerContext* context, const char* method, const grpc::Status& status) {
+  Audit(*context, method, nullptr, CallOutcome{status, nullptr});
+  return new RefusedStream(status);
+}
+
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::StartStream(
-    grpc::CallbackServerContext* context, absl::StatusOr<RequestSpec> spec) {
-  if (!spec.ok()) return new RefusedStream(Refuse(spec.status()));
+    grpc::CallbackServerContext* context, const char* method, absl::StatusOr<RequestSpec> spec) {
+  if (!spec.ok()) return RefuseStream(context, method, Refuse(spec.status()));
   std::shared_ptr<ActiveRequest> request = NewRequest(*std::move(spec));
   in_flight_++;
-  auto* reactor = new StreamReactor(context, request, [this] { in_flight_--; });
+  const bool fold_text = options_.audit != nullptr && options_.audit->payloads();
+  auto* reactor = new StreamReactor(
+      context, request, fold_text,
+      [this, context, method, request](const grpc::Status& status, const v1::GenerateResponse& sent) {
+        Audit(*context, method, request.get(), CallOutcome{status, &sent});
+        in_flight_--;
+      });
   absl::StatusOr<std::string> replica = replicas_->Submit(request);
   if (!replica.ok()) {
     reactor->Abort(Refuse(replica.status()));
@@ -172,30 +197,36 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::StartStream(
 grpc::Status GenerationService::Generate(grpc::ServerContext* context,
                                          const v1::GenerateRequest* request,
                                          v1::GenerateResponse* response) {
-  if (grpc::Status s = Admit(context); !s.ok()) return s;
-  return RunUnary(context, SpecFromGenerate(*request, *model_, options_.limits), response);
+  if (grpc::Status s = Admit(context); !s.ok()) {
+    Audit(*context, "Generate", nullptr, CallOutcome{s, nullptr});
+    return s;
+  }
+  return RunUnary(context, "Generate", SpecFromGenerate(*request, *model_, options_.limits), response);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::GenerateStream(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
-  if (grpc::Status s = Admit(context); !s.ok()) return new RefusedStream(s);
+  if (grpc::Status s = Admit(context); !s.ok()) return RefuseStream(context, "GenerateStream", s);
   absl::StatusOr<v1::GenerateRequest> request = ParseStreamRequest<v1::GenerateRequest>(*raw);
-  if (!request.ok()) return new RefusedStream(Refuse(request.status()));
-  return StartStream(context, SpecFromGenerate(*request, *model_, options_.limits));
+  if (!request.ok()) return RefuseStream(context, "GenerateStream", Refuse(request.status()));
+  return StartStream(context, "GenerateStream", SpecFromGenerate(*request, *model_, options_.limits));
 }
 
 grpc::Status GenerationService::Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
                                      v1::GenerateResponse* response) {
-  if (grpc::Status s = Admit(context); !s.ok()) return s;
-  return RunUnary(context, SpecFromChat(*request, *model_, options_.limits), response);
+  if (grpc::Status s = Admit(context); !s.ok()) {
+    Audit(*context, "Chat", nullptr, CallOutcome{s, nullptr});
+    return s;
+  }
+  return RunUnary(context, "Chat", SpecFromChat(*request, *model_, options_.limits), response);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::ChatStream(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
-  if (grpc::Status s = Admit(context); !s.ok()) return new RefusedStream(s);
+  if (grpc::Status s = Admit(context); !s.ok()) return RefuseStream(context, "ChatStream", s);
   absl::StatusOr<v1::ChatRequest> request = ParseStreamRequest<v1::ChatRequest>(*raw);
-  if (!request.ok()) return new RefusedStream(Refuse(request.status()));
-  return StartStream(context, SpecFromChat(*request, *model_, options_.limits));
+  if (!request.ok()) return RefuseStream(context, "ChatStream", Refuse(request.status()));
+  return StartStream(context, "ChatStream", SpecFromChat(*request, *model_, options_.limits));
 }
 
 grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,

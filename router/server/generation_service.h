@@ -12,6 +12,7 @@
 
 #include "caduceus/v1/generation.grpc.pb.h"
 #include "caduceus/worker/v1/worker.grpc.pb.h"
+#include "router/server/audit_log.h"
 #include "router/server/replica_set.h"
 #include "router/server/request_spec.h"
 #include "router/server/router_metrics.h"
@@ -24,6 +25,7 @@ struct ServiceOptions {
   RequestLimits limits;
   std::string api_token;  // empty: no bearer-token check
   bool log_payloads = false;
+  AuditLog* audit = nullptr;  // null: no audit records (--audit-log)
 };
 
 // The streaming methods use gRPC's callback API (see stream_reactor.h for why), as raw methods
@@ -60,13 +62,22 @@ class GenerationService final : public GenerationServiceBase {
   grpc::Status Admit(const grpc::ServerContextBase* context) const;
   // The in-flight request for a validated spec (a request id assigned if the client gave none).
   std::shared_ptr<ActiveRequest> NewRequest(RequestSpec spec);
-  // Runs a unary request to the end.
-  grpc::Status RunUnary(grpc::ServerContext* context, absl::StatusOr<RequestSpec> spec,
-                        v1::GenerateResponse* response);
+  // Runs a unary request to the end; `method` names it in the audit record.
+  grpc::Status RunUnary(grpc::ServerContext* context, const char* method,
+                        absl::StatusOr<RequestSpec> spec, v1::GenerateResponse* response);
+  grpc::Status RunUnaryToEnd(grpc::ServerContext* context, absl::StatusOr<RequestSpec> spec,
+                             v1::GenerateResponse* response, std::shared_ptr<ActiveRequest>* request);
   // Starts a streaming request; the returned reactor relays it.
   grpc::ServerWriteReactor<grpc::ByteBuffer>* StartStream(
-      grpc::CallbackServerContext* context, absl::StatusOr<RequestSpec> spec);
+      grpc::CallbackServerContext* context, const char* method, absl::StatusOr<RequestSpec> spec);
   grpc::Status Refuse(const absl::Status& status);
+  // A stream that ends before it starts, with its audit record.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* RefuseStream(grpc::CallbackServerContext* context,
+                                                           const char* method,
+                                                           const grpc::Status& status);
+  // The call's audit record, when --audit-log is set. `request` null: refused before it existed.
+  void Audit(const grpc::ServerContextBase& context, const char* method,
+             const ActiveRequest* request, const CallOutcome& outcome) const;
 
   const ServiceOptions options_;
   const ModelTextContext* model_;

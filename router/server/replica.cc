@@ -101,7 +101,7 @@ absl::Status Replica::Submit(std::shared_ptr<ActiveRequest> request) {
   if (!request->progress().first_scheduled) {
     metrics_->AddPromptTokens(static_cast<int64_t>(spec.prompt_ids.size()));
   }
-  request->set_replica(address_);
+  request->set_replica(address_, info_ ? info_->model_id() : "", info_ ? info_->revision() : "");
   requests_[request->seq_id()] = std::move(request);
   cv_.notify_all();
   return absl::OkStatus();

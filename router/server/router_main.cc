@@ -77,6 +77,11 @@ ABSL_FLAG(int32_t, max_registered_replicas, 64,
 ABSL_FLAG(int32_t, max_request_failovers, 1,
           "times one request may move to another replica when its replica fails (it recomputes "
           "what it generated and goes on; a stream continues without a gap); 0: fail them");
+ABSL_FLAG(std::string, audit_log, "",
+          "append one JSON line per generation call (caller, model revision, parameters, token "
+          "counts, status; no text) to this file, or '-' for standard output");
+ABSL_FLAG(bool, audit_log_payloads, false,
+          "also put each call's prompt and output text in its audit line (patient data)");
 ABSL_FLAG(bool, log_payloads, false,
           "log prompts and outputs (patient data: keep off in production)");
 
@@ -193,6 +198,16 @@ int Main(int argc, char** argv) {
   so.limits.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
   so.api_token = *api_token;
   so.log_payloads = ro.log_payloads;
+  std::unique_ptr<AuditLog> audit;
+  if (!absl::GetFlag(FLAGS_audit_log).empty()) {
+    auto opened = AuditLog::Open(absl::GetFlag(FLAGS_audit_log),
+                                 absl::GetFlag(FLAGS_audit_log_payloads), model.tokenizer);
+    if (!opened.ok()) return Fail(opened.status());
+    audit = *std::move(opened);
+    so.audit = audit.get();
+  } else if (absl::GetFlag(FLAGS_audit_log_payloads)) {
+    return Fail(absl::InvalidArgumentError("--audit-log-payloads needs --audit-log"));
+  }
   GenerationService generation(so, &model, replicas.get(), metrics->get());
   RegistryService registry(replicas.get(), *registry_token);
 

@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "proto/status_conversion.h"
+#include "router/server/audit_log.h"
 #include "router/server/call_end.h"
 
 namespace caduceus::router {
@@ -24,9 +25,10 @@ class StreamReactor::Link final : public StreamListener {
 };
 
 StreamReactor::StreamReactor(grpc::CallbackServerContext* context,
-                             std::shared_ptr<ActiveRequest> request, std::function<void()> on_done)
+                             std::shared_ptr<ActiveRequest> request, bool fold_text, DoneCallback on_done)
     : context_(context),
       request_(std::move(request)),
+      fold_text_(fold_text),
       on_done_(std::move(on_done)),
       link_(std::make_shared<Link>(this)) {}
 
@@ -44,6 +46,7 @@ void StreamReactor::Abort(const grpc::Status& status) {
 void StreamReactor::FinishLocked(const grpc::Status& status) {
   if (finished_) return;
   finished_ = true;
+  status_ = status;
   // gRPC does not run OnDone inline from Finish, so holding the mutex here cannot deadlock.
   Finish(status);
 }
@@ -55,6 +58,7 @@ void StreamReactor::PumpLocked() {
     return;
   }
   if (std::optional<v1::GenerateStreamResponse> message = request_->TryPop()) {
+    FoldMessage(*message, &sent_, fold_text_);
     const std::string bytes = message->SerializeAsString();
     grpc::Slice slice(bytes);
     current_ = grpc::ByteBuffer(&slice, 1);
@@ -100,7 +104,7 @@ void StreamReactor::OnDone() {
     link_->reactor_ = nullptr;
   }
   request_->SetListener(nullptr);
-  on_done_();
+  on_done_(status_, sent_);
   delete this;
 }
 

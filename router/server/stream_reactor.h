@@ -27,9 +27,11 @@ namespace caduceus::router {
 class StreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   // `on_done` runs once gRPC is finished with the stream, just before the reactor deletes
-  // itself (it owns itself, as gRPC's callback API expects).
+  // itself (it owns itself, as gRPC's callback API expects), with the stream's status and the
+  // messages it wrote folded together (their text only with `fold_text`).
+  using DoneCallback = std::function<void(const grpc::Status&, const v1::GenerateResponse&)>;
   StreamReactor(grpc::CallbackServerContext* context, std::shared_ptr<ActiveRequest> request,
-                std::function<void()> on_done);
+                bool fold_text, DoneCallback on_done);
 
   // Starts relaying: from now on every message the replica loop pushes is written.
   void Start();
@@ -51,7 +53,10 @@ class StreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   grpc::CallbackServerContext* const context_;
   const std::shared_ptr<ActiveRequest> request_;
-  const std::function<void()> on_done_;
+  const bool fold_text_;
+  const DoneCallback on_done_;
+  v1::GenerateResponse sent_;       // what was written, folded (for on_done_)
+  grpc::Status status_;             // how the stream ended
   const std::shared_ptr<Link> link_;
   grpc::ByteBuffer current_;  // the message being written, serialized; gRPC reads it until done
   bool writing_ = false;

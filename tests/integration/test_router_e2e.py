@@ -57,6 +57,11 @@ REGISTRY_TOKEN = "registry-secret-for-the-test"
 FORGET_AFTER = 12
 
 
+def env_audit_path(env):
+    env.audit_log = os.path.join(tempfile.mkdtemp(prefix="caduceus-audit-"), "audit.jsonl")
+    return env.audit_log
+
+
 def start_cluster_a(c, model):
     env = Env()
     env.router_addr = "127.0.0.1:%d" % cluster.free_port()
@@ -72,7 +77,7 @@ def start_cluster_a(c, model):
                          ["--model", model, "--listen", env.router_addr,
                           "--metrics-listen", env.router_metrics, "--replica", env.g1.address,
                           "--heartbeat-timeout", 3, "--registry-token-file", token.name,
-                          "--forget-replica-after", FORGET_AFTER])
+                          "--forget-replica-after", FORGET_AFTER, "--audit-log", env_audit_path(env)])
     cluster.wait_serving(env.router_addr, processes=[env.router])
     env.stub = rc.stub(env.router_addr)
     info = cluster.wait_until("two replicas up", lambda: rc.info_if(env.stub, 2), timeout=120)
@@ -230,6 +235,44 @@ def bad_input(env):
     rc.expect_error(lambda: list(env.stub.GenerateStream(too_long_id, timeout=10)), bad, "request_id")
     # Still serving.
     assert len(env.stub.Generate(rc.ids_request([128000, 9906], 2), timeout=60).token_ids) == 2
+
+
+@check("every generation call leaves one audit line, without prompt or output text")
+def audit_log(env):
+    secret = "Patient Jane Roe, MRN 0042, reports chest pain"
+    req = rc.text_request(secret, 6)
+    req.request_id = "audit-ok"
+    ok = env.stub.Generate(req, timeout=60)
+    chat = rc.chat_request([("user", secret)], 4)
+    chat.request_id = "audit-chat"
+    rc.collect_stream(env.stub.ChatStream(chat, timeout=60))
+    bad = rc.text_request(secret, 4)
+    bad.params.sampling.temperature = -1.0
+    rc.expect_error(lambda: env.stub.Generate(bad, timeout=30), grpc.StatusCode.INVALID_ARGUMENT,
+                    "temperature")
+    revision = env.stub.GetModelInfo(g.GetModelInfoRequest(), timeout=10).revision
+
+    def records():
+        with open(env.audit_log) as f:
+            return [json.loads(line) for line in f]  # every line is one JSON object
+    wanted = {"audit-ok", "audit-chat"}
+    lines = cluster.wait_until("audit lines of both calls", lambda: (lambda rs: rs if wanted <= {
+        r["request_id"] for r in rs} else None)(records()), timeout=10)
+    by_id = {r["request_id"]: r for r in lines}
+    r = by_id["audit-ok"]
+    assert r["method"] == "Generate" and r["status"] == "OK", r
+    assert r["model"]["revision"] == revision and r["model"]["replica"] == ok.replica, r
+    assert r["params"]["max_new_tokens"] == 6 and r["params"]["temperature"] == 0, r
+    assert r["prompt_tokens"] == len(ok.prompt_token_ids) and r["generated_tokens"] == 6, r
+    assert r["finish_reason"] == "length" and r["duration_seconds"] > 0, r
+    assert r["caller"]["peer"].startswith("ipv4:127.0.0.1:") and not r["caller"]["api_token_checked"], r
+    c = by_id["audit-chat"]
+    assert c["method"] == "ChatStream" and c["status"] == "OK" and c["generated_tokens"] == 4, c
+    bad = [x for x in lines if x["status"] == "INVALID_ARGUMENT" and "temperature" in x.get("error", "")]
+    assert bad and bad[-1]["method"] == "Generate" and "params" not in bad[-1], bad
+    text = open(env.audit_log).read()
+    assert "Jane Roe" not in text and ok.text not in text, "the audit log holds prompt or output text"
+    print("    %d audit lines; Generate, ChatStream and a refused call recorded, no text" % len(lines))
 
 
 @check("the worker registry wants its token and forgets replicas that stay down")
