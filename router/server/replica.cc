@@ -508,9 +508,40 @@ void Replica::SendStep(ScheduledStep step, const worker::v1::StepPlan& plan) {
 void Replica::AwaitDone(InFlightStep& step) {
   void* tag = nullptr;
   bool ok = false;
-  // Completions may come in any order (the worker runs the steps in order anyway): each one
-  // marks its own step.
-  while (!step.done && cq_.Next(&tag, &ok)) static_cast<InFlightStep*>(tag)->done = true;
+  // Since when the worker has not answered a health check during this wait (set once the step
+  // has run for --heartbeat-timeout: watching starts then).
+  std::optional<absl::Time> answered;
+  bool abandoned = false;
+  while (!step.done) {
+    // Completions may come in any order (the worker runs the steps in order anyway): each one
+    // marks its own step.
+    const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);
+    const grpc::CompletionQueue::NextStatus next = cq_.AsyncNext(&tag, &ok, deadline);
+    if (next == grpc::CompletionQueue::SHUTDOWN) return;
+    if (next == grpc::CompletionQueue::GOT_EVENT) {
+      static_cast<InFlightStep*>(tag)->done = true;
+      continue;
+    }
+    // A step may legitimately take long (a big prefill on CPUs), but a worker that stops
+    // answering health checks too (stopped, frozen, cut off) will not finish it: abandon the
+    // steps after --heartbeat-timeout without an answer instead of waiting for --step-timeout,
+    // so that its requests move on. The worker's health service runs on other threads than its
+    // step, so a long step alone never looks like this.
+    const absl::Time now = absl::Now();
+    if (abandoned || now - step.sent < options_.heartbeat_timeout) continue;
+    if (!answered) answered = now;
+    if (ProbeHealth() != Health::kUnreachable) {
+      answered = absl::Now();
+    } else if (absl::Now() - *answered > options_.heartbeat_timeout) {
+      LogWarning(absl::StrCat("replica ", address_, " has not answered health checks for ",
+                              absl::FormatDuration(absl::Now() - *answered), " during a step of ",
+                              absl::FormatDuration(now - step.sent), "; abandoning its steps"));
+      for (auto& s : in_flight_) {
+        if (!s->done) s->context.TryCancel();
+      }
+      abandoned = true;
+    }
+  }
 }
 
 void Replica::AbandonInFlight() {

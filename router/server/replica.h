@@ -154,7 +154,10 @@ class Replica {
   };
   // Starts the Step RPC of `step`. Requires !mu_ held.
   void SendStep(ScheduledStep step, const worker::v1::StepPlan& plan);
-  // Blocks until `step` (in flight) has completed. Requires !mu_ held.
+  // Blocks until `step` (in flight) has completed. Requires !mu_ held. A step running longer
+  // than options_.heartbeat_timeout is watched with health checks: when the worker stops
+  // answering them for that long, the steps in flight are cancelled (they fail, and the
+  // replica's requests move) instead of waiting for options_.step_timeout.
   void AwaitDone(InFlightStep& step);
   // Cancels every step in flight and waits for them to complete. Requires !mu_ held.
   void AbandonInFlight();

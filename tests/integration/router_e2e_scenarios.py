@@ -17,10 +17,14 @@ cluster A), each on a cluster of its own:
       of the request run alone; the queued request moves too;
     * a request sent to a replica that just died moves;
     * a request moves at most --max-request-failovers (1) times.
+  cluster F: a replica frozen (SIGSTOP) in the middle of a stream:
+    * the router abandons it after --heartbeat-timeout without a health answer, and the stream
+      goes on on the other replica.
 """
 
 import signal
 import threading
+import time
 
 import grpc
 
@@ -305,3 +309,41 @@ def cluster_e(c, model):
     assert "that already moved 1 times" in open(router.log_path, errors="replace").read()
     print("    a request whose second replica failed too was not moved again")
     c.close()
+
+
+def cluster_f(c, model):
+    """A worker that stops answering (SIGSTOP: a frozen node) in the middle of a step: the router
+    notices through health checks after --heartbeat-timeout, not --step-timeout (120 s), and the
+    stream moves on."""
+    print("cluster F: a frozen replica is abandoned within the heartbeat timeout")
+    router_addr = "127.0.0.1:%d" % cluster.free_port()
+    frozen = c.start_worker_group(model, 1, name="frozen", extra=["--kv-cache-bytes", 64 << 20])
+    other = c.start_worker_group(model, 1, name="other", extra=["--kv-cache-bytes", 16 << 20])
+    router = c.start("routerF", "caduceus-router",
+                     ["--model", model, "--listen", router_addr, "--replica", frozen.address,
+                      "--replica", other.address, "--heartbeat-timeout", 3])
+    cluster.wait_serving(router_addr, processes=[router])
+    stub = rc.stub(router_addr)
+    cluster.wait_until("replicas up", lambda: rc.info_if(stub, 2), timeout=120)
+    prompt = [128000, 9906, 1917, 7]
+    # 60 s: well under --step-timeout (120 s), which is all that caught a frozen worker before.
+    stream = stub.GenerateStream(rc.ids_request(prompt, 3000), timeout=60)
+    it = iter(stream)
+    first = next(it)  # on `frozen`: the most free KV blocks
+    frozen.leader.signal(signal.SIGSTOP)
+    stopped = time.time()
+    try:
+        text, ids, last = rc.collect_stream(it)
+    finally:
+        frozen.leader.signal(signal.SIGKILL)
+    took = time.time() - stopped
+    text, ids = first.text_delta + text, list(first.token_ids) + ids
+    log = open(router.log_path, errors="replace").read()
+    assert "replica %s has not answered health checks" % frozen.address in log, "not abandoned"
+    want = stub.Generate(rc.ids_request(prompt, 3000), timeout=300)
+    assert want.replica == other.address
+    assert ids == list(want.token_ids) and text == want.text, "the moved stream differs"
+    print("    the stream went on on %s, %.1f s after its replica froze (3000 tokens, as if run "
+          "alone)" % (other.address, took))
+    c.close()
+

@@ -429,7 +429,8 @@ def main():
         for name, fn in (("cluster B", lambda: scenarios.cluster_b(c, model)),
                          ("cluster C", lambda: scenarios.cluster_c(c, model, env.oracle)),
                          ("cluster D", lambda: scenarios.cluster_d(c, model)),
-                         ("cluster E", lambda: scenarios.cluster_e(c, model))):
+                         ("cluster E", lambda: scenarios.cluster_e(c, model)),
+                         ("cluster F", lambda: scenarios.cluster_f(c, model))):
             try:
                 fn()
             except Exception as e:
