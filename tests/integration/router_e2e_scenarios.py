@@ -34,6 +34,23 @@ from caduceus.v1 import generation_pb2 as g
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
+def interrupted_stream(stub, prompt, n, interrupt, timeout=300):
+    """A greedy stream of n tokens; `interrupt()` runs once its first message has come (it runs
+    on the replica under test then). Returns the whole stream: (text, ids, last message)."""
+    it = iter(stub.GenerateStream(rc.ids_request(prompt, n), timeout=timeout))
+    first = next(it)
+    interrupt()
+    text, ids, last = rc.collect_stream(it)
+    return first.text_delta + text, list(first.token_ids) + ids, last
+
+
+def assert_as_if_alone(stub, prompt, n, text, ids, replica):
+    """A stream that moved equals the same request run alone on the replica it moved to."""
+    want = stub.Generate(rc.ids_request(prompt, n), timeout=300)
+    assert want.replica == replica, (want.replica, replica)
+    assert ids == list(want.token_ids) and text == want.text, "the moved stream differs"
+
+
 def cluster_b(c, model):
     print("cluster B: queue limit and drain")
     router_addr = "127.0.0.1:%d" % cluster.free_port()
@@ -172,18 +189,12 @@ def cluster_d(c, model):
                                  leader_extra=["--router", router_addr, "--drain-timeout", 1])
     cluster.wait_until("the short-drain replica up", lambda: rc.info_if(stub, 2), timeout=120)
     prompt = [128000, 9906, 1917, 0]
-    stream = stub.GenerateStream(rc.ids_request(prompt, 3000), timeout=300)
-    it = iter(stream)
-    first = next(it)  # on `short`: the most free KV blocks
-    short.leader.signal(signal.SIGTERM)
-    text, ids, last = rc.collect_stream(it)
-    text, ids = first.text_delta + text, list(first.token_ids) + ids
+    # It starts on `short`: the most free KV blocks.
+    text, ids, last = interrupted_stream(stub, prompt, 3000, lambda: short.leader.signal(signal.SIGTERM))
     assert short.leader.wait(30) == 0
     log = open(router.log_path, errors="replace").read()
     assert "moving 1 requests off %s (it left)" % short.address in log, "the stream did not move"
-    want = stub.Generate(rc.ids_request(prompt, 3000), timeout=300)
-    assert want.replica == keep.address
-    assert ids == list(want.token_ids) and text == want.text, "the moved stream differs"
+    assert_as_if_alone(stub, prompt, 3000, text, ids, keep.address)
     assert last.finish_reason == g.FINISH_REASON_LENGTH
     print("    a stream whose replica's drain timed out went on on %s (3000 tokens, as if run "
           "alone)" % keep.address)
@@ -326,23 +337,21 @@ def cluster_f(c, model):
     stub = rc.stub(router_addr)
     cluster.wait_until("replicas up", lambda: rc.info_if(stub, 2), timeout=120)
     prompt = [128000, 9906, 1917, 7]
-    # 60 s: well under --step-timeout (120 s), which is all that caught a frozen worker before.
-    stream = stub.GenerateStream(rc.ids_request(prompt, 3000), timeout=60)
-    it = iter(stream)
-    first = next(it)  # on `frozen`: the most free KV blocks
-    frozen.leader.signal(signal.SIGSTOP)
-    stopped = time.time()
+    stopped = []
+
+    def freeze():
+        frozen.leader.signal(signal.SIGSTOP)
+        stopped.append(time.time())
     try:
-        text, ids, last = rc.collect_stream(it)
+        # It starts on `frozen` (the most free KV blocks). 60 s: well under --step-timeout
+        # (120 s), which is all that caught a frozen worker before.
+        text, ids, _ = interrupted_stream(stub, prompt, 3000, freeze, timeout=60)
     finally:
         frozen.leader.signal(signal.SIGKILL)
-    took = time.time() - stopped
-    text, ids = first.text_delta + text, list(first.token_ids) + ids
+    took = time.time() - stopped[0]
     log = open(router.log_path, errors="replace").read()
     assert "replica %s has not answered health checks" % frozen.address in log, "not abandoned"
-    want = stub.Generate(rc.ids_request(prompt, 3000), timeout=300)
-    assert want.replica == other.address
-    assert ids == list(want.token_ids) and text == want.text, "the moved stream differs"
+    assert_as_if_alone(stub, prompt, 3000, text, ids, other.address)
     print("    the stream went on on %s, %.1f s after its replica froze (3000 tokens, as if run "
           "alone)" % (other.address, took))
     c.close()
