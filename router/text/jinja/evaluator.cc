@@ -203,6 +203,12 @@ absl::Status Evaluator::ExecSet(const Stmt& stmt) {
     return Error(*stmt.expr, absl::StrCat("'{% set ", stmt.targets[0], ".", stmt.targets[1],
                                           " %}' needs a namespace(), not a ", target.TypeName()));
   }
+  if (v.Reaches(target)) {
+    // Python's garbage collector frees such a cycle; our shared ownership would leak it on every
+    // render (found by chat_template_fuzz).
+    return Error(*stmt.expr, absl::StrCat("'{% set ", stmt.targets[0], ".", stmt.targets[1],
+                                          " %}': the value holds the namespace itself"));
+  }
   ValueDict& dict = target.MutableDict();
   for (auto& [k, old] : dict) {
     if (k == stmt.targets[1]) {

@@ -16,6 +16,26 @@ Value Value::List(ValueList items) {
 Value Value::Dict(ValueDict items) {
   return Value(Kind::kDict, std::make_shared<ValueDict>(std::move(items)));
 }
+bool Value::Reaches(const Value& ns) const {
+  switch (kind_) {
+    case Kind::kList:
+      for (const Value& v : AsList()) {
+        if (v.Reaches(ns)) return true;
+      }
+      return false;
+    case Kind::kNamespace:
+      if (&AsDict() == &ns.AsDict()) return true;
+      [[fallthrough]];
+    case Kind::kDict:
+      for (const auto& [k, v] : AsDict()) {
+        if (v.Reaches(ns)) return true;
+      }
+      return false;
+    default:
+      return false;
+  }
+}
+
 Value Value::Namespace(ValueDict items) {
   return Value(Kind::kNamespace, std::make_shared<ValueDict>(std::move(items)));
 }

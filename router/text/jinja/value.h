@@ -69,6 +69,11 @@ class Value {
   // JSON as the `tojson` filter writes it (indent <= 0: one line with ", " and ": ").
   absl::Status AppendJson(std::string& out, int indent, int depth = 0) const;
 
+  // Whether this value is the namespace `ns`, or contains it at any depth (through lists, dicts
+  // and other namespaces). Assigning such a value into `ns` would make a reference cycle, which
+  // shared ownership never frees.
+  bool Reaches(const Value& ns) const;
+
   // Python `==` (1 == 1.0, deep list/dict comparison).
   bool Equals(const Value& other) const;
   const char* TypeName() const;
