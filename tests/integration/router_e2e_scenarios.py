@@ -191,11 +191,12 @@ def cluster_d(c, model):
     prompt = [128000, 9906, 1917, 0]
     # It starts on `short`: the most free KV blocks.
     text, ids, last = interrupted_stream(stub, prompt, 3000, lambda: short.leader.signal(signal.SIGTERM))
-    assert short.leader.wait(30) == 0
+    code = short.leader.wait(30)
+    assert code == 0, "the worker whose drain timed out: exit code %s" % code
     log = open(router.log_path, errors="replace").read()
     assert "moving 1 requests off %s (it left)" % short.address in log, "the stream did not move"
     assert_as_if_alone(stub, prompt, 3000, text, ids, keep.address)
-    assert last.finish_reason == g.FINISH_REASON_LENGTH
+    assert last.finish_reason == g.FINISH_REASON_LENGTH, last
     print("    a stream whose replica's drain timed out went on on %s (3000 tokens, as if run "
           "alone)" % keep.address)
     c.close()

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.parse
 import urllib.request
 
@@ -424,7 +425,7 @@ def main():
                 fn(env)
             except Exception as e:  # keep going: report every failing check
                 failures.append("%s: %r" % (name, e))
-                print("    FAILED: %r" % (e,))
+                print("    FAILED: %r\n%s" % (e, traceback.format_exc()))
         c.close()
         for name, fn in (("cluster B", lambda: scenarios.cluster_b(c, model)),
                          ("cluster C", lambda: scenarios.cluster_c(c, model, env.oracle)),
@@ -435,7 +436,9 @@ def main():
                 fn()
             except Exception as e:
                 failures.append("%s: %r" % (name, e))
-                print("    FAILED: %r" % (e,))
+                # The line that failed and the processes' last words, before close() drops them.
+                print("    FAILED: %r\n%s" % (e, traceback.format_exc()))
+                c.dump_logs(sys.stdout)
             c.close()
         if failures:
             c.dump_logs()

@@ -24,15 +24,31 @@ void StepServer::Start() {
   thread_ = std::thread([this] { Run(); });
 }
 
+void StepServer::ShutdownServer(grpc::Server& server,
+                                std::chrono::system_clock::time_point deadline) {
+  {
+    std::lock_guard<std::mutex> lock(request_mu_);
+    accepting_ = false;
+  }
+  server.Shutdown(deadline);
+}
+
 void StepServer::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  stopping_ = true;
   {
     std::lock_guard<std::mutex> lock(respond_mu_);
     responder_stopped_ = true;
   }
   respond_cv_.notify_one();
   if (responder_.joinable()) responder_.join();  // answers what is queued first
+  {
+    // The step thread may still be running a plan (one held past the server's shutdown
+    // deadline): from now on it drops its answer instead of finishing the call.
+    std::lock_guard<std::mutex> lock(finish_mu_);
+    cq_shut_ = true;
+  }
   cq_->Shutdown();
   if (thread_.joinable()) thread_.join();
 }
@@ -63,14 +79,17 @@ void StepServer::RunResponder() {
 }
 
 void StepServer::Run() {
+  // Under request_mu_, so that the server cannot begin its shutdown between the check and the
+  // request (see ShutdownServer).
   auto request_next = [this] {
+    std::lock_guard<std::mutex> lock(request_mu_);
+    if (!accepting_) return;
     auto* call = new Call;
     service_->RequestStep(&call->context, &call->plan, &call->responder, cq_.get(), cq_.get(), call);
   };
   request_next();
   void* tag = nullptr;
   bool ok = false;
-  bool accepting = true;
   while (true) {
     // With plans on hold, wake up now and then to release those that waited too long.
     const auto status =
@@ -80,17 +99,16 @@ void StepServer::Run() {
             : cq_->AsyncNext(&tag, &ok, std::chrono::system_clock::now() + kHoldLimit / 10);
     if (status == grpc::CompletionQueue::SHUTDOWN) break;
     if (status == grpc::CompletionQueue::TIMEOUT) {
-      RunExpiredHolds();
+      if (!stopping_) RunExpiredHolds();
       continue;
     }
     auto* call = static_cast<Call*>(tag);
     if (call->answered || !ok) {  // a response went out, or the server is shutting down
-      if (!call->answered) accepting = false;
       delete call;
       continue;
     }
     // The next call can arrive while this one runs (another router, or a retry); gRPC queues it.
-    if (accepting) request_next();
+    request_next();
     Dispatch(call);
     RunExpiredHolds();
   }
@@ -136,6 +154,12 @@ void StepServer::RunExpiredHolds() {
 }
 
 void StepServer::SendResponse(Call* call) {
+  std::lock_guard<std::mutex> lock(finish_mu_);
+  if (cq_shut_) {
+    // The server has shut down and cancelled the call; no completion will come to delete it.
+    delete call;
+    return;
+  }
   if (call->status.ok()) {
     call->responder.Finish(call->result, grpc::Status::OK, call);
   } else {

@@ -20,6 +20,7 @@
 // batch-32 step), while with pipelined steps the next plan is already waiting for it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -42,7 +43,13 @@ class StepServer {
   ~StepServer();  // calls Stop
 
   void Start();
-  // After grpc::Server::Shutdown: drains the queue and joins the thread. Idempotent.
+  // Stops asking gRPC for new Step calls, then shuts `server` down (calls in progress get until
+  // `deadline`). Use it instead of server.Shutdown: gRPC aborts the process when a call is
+  // requested from a server that is shutting down, and the step thread requests the next call
+  // whenever one arrives (a worker died of it when a step came in as its drain ended,
+  // 2026-12-01).
+  void ShutdownServer(grpc::Server& server, std::chrono::system_clock::time_point deadline);
+  // After ShutdownServer: drains the queue and joins the thread. Idempotent.
   void Stop();
 
  private:
@@ -57,7 +64,8 @@ class StepServer {
   // Hands a finished call to the responder thread (or answers inline once it has stopped).
   void Respond(Call* call);
   void RunResponder();
-  static void SendResponse(Call* call);
+  // Finishes the call; once the queue is shut down (Stop), drops it instead (see Stop).
+  void SendResponse(Call* call);
 
   WorkerService* const service_;
   GroupLeader* const leader_;
@@ -69,6 +77,14 @@ class StepServer {
   bool responder_stopped_ = false;  // guarded by respond_mu_
   std::thread responder_;
   bool stopped_ = false;
+  std::mutex request_mu_;
+  bool accepting_ = true;  // guarded by request_mu_: false once the server shuts down
+  // Set by Stop: the step thread runs no held plan any more.
+  std::atomic<bool> stopping_{false};
+  // Finish on a shut-down completion queue aborts the process (gRPC asserts it), and the step
+  // thread may still answer a call while Stop shuts the queue down: the two take this lock.
+  std::mutex finish_mu_;
+  bool cq_shut_ = false;  // guarded by finish_mu_
   // Step thread only: calls that arrived before the step they follow, keyed by that step's id,
   // with the time they arrived; and the step run last.
   std::map<uint64_t, std::pair<Call*, std::chrono::steady_clock::time_point>> held_;

@@ -389,7 +389,7 @@ int Main(int argc, char** argv) {
   registration.reset();
   if (broken) {
     // Let the failed step's UNAVAILABLE reach the router before the process goes.
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    step_server.ShutdownServer(*server, std::chrono::system_clock::now() + std::chrono::seconds(2));
     step_server.Stop();
     leader.Shutdown();
     LogError(absl::StrCat(where, ": exiting because the group broke"));
@@ -413,7 +413,7 @@ int Main(int argc, char** argv) {
     RouterRegistration::Deregister(absl::GetFlag(FLAGS_router), advertise, registry_token);
   }
   LogInfo("stopping the group");
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  step_server.ShutdownServer(*server, std::chrono::system_clock::now() + std::chrono::seconds(5));
   step_server.Stop();
   leader.Shutdown();
   return 0;
