@@ -46,23 +46,6 @@ Replica::Replica(std::string address, ReplicaOptions options, const ModelTextCon
       resubmit_(std::move(resubmit)),
       loop_([this] { Loop(); }) {}
 
-void Replica::Retire(const absl::Status& why) {
-  std::vector<std::shared_ptr<ActiveRequest>> moved;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-    // What its drain did not finish goes on elsewhere. Taken under mu_, so the loop never
-    // touches these requests again (a result still in flight finds them gone).
-    moved = TakeForMove(/*failed=*/false);
-    FailAll(why);
-  }
-  cv_.notify_all();
-  if (!moved.empty()) {
-    LogInfo(absl::StrCat("moving ", moved.size(), " requests off ", address_, " (it left)"));
-  }
-  Reroute(std::move(moved), why);
-}
-
 Replica::~Replica() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -211,65 +194,6 @@ Replica::Health Replica::ProbeHealth() {
   if (!status.ok()) return Health::kUnreachable;
   if (health.draining()) return Health::kDraining;
   return health.serving() ? Health::kServing : Health::kUnreachable;
-}
-
-std::vector<std::shared_ptr<ActiveRequest>> Replica::BeginDraining() {
-  if (!draining_) {
-    LogInfo(absl::StrCat("replica ", address_, " is draining: no new requests; finishing ",
-                         requests_.size(), " in flight"));
-  }
-  draining_ = true;
-  return TakeUnstarted();
-}
-
-std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeUnstarted() {
-  std::vector<std::shared_ptr<ActiveRequest>> moved;
-  for (auto it = requests_.begin(); it != requests_.end();) {
-    if (it->second->progress().first_scheduled) {
-      ++it;
-      continue;
-    }
-    if (scheduler_ != nullptr) scheduler_->Finish(it->first).IgnoreError();
-    moved.push_back(std::move(it->second));
-    requests_.erase(it++);
-  }
-  return moved;
-}
-
-std::vector<std::shared_ptr<ActiveRequest>> Replica::TakeForMove(bool failed) {
-  std::vector<std::shared_ptr<ActiveRequest>> moved;
-  for (auto it = requests_.begin(); it != requests_.end();) {
-    ActiveRequest::Progress& p = it->second->progress();
-    if (failed && p.failovers >= options_.max_failovers) {
-      ++it;
-      continue;
-    }
-    if (failed) ++p.failovers;
-    p.recount_cached = p.first_scheduled.has_value();
-    // A client that has seen output must get the rest from the same model: another revision
-    // would continue someone else's text.
-    const bool sent_output = !p.generated.empty() || p.sent_prompt_ids;
-    if (sent_output && p.pinned_revision.empty() && info_) p.pinned_revision = info_->revision();
-    if (scheduler_ != nullptr) scheduler_->Finish(it->first).IgnoreError();
-    moved.push_back(std::move(it->second));
-    requests_.erase(it++);
-  }
-  return moved;
-}
-
-void Replica::Reroute(std::vector<std::shared_ptr<ActiveRequest>> requests,
-                      const absl::Status& failed) {
-  if (!failed.ok() && !requests.empty()) metrics_->AddFailovers(static_cast<int64_t>(requests.size()));
-  for (std::shared_ptr<ActiveRequest>& r : requests) {
-    absl::Status s = resubmit_(r);
-    if (s.ok()) continue;
-    if (!failed.ok()) {
-      s = absl::UnavailableError(absl::StrCat(failed.message(), "; no other replica could take the "
-                                              "request over (", s.message(), "); retry the request"));
-    }
-    r->Fail(s);
-    metrics_->RequestFinished(absl::AsciiStrToLower(absl::StatusCodeToString(s.code())));
-  }
 }
 
 void Replica::FailAll(const absl::Status& status) {

@@ -34,6 +34,7 @@
 #include <grpcpp/support/status.h>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "caduceus/worker/v1/worker.grpc.pb.h"
@@ -130,7 +131,10 @@ class Replica {
   // Requires mu_. Marks the replica draining and takes its not-yet-started requests out of the
   // scheduler; the caller re-routes them after releasing mu_ (ReplicaSet locks other replicas).
   std::vector<std::shared_ptr<ActiveRequest>> BeginDraining();
-  // Requires mu_. Removes the requests that have not had a step yet (from the scheduler too).
+  // Requires mu_. Removes the requests for which `take` answers true (it may mark their
+  // progress for the move), from the scheduler too. The move functions are in replica_moves.cc.
+  std::vector<std::shared_ptr<ActiveRequest>> TakeWhere(absl::FunctionRef<bool(ActiveRequest&)> take);
+  // Requires mu_. Removes the requests that have not had a step yet.
   std::vector<std::shared_ptr<ActiveRequest>> TakeUnstarted();
   // Requires mu_. Removes the requests that move to other replicas, pinning those that have sent
   // output to this replica's model revision. `failed`: the replica failed; only requests that
