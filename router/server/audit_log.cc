@@ -98,10 +98,8 @@ void AuditLog::Record(const grpc::ServerContextBase& context, const CallRequest&
   j["model"] = {{"id", request.model_id}, {"revision", request.revision}, {"replica", request.replica}};
   static const v1::GenerateResponse kNothing;
   const v1::GenerateResponse& r = outcome.response != nullptr ? *outcome.response : kNothing;
-  if (request.spec != nullptr) {
-    j["params"] = Params(*request.spec);
-    j["prompt_tokens"] = request.spec->prompt_ids.size();
-  }
+  if (request.spec != nullptr) j["params"] = Params(*request.spec);
+  if (request.prompt_ids != nullptr) j["prompt_tokens"] = request.prompt_ids->size();
   j["generated_tokens"] = r.token_ids_size();
   if (r.has_usage()) j["cached_prompt_tokens"] = r.usage().cached_prompt_tokens();
   j["finish_reason"] = FinishReasonName(r.finish_reason());
@@ -111,10 +109,10 @@ void AuditLog::Record(const grpc::ServerContextBase& context, const CallRequest&
   if (request.arrival != absl::InfinitePast()) {
     j["duration_seconds"] = absl::ToDoubleSeconds(now - request.arrival);
   }
-  if (payloads_ && request.spec != nullptr) {
-    absl::StatusOr<std::string> prompt = tokenizer_->Decode(request.spec->prompt_ids);
+  if (payloads_ && request.prompt_ids != nullptr) {
+    absl::StatusOr<std::string> prompt = tokenizer_->Decode(*request.prompt_ids);
     j["prompt"] = prompt.ok() ? text::SanitizeUtf8(*prompt) : "";
-    j["output"] = text::SanitizeUtf8(r.text());
+    if (request.spec != nullptr) j["output"] = text::SanitizeUtf8(r.text());
   }
   const std::string line = j.dump() + "\n";
   std::lock_guard<std::mutex> lock(mu_);

@@ -1,4 +1,5 @@
-// One JSON line per public generation call (Generate, GenerateStream, Chat, ChatStream), for the
+// One JSON line per public call that takes text (Generate, GenerateStream, Chat, ChatStream,
+// Tokenize; GetModelInfo and health checks carry none), for the
 // audit trail a hospital keeps of who asked the model what, when, and what it did: request id,
 // caller (peer, user agent, whether the bearer token was checked), model and revision, the
 // parameters, token counts, finish reason, status and timings. No prompt or output text unless
@@ -11,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -31,7 +33,9 @@ struct CallOutcome {
 // What the record says about the request itself (null pieces: refused before they existed).
 struct CallRequest {
   const char* method = "";
-  const RequestSpec* spec = nullptr;  // null when validation refused it
+  const RequestSpec* spec = nullptr;  // null when validation refused it, and for Tokenize
+  // The tokenized input: a generation's prompt, or what Tokenize answered.
+  const std::vector<int32_t>* prompt_ids = nullptr;
   std::string replica, model_id, revision;
   absl::Time arrival = absl::InfinitePast();
 };

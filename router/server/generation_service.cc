@@ -81,10 +81,17 @@ void GenerationService::Audit(const grpc::ServerContextBase& context, const char
   call.method = method;
   if (request != nullptr) {
     call.spec = &request->spec();
+    call.prompt_ids = &request->spec().prompt_ids;
     call.replica = request->replica();
     std::tie(call.model_id, call.revision) = request->model();
     call.arrival = request->arrival();
   }
+  Audit(context, call, outcome);
+}
+
+void GenerationService::Audit(const grpc::ServerContextBase& context, const CallRequest& call,
+                              const CallOutcome& outcome) const {
+  if (options_.audit == nullptr) return;
   options_.audit->Record(context, call, outcome, !options_.api_token.empty() && outcome.status.error_code() !=
                                                       grpc::StatusCode::UNAUTHENTICATED);
 }
@@ -232,6 +239,23 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::ChatStream(
 grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
                                          const v1::TokenizeRequest* request,
                                          v1::TokenizeResponse* response) {
+  const absl::Time arrival = absl::Now();
+  const grpc::Status status = TokenizeUnaudited(context, request, response);
+  if (options_.audit != nullptr) {
+    // Its text is as sensitive as a prompt: who sent what is recorded like a generation's.
+    const std::vector<int32_t> ids(response->token_ids().begin(), response->token_ids().end());
+    CallRequest call;
+    call.method = "Tokenize";
+    call.prompt_ids = status.ok() ? &ids : nullptr;
+    call.arrival = arrival;
+    Audit(*context, call, CallOutcome{status, nullptr});
+  }
+  return status;
+}
+
+grpc::Status GenerationService::TokenizeUnaudited(grpc::ServerContext* context,
+                                                  const v1::TokenizeRequest* request,
+                                                  v1::TokenizeResponse* response) const {
   if (grpc::Status s = Admit(context); !s.ok()) return s;
   std::vector<int32_t> ids;
   if (request->messages_size() > 0) {

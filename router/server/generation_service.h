@@ -78,6 +78,11 @@ class GenerationService final : public GenerationServiceBase {
   // The call's audit record, when --audit-log is set. `request` null: refused before it existed.
   void Audit(const grpc::ServerContextBase& context, const char* method,
              const ActiveRequest* request, const CallOutcome& outcome) const;
+  void Audit(const grpc::ServerContextBase& context, const CallRequest& call,
+             const CallOutcome& outcome) const;
+  // Tokenize without its audit record.
+  grpc::Status TokenizeUnaudited(grpc::ServerContext* context, const v1::TokenizeRequest* request,
+                                 v1::TokenizeResponse* response) const;
 
   const ServiceOptions options_;
   const ModelTextContext* model_;
