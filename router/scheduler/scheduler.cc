@@ -17,7 +17,8 @@ Scheduler::Scheduler(const SchedulerConfig& config)
     : config_(config), blocks_(config.num_blocks, config.block_size) {}
 
 absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t max_new_tokens,
-                            absl::Time arrival_time, std::span<const int32_t> generated) {
+                            absl::Time arrival_time, std::span<const int32_t> generated,
+                            int32_t max_reused_prefix) {
   if (prompt_ids.empty()) return absl::InvalidArgumentError("empty prompt");
   if (max_new_tokens < 1) {
     return absl::InvalidArgumentError(
@@ -62,6 +63,7 @@ absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t m
   seq->tokens.insert(seq->tokens.end(), generated.begin(), generated.end());
   seq->prompt_len = static_cast<int32_t>(prompt_len);
   seq->max_new_tokens = max_new_tokens;
+  seq->max_reused_prefix = std::max(0, max_reused_prefix);
   seq->arrival_time = arrival_time;
   waiting_.push_back(seq.get());
   waiting_tokens_ += known;
@@ -218,9 +220,13 @@ void Scheduler::Admit(int32_t& budget, std::vector<Sequence*>& plan) {
          budget > 0) {
     Sequence* s = waiting_.front();
     const int32_t len = static_cast<int32_t>(s->tokens.size());
-    const int32_t cached = blocks_.LookupPrefix(s->tokens);
+    // The prefix cache never serves a sequence's last token (see LookupPrefix), so looking up
+    // only max_reused_prefix + 1 tokens reuses at most max_reused_prefix.
+    std::span<const int32_t> lookup(s->tokens);
+    if (s->max_reused_prefix < len) lookup = lookup.first(static_cast<size_t>(s->max_reused_prefix) + 1);
+    const int32_t cached = blocks_.LookupPrefix(lookup);
     const int32_t n = std::min({len - cached, config_.prefill_chunk_tokens, budget});
-    absl::StatusOr<int32_t> allocated = blocks_.Allocate(s->id, s->tokens, cached + n);
+    absl::StatusOr<int32_t> allocated = blocks_.Allocate(s->id, lookup, cached + n);
     if (!allocated.ok()) break;  // FCFS: nobody overtakes the head of the queue
     waiting_.pop_front();
     waiting_tokens_ -= len;

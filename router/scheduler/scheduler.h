@@ -33,6 +33,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -64,8 +65,12 @@ class Scheduler {
   // `generated`: tokens the request already produced elsewhere (a replica that failed while it
   // ran). They are recomputed with the prompt, as after a preemption, and count against
   // max_new_tokens; INVALID_ARGUMENT unless at least one new token is left.
+  //
+  // `max_reused_prefix`: at most this many leading tokens come from the prefix cache (a scored
+  // request must compute the positions whose logits it scores).
   absl::Status Add(SeqId seq, std::vector<int32_t> prompt_ids, int32_t max_new_tokens,
-                   absl::Time arrival_time, std::span<const int32_t> generated = {});
+                   absl::Time arrival_time, std::span<const int32_t> generated = {},
+                   int32_t max_reused_prefix = std::numeric_limits<int32_t>::max());
 
   // Plans the next step (possibly empty: nothing to do, or everything waits for blocks). No step
   // may be in flight: every earlier step counts as executed (ConfirmStep) from here on.
@@ -135,6 +140,7 @@ class Scheduler {
     std::vector<int32_t> tokens;  // prompt + generated
     int32_t prompt_len = 0;
     int32_t max_new_tokens = 0;
+    int32_t max_reused_prefix = 0;
     absl::Time arrival_time;
     State state = State::kWaiting;
     int32_t num_computed = 0;     // tokens whose KV is (or, once the last step runs, will be) cached

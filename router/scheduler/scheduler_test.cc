@@ -228,6 +228,28 @@ TEST(SchedulerTest, ReusesAComputedSharedPrefixAndSendsItsIds) {
   EXPECT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
 }
 
+TEST(SchedulerTest, ASequenceReusesAtMostItsMaxReusedPrefix) {
+  // A scored request must compute the rows it scores: 8 tokens of a shared prefix are cached,
+  // but it may reuse only 5, which the block size (4) rounds down to 4.
+  SchedulerConfig c = SmallConfig();
+  c.prefill_chunk_tokens = 16;
+  auto s = Make(c);
+  const auto system = Ids(500, 8);
+  ASSERT_TRUE(s->Add(1, Concat(system, {1, 2, 3}), 10, kT0).ok());
+  ReportSamples(*s, s->Schedule());
+  ASSERT_TRUE(s->Add(2, Concat(system, {7, 8}), 1, kT0, {}, /*max_reused_prefix=*/5).ok());
+  ASSERT_TRUE(s->Add(3, Concat(system, {7, 9}), 1, kT0, {}, /*max_reused_prefix=*/3).ok());
+  ScheduledStep st = s->Schedule();
+  const StepEntry* e = Find(st, 2);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->start_pos, 4);
+  EXPECT_EQ(e->tokens.size(), 6u);
+  e = Find(st, 3);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->start_pos, 0);  // less than one block
+  EXPECT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+}
+
 TEST(SchedulerTest, PreemptsTheNewestByRecomputeAndResumesIt) {
   SchedulerConfig c = SmallConfig();
   c.num_blocks = 6;  // 24 slots for two sequences that need 20 and 16

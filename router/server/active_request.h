@@ -105,6 +105,11 @@ class ActiveRequest {
     bool recount_cached = false;
     // Set once it has sent output and moves: only replicas serving this revision may take it.
     std::string pinned_revision;
+    // A Score request's continuation tokens, by position from spec().score_from: the
+    // log-probability and the greedy token of each (a recomputed row overwrites its entry); -1
+    // greedy until its row has run.
+    std::vector<double> score_logprobs;
+    std::vector<int32_t> score_greedy;
   };
   Progress& progress() { return progress_; }
   text::IncrementalDetokenizer& detokenizer() { return detokenizer_; }

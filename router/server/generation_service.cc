@@ -1,8 +1,10 @@
 #include "router/server/generation_service.h"
 
+#include <algorithm>
 #include <chrono>
-#include <tuple>
+#include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -285,6 +287,63 @@ grpc::Status GenerationService::TokenizeUnaudited(grpc::ServerContext* context,
     response->add_tokens(text::SanitizeUtf8(bytes));
     response->add_token_bytes(bytes);
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::Score(grpc::ServerContext* context, const v1::ScoreRequest* request,
+                                      v1::ScoreResponse* response) {
+  if (grpc::Status s = Admit(context); !s.ok()) {
+    Audit(*context, "Score", nullptr, CallOutcome{s, nullptr});
+    return s;
+  }
+  // A generation of one greedy token whose prefill scores the continuation (RequestSpec).
+  v1::GenerateResponse generated;
+  std::shared_ptr<ActiveRequest> active;
+  grpc::Status status =
+      RunUnaryToEnd(context, SpecFromScore(*request, *model_, options_.limits), &generated, &active);
+  if (status.ok()) status = FillScore(*active, generated, response);
+  // The token generated on the way is nobody's output.
+  generated.clear_token_ids();
+  generated.clear_text();
+  Audit(*context, "Score", active.get(), CallOutcome{status, &generated});
+  return status;
+}
+
+grpc::Status GenerationService::FillScore(ActiveRequest& request,
+                                          const v1::GenerateResponse& generated,
+                                          v1::ScoreResponse* response) const {
+  const RequestSpec& spec = request.spec();
+  const ActiveRequest::Progress& p = request.progress();  // complete: the request has finished
+  const size_t n = spec.prompt_ids.size() - static_cast<size_t>(spec.score_from);
+  if (p.score_logprobs.size() != n ||
+      std::find(p.score_greedy.begin(), p.score_greedy.end(), -1) != p.score_greedy.end()) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        "the worker returned no score for some continuation tokens (a worker "
+                        "older than the router?)");
+  }
+  response->set_request_id(spec.request_id);
+  response->mutable_context_token_ids()->Add(spec.prompt_ids.begin(),
+                                             spec.prompt_ids.begin() + spec.score_from);
+  double sum = 0;
+  bool greedy = true;
+  for (size_t k = 0; k < n; ++k) {
+    const int32_t id = spec.prompt_ids[static_cast<size_t>(spec.score_from) + k];
+    v1::ScoredToken* t = response->add_tokens();
+    t->set_token_id(id);
+    absl::StatusOr<std::string> piece = model_->tokenizer->Decode(std::span<const int32_t>(&id, 1));
+    t->set_text(text::SanitizeUtf8(piece.ok() ? *piece : std::string()));
+    t->set_logprob(p.score_logprobs[k]);
+    t->set_greedy_token_id(p.score_greedy[k]);
+    t->set_is_greedy(p.score_greedy[k] == id);
+    sum += p.score_logprobs[k];
+    greedy = greedy && t->is_greedy();
+  }
+  response->set_logprob(sum);
+  response->set_is_greedy(greedy);
+  v1::Usage* usage = response->mutable_usage();
+  usage->set_prompt_tokens(static_cast<uint32_t>(spec.prompt_ids.size()));
+  usage->set_cached_prompt_tokens(generated.usage().cached_prompt_tokens());
+  response->set_replica(generated.replica());
   return grpc::Status::OK;
 }
 

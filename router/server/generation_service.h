@@ -53,6 +53,8 @@ class GenerationService final : public GenerationServiceBase {
                         v1::TokenizeResponse* response) override;
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
                             v1::ModelInfo* response) override;
+  grpc::Status Score(grpc::ServerContext* context, const v1::ScoreRequest* request,
+                     v1::ScoreResponse* response) override;
 
   // Graceful drain: new requests get UNAVAILABLE; in-flight ones continue.
   void StartDraining() { draining_ = true; }
@@ -80,6 +82,9 @@ class GenerationService final : public GenerationServiceBase {
              const ActiveRequest* request, const CallOutcome& outcome) const;
   void Audit(const grpc::ServerContextBase& context, const CallRequest& call,
              const CallOutcome& outcome) const;
+  // A finished score request's answer; INTERNAL when a continuation token has no score.
+  grpc::Status FillScore(ActiveRequest& request, const v1::GenerateResponse& generated,
+                         v1::ScoreResponse* response) const;
   // Tokenize without its audit record.
   grpc::Status TokenizeUnaudited(grpc::ServerContext* context, const v1::TokenizeRequest* request,
                                  v1::TokenizeResponse* response) const;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
@@ -21,6 +22,36 @@ std::chrono::system_clock::time_point DeadlineIn(absl::Duration d) {
 }
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+
+// The positions of a score request's entry whose rows are scored, [first, end): each predicts
+// the prompt token after it, from the one before the continuation to the one before the last.
+// Empty (first >= end) for generations and for entries past them.
+struct ScoredRows {
+  int32_t first = 0, end = 0;
+};
+ScoredRows RowsToScore(const StepEntry& e, const RequestSpec& spec) {
+  if (spec.score_from <= 0) return {};
+  const int32_t prompt = static_cast<int32_t>(spec.prompt_ids.size());
+  return {std::max(e.start_pos, spec.score_from - 1),
+          std::min(e.start_pos + static_cast<int32_t>(e.tokens.size()), prompt - 1)};
+}
+
+// Keeps what the worker answered for an entry's scored rows.
+void RecordScores(const StepEntry& e, const worker::v1::SequenceResult& r, ActiveRequest& request) {
+  const ScoredRows rows = RowsToScore(e, request.spec());
+  if (rows.first >= rows.end || r.target_scores_size() != rows.end - rows.first) return;
+  ActiveRequest::Progress& p = request.progress();
+  const size_t n = request.spec().prompt_ids.size() - static_cast<size_t>(request.spec().score_from);
+  p.score_logprobs.resize(n, 0.0);
+  p.score_greedy.resize(n, -1);
+  for (int32_t pos = rows.first; pos < rows.end; ++pos) {
+    const worker::v1::TargetScore& t = r.target_scores(pos - rows.first);
+    // Row `pos` scores the token at pos + 1.
+    const size_t k = static_cast<size_t>(pos + 1 - request.spec().score_from);
+    p.score_logprobs[k] = t.logprob();
+    p.score_greedy[k] = t.greedy_token_id();
+  }
+}
 
 }  // namespace
 
@@ -72,8 +103,12 @@ absl::Status Replica::Submit(std::shared_ptr<ActiveRequest> request) {
   const RequestSpec& spec = request->spec();
   // A request moving off a failed replica brings what it generated there: recomputed with the
   // prompt, so that it goes on where it stopped.
+  // A scored request computes every row it scores: the one before the continuation on.
+  const int32_t max_reused = spec.score_from > 0 ? spec.score_from - 1
+                                                 : std::numeric_limits<int32_t>::max();
   if (absl::Status s = scheduler_->Add(request->seq_id(), spec.prompt_ids, spec.max_new_tokens,
-                                       request->arrival(), request->progress().generated);
+                                       request->arrival(), request->progress().generated,
+                                       max_reused);
       !s.ok()) {
     return s;
   }
@@ -284,8 +319,15 @@ worker::v1::StepPlan Replica::BuildPlan(const ScheduledStep& step) {
     // What the worker samples with: the request's parameters, without the logprob unless asked.
     sampling::SamplingParams sp = request.spec().sampling;
     sp.skip_logprob = !request.spec().logprobs;
+    const ScoredRows scored = RowsToScore(e, request.spec());
+    if (scored.first < scored.end) {
+      s->set_score_from(scored.first - e.start_pos);
+      for (int32_t pos = scored.first; pos < scored.end; ++pos) {
+        s->add_score_targets(request.spec().prompt_ids[static_cast<size_t>(pos) + 1]);
+      }
+    }
     // A greedy token without logprobs comes from the lm_head's argmax: no logits row is made.
-    s->set_argmax_only(e.sample && sp.ArgmaxSuffices());
+    s->set_argmax_only(e.sample && sp.ArgmaxSuffices() && scored.first >= scored.end);
     if (e.first_step) {
       s->set_first_step(true);
       s->mutable_prefix_ids()->Add(e.prefix_ids.begin(), e.prefix_ids.end());
@@ -397,11 +439,13 @@ std::vector<uint64_t> Replica::ApplyResult(const ScheduledStep& step,
   std::vector<uint64_t> release;
   for (size_t i = 0; i < step.entries.size(); ++i) {
     const StepEntry& e = step.entries[i];
-    if (!e.sample) continue;
     auto it = requests_.find(e.seq_id);
     if (it == requests_.end()) continue;
-    const bool answered = static_cast<int>(i) < result.results_size() &&
-                          result.results(i).sequence_id() == e.seq_id && result.results(i).sampled();
+    const bool has_result = static_cast<int>(i) < result.results_size() &&
+                            result.results(i).sequence_id() == e.seq_id;
+    if (has_result) RecordScores(e, result.results(i), *it->second);
+    if (!e.sample) continue;
+    const bool answered = has_result && result.results(i).sampled();
     if (!answered) {
       // A sequence that asked for a token and got none would wait forever: fail it.
       DropRequest(e.seq_id, absl::InternalError("the worker returned no token for this request"),

@@ -171,6 +171,89 @@ absl::StatusOr<RequestSpec> SpecFromGenerate(const v1::GenerateRequest& request,
   return spec;
 }
 
+namespace {
+
+absl::Status CheckVocabulary(const char* field, const google::protobuf::RepeatedField<int32_t>& ids,
+                             const ModelTextContext& model) {
+  for (int32_t id : ids) {
+    if (id < 0 || id >= model.config->vocab_size) {
+      return Invalid(absl::StrCat(field, ": ", id, " is outside the vocabulary [0, ",
+                                  model.config->vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<RequestSpec> SpecFromScore(const v1::ScoreRequest& request,
+                                          const ModelTextContext& model,
+                                          const RequestLimits& limits) {
+  RequestSpec spec;
+  RETURN_IF_ERROR(CheckRequestId(request.request_id()));
+  spec.request_id = request.request_id();
+  const bool has_text = !request.context().empty() || !request.continuation().empty();
+  const bool has_ids = request.context_ids_size() > 0 || request.continuation_ids_size() > 0;
+  if (has_text && has_ids) {
+    return Invalid("give context and continuation as text or as ids (context_ids, "
+                   "continuation_ids), not both");
+  }
+  std::vector<int32_t> context, continuation;
+  if (has_ids) {
+    if (request.context_ids_size() == 0) {
+      return Invalid("context_ids: empty; give at least the BOS id (<|begin_of_text|>)");
+    }
+    if (request.continuation_ids_size() == 0) {
+      return Invalid("continuation_ids: empty; give the ids to score");
+    }
+    RETURN_IF_ERROR(CheckVocabulary("context_ids", request.context_ids(), model));
+    RETURN_IF_ERROR(CheckVocabulary("continuation_ids", request.continuation_ids(), model));
+    context.assign(request.context_ids().begin(), request.context_ids().end());
+    continuation.assign(request.continuation_ids().begin(), request.continuation_ids().end());
+  } else {
+    if (request.continuation().empty()) {
+      return Invalid("continuation: empty; give the text to score (or continuation_ids)");
+    }
+    const int64_t bytes = static_cast<int64_t>(request.context().size() + request.continuation().size());
+    if (bytes > limits.max_prompt_bytes) {
+      return Invalid(absl::StrCat("context + continuation: ", bytes, " bytes; at most ",
+                                  limits.max_prompt_bytes));
+    }
+    if (!IsValidUtf8(request.context())) return Invalid("context: not valid UTF-8");
+    if (!IsValidUtf8(request.continuation())) return Invalid("continuation: not valid UTF-8");
+    // lm-eval-harness: the context's trailing whitespace belongs to the continuation (" B" is
+    // one token, "A:" + " B" scores " B"), and the continuation is what the whole text encodes
+    // to after the context's own encoding.
+    std::string ctx = request.context();
+    const size_t kept = ctx.find_last_not_of(" \t\n\r\f\v");
+    const size_t cut = kept == std::string::npos ? 0 : kept + 1;
+    const std::string cont = ctx.substr(cut) + request.continuation();
+    ctx.resize(cut);
+    context.push_back(model.config->bos_token_id);
+    std::vector<int32_t> ctx_ids = model.tokenizer->Encode(ctx, /*allow_special=*/false);
+    context.insert(context.end(), ctx_ids.begin(), ctx_ids.end());
+    std::vector<int32_t> whole = model.tokenizer->Encode(ctx + cont, /*allow_special=*/false);
+    whole.insert(whole.begin(), model.config->bos_token_id);
+    if (whole.size() <= context.size()) {
+      return Invalid("continuation: encodes to no token after the context");
+    }
+    continuation.assign(whole.begin() + static_cast<std::ptrdiff_t>(context.size()), whole.end());
+  }
+  spec.prompt_ids = context;
+  spec.prompt_ids.insert(spec.prompt_ids.end(), continuation.begin(), continuation.end());
+  spec.score_from = static_cast<int32_t>(context.size());
+  // One generated position: the scheduler runs a sequence until it samples a token.
+  if (static_cast<int64_t>(spec.prompt_ids.size()) + 1 > model.config->max_position_embeddings) {
+    return Invalid(absl::StrCat("context + continuation (", spec.prompt_ids.size(),
+                                " tokens) exceeds the model's context of ",
+                                model.config->max_position_embeddings, " tokens minus one"));
+  }
+  spec.max_new_tokens = 1;
+  spec.sampling.temperature = 0;
+  spec.ignore_eos = true;
+  return spec;
+}
+
 absl::StatusOr<RequestSpec> SpecFromChat(const v1::ChatRequest& request,
                                          const ModelTextContext& model,
                                          const RequestLimits& limits) {

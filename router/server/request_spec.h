@@ -31,6 +31,9 @@ struct RequestSpec {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   bool logprobs = false;
+  // A Score request: prompt_ids is context + continuation, and the continuation starts at
+  // score_from (0: a generation). It generates one greedy token, which nobody sees.
+  int32_t score_from = 0;
 };
 
 // What the validator needs to know about the model.
@@ -49,6 +52,10 @@ absl::StatusOr<RequestSpec> SpecFromGenerate(const v1::GenerateRequest& request,
 absl::StatusOr<RequestSpec> SpecFromChat(const v1::ChatRequest& request,
                                          const ModelTextContext& model,
                                          const RequestLimits& limits);
+// Context + continuation, tokenized as lm-eval-harness does for text (see ScoreRequest).
+absl::StatusOr<RequestSpec> SpecFromScore(const v1::ScoreRequest& request,
+                                          const ModelTextContext& model,
+                                          const RequestLimits& limits);
 // Chat messages -> prompt ids (template + tokenization), shared with Tokenize.
 absl::StatusOr<std::vector<int32_t>> EncodeMessages(
     const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages,

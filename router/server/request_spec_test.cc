@@ -101,6 +101,59 @@ TEST_F(RequestSpecTest, RefusesBadInput) {
   EXPECT_TRUE(SpecFromGenerate(long_id, model_, limits_).ok());
 }
 
+TEST_F(RequestSpecTest, ScoreTextIsSplitAsLmEvalHarnessDoes) {
+  v1::ScoreRequest r;
+  r.set_context("Answer: ");  // the trailing space belongs to the continuation
+  r.set_continuation("yes");
+  auto spec = SpecFromScore(r, model_, limits_);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  std::vector<int32_t> context = {config_.bos_token_id};
+  for (int32_t id : tokenizer_->Encode("Answer:", false)) context.push_back(id);
+  std::vector<int32_t> whole = {config_.bos_token_id};
+  for (int32_t id : tokenizer_->Encode("Answer: yes", false)) whole.push_back(id);
+  EXPECT_EQ(spec->score_from, static_cast<int32_t>(context.size()));
+  EXPECT_EQ(spec->prompt_ids, whole);
+  EXPECT_EQ(spec->max_new_tokens, 1);
+  EXPECT_TRUE(spec->sampling.IsGreedy());
+
+  v1::ScoreRequest ids;
+  ids.add_context_ids(config_.bos_token_id);
+  ids.add_continuation_ids(5);
+  ids.add_continuation_ids(6);
+  spec = SpecFromScore(ids, model_, limits_);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->prompt_ids, (std::vector<int32_t>{config_.bos_token_id, 5, 6}));
+  EXPECT_EQ(spec->score_from, 1);
+}
+
+TEST_F(RequestSpecTest, ScoreRefusesBadInput) {
+  auto expect = [&](const v1::ScoreRequest& r, const std::string& words) {
+    auto spec = SpecFromScore(r, model_, limits_);
+    ASSERT_FALSE(spec.ok());
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(spec.status().message().find(words), std::string::npos) << spec.status().message();
+  };
+  expect(v1::ScoreRequest(), "continuation: empty");
+  v1::ScoreRequest mixed;
+  mixed.set_context("a");
+  mixed.add_continuation_ids(1);
+  expect(mixed, "not both");
+  v1::ScoreRequest no_context;
+  no_context.add_continuation_ids(1);
+  expect(no_context, "context_ids: empty");
+  v1::ScoreRequest outside;
+  outside.add_context_ids(1);
+  outside.add_continuation_ids(-3);
+  expect(outside, "continuation_ids: -3 is outside the vocabulary");
+  v1::ScoreRequest bad_utf8;
+  bad_utf8.set_continuation("\xff");
+  expect(bad_utf8, "continuation: not valid UTF-8");
+  v1::ScoreRequest too_long;
+  too_long.add_context_ids(1);
+  for (int i = 0; i < config_.max_position_embeddings; ++i) too_long.add_continuation_ids(1);
+  expect(too_long, "exceeds the model's context");
+}
+
 TEST_F(RequestSpecTest, ChatRendersTheTemplate) {
   v1::ChatRequest r;
   auto* m = r.add_messages();

@@ -283,6 +283,63 @@ def audit_log(env):
           % len(lines))
 
 
+@check("Score: continuation logprobs equal the float64 reference; text split as lm-eval-harness")
+def score(env):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "reference"))
+    from llama_reference import LlamaReference
+    ref = LlamaReference(env.model, cache_gb=1.0)
+    prompt = env.oracle["prompts"][0]
+    greedy = prompt["gen_ids"][:4]
+    off = [(greedy[0] + 7) % 128000] + greedy[1:]
+    # A context longer than the prefill chunk (512): the scored rows span two steps.
+    long_context = [128000] + [(1000 + 37 * i) % 120000 for i in range(520)]
+    # The third case twice: where the second lands on the first's replica, its prefix cache
+    # holds blocks with scored rows, which must be computed again (cached <= context - 1).
+    cases = [(prompt["prompt_ids"], greedy, True), (prompt["prompt_ids"], off, False),
+             (long_context[:505], [9906, 1917, 13, 578, 374] * 3, None),
+             (long_context[:505], [9906, 1917, 13, 578, 374] * 3, None),
+             (long_context, [9906, 11], None)]
+    cached = []
+    for context, continuation, want_greedy in cases:
+        r = env.stub.Score(g.ScoreRequest(context_ids=context, continuation_ids=continuation),
+                           timeout=120)
+        want = ref.score(context, continuation)
+        assert [t.token_id for t in r.tokens] == continuation, r.tokens
+        assert list(r.context_token_ids) == context
+        for k, (t, (logprob, best, margin)) in enumerate(zip(r.tokens, want)):
+            assert abs(t.logprob - logprob) < 2e-3, (len(context), k, t.logprob, logprob)
+            if margin > 1e-3:  # a near tie may go either way in float32
+                assert t.greedy_token_id == best and t.is_greedy == (best == t.token_id), (k, t, best)
+        assert abs(r.logprob - sum(w[0] for w in want)) < 1e-2, (r.logprob, want)
+        if want_greedy is not None:
+            assert r.is_greedy == want_greedy, r
+        assert r.usage.prompt_tokens == len(context) + len(continuation)
+        assert r.usage.cached_prompt_tokens <= len(context) - 1, r.usage
+        cached.append(r.usage.cached_prompt_tokens)
+    # Text: the context's trailing space moves to the continuation; the continuation is what
+    # the whole text encodes to after the context's own encoding.
+    whole = list(env.stub.Tokenize(g.TokenizeRequest(text="Question: Is aspirin an NSAID?\nAnswer: yes",
+                                                     add_bos=True), timeout=10).token_ids)
+    head = list(env.stub.Tokenize(g.TokenizeRequest(text="Question: Is aspirin an NSAID?\nAnswer:",
+                                                    add_bos=True), timeout=10).token_ids)
+    a = env.stub.Score(g.ScoreRequest(context="Question: Is aspirin an NSAID?\nAnswer:",
+                                      continuation=" yes"), timeout=60)
+    b = env.stub.Score(g.ScoreRequest(context="Question: Is aspirin an NSAID?\nAnswer: ",
+                                      continuation="yes"), timeout=60)
+    assert list(a.context_token_ids) == head and [t.token_id for t in a.tokens] == whole[len(head):]
+    assert [t.token_id for t in b.tokens] == [t.token_id for t in a.tokens]
+    assert abs(a.logprob - b.logprob) < 1e-6 and "".join(t.text for t in a.tokens) == " yes"
+    rc.expect_error(lambda: env.stub.Score(g.ScoreRequest(context="x", continuation_ids=[5]),
+                                           timeout=10), grpc.StatusCode.INVALID_ARGUMENT, "not both")
+    rc.expect_error(lambda: env.stub.Score(g.ScoreRequest(context="x"), timeout=10),
+                    grpc.StatusCode.INVALID_ARGUMENT, "continuation")
+    rc.expect_error(lambda: env.stub.Score(g.ScoreRequest(context_ids=[1], continuation_ids=[1 << 20]),
+                                           timeout=10), grpc.StatusCode.INVALID_ARGUMENT, "vocabulary")
+    print("    %d cases equal the reference (cached prompt tokens %s); ' yes' after 'Answer:' "
+          "logprob %.3f (tokens %s)" % (len(cases), cached, a.logprob, [t.token_id for t in a.tokens]))
+
+
 @check("the worker registry wants its token and forgets replicas that stay down")
 def registry(env):
     from caduceus.worker.v1 import worker_pb2, worker_pb2_grpc

@@ -227,6 +227,25 @@ class LlamaReference:
         last = rms_norm(last, w.get("model.norm.weight"), cfg.rms_norm_eps)
         return w.linear(last, self.lm_head)
 
+    def score(self, context, continuation):
+        """Log-likelihood of `continuation` after `context` (ids), feeding one token at a time:
+        per continuation token (log-softmax at it, argmax, margin of the argmax over the
+        runner-up)."""
+        if not context or not continuation:
+            raise ValueError("empty context or continuation")
+        seq = Sequence(self.cfg, len(context) + len(continuation))
+        out, chunk = [], list(context)
+        for t in continuation:
+            row = self.forward([seq], [chunk])[0]
+            top = row.max()
+            logprob = row[t] - (top + np.log(np.exp(row - top).sum()))
+            best = int(np.argmax(row))
+            rest = row.copy()
+            rest[best] = -np.inf
+            out.append((float(logprob), best, float(top - rest.max())))
+            chunk = [t]
+        return out
+
     def generate(self, prompts, max_new_tokens, top_k=10):
         """Greedy continuation of every prompt (run together as one batch); one dict each."""
         if any(len(p) == 0 for p in prompts):

@@ -254,7 +254,7 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
       sc.positions.push_back(pos);
       sc.slots.push_back(seq.block_table[pos / bs] * bs + pos % bs);
       if (seq.all_logits) {
-        sc.logit_rows.push_back(row);
+        if (static_cast<int32_t>(i) >= seq.logits_from) sc.logit_rows.push_back(row);
       } else if (i + 1 == seq.tokens.size()) {
         (seq.argmax_only ? sc.argmax_rows : sc.logit_rows).push_back(row);
       }
@@ -464,7 +464,8 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
       logits->greedy_token.push_back(greedy[next_greedy++]);
       continue;
     }
-    const size_t seq_rows = seq.all_logits ? seq.tokens.size() : 1;
+    const size_t seq_rows =
+        seq.all_logits ? seq.tokens.size() - static_cast<size_t>(std::max(0, seq.logits_from)) : 1;
     for (size_t i = 0; i < seq_rows; ++i) {
       logits->value_row.push_back(next_full++);
       logits->greedy_token.push_back(-1);

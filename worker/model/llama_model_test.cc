@@ -88,6 +88,28 @@ TEST_F(LlamaModelTest, AllLogitsRowsMatchIncrementalDecode) {
   }
 }
 
+TEST_F(LlamaModelTest, LogitsFromGivesTheLastRowsOfAllLogits) {
+  // Scoring asks for the rows from logits_from on: they equal the same rows of all_logits, in
+  // a batch where the other sequence keeps its single last row.
+  const auto a = Prompt(7, 4), b = Prompt(3, 9);
+  const auto blocks_a = Blocks({0, 1}), blocks_b = Blocks({2});
+  auto cache = model_->CreateKvCache(4).value();
+  StepLogits all;
+  Run({{a, 0, blocks_a, /*all_logits=*/true}}, *cache, &all);
+  auto cache2 = model_->CreateKvCache(4).value();
+  StepLogits some;
+  SequenceStep scored{a, 0, blocks_a, /*all_logits=*/true};
+  scored.logits_from = 4;
+  Run({{b, 0, blocks_b}, scored}, *cache2, &some);
+  ASSERT_EQ(some.row_begin.size(), 2u);
+  ASSERT_EQ(some.row_begin[1], 1);
+  ASSERT_EQ(some.values.size(), 4u * some.vocab_size);  // b's last row + a's rows 4, 5, 6
+  for (int r = 0; r < 3; ++r) {
+    const auto got = some.Row(some.row_begin[1] + r), want = all.Row(4 + r);
+    for (int i = 0; i < some.vocab_size; ++i) ASSERT_EQ(got[i], want[i]) << r << "/" << i;
+  }
+}
+
 TEST_F(LlamaModelTest, RejectsMalformedSteps) {
   auto cache = model_->CreateKvCache(4).value();
   const std::vector<int32_t> ok_tokens = {1, 2, 3};

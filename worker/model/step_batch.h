@@ -17,14 +17,15 @@ struct SequenceStep {
   // logprobs): the step computes it with LinearArgmax instead of producing the logits row.
   // Ignored with all_logits.
   bool argmax_only = false;
+  int32_t logits_from = 0;  // with all_logits: the first new token that gets logits
 };
 
 struct StepBatch {
   std::vector<SequenceStep> sequences;
 };
 
-// Logits rows, in sequence order: one row per sequence (its last token), or one per new token for
-// sequences with all_logits. row_begin[s] is the first row of sequence s. The row of an
+// Logits rows, in sequence order: one row per sequence (its last token), or one per new token
+// from logits_from on for sequences with all_logits. row_begin[s] is the first row of sequence s. The row of an
 // argmax_only sequence has no logits, only its greedy token.
 struct StepLogits {
   int32_t vocab_size = 0;

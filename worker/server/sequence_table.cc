@@ -1,5 +1,6 @@
 #include "worker/server/sequence_table.h"
 
+#include <cmath>
 #include <span>
 #include <string>
 
@@ -28,10 +29,13 @@ model::StepBatch BatchFromPlan(const v1::StepPlan& plan) {
   model::StepBatch batch;
   batch.sequences.reserve(plan.sequences_size());
   for (const v1::SequencePlan& s : plan.sequences()) {
+    // A scored sequence needs the logits of its scored rows (and of its last, to sample).
+    const bool scored = s.score_targets_size() > 0;
     batch.sequences.push_back(model::SequenceStep{
         std::span<const int32_t>(s.token_ids().data(), s.token_ids_size()), s.start_pos(),
-        std::span<const int32_t>(s.block_table().data(), s.block_table_size()), false,
-        s.argmax_only() && s.sample()});
+        std::span<const int32_t>(s.block_table().data(), s.block_table_size()),
+        /*all_logits=*/scored, /*argmax_only=*/!scored && s.argmax_only() && s.sample(),
+        /*logits_from=*/scored ? s.score_from() : 0});
   }
   return batch;
 }
@@ -52,9 +56,35 @@ absl::Status CheckIds(uint64_t id, const char* field,
   return absl::OkStatus();
 }
 
+absl::Status CheckScoring(const v1::SequencePlan& s, int32_t vocab_size) {
+  if (s.score_targets_size() == 0) return absl::OkStatus();
+  if (s.return_logits()) return Invalid(s.sequence_id(), "score_targets and return_logits conflict");
+  if (s.score_from() < 0 || s.score_from() + s.score_targets_size() > s.token_ids_size()) {
+    return Invalid(s.sequence_id(),
+                   absl::StrCat("score_from ", s.score_from(), " with ", s.score_targets_size(),
+                                " score_targets does not fit the ", s.token_ids_size(), " new tokens"));
+  }
+  return CheckIds(s.sequence_id(), "score target", s.score_targets(), vocab_size);
+}
+
+// The log-softmax of `row` at `target` (in double: a 128k-entry sum), and the row's argmax.
+v1::TargetScore ScoreRow(std::span<const float> row, int32_t target) {
+  int32_t best = 0;
+  for (int32_t v = 1; v < static_cast<int32_t>(row.size()); ++v) {
+    if (row[v] > row[best]) best = v;
+  }
+  const double max = row[best];
+  double sum = 0;
+  for (float x : row) sum += std::exp(static_cast<double>(x) - max);
+  v1::TargetScore score;
+  score.set_logprob(static_cast<float>(static_cast<double>(row[target]) - max - std::log(sum)));
+  score.set_greedy_token_id(best);
+  return score;
+}
+
 // argmax_only drops the logits row, so it is refused where the row is needed.
 absl::Status CheckArgmaxOnly(const v1::SequencePlan& s, const sampling::SamplingParams& params) {
-  if (!s.argmax_only()) return absl::OkStatus();
+  if (!s.argmax_only() || s.score_targets_size() > 0) return absl::OkStatus();
   if (s.return_logits()) return Invalid(s.sequence_id(), "argmax_only and return_logits conflict");
   if (!params.ArgmaxSuffices()) {
     return Invalid(s.sequence_id(),
@@ -116,6 +146,7 @@ absl::Status SequenceTable::Validate(const v1::StepPlan& plan) const {
                                       " blocks; positions [0, ", end, ") need ", blocks_needed));
     }
     if (s.prompt_len() < 1) return Invalid(id, "prompt_len must be >= 1");
+    RETURN_IF_ERROR(CheckScoring(s, limits_.vocab_size));
     if (s.sample() && end < s.prompt_len()) {
       return Invalid(id, absl::StrCat("sample set at position ", end, " before the prompt (",
                                       s.prompt_len(), " tokens) is complete"));
@@ -151,6 +182,16 @@ absl::Status SequenceTable::Validate(const v1::StepPlan& plan) const {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The logits row of a sequence's last new token: its only row, or the last of its scored rows.
+int32_t LastRow(const v1::SequencePlan& s, int32_t first_row) {
+  if (s.score_targets_size() == 0) return first_row;
+  return first_row + s.token_ids_size() - s.score_from() - 1;
+}
+
+}  // namespace
+
 absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLogits& logits,
                                    v1::StepResult* result) {
   // Pass 1 (serial): record the new tokens and prepare the samplers. Pass 2 (parallel): sample,
@@ -161,6 +202,7 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
     int entry;
     Sequence* seq;
     int32_t len;
+    int32_t row;  // its logits row: the last new token's
     absl::StatusOr<sampling::SampleResult> sample = absl::UnknownError("not sampled");
   };
   std::vector<Pending> pending;
@@ -192,8 +234,8 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
       for (int32_t q = seq->prompt_len; q < len; ++q) seq->sampler->Accept(seq->ids[q]);
       seq->accepted_until = len;
     }
-    pending.push_back(Pending{b, seq, len});
-    const int32_t row = logits.row_begin[b];
+    pending.push_back(Pending{b, seq, len, LastRow(s, logits.row_begin[b])});
+    const int32_t row = pending.back().row;
     if (!logits.HasValues(row)) {  // argmax_only: the lm_head took the greedy token
       pending.back().sample = sampling::GreedyResult(logits.greedy_token[row]);
     }
@@ -203,10 +245,10 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
   for (int i = 0; i < n; ++i) {
     Pending& p = pending[i];
-    if (!logits.HasValues(logits.row_begin[p.entry])) continue;
+    if (!logits.HasValues(p.row)) continue;
     // The index of the token being generated seeds the draw (same as the single-process
     // engine), so a recomputed sequence samples the same tokens.
-    p.sample = p.seq->sampler->Sample(logits.Row(logits.row_begin[p.entry]), p.len - p.seq->prompt_len);
+    p.sample = p.seq->sampler->Sample(logits.Row(p.row), p.len - p.seq->prompt_len);
   }
 
   size_t next = 0;
@@ -214,6 +256,10 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
     const v1::SequencePlan& s = plan.sequences(b);
     v1::SequenceResult* r = result->add_results();
     r->set_sequence_id(s.sequence_id());
+    // Scored rows come first among the sequence's rows (its logits start at score_from).
+    for (int i = 0; i < s.score_targets_size(); ++i) {
+      *r->add_target_scores() = ScoreRow(logits.Row(logits.row_begin[b] + i), s.score_targets(i));
+    }
     if (next == pending.size() || pending[next].entry != b) continue;
     Pending& p = pending[next++];
     if (!p.sample.ok()) return Invalid(s.sequence_id(), std::string(p.sample.status().message()));
@@ -229,7 +275,7 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
       out->set_logprob(t.logprob);
     }
     if (s.return_logits()) {
-      std::span<const float> row = logits.Row(logits.row_begin[b]);
+      std::span<const float> row = logits.Row(p.row);
       r->mutable_logits()->Add(row.begin(), row.end());
     }
   }

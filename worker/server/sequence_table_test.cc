@@ -84,6 +84,58 @@ TEST(SequenceTableTest, AcceptsAWellFormedPlanAndSamples) {
   ExpectInvalid(t, Plan({next}), "start_pos 4 but the worker has 5 tokens");
 }
 
+TEST(SequenceTableTest, ScoresTheTargetsOfItsScoredRowsAndSamplesFromTheLastRow) {
+  // Five new tokens; tokens 2 and 3 are scored against targets 4 and 9. The model then returns
+  // logits for new tokens 2, 3 and 4 (from score_from on), the last one to sample from.
+  SequenceTable t(Limits());
+  v1::SequencePlan s = First(3, {1, 2, 3, 4, 5}, {0, 1});
+  s.set_argmax_only(true);  // ignored when scoring: the rows are needed
+  s.set_score_from(2);
+  s.add_score_targets(4);
+  s.add_score_targets(9);
+  const v1::StepPlan p = Plan({s});
+  ASSERT_TRUE(t.Validate(p).ok()) << t.Validate(p);
+  const model::StepBatch batch = BatchFromPlan(p);
+  ASSERT_EQ(batch.sequences.size(), 1u);
+  EXPECT_TRUE(batch.sequences[0].all_logits);
+  EXPECT_EQ(batch.sequences[0].logits_from, 2);
+  EXPECT_FALSE(batch.sequences[0].argmax_only);
+
+  model::StepLogits l = Logits(3, 6);  // every row: 5 at id 6, 0 elsewhere
+  l.row_begin = {0};
+  l.values[1 * 10 + 9] = 7.f;  // row 1 (new token 3): its target 9 is now the argmax
+  l.values[2 * 10 + 8] = 9.f;  // row 2 (the last): greedy sampling takes 8
+  v1::StepResult r;
+  ASSERT_TRUE(t.Commit(p, l, &r).ok());
+  ASSERT_EQ(r.results_size(), 1);
+  const v1::SequenceResult& out = r.results(0);
+  ASSERT_EQ(out.target_scores_size(), 2);
+  // Row 0: log-softmax of 0 among {5, 0 x 9}.
+  const double lse0 = std::log(std::exp(5.0) + 9.0);
+  EXPECT_NEAR(out.target_scores(0).logprob(), 0.0 - lse0, 1e-5);
+  EXPECT_EQ(out.target_scores(0).greedy_token_id(), 6);
+  const double lse1 = std::log(std::exp(5.0) + std::exp(7.0) + 8.0);
+  EXPECT_NEAR(out.target_scores(1).logprob(), 7.0 - lse1, 1e-5);
+  EXPECT_EQ(out.target_scores(1).greedy_token_id(), 9);
+  EXPECT_TRUE(out.sampled());
+  EXPECT_EQ(out.token_id(), 8);
+}
+
+TEST(SequenceTableTest, RefusesScoringThatDoesNotFitItsTokens) {
+  SequenceTable t(Limits());
+  v1::SequencePlan s = First(3, {1, 2, 3}, {0});
+  s.set_score_from(2);
+  s.add_score_targets(4);
+  s.add_score_targets(5);
+  ExpectInvalid(t, Plan({s}), "does not fit the 3 new tokens");
+  s.set_score_from(1);
+  s.set_score_targets(1, 10);
+  ExpectInvalid(t, Plan({s}), "score target 10 out of range");
+  s.set_score_targets(1, 5);
+  s.set_return_logits(true);
+  ExpectInvalid(t, Plan({s}), "score_targets and return_logits conflict");
+}
+
 TEST(SequenceTableTest, RefusesMalformedPlans) {
   SequenceTable t(Limits());
   ExpectInvalid(t, v1::StepPlan(), "no sequences");
