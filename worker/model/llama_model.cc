@@ -176,6 +176,7 @@ absl::Status LlamaModel::WarmUp(int32_t max_step_tokens, int32_t max_step_sequen
   // Sequences start at position 0 and none may pass the model's context.
   const int32_t longest = config_.max_position_embeddings;
   int32_t seqs = std::min(max_step_sequences, max_step_tokens);
+  head_row_group_ = seqs;
   seqs = std::max<int32_t>(seqs, (max_step_tokens + longest - 1) / longest);
   const int32_t base = max_step_tokens / seqs, extra = max_step_tokens % seqs;
   const std::vector<int32_t> tokens(base + 1, 0);
@@ -288,11 +289,12 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
             sc.qkv.Reserve(n * (q + 2 * kv)) && sc.attn.Reserve(n * q) && sc.proj.Reserve(n * h) &&
             sc.gate_up.Reserve(n * 2 * inter) && sc.act.Reserve(n * inter) &&
             (sc.rows_in_place || sc.last_hidden.Reserve(rows * h));
+  const size_t head_rows = std::min(full, static_cast<size_t>(std::max(1, head_row_group_)));
   if (!kernels_.memory.host || comm_ != nullptr) {
-    ok = ok && sc.logits.Reserve(full * layout_.vocab);
+    ok = ok && sc.logits.Reserve(head_rows * layout_.vocab);
   }
   if (comm_ != nullptr) {
-    ok = ok && sc.gathered_logits.Reserve(full * config_.vocab_size);
+    ok = ok && sc.gathered_logits.Reserve(head_rows * config_.vocab_size);
   }
   ok = ok && sc.argmax_index.Reserve(am) && sc.argmax_value.Reserve(am) &&
        sc.gathered_index.Reserve(ranks * am) && sc.gathered_value.Reserve(ranks * am);
@@ -421,27 +423,37 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
     logits->vocab_size = c.vocab_size;
     logits->values.resize(static_cast<size_t>(full) * c.vocab_size);
   }
-  if (full > 0 && comm_ == nullptr) {
-    // Host backends write the logits in place; device backends copy them back once.
-    float* out = mem.host ? logits->values.data() : sc.logits.data();
-    k.linear(head_in, full, h, weights_.lm_head, c.vocab_size, out, st);
-    if (!mem.host) {
-      mem.to_host(logits->values.data(), out, logits->values.size() * sizeof(float), mem.device);
+  // In groups of head_row_group_ rows (one group unless a scored request asks for more rows
+  // than the warm-up's step had); each group's logits reach the host before the next one
+  // reuses the device buffers (same stream).
+  const int32_t group = std::max(1, head_row_group_);
+  for (int32_t r0 = 0; r0 < full; r0 += group) {
+    const int32_t g = std::min(group, full - r0);
+    const float* in = head_in + static_cast<size_t>(r0) * h;
+    float* host_rows =
+        logits != nullptr ? logits->values.data() + static_cast<size_t>(r0) * c.vocab_size : nullptr;
+    if (comm_ == nullptr) {
+      // Host backends write the logits in place; device backends copy them back.
+      float* out = mem.host ? host_rows : sc.logits.data();
+      k.linear(in, g, h, weights_.lm_head, c.vocab_size, out, st);
+      if (!mem.host) {
+        mem.to_host(host_rows, out, static_cast<size_t>(g) * c.vocab_size * sizeof(float), mem.device);
+      }
+      continue;
     }
-  } else if (full > 0) {
     // Vocab-parallel lm_head: rank r computes columns [r * V/size, (r+1) * V/size) of every row.
     // The gather lands [rank][row][local column]; logits rows want [row][rank][local column]: one
     // strided copy per rank puts each rank's block in its columns on the way to the host (at batch
     // 256 with a 128k vocabulary that is 131 MB not copied a second time by one host thread).
-    const size_t lv = static_cast<size_t>(l.vocab), per_rank = static_cast<size_t>(full) * lv;
-    k.linear(head_in, full, h, weights_.lm_head, l.vocab, sc.logits.data(), st);
+    const size_t lv = static_cast<size_t>(l.vocab), per_rank = static_cast<size_t>(g) * lv;
+    k.linear(in, g, h, weights_.lm_head, l.vocab, sc.logits.data(), st);
     RETURN_IF_ERROR(comm_->AllGather(sc.logits.data(), per_rank, sc.gathered_logits.data()));
     // Every collective of the step (a device communicator may defer them) before the host reads.
     RETURN_IF_ERROR(comm_->Flush());
-    for (int32_t rank = 0; logits != nullptr && rank < l.spec.size; ++rank) {
-      mem.to_host_2d(logits->values.data() + rank * lv, sizeof(float) * c.vocab_size,
+    for (int32_t rank = 0; host_rows != nullptr && rank < l.spec.size; ++rank) {
+      mem.to_host_2d(host_rows + rank * lv, sizeof(float) * c.vocab_size,
                      sc.gathered_logits.data() + rank * per_rank, sizeof(float) * lv,
-                     sizeof(float) * lv, static_cast<size_t>(full), mem.device);
+                     sizeof(float) * lv, static_cast<size_t>(g), mem.device);
     }
   }
   std::vector<int32_t>& greedy = sc.greedy;

@@ -159,6 +159,10 @@ class LlamaModel {
   std::unique_ptr<StepGraphs> graphs_;  // the compute stream, and graphs of decode steps
   int32_t block_table_width_ = 0;
   kernels::KvDtype kv_dtype_ = kernels::KvDtype::kF32;
+  // The lm_head runs over at most this many logits rows at a time: a scored request asks for a
+  // row per scored token, and its device buffers must stay at the size the warm-up gave them
+  // (the warm-up's rows: min(max_step_sequences, max_step_tokens)).
+  int32_t head_row_group_ = 256;
 };
 
 }  // namespace caduceus::model

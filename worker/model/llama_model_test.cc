@@ -110,6 +110,22 @@ TEST_F(LlamaModelTest, LogitsFromGivesTheLastRowsOfAllLogits) {
   }
 }
 
+TEST_F(LlamaModelTest, LogitsRowsBeyondTheWarmUpsStepComeInGroupsWithTheSameValues) {
+  // After a warm-up with 2-row steps, 5 all_logits rows run through the lm_head in groups of 2.
+  const auto a = Prompt(5, 6);
+  const auto blocks = Blocks({1});
+  auto cache = model_->CreateKvCache(4).value();
+  StepLogits whole;
+  Run({{a, 0, blocks, /*all_logits=*/true}}, *cache, &whole);
+  ASSERT_TRUE(model_->WarmUp(8, 2).ok());
+  auto cache2 = model_->CreateKvCache(4).value();
+  StepLogits grouped;
+  Run({{a, 0, blocks, /*all_logits=*/true}}, *cache2, &grouped);
+  ASSERT_TRUE(model_->WarmUp(256, 256).ok());  // the other tests' (default) group again
+  ASSERT_EQ(grouped.values.size(), whole.values.size());
+  for (size_t i = 0; i < whole.values.size(); ++i) ASSERT_EQ(grouped.values[i], whole.values[i]) << i;
+}
+
 TEST_F(LlamaModelTest, RejectsMalformedSteps) {
   auto cache = model_->CreateKvCache(4).value();
   const std::vector<int32_t> ok_tokens = {1, 2, 3};

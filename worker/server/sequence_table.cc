@@ -3,6 +3,7 @@
 #include <cmath>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -241,6 +242,20 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
     }
   }
 
+  // Scored rows: a log-sum-exp over the vocabulary each (0.25 ms for 128k entries), so a
+  // 512-token continuation takes them in parallel too.
+  std::vector<std::pair<int, int>> scored;  // (plan entry, score index)
+  for (int b = 0; b < plan.sequences_size(); ++b) {
+    for (int i = 0; i < plan.sequences(b).score_targets_size(); ++i) scored.emplace_back(b, i);
+  }
+  std::vector<v1::TargetScore> scores(scored.size());
+  const int num_scored = static_cast<int>(scored.size());
+#pragma omp parallel for schedule(static) if (num_scored > 1)
+  for (int j = 0; j < num_scored; ++j) {
+    const auto [b, i] = scored[j];
+    scores[j] = ScoreRow(logits.Row(logits.row_begin[b] + i), plan.sequences(b).score_targets(i));
+  }
+
   const int n = static_cast<int>(pending.size());
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
   for (int i = 0; i < n; ++i) {
@@ -251,15 +266,13 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
     p.sample = p.seq->sampler->Sample(logits.Row(p.row), p.len - p.seq->prompt_len);
   }
 
-  size_t next = 0;
+  size_t next = 0, next_score = 0;
   for (int b = 0; b < plan.sequences_size(); ++b) {
     const v1::SequencePlan& s = plan.sequences(b);
     v1::SequenceResult* r = result->add_results();
     r->set_sequence_id(s.sequence_id());
     // Scored rows come first among the sequence's rows (its logits start at score_from).
-    for (int i = 0; i < s.score_targets_size(); ++i) {
-      *r->add_target_scores() = ScoreRow(logits.Row(logits.row_begin[b] + i), s.score_targets(i));
-    }
+    for (int i = 0; i < s.score_targets_size(); ++i) *r->add_target_scores() = scores[next_score++];
     if (next == pending.size() || pending[next].entry != b) continue;
     Pending& p = pending[next++];
     if (!p.sample.ok()) return Invalid(s.sequence_id(), std::string(p.sample.status().message()));
