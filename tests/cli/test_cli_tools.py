@@ -185,6 +185,25 @@ def checks(cli, address, info):
         os.unlink(f.name)
 
     @case
+    def score_text_and_ids_agree_with_generation():
+        # The greedy continuation of a prompt scores as greedy, with the logprobs generate reports.
+        args = ["--prompt-ids", "128000,9906", "--max-new-tokens", "3", "--temperature", "0",
+                "--ignore-eos", "--logprobs", "1", "--json"]
+        gen = last_json(run(cli + ["generate", *args]))
+        ids = last_json(run(cli + ["score", "--context-ids", "128000,9906", "--continuation-ids",
+                                   ",".join(map(str, gen["generated_ids"]))]))
+        assert [t["token_id"] for t in ids["tokens"]] == gen["generated_ids"], ids
+        assert ids["is_greedy"] and ids["context_token_ids"] == [128000, 9906], ids
+        for t, l in zip(ids["tokens"], gen["logprobs"]):
+            assert abs(t["logprob"] - l["logprob"]) < 1e-3, (t, l)
+        assert abs(ids["logprob"] - sum(t["logprob"] for t in ids["tokens"])) < 1e-6, ids
+        text = last_json(run(cli + ["score", "--context", "Answer:", "--continuation", " yes"]))
+        assert text["context_token_ids"][0] == 128000 and text["tokens"], text
+        assert "".join(t["text"] for t in text["tokens"]) == " yes", text
+        run(cli + ["score", "--context", "a"], expect_rc=2)
+        run(cli + ["score", "--continuation", "b", "--context-ids", "1"], expect_rc=2)
+
+    @case
     def router_errors_exit_1_with_code_name():
         p = run(cli + ["generate", "--prompt-ids", "1,2", "--top-p", "1.5", "--json"], expect_rc=1)
         assert "error: INVALID_ARGUMENT:" in p.stderr and "top_p" in p.stderr, p.stderr

@@ -21,6 +21,10 @@ absl::Status RunInfo(const CommandEnv& env);
 // {"token_ids": [...], "tokens": [...]}.
 absl::Status RunTokenize(const CommandEnv& env, const std::string& messages_file);
 
+// Score --context/--continuation (text) or --context-ids/--continuation-ids, printed as one JSON
+// object: the sum, is_greedy, and each continuation token's logprob and greedy token.
+absl::Status RunScore(const CommandEnv& env);
+
 // Generate from --prompt or --prompt-ids (chat = false) or Chat from `messages_file`. Streams the
 // text unless `json` (then one JSON object is the last stdout line; --stream streams it too).
 absl::Status RunGenerate(const CommandEnv& env, bool chat, const std::string& messages_file,

@@ -13,6 +13,7 @@
 #include "tools/cli/commands.h"
 #include "tools/cli/generation_flags.h"
 #include "tools/cli/grpc_status.h"
+#include "tools/cli/id_list.h"
 #include "tools/cli/response_json.h"
 #include "tools/cli/stream_accumulator.h"
 #include "tools/cli/usage_error.h"
@@ -34,19 +35,6 @@ using StreamReader = grpc::ClientReader<GenerateStreamResponse>;
 // The router names the serving replica in GenerateResponse.replica; stream messages have no such
 // field, so a router may put it in call metadata instead.
 constexpr char kReplicaMetadataKey[] = "caduceus-replica";
-
-absl::StatusOr<std::vector<int32_t>> ParsePromptIds(const std::string& csv) {
-  std::vector<int32_t> ids;
-  for (absl::string_view part : absl::StrSplit(csv, ',', absl::SkipWhitespace())) {
-    int32_t id;
-    if (!absl::SimpleAtoi(part, &id)) {
-      return UsageError("--prompt-ids: '" + std::string(part) + "' is not an integer");
-    }
-    ids.push_back(id);
-  }
-  if (ids.empty()) return UsageError("--prompt-ids is empty");
-  return ids;
-}
 
 std::string ReplicaFromMetadata(const grpc::ClientContext& context) {
   for (const auto* metadata : {&context.GetServerInitialMetadata(),
@@ -147,7 +135,7 @@ absl::Status RunGenerate(const CommandEnv& env, bool chat, const std::string& me
   caduceus::v1::GenerateRequest request;
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
   if (!prompt_ids.empty()) {
-    auto ids = ParsePromptIds(prompt_ids);
+    auto ids = ParseIdList(prompt_ids, "--prompt-ids");
     if (!ids.ok()) return ids.status();
     request.mutable_prompt_ids()->Add(ids->begin(), ids->end());
   } else {

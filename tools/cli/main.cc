@@ -5,6 +5,8 @@
 //       [--json [--stream]] [--request-id ID]
 //   caduceus-cli --router HOST:PORT chat --messages FILE.json [sampling flags] [--json [--stream]]
 //   caduceus-cli --router HOST:PORT tokenize (--text T [--add-bos] [--allow-special] | --messages F)
+//   caduceus-cli --router HOST:PORT score ([--context T] --continuation T |
+//       --context-ids 1,2 --continuation-ids 3,4)
 //
 // Sampling flags are caduceus-generate's (--max-new-tokens --temperature --top-k --top-p --min-p
 // --repetition-penalty --frequency-penalty --presence-penalty --seed --logprobs --stop
@@ -30,7 +32,8 @@ ABSL_FLAG(std::string, router, "", "router address HOST:PORT");
 ABSL_FLAG(std::string, tls_ca, "", "PEM root certificate: connect with TLS (default: plaintext)");
 ABSL_FLAG(std::string, api_token_file, "", "file holding the API bearer token");
 ABSL_FLAG(std::optional<double>, timeout, std::nullopt,
-          "call deadline in seconds, 0 = none [10 for info and tokenize, 600 for generate and chat]");
+          "call deadline in seconds, 0 = none [10 for info and tokenize, 600 for generate, chat and "
+          "score]");
 ABSL_FLAG(bool, json, false, "generate/chat: print one JSON object as the last stdout line");
 ABSL_FLAG(std::string, messages, "",
           "chat/tokenize: JSON file with a list of {\"role\", \"content\"} messages");
@@ -40,7 +43,8 @@ namespace {
 
 constexpr char kUsage[] =
     "caduceus-cli --router HOST:PORT (info | generate (--prompt T | --prompt-ids 1,2,3) | "
-    "chat --messages F.json | tokenize (--text T | --messages F.json)) [flags]";
+    "chat --messages F.json | tokenize (--text T | --messages F.json) | "
+    "score ([--context T] --continuation T | --context-ids I --continuation-ids I)) [flags]";
 
 int Report(const absl::Status& status) {
   if (status.ok()) return 0;
@@ -60,7 +64,7 @@ absl::Status Run(const std::vector<std::string>& positional) {
   }
   const std::string& command = positional[1];
   const bool quick = command == "info" || command == "tokenize";
-  if (!quick && command != "generate" && command != "chat") {
+  if (!quick && command != "generate" && command != "chat" && command != "score") {
     return UsageError("unknown command '" + command + "'");
   }
   if (absl::GetFlag(FLAGS_router).empty()) return UsageError("--router HOST:PORT is required");
@@ -75,6 +79,7 @@ absl::Status Run(const std::vector<std::string>& positional) {
   const std::string messages = absl::GetFlag(FLAGS_messages);
   if (command == "info") return RunInfo(env);
   if (command == "tokenize") return RunTokenize(env, messages);
+  if (command == "score") return RunScore(env);
   return RunGenerate(env, command == "chat", messages, absl::GetFlag(FLAGS_json));
 }
 
