@@ -13,6 +13,17 @@ namespace {
 
 absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
 
+absl::Status CheckVocabulary(const char* field, const google::protobuf::RepeatedField<int32_t>& ids,
+                             const ModelTextContext& model) {
+  for (int32_t id : ids) {
+    if (id < 0 || id >= model.config->vocab_size) {
+      return Invalid(absl::StrCat(field, ": ", id, " is outside the vocabulary [0, ",
+                                  model.config->vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 uint64_t RandomSeed() {
   static thread_local std::mt19937_64 rng(std::random_device{}());
   return rng();
@@ -158,12 +169,7 @@ absl::StatusOr<RequestSpec> SpecFromGenerate(const v1::GenerateRequest& request,
     std::vector<int32_t> ids = model.tokenizer->Encode(request.prompt(), /*allow_special=*/false);
     spec.prompt_ids.insert(spec.prompt_ids.end(), ids.begin(), ids.end());
   } else {
-    for (int32_t id : request.prompt_ids()) {
-      if (id < 0 || id >= model.config->vocab_size) {
-        return Invalid(absl::StrCat("prompt_ids: ", id, " is outside the vocabulary [0, ",
-                                    model.config->vocab_size, ")"));
-      }
-    }
+    RETURN_IF_ERROR(CheckVocabulary("prompt_ids", request.prompt_ids(), model));
     spec.prompt_ids.assign(request.prompt_ids().begin(), request.prompt_ids().end());
   }
   RETURN_IF_ERROR(FillParameters(request.params(), static_cast<int64_t>(spec.prompt_ids.size()),
@@ -171,20 +177,6 @@ absl::StatusOr<RequestSpec> SpecFromGenerate(const v1::GenerateRequest& request,
   return spec;
 }
 
-namespace {
-
-absl::Status CheckVocabulary(const char* field, const google::protobuf::RepeatedField<int32_t>& ids,
-                             const ModelTextContext& model) {
-  for (int32_t id : ids) {
-    if (id < 0 || id >= model.config->vocab_size) {
-      return Invalid(absl::StrCat(field, ": ", id, " is outside the vocabulary [0, ",
-                                  model.config->vocab_size, ")"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::StatusOr<RequestSpec> SpecFromScore(const v1::ScoreRequest& request,
                                           const ModelTextContext& model,
