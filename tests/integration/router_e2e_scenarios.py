@@ -92,8 +92,10 @@ def cluster_c(c, model, oracle):
     print("cluster C: preemption by recompute")
     router_addr = "127.0.0.1:%d" % cluster.free_port()
     metrics_addr = "127.0.0.1:%d" % cluster.free_port()
-    # 64 blocks of 16 tokens; 8 requests of ~50 + 120 tokens need ~88.
-    grp = c.start_worker_group(model, 1, name="c", extra=["--kv-cache-bytes", 2 << 20])
+    # 20 blocks of 16 tokens (32 KiB each); a request of ~50 + 120 tokens needs 11, so any two
+    # that overlap preempt. (With 64 blocks all 8 had to overlap, and under CI load once none
+    # was preempted, 2026-12-01.)
+    grp = c.start_worker_group(model, 1, name="c", extra=["--kv-cache-bytes", 20 << 15])
     router = c.start("routerC", "caduceus-router",
                      ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
                       "--replica", grp.address])
