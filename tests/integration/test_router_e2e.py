@@ -317,6 +317,7 @@ def score(env):
         assert r.usage.prompt_tokens == len(context) + len(continuation)
         assert r.usage.cached_prompt_tokens <= len(context) - 1, r.usage
         cached.append(r.usage.cached_prompt_tokens)
+        env.score_case = (context, continuation, want)  # the last: two prefill steps
     # Text: the context's trailing space moves to the continuation; the continuation is what
     # the whole text encodes to after the context's own encoding.
     whole = list(env.stub.Tokenize(g.TokenizeRequest(text="Question: Is aspirin an NSAID?\nAnswer: yes",
@@ -469,6 +470,16 @@ def replica_down(env):
     for _ in range(4):
         r = env.stub.Generate(rc.ids_request([128000, 9906], 4), timeout=60)
         assert r.replica == env.g1.address, r.replica
+    # Scoring on the tensor-parallel replica (vocab-parallel logits), which the Score check may
+    # not have reached: the same answer as the reference.
+    if getattr(env, "score_case", None):
+        context, continuation, want = env.score_case
+        r = env.stub.Score(g.ScoreRequest(context_ids=context, continuation_ids=continuation),
+                           timeout=120)
+        assert r.replica == env.g1.address, r.replica
+        for t, (logprob, _, _) in zip(r.tokens, want):
+            assert abs(t.logprob - logprob) < 2e-3, (t, logprob)
+        print("    Score on the TP=2 replica equals the reference (%d tokens)" % len(r.tokens))
 
 
 def main():
