@@ -225,6 +225,9 @@ void Scheduler::Admit(int32_t& budget, std::vector<Sequence*>& plan) {
     std::span<const int32_t> lookup(s->tokens);
     if (s->max_reused_prefix < len) lookup = lookup.first(static_cast<size_t>(s->max_reused_prefix) + 1);
     const int32_t cached = blocks_.LookupPrefix(lookup);
+    // The most the cache could serve it: whole blocks, never its last token, within its limit.
+    const int32_t cap = std::min(s->max_reused_prefix, len - 1) / config_.block_size * config_.block_size;
+    if (cached < cap && PrefixBeingComputed(*s, cap) > cached) break;  // FCFS: the rest waits too
     const int32_t n = std::min({len - cached, config_.prefill_chunk_tokens, budget});
     absl::StatusOr<int32_t> allocated = blocks_.Allocate(s->id, lookup, cached + n);
     if (!allocated.ok()) break;  // FCFS: nobody overtakes the head of the queue
@@ -235,6 +238,20 @@ void Scheduler::Admit(int32_t& budget, std::vector<Sequence*>& plan) {
     running_.push_back(s);
     Plan(s, n, budget, plan);
   }
+}
+
+int32_t Scheduler::PrefixBeingComputed(const Sequence& s, int32_t cap) const {
+  int32_t best = 0;
+  for (const Sequence* r : running_) {
+    // What r will have computed once its steps in flight and this one are confirmed.
+    const int32_t computed = std::min(r->num_computed + r->planned, static_cast<int32_t>(r->tokens.size()));
+    const int32_t limit = std::min(computed, cap);
+    if (limit <= best) continue;
+    int32_t common = 0;
+    while (common < limit && r->tokens[common] == s.tokens[common]) ++common;
+    best = std::max(best, common / config_.block_size * config_.block_size);
+  }
+  return best;
 }
 
 void Scheduler::Plan(Sequence* seq, int32_t n, int32_t& budget, std::vector<Sequence*>& plan) {

@@ -3,7 +3,8 @@
 //
 // Policy (see README.md): running decodes first (1 token each), then running chunked prefills,
 // then admission of waiting sequences in FCFS order while max_num_seqs, the step's token budget
-// and free KV blocks allow. When a running sequence needs a block and none is left (after
+// and free KV blocks allow, and while the head of the queue does not share a prefix that a
+// running sequence is computing (it waits a step or two and reuses those blocks). When a running sequence needs a block and none is left (after
 // evicting cached prefix blocks), the newest running sequence is preempted by recompute: its
 // blocks are freed and it goes back to the front of the waiting queue with all its tokens.
 // Only newer sequences are ever preempted for an older one, so the oldest always progresses.
@@ -182,8 +183,14 @@ class Scheduler {
                    int32_t& budget);
   // Frees a running sequence's blocks and puts it at the front of the waiting queue.
   void Preempt(Sequence* seq, ScheduledStep& step, int32_t& budget);
-  // Admits waiting sequences FCFS while limits allow; stops at the first that does not fit.
+  // Admits waiting sequences FCFS while limits allow; stops at the first that does not fit,
+  // and at the first whose prefix a running sequence is computing (see PrefixBeingComputed).
   void Admit(int32_t& budget, std::vector<Sequence*>& plan);
+  // Leading tokens of `s` (whole blocks, at most `cap`) that a running sequence computes in this
+  // step or in one in flight: the prefix cache will hold them once that step is confirmed.
+  // Admitted now, `s` would compute them again (choices of a multiple-choice question sent
+  // together, a burst of chats with one system prompt), so it waits a step or two instead.
+  int32_t PrefixBeingComputed(const Sequence& s, int32_t cap) const;
   void Plan(Sequence* seq, int32_t n, int32_t& budget, std::vector<Sequence*>& plan);
   void RemoveFromRunning(Sequence* seq);
   void RemoveFromWaiting(Sequence* seq);

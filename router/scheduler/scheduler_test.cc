@@ -91,7 +91,7 @@ TEST(SchedulerTest, AddRejectsWhatCanNeverRunAndWhatDoesNotFitTheQueue) {
   EXPECT_EQ(tokens_full.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(tokens_full.message(),
               HasSubstr("waiting queue full: 1 requests / 30 tokens waiting"));
-  ASSERT_TRUE(s->Add(2, Ids(0, 5), 1, kT0).ok());
+  ASSERT_TRUE(s->Add(2, Ids(100, 5), 1, kT0).ok());  // no prefix shared with 1: admitted with it
   const absl::Status requests_full = s->Add(3, Ids(0, 1), 1, kT0);
   EXPECT_EQ(requests_full.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(requests_full.message(), HasSubstr("retry later"));
@@ -203,15 +203,20 @@ TEST(SchedulerTest, ReusesAComputedSharedPrefixAndSendsItsIds) {
   ASSERT_TRUE(s->Add(1, Concat(system, {1, 2, 3}), 10, kT0).ok());
   ASSERT_TRUE(s->Add(2, Concat(system, {4}), 10, kT0).ok());
   ScheduledStep st = s->Schedule();
-  // Admitted in the same step: sequence 1's blocks are not written yet, so no reuse.
-  ASSERT_EQ(st.entries.size(), 2u);
-  EXPECT_EQ(st.entries[1].start_pos, 0);
-  EXPECT_EQ(s->prefix_hit_tokens_total(), 0);
+  // Sequence 2 shares the two blocks sequence 1 computes in this step: admitted now it would
+  // compute them too, so it waits for them.
+  ASSERT_EQ(st.entries.size(), 1u);
+  EXPECT_EQ(st.entries[0].seq_id, 1u);
+  EXPECT_EQ(s->num_waiting(), 1);
   ReportSamples(*s, st);
 
-  // The next step confirms the first: its full blocks are now reusable.
+  // The next step confirms the first: its full blocks are now reusable, by 2 and by 3.
   ASSERT_TRUE(s->Add(3, Concat(system, {7, 8}), 10, kT0).ok());
   st = s->Schedule();
+  const StepEntry* e2 = Find(st, 2);
+  ASSERT_NE(e2, nullptr);
+  EXPECT_EQ(e2->start_pos, 8);
+  EXPECT_THAT(e2->tokens, ElementsAre(4));
   const StepEntry* e = Find(st, 3);
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->start_pos, 8);
@@ -222,9 +227,9 @@ TEST(SchedulerTest, ReusesAComputedSharedPrefixAndSendsItsIds) {
   ASSERT_EQ(e->block_table.size(), 3u);
   EXPECT_EQ(e->block_table[0], t1[0]);
   EXPECT_EQ(e->block_table[1], t1[1]);
-  EXPECT_EQ(s->block_manager().ref_count(t1[0]), 2);
-  EXPECT_EQ(s->prefix_hit_tokens_total(), 8);
-  EXPECT_EQ(s->prefix_hits_total(), 1);
+  EXPECT_EQ(s->block_manager().ref_count(t1[0]), 3);
+  EXPECT_EQ(s->prefix_hit_tokens_total(), 16);
+  EXPECT_EQ(s->prefix_hits_total(), 2);
   EXPECT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
 }
 
