@@ -28,13 +28,19 @@ ASAN_TARGETS=(safetensors_test model_config_test weight_store_test caduceus_toke
              block_manager_test scheduler_test scheduler_simulation_test
              cuda_emulation_test kernels_cuda_emulated_test)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCADUCEUS_SANITIZE=address -DCADUCEUS_CUDA=OFF >/dev/null
-present=()
+# Every listed target must exist: a missing one would skip its tests silently. (Until 2026-12-01
+# each was looked up with `cmake ... help | grep -q`, and under pipefail grep's early exit
+# could fail cmake's write: caduceus_jinja_test was once dropped without a word.)
+targets_help="$(cmake --build build-asan --target help)"
 for t in "${ASAN_TARGETS[@]}"; do
-  if cmake --build build-asan --target help | grep -q "^$t:"; then present+=("$t"); fi
+  if ! grep -q "^$t:" <<<"$targets_help"; then
+    echo "error: AddressSanitizer target $t is not defined in build-asan" >&2
+    exit 1
+  fi
 done
 # The generator builds the tiny model these tests need (CTest fixture), itself under ASan too.
-cmake --build build-asan -j"$JOBS" --target "${present[@]}" caduceus-make-test-model
-regex="^($(IFS='|'; echo "${present[*]}"))$"
+cmake --build build-asan -j"$JOBS" --target "${ASAN_TARGETS[@]}" caduceus-make-test-model
+regex="^($(IFS='|'; echo "${ASAN_TARGETS[*]}"))$"
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -R "$regex"
 
 echo "== fuzzing: every parser of outside input under libFuzzer (clang, ASan + UBSan) =="
