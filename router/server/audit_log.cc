@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
+#include "router/http/forwarded_caller.h"
 #include "router/text/tokenizer_utf8.h"
 
 namespace caduceus::router {
@@ -87,11 +88,16 @@ void AuditLog::Record(const grpc::ServerContextBase& context, const CallRequest&
   j["method"] = request.method;
   j["request_id"] = request.spec != nullptr ? request.spec->request_id : "";
   const auto& md = context.client_metadata();
-  auto agent = md.find("user-agent");
-  // Callers' strings go through SanitizeUtf8: the line must stay valid JSON whatever they send.
-  j["caller"] = {{"peer", context.peer()},
-                 {"user_agent", agent == md.end() ? "" : text::SanitizeUtf8(std::string(
-                                                             agent->second.data(), agent->second.size()))},
+  auto meta = [&md](const char* key) {
+    auto it = md.find(key);
+    // Callers' strings go through SanitizeUtf8: the line must stay valid JSON whatever they send.
+    return it == md.end() ? std::string()
+                          : text::SanitizeUtf8(std::string_view(it->second.data(), it->second.size()));
+  };
+  const bool via_http = !http_front_secret_.empty() && meta(http::kFrontSecretKey) == http_front_secret_;
+  j["caller"] = {{"api", via_http ? "http" : "grpc"},
+                 {"peer", via_http ? meta(http::kPeerKey) : context.peer()},
+                 {"user_agent", meta(via_http ? http::kUserAgentKey : "user-agent")},
                  {"api_token_checked", api_token_checked}};
   j["status"] = absl::StatusCodeToString(static_cast<absl::StatusCode>(outcome.status.error_code()));
   if (!outcome.status.ok()) j["error"] = text::SanitizeUtf8(outcome.status.error_message());

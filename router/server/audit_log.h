@@ -48,6 +48,9 @@ class AuditLog {
   ~AuditLog();
 
   bool payloads() const { return payloads_; }
+  // Calls that carry this secret came through the router's own HTTP front: their record names
+  // the HTTP client it forwarded (router/http/forwarded_caller.h). Set before serving.
+  void TrustHttpFront(std::string secret) { http_front_secret_ = std::move(secret); }
   // Writes the call's line (whole lines, flushed, serialized across threads). `api_token_checked`:
   // the router requires a bearer token and this call presented the right one.
   void Record(const grpc::ServerContextBase& context, const CallRequest& request,
@@ -62,6 +65,7 @@ class AuditLog {
   const bool owned_;
   const bool payloads_;
   const text::Tokenizer* tokenizer_;
+  std::string http_front_secret_;
 };
 
 // Folds one stream message into a unary response (what a unary call returns; what a stream's

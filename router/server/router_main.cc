@@ -10,6 +10,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <random>
 #include <memory>
 #include <string>
 #include <thread>
@@ -29,6 +30,7 @@
 #include "common/log.h"
 #include "common/mutex_debug.h"
 #include "common/read_file.h"
+#include "router/http/http_front.h"
 #include "router/server/generation_service.h"
 #include "router/server/replica_set.h"
 #include "router/server/router_metrics.h"
@@ -60,7 +62,7 @@ ABSL_FLAG(double, step_timeout, 120, "seconds one worker step may take before it
 ABSL_FLAG(int32_t, pipeline_depth, 2,
           "worker steps in flight per replica: 2 plans and sends the next step while one runs, "
           "so the worker never waits for the router between steps; 1 waits for each result");
-ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve the public API over TLS");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve the public gRPC API over TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(std::string, api_token_file, "",
           "file holding a bearer token every public call must present");
@@ -82,6 +84,18 @@ ABSL_FLAG(std::string, audit_log, "",
           "counts, status; no text) to this file, or '-' for standard output");
 ABSL_FLAG(bool, audit_log_payloads, false,
           "also put each call's prompt and output text in its audit line (patient data)");
+ABSL_FLAG(std::string, http_listen, "",
+          "HOST:PORT of the OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, "
+          "/v1/models); empty: off. Same validation, token, limits and audit as the gRPC API");
+ABSL_FLAG(bool, http_behind_tls_proxy, false,
+          "the HTTP API is plain HTTP; with --tls-cert the router refuses to serve it unless this "
+          "says TLS is terminated in front of it (ingress, service mesh sidecar)");
+ABSL_FLAG(int32_t, http_threads, 64,
+          "HTTP calls served at once (a streaming call holds one thread until it ends); more "
+          "wait for a free thread");
+ABSL_FLAG(std::string, served_model_name, "",
+          "the model name the HTTP API lists and that requests' \"model\" must name (empty: the "
+          "--model directory's name, as workers report it)");
 ABSL_FLAG(bool, log_payloads, false,
           "log prompts and outputs (patient data: keep off in production)");
 
@@ -92,6 +106,14 @@ constexpr const char kUsage[] =
     "caduceus-router --model DIR --listen HOST:PORT --metrics-listen HOST:PORT "
     "[--replica HOST:PORT ...]\nThe public gRPC API of a Caduceus cluster. Every flag may also "
     "be given as CADUCEUS_<FLAG>, e.g. CADUCEUS_LISTEN.";
+
+// `bytes` random bytes as hex, from the OS's entropy source.
+std::string RandomHex(int bytes) {
+  std::random_device device;
+  std::string out;
+  for (int i = 0; i < bytes; ++i) absl::StrAppend(&out, absl::Hex(device() & 0xff, absl::kZeroPad2));
+  return out;
+}
 
 int Fail(const absl::Status& status) {
   LogError(status.ToString());
@@ -186,6 +208,13 @@ int Main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError(
         "--max-tokens-per-step must be >= --max-num-seqs (every running sequence decodes each step)"));
   }
+  if (!absl::GetFlag(FLAGS_http_listen).empty() && !absl::GetFlag(FLAGS_tls_cert).empty() &&
+      !absl::GetFlag(FLAGS_http_behind_tls_proxy)) {
+    return Fail(absl::InvalidArgumentError(
+        "--http-listen serves plain HTTP while --tls-cert encrypts the gRPC API: terminate TLS in "
+        "front of the HTTP port (ingress, service mesh) and say so with --http-behind-tls-proxy, "
+        "or leave --http-listen unset"));
+  }
   auto replicas = std::make_unique<ReplicaSet>(ro, &model, metrics->get());
   for (const std::string& r : absl::GetFlag(FLAGS_replica)) {
     if (!r.empty()) replicas->Add(r);
@@ -207,6 +236,11 @@ int Main(int argc, char** argv) {
     so.audit = audit.get();
   } else if (absl::GetFlag(FLAGS_audit_log_payloads)) {
     return Fail(absl::InvalidArgumentError("--audit-log-payloads needs --audit-log"));
+  }
+  // Drawn before serving: the audit reads it from every call's thread.
+  const std::string http_front_secret = RandomHex(16);
+  if (audit != nullptr && !absl::GetFlag(FLAGS_http_listen).empty()) {
+    audit->TrustHttpFront(http_front_secret);
   }
   GenerationService generation(so, &model, replicas.get(), metrics->get());
   RegistryService registry(replicas.get(), *registry_token);
@@ -243,6 +277,32 @@ int Main(int argc, char** argv) {
                        api_token->empty() ? "" : " (bearer token required)",
                        absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " over TLS"));
 
+  std::unique_ptr<http::HttpFront> http_front;
+  if (!absl::GetFlag(FLAGS_http_listen).empty()) {
+    http::HttpFrontOptions ho;
+    ho.listen = absl::GetFlag(FLAGS_http_listen);
+    ho.threads = absl::GetFlag(FLAGS_http_threads);
+    ho.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+    ho.front_secret = http_front_secret;
+    if (ho.served_model_name.empty()) {
+      const std::string dir(absl::StripSuffix(model_dir, "/"));
+      ho.served_model_name = dir.substr(dir.rfind('/') + 1);
+    }
+    // A prompt of --max-prompt-bytes can grow by JSON escaping (up to 6 bytes for one).
+    ho.max_body_bytes = 6 * static_cast<int64_t>(so.limits.max_prompt_bytes) + (1 << 20);
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    args.SetMaxSendMessageSize(-1);
+    auto front = http::HttpFront::Start(ho, server->InProcessChannel(args), model.tokenizer);
+    if (!front.ok()) {
+      server->Shutdown();
+      return Fail(front.status());
+    }
+    http_front = *std::move(front);
+    LogInfo(absl::StrCat("OpenAI-compatible HTTP API on ", ho.listen, " (model '",
+                         ho.served_model_name, "')"));
+  }
+
   int sig = 0;
   sigwait(&stop_signals, &sig);
   LogInfo(absl::StrCat("signal ", sig, ": draining (up to ", absl::GetFlag(FLAGS_drain_timeout), " s)"));
@@ -257,6 +317,7 @@ int Main(int argc, char** argv) {
     LogWarning(absl::StrCat(generation.in_flight(), " requests still running at the drain timeout"));
   }
   replicas.reset();  // fails anything left with UNAVAILABLE, stops the loops
+  http_front.reset();  // its calls ended with the replicas
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   LogInfo("drained; exiting");
   return 0;

@@ -1,0 +1,315 @@
+#include "router/http/http_front.h"
+
+#include <civetweb.h>
+
+#include <ctime>
+#include <string_view>
+
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "caduceus/v1/generation.grpc.pb.h"
+#include "common/log.h"
+#include "proto/status_conversion.h"
+#include "router/http/forwarded_caller.h"
+#include "router/http/openai_request.h"
+#include "router/http/openai_response.h"
+#include "router/text/tokenizer_utf8.h"
+
+namespace caduceus::router::http {
+
+struct HttpFront::Impl {
+  HttpFrontOptions options;
+  std::unique_ptr<v1::Generation::Stub> stub;
+  const text::Tokenizer* tokenizer = nullptr;
+  int64_t started = 0;  // Unix seconds: /v1/models "created"
+};
+
+namespace {
+
+// --- writing responses -------------------------------------------------------------------
+
+void SendBody(mg_connection* conn, int status, std::string_view content_type,
+              std::string_view body, std::string_view extra_headers = "") {
+  mg_printf(conn,
+            "HTTP/1.1 %d %s\r\nContent-Type: %.*s\r\nContent-Length: %zu\r\n"
+            "Cache-Control: no-store\r\n%.*s\r\n",
+            status, mg_get_response_code_text(conn, status),
+            static_cast<int>(content_type.size()), content_type.data(), body.size(),
+            static_cast<int>(extra_headers.size()), extra_headers.data());
+  mg_write(conn, body.data(), body.size());
+}
+
+int SendJson(mg_connection* conn, int status, std::string_view body) {
+  SendBody(conn, status, "application/json", body);
+  return status;
+}
+
+int SendError(mg_connection* conn, const absl::Status& status) {
+  HttpError e = ErrorFor(status);
+  // Overload and drain are transient: tell well-behaved clients when to come back.
+  const char* retry = e.http_status == 429 || e.http_status == 503 ? "Retry-After: 1\r\n" : "";
+  SendBody(conn, e.http_status, "application/json", e.body, retry);
+  return e.http_status;
+}
+
+
+// One server-sent event in one HTTP chunk; false when the client is gone.
+bool SendEvent(mg_connection* conn, std::string_view data) {
+  const std::string event = absl::StrCat("data: ", std::string(data), "\n\n");
+  return mg_send_chunk(conn, event.data(), static_cast<unsigned>(event.size())) > 0;
+}
+
+// --- reading requests --------------------------------------------------------------------
+
+// The body, or an error: 413 for one over the limit (RESOURCE_EXHAUSTED would say 429, which
+// tells the client to retry the same thing).
+absl::StatusOr<std::string> ReadBody(mg_connection* conn, int64_t limit, bool* too_large) {
+  const mg_request_info* info = mg_get_request_info(conn);
+  if (info->content_length > limit) {
+    *too_large = true;
+    return absl::InvalidArgumentError(absl::StrCat("request body of ", info->content_length,
+                                                   " bytes; at most ", limit));
+  }
+  std::string body;
+  char buf[16384];
+  while (true) {
+    const int n = mg_read(conn, buf, sizeof(buf));
+    if (n < 0) return absl::InvalidArgumentError("could not read the request body");
+    if (n == 0) break;
+    body.append(buf, static_cast<size_t>(n));
+    if (static_cast<int64_t>(body.size()) > limit) {
+      *too_large = true;
+      return absl::InvalidArgumentError(absl::StrCat("request body over ", limit, " bytes"));
+    }
+  }
+  return body;
+}
+
+// The HTTP caller as gRPC metadata: the bearer token (the Generation service checks it) and,
+// for the audit record, the client's address and user agent.
+void ForwardCaller(const HttpFrontOptions& options, mg_connection* conn,
+                   grpc::ClientContext* context) {
+  context->AddMetadata(kFrontSecretKey, options.front_secret);
+  if (const char* auth = mg_get_header(conn, "Authorization"); auth != nullptr) {
+    context->AddMetadata("authorization", auth);
+  }
+  const mg_request_info* info = mg_get_request_info(conn);
+  context->AddMetadata(kPeerKey,
+                       absl::StrCat("ipv4:", info->remote_addr, ":", info->remote_port));
+  if (const char* agent = mg_get_header(conn, "User-Agent"); agent != nullptr) {
+    context->AddMetadata(kUserAgentKey, text::SanitizeUtf8(agent));
+  }
+}
+
+std::string RequestIdHeader(mg_connection* conn) {
+  const char* id = mg_get_header(conn, "X-Request-Id");
+  return id == nullptr ? std::string() : std::string(id);
+}
+
+}  // namespace
+
+// --- the endpoints ---------------------------------------------------------------------------
+
+namespace {
+
+int ServeModels(HttpFront::Impl& impl, mg_connection* conn) {
+  grpc::ClientContext context;
+  ForwardCaller(impl.options, conn, &context);
+  v1::ModelInfo info;
+  const grpc::Status s = impl.stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+  if (!s.ok()) return SendError(conn, FromGrpcStatus(s));
+  nlohmann::ordered_json model = {{"id", impl.options.served_model_name},
+                                  {"object", "model"},
+                                  {"created", impl.started},
+                                  {"owned_by", "caduceus"},
+                                  {"root", info.model_id()},
+                                  {"revision", info.revision()},
+                                  {"max_model_len", info.max_context()}};
+  nlohmann::ordered_json j = {{"object", "list"}, {"data", nlohmann::ordered_json::array({model})}};
+  return SendJson(conn, 200, j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+}
+
+int ServeUnary(HttpFront::Impl& impl, mg_connection* conn, OpenAiCall& call, ResponseContext& rc) {
+  grpc::ClientContext context;
+  ForwardCaller(impl.options, conn, &context);
+  v1::GenerateResponse response;
+  const grpc::Status s = call.endpoint == Endpoint::kChatCompletions
+                             ? impl.stub->Chat(&context, call.chat, &response)
+                             : impl.stub->Generate(&context, call.generate, &response);
+  if (!s.ok()) return SendError(conn, FromGrpcStatus(s));
+  rc.id += response.request_id();
+  return SendJson(conn, 200, CompletionBody(rc, response));
+}
+
+int ServeStream(HttpFront::Impl& impl, mg_connection* conn, OpenAiCall& call, ResponseContext& rc) {
+  grpc::ClientContext context;
+  ForwardCaller(impl.options, conn, &context);
+  std::unique_ptr<grpc::ClientReader<v1::GenerateStreamResponse>> reader =
+      call.endpoint == Endpoint::kChatCompletions ? impl.stub->ChatStream(&context, call.chat)
+                                                  : impl.stub->GenerateStream(&context, call.generate);
+  // The status line waits for the first message, so that a refused request (validation,
+  // overload, auth) gets its HTTP status instead of a 200 with an error event.
+  v1::GenerateStreamResponse message;
+  if (!reader->Read(&message)) return SendError(conn, FromGrpcStatus(reader->Finish()));
+  rc.id += message.request_id();
+  mg_printf(conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            "Transfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\n\r\n");
+  bool client_here = rc.endpoint != Endpoint::kChatCompletions || SendEvent(conn, RoleChunk(rc));
+  v1::Usage usage;
+  bool have_usage = false;
+  do {
+    if (message.has_usage()) {
+      usage = message.usage();
+      have_usage = true;
+    }
+    const std::string chunk = StreamChunk(rc, message);
+    if (client_here && !chunk.empty()) client_here = SendEvent(conn, chunk);
+    if (!client_here) {
+      // The client left: cancelling the call frees the request's KV blocks at the next step.
+      context.TryCancel();
+      break;
+    }
+  } while (reader->Read(&message));
+  while (!client_here && reader->Read(&message)) {
+  }
+  const grpc::Status s = reader->Finish();
+  if (!client_here) return 499;
+  if (!s.ok()) {
+    // Headers are gone: the error travels as an event (what vLLM and OpenAI do mid-stream).
+    SendEvent(conn, ErrorFor(FromGrpcStatus(s)).body);
+  } else if (call.include_usage && have_usage) {
+    SendEvent(conn, UsageChunk(rc, usage));
+  }
+  SendEvent(conn, "[DONE]");
+  mg_send_chunk(conn, "", 0);  // the chunked body's end
+  return 200;
+}
+
+int ServeGeneration(HttpFront::Impl& impl, mg_connection* conn, Endpoint endpoint) {
+  bool too_large = false;
+  absl::StatusOr<std::string> body = ReadBody(conn, impl.options.max_body_bytes, &too_large);
+  if (!body.ok()) {
+    if (!too_large) return SendError(conn, body.status());
+    HttpError e = ErrorFor(body.status());
+    SendBody(conn, 413, "application/json", e.body, "Connection: close\r\n");
+    return 413;
+  }
+  absl::StatusOr<OpenAiCall> call = ParseOpenAiRequest(endpoint, *body);
+  if (!call.ok()) return SendError(conn, call.status());
+  if (!call->model.empty() && call->model != impl.options.served_model_name) {
+    return SendError(conn, absl::NotFoundError(absl::StrCat(
+                               "the model '", text::SanitizeUtf8(call->model),
+                               "' does not exist; this server serves '",
+                               impl.options.served_model_name, "' (see /v1/models)")));
+  }
+  call->set_request_id(RequestIdHeader(conn));
+  ResponseContext rc;
+  rc.endpoint = endpoint;
+  rc.id = endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-";
+  rc.model = impl.options.served_model_name;
+  rc.created = static_cast<int64_t>(std::time(nullptr));
+  rc.tokens_as_ids = call->tokens_as_ids;
+  rc.tokenizer = impl.tokenizer;
+  return call->stream ? ServeStream(impl, conn, *call, rc) : ServeUnary(impl, conn, *call, rc);
+}
+
+}  // namespace
+
+int HttpFront::HandleRequest(mg_connection* conn) {
+  const mg_request_info* info = mg_get_request_info(conn);
+  Impl& impl = *static_cast<Impl*>(info->user_data);
+  const std::string_view method = info->request_method;
+  std::string_view path = info->local_uri != nullptr ? info->local_uri : "";
+  if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  const bool get = method == "GET" || method == "HEAD";
+  const bool post = method == "POST";
+  if (path == "/health") {
+    return get ? SendJson(conn, 200, "{}")
+               : SendError(conn, absl::InvalidArgumentError("use GET /health"));
+  }
+  if (path == "/v1/models") {
+    if (get) return ServeModels(impl, conn);
+    return SendError(conn, absl::InvalidArgumentError("use GET /v1/models"));
+  }
+  for (auto [p, endpoint] : {std::pair{"/v1/chat/completions", Endpoint::kChatCompletions},
+                             std::pair{"/v1/completions", Endpoint::kCompletions}}) {
+    if (path != p) continue;
+    if (post) return ServeGeneration(impl, conn, endpoint);
+    HttpError e = ErrorFor(absl::InvalidArgumentError(absl::StrCat("use POST ", p)));
+    SendBody(conn, 405, "application/json", e.body, "Allow: POST\r\n");
+    return 405;
+  }
+  return SendError(conn, absl::NotFoundError(absl::StrCat(
+                             "no such endpoint: ", text::SanitizeUtf8(path),
+                             " (this server has /v1/chat/completions, /v1/completions, "
+                             "/v1/models, /health)")));
+}
+
+namespace {
+
+int LogCivetMessage(const mg_connection*, const char* message) {
+  LogWarning(absl::StrCat("http: ", message));
+  return 1;
+}
+
+// "HOST:PORT" -> CivetWeb's "HOST:PORT" (plain) or "HOST:PORTs" (TLS).
+absl::StatusOr<int> ParsePort(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+      port <= 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--http-listen: '", listen,
+                                                   "' is not HOST:PORT with a port in 1..65535"));
+  }
+  return port;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(HttpFrontOptions options,
+                                                            std::shared_ptr<grpc::Channel> api,
+                                                            const text::Tokenizer* tokenizer) {
+  absl::StatusOr<int> port = ParsePort(options.listen);
+  if (!port.ok()) return port.status();
+  if (options.threads < 1) return absl::InvalidArgumentError("--http-threads must be >= 1");
+  std::unique_ptr<HttpFront> front(new HttpFront());
+  front->impl_ = std::make_unique<Impl>();
+  Impl& impl = *front->impl_;
+  impl.options = std::move(options);
+  impl.stub = v1::Generation::NewStub(std::move(api));
+  impl.tokenizer = tokenizer;
+  impl.started = static_cast<int64_t>(std::time(nullptr));
+
+  const std::string threads = std::to_string(impl.options.threads);
+  const char* civet_options[] = {
+      "listening_ports", impl.options.listen.c_str(), "num_threads", threads.c_str(),
+      // Reads and writes of one connection; a stream's pauses between tokens are not I/O.
+      "request_timeout_ms", "60000", "enable_keep_alive", "yes", "keep_alive_timeout_ms", "60000",
+      nullptr};
+  mg_init_library(0);
+  mg_callbacks callbacks{};
+  callbacks.begin_request = &HttpFront::HandleRequest;
+  callbacks.log_message = &LogCivetMessage;
+  front->context_ = mg_start(&callbacks, &impl, civet_options);
+  if (front->context_ == nullptr) {
+    mg_exit_library();
+    return absl::UnavailableError(absl::StrCat("cannot serve HTTP on ", impl.options.listen,
+                                               " (port in use, or not a local address)"));
+  }
+  front->port_ = *port;
+  return front;
+}
+
+HttpFront::~HttpFront() {
+  if (context_ != nullptr) {
+    mg_stop(context_);
+    mg_exit_library();
+  }
+}
+
+}  // namespace caduceus::router::http

@@ -1,0 +1,390 @@
+"""The OpenAI-compatible HTTP API end to end: a real router (--http-listen, bearer token, audit log)
+and a worker as separate processes, driven over HTTP/1.1 by Python's own http.client (no OpenAI
+SDK here: PyPI is out of reach; the wire format is what the SDK sends and parses).
+
+Checked against independent references: greedy chat completions equal the oracle's token ids (a
+float64 reference forward pass and the real tokenizer's chat-template ids), and HTTP answers equal
+what the gRPC API answers for the same request. Then streaming (SSE framing, role chunk, usage
+chunk, [DONE]), stop sequences, every error path with its HTTP status and OpenAI error body,
+back-pressure (429 with Retry-After), a client that disconnects mid-stream (its request is
+cancelled and its KV blocks freed), the audit record naming the HTTP client (and refusing a gRPC
+caller's forged one), and a graceful drain (503 for new calls, running streams finish).
+
+usage: test_openai_http.py MODEL_DIR ORACLE_JSON
+"""
+
+import http.client
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+
+import grpc
+
+import cluster
+import router_client as rc
+from caduceus.v1 import generation_pb2 as g
+
+TOKEN = "s3cret-http-token"
+AGENT = "caduceus-http-test/1"
+
+
+class Env:
+    pass
+
+
+def request(env, method, path, body=None, token=TOKEN, headers=None, raw=None):
+    """One HTTP call on a fresh connection: (status, headers dict, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", env.http_port, timeout=300)
+    h = {"User-Agent": AGENT}
+    if body is not None or raw is not None:
+        h["Content-Type"] = "application/json"
+    if token:
+        h["Authorization"] = "Bearer " + token
+    h.update(headers or {})
+    data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    conn.request(method, path, body=data, headers=h)
+    r = conn.getresponse()
+    payload = r.read()
+    conn.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, payload
+
+
+def post_json(env, path, body, **kw):
+    status, headers, payload = request(env, "POST", path, body, **kw)
+    return status, headers, json.loads(payload)
+
+
+def open_stream(env, path, body, headers=None):
+    """Starts a streaming call; returns (connection, response) with the status line read."""
+    conn = http.client.HTTPConnection("127.0.0.1", env.http_port, timeout=300)
+    h = {"User-Agent": AGENT, "Content-Type": "application/json", "Authorization": "Bearer " + TOKEN}
+    h.update(headers or {})
+    conn.request("POST", path, body=json.dumps(dict(body, stream=True)), headers=h)
+    return conn, conn.getresponse()
+
+
+def next_event(response):
+    """The next SSE event's data (a string), or None at the end of the body."""
+    data = []
+    while True:
+        line = response.readline()
+        if not line:
+            return None
+        line = line.decode().rstrip("\n")
+        if line == "":
+            if data:
+                return "\n".join(data)
+            continue
+        assert line.startswith("data: "), "not an SSE data line: %r" % line
+        data.append(line[len("data: "):])
+
+
+def read_events(response):
+    events = []
+    while True:
+        e = next_event(response)
+        if e is None:
+            return events
+        events.append(e)
+
+
+def greedy_body(**kw):
+    body = {"temperature": 0, "ignore_eos": True}
+    body.update(kw)
+    return body
+
+
+def token_ids(logprob_entries):
+    """Ids from return_tokens_as_token_ids logprob entries ("token_id:N")."""
+    out = []
+    for e in logprob_entries:
+        assert e["token"].startswith("token_id:"), e["token"]
+        out.append(int(e["token"][len("token_id:"):]))
+    return out
+
+
+def grpc_metadata():
+    return [("authorization", "Bearer " + TOKEN)]
+
+
+def expect_error(status, headers, body, want_status, words, error_type=None):
+    assert status == want_status, "want HTTP %d, got %d: %s" % (want_status, status, body)
+    assert headers.get("content-type") == "application/json", headers
+    err = body["error"]
+    assert words in err["message"], "%r not in %r" % (words, err["message"])
+    assert set(err) >= {"message", "type", "param", "code"}, err
+    if error_type:
+        assert err["type"] == error_type, err
+    print("    HTTP %d %s: %s" % (status, err["type"], err["message"]))
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+def check_models(env):
+    status, _, body = request(env, "GET", "/v1/models")
+    assert status == 200, body
+    models = json.loads(body)
+    assert models["object"] == "list" and len(models["data"]) == 1, models
+    m = models["data"][0]
+    assert m["id"] == env.served_name and m["object"] == "model", m
+    info = env.stub.GetModelInfo(g.GetModelInfoRequest(), timeout=10, metadata=grpc_metadata())
+    assert m["max_model_len"] == info.max_context and m["root"] == info.model_id, (m, info)
+    assert m["revision"] == info.revision, m
+    print("    /v1/models: %s (max_model_len %d, revision %s)" % (m["id"], m["max_model_len"], m["revision"]))
+
+
+def check_chat_matches_oracle(env):
+    for p in env.oracle["prompts"][:3]:
+        status, _, body = post_json(env, "/v1/chat/completions", greedy_body(
+            model=env.served_name, max_tokens=24, logprobs=True, return_tokens_as_token_ids=True,
+            messages=[{"role": "system", "content": p["system"]}, {"role": "user", "content": p["user"]}]))
+        assert status == 200, body
+        choice = body["choices"][0]
+        ids = token_ids(choice["logprobs"]["content"])
+        assert ids == p["gen_ids"][:24], (ids, p["gen_ids"][:24])
+        assert choice["finish_reason"] == "length", choice
+        assert body["usage"]["prompt_tokens"] == len(p["prompt_ids"]), body["usage"]
+        assert body["usage"]["completion_tokens"] == 24, body["usage"]
+        assert body["usage"]["total_tokens"] == len(p["prompt_ids"]) + 24
+        assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-"), body
+        # The same request through gRPC: same text.
+        want = env.stub.Chat(rc.chat_request([("system", p["system"]), ("user", p["user"])], 24),
+                             timeout=120, metadata=grpc_metadata())
+        assert choice["message"] == {"role": "assistant", "content": want.text}, (choice, want.text)
+        assert list(want.token_ids) == ids
+        print("    %d prompt tokens, 24 greedy tokens equal the oracle and gRPC Chat" % len(p["prompt_ids"]))
+
+
+def check_completions(env):
+    p = env.oracle["prompts"][3]
+    body = greedy_body(model=env.served_name, prompt=p["prompt_ids"], max_tokens=20, logprobs=2,
+                       return_tokens_as_token_ids=True)
+    status, _, unary = post_json(env, "/v1/completions", body)
+    assert status == 200, unary
+    choice = unary["choices"][0]
+    assert unary["object"] == "text_completion" and unary["id"].startswith("cmpl-"), unary
+    assert [int(t[len("token_id:"):]) for t in choice["logprobs"]["tokens"]] == p["gen_ids"][:20]
+    assert all(len(top) == 2 for top in choice["logprobs"]["top_logprobs"]), choice["logprobs"]
+    want = env.stub.Generate(rc.ids_request(p["prompt_ids"], 20), timeout=120, metadata=grpc_metadata())
+    assert choice["text"] == want.text, (choice["text"], want.text)
+    # OpenAI's default length for completions is 16 tokens.
+    status, _, short = post_json(env, "/v1/completions", greedy_body(prompt=p["prompt_ids"]))
+    assert status == 200 and short["usage"]["completion_tokens"] == 16, short
+    assert want.text.startswith(short["choices"][0]["text"])
+
+    # Streamed: the same text, SSE framing, usage chunk, [DONE].
+    conn, r = open_stream(env, "/v1/completions", dict(body, stream_options={"include_usage": True}))
+    assert r.status == 200 and r.getheader("Content-Type") == "text/event-stream", r.status
+    events = read_events(r)
+    conn.close()
+    assert events[-1] == "[DONE]", events[-3:]
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 20, chunks[-1]
+    text = "".join(c["choices"][0]["text"] for c in chunks[:-1])
+    ids = [int(t[len("token_id:"):]) for c in chunks[:-1] if c["choices"][0]["logprobs"]
+           for t in c["choices"][0]["logprobs"]["tokens"]]
+    assert text == want.text and ids == p["gen_ids"][:20], (text, want.text)
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-2])
+    assert len({c["id"] for c in chunks}) == 1
+    print("    completions: 20 tokens equal the oracle; streamed in %d chunks, same text" % (len(chunks) - 1))
+
+
+def check_chat_stream_and_stop(env):
+    messages = [{"role": "system", "content": "You are a careful clinical assistant."},
+                {"role": "user", "content": "What is sepsis?"}]
+    status, _, unary = post_json(env, "/v1/chat/completions", greedy_body(messages=messages, max_tokens=30))
+    assert status == 200, unary
+    text = unary["choices"][0]["message"]["content"]
+    conn, r = open_stream(env, "/v1/chat/completions", greedy_body(messages=messages, max_tokens=30))
+    assert r.status == 200, r.status
+    events = read_events(r)
+    conn.close()
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}, chunks[0]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert streamed == text, (streamed, text)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert all("usage" not in c for c in chunks)  # not asked for
+
+    # A stop string from the middle of that text: the answer ends just before it.
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    status, _, stopped = post_json(env, "/v1/chat/completions",
+                                   greedy_body(messages=messages, max_tokens=30, stop=stop))
+    assert status == 200, stopped
+    assert stopped["choices"][0]["message"]["content"] == text[:text.index(stop)], (stop, stopped)
+    assert stopped["choices"][0]["finish_reason"] == "stop", stopped
+    print("    chat stream: role chunk + %d chunks = unary text; stop %r ends it there" % (len(chunks) - 1, stop))
+
+
+def check_errors(env):
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    expect_error(*post_json(env, "/v1/chat/completions", chat, token=None), 401, "bearer token",
+                 "authentication_error")
+    expect_error(*post_json(env, "/v1/chat/completions", chat, token="wrong"), 401, "bearer token")
+    status, headers, body = request(env, "POST", "/v1/chat/completions", raw="{not json")
+    expect_error(status, headers, json.loads(body), 400, "not valid JSON", "invalid_request_error")
+    status, headers, body = request(env, "POST", "/v1/chat/completions",
+                                    raw=b'{"messages": [{"role": "user", "content": "\xff"}]}')
+    expect_error(status, headers, json.loads(body), 400, "not valid JSON")
+    expect_error(*post_json(env, "/v1/chat/completions", dict(chat, n=2)), 400, "one choice per request")
+    expect_error(*post_json(env, "/v1/chat/completions", dict(chat, model="gpt-4o")), 404,
+                 "this server serves '%s'" % env.served_name)
+    expect_error(*post_json(env, "/v1/chat/completions", dict(chat, temperature=-1)), 400,
+                 "params.sampling")
+    expect_error(*post_json(env, "/v1/chat/completions", dict(chat, max_tokens=10 ** 6)), 400,
+                 "exceeds the model's context")
+    expect_error(*post_json(env, "/v1/chat/completions",
+                            {"messages": [{"role": "tool", "content": "x"}]}), 400, "role")
+    expect_error(*post_json(env, "/v1/completions", {"prompt": [10 ** 8]}), 400, "outside the vocabulary")
+    expect_error(*post_json(env, "/v1/nonsense", chat), 404, "no such endpoint")
+    status, headers, body = request(env, "GET", "/v1/chat/completions")
+    expect_error(status, headers, json.loads(body), 405, "use POST")
+    assert headers.get("allow") == "POST", headers
+    # A refused stream gets its HTTP status, not a 200 with an error event.
+    conn, r = open_stream(env, "/v1/chat/completions", dict(chat, temperature=-1))
+    expect_error(r.status, {"content-type": r.getheader("Content-Type")}, json.loads(r.read()), 400,
+                 "params.sampling")
+    conn.close()
+    assert request(env, "GET", "/health", token=None)[0] == 200
+
+
+def running_and_waiting(env):
+    text = cluster.scrape(env.metrics_addr)
+    return (cluster.metric_value(text, "caduceus_requests_running"),
+            cluster.metric_value(text, "caduceus_requests_waiting"))
+
+
+def check_backpressure_and_disconnect(env):
+    """--max-num-seqs 2 --max-waiting-requests 1: two streams run, one waits, the next is 429.
+    Then every client hangs up: their requests are cancelled and nothing stays running."""
+    long_body = greedy_body(prompt=[128000, 9906], max_tokens=7000)
+    streams = []
+    for i in range(2):
+        conn, r = open_stream(env, "/v1/completions", long_body, headers={"X-Request-Id": "http-gone-%d" % i})
+        assert r.status == 200 and next_event(r) is not None
+        streams.append(conn)
+    # The third waits for a sequence slot (its status line comes with its first token).
+    waiting = http.client.HTTPConnection("127.0.0.1", env.http_port, timeout=300)
+    waiting.request("POST", "/v1/completions", body=json.dumps(dict(long_body, stream=True)),
+                    headers={"Authorization": "Bearer " + TOKEN, "X-Request-Id": "http-gone-2"})
+    cluster.wait_until("one request waiting", lambda: running_and_waiting(env) == (2, 1), timeout=30)
+    status, headers, body = post_json(env, "/v1/completions", {"prompt": "x", "max_tokens": 2})
+    expect_error(status, headers, body, 429, "waiting queue full", "rate_limit_error")
+    assert headers.get("retry-after") == "1", headers
+    t0 = time.time()
+    for conn in streams + [waiting]:
+        conn.sock.shutdown(2)
+        conn.close()
+    cluster.wait_until("nothing running after the clients left",
+                       lambda: running_and_waiting(env) == (0, 0), timeout=60)
+    print("    3 clients hung up: all requests ended %.1f s later (7000 tokens each were asked)"
+          % (time.time() - t0))
+    env.cancelled_ids = ["http-gone-0", "http-gone-1", "http-gone-2"]
+
+
+def audit_lines(env):
+    with open(env.audit_log) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def check_audit(env):
+    # A gRPC caller that forges the HTTP front's metadata is still recorded as itself.
+    forged = grpc_metadata() + [("x-caduceus-http-front", "guess"), ("x-caduceus-http-peer", "ipv4:10.6.6.6:1")]
+    req = rc.ids_request([128000, 9906], 2)
+    req.request_id = "grpc-forged"
+    env.stub.Generate(req, timeout=60, metadata=forged)
+    status, _, _ = post_json(env, "/v1/chat/completions",
+                             {"messages": [{"role": "user", "content": "Patient Jane Roe"}], "max_tokens": 2},
+                             headers={"X-Request-Id": "http-audit"})
+    assert status == 200
+    lines = {}
+    cluster.wait_until("audit lines", lambda: lines.update({l["request_id"]: l for l in audit_lines(env)})
+                       or {"grpc-forged", "http-audit"} <= set(lines), timeout=10)
+    http_line, grpc_line = lines["http-audit"], lines["grpc-forged"]
+    assert http_line["method"] == "Chat" and http_line["status"] == "OK", http_line
+    assert http_line["caller"]["api"] == "http", http_line["caller"]
+    assert http_line["caller"]["peer"].startswith("ipv4:127.0.0.1:"), http_line["caller"]
+    assert http_line["caller"]["user_agent"] == AGENT, http_line["caller"]
+    assert http_line["caller"]["api_token_checked"] is True
+    assert "Jane" not in json.dumps(http_line), "prompt text in the audit line"
+    assert grpc_line["caller"]["api"] == "grpc" and "10.6.6.6" not in grpc_line["caller"]["peer"], grpc_line
+    for rid in getattr(env, "cancelled_ids", []):
+        assert lines[rid]["status"] == "CANCELLED" and lines[rid]["generated_tokens"] < 7000, lines[rid]
+    print("    audit: HTTP caller %s (%s); forged gRPC metadata ignored; hung-up streams CANCELLED"
+          % (http_line["caller"]["peer"], http_line["caller"]["user_agent"]))
+
+
+def check_drain(env):
+    conn, r = open_stream(env, "/v1/chat/completions",
+                          greedy_body(messages=[{"role": "user", "content": "hi"}], max_tokens=300))
+    assert r.status == 200 and next_event(r) is not None
+    env.router.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    status, headers, body = post_json(env, "/v1/completions", {"prompt": "x", "max_tokens": 2})
+    expect_error(status, headers, body, 503, "draining", "service_unavailable")
+    events = read_events(r)
+    conn.close()
+    assert events[-1] == "[DONE]", events[-2:]
+    last = json.loads(events[-2])
+    assert last["choices"][0]["finish_reason"] == "length", last
+    code = env.router.wait(60)
+    assert code == 0, "router exit code %s" % code
+    print("    drain: new call 503, running stream finished (300 tokens), router exited 0")
+
+
+CHECKS = [check_models, check_chat_matches_oracle, check_completions, check_chat_stream_and_stop,
+          check_errors, check_backpressure_and_disconnect, check_audit, check_drain]
+
+
+def main():
+    model, oracle_path = sys.argv[1], sys.argv[2]
+    env = Env()
+    with open(oracle_path) as f:
+        env.oracle = json.load(f)
+    c = cluster.Cluster()
+    failures = []
+    try:
+        tmp = tempfile.mkdtemp(prefix="caduceus-http-")
+        token_file = os.path.join(tmp, "token")
+        with open(token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        env.audit_log = os.path.join(tmp, "audit.jsonl")
+        env.served_name = os.path.basename(model.rstrip("/"))
+        grp = c.start_worker_group(model, 1, name="h", extra=cluster.WORKER_KV)
+        router_addr = "127.0.0.1:%d" % cluster.free_port()
+        env.metrics_addr = "127.0.0.1:%d" % cluster.free_port()
+        env.http_port = cluster.free_port()
+        env.router = c.start("router", "caduceus-router", [
+            "--model", model, "--listen", router_addr, "--metrics-listen", env.metrics_addr,
+            "--replica", grp.address, "--http-listen", "127.0.0.1:%d" % env.http_port,
+            "--api-token-file", token_file, "--audit-log", env.audit_log,
+            "--max-num-seqs", 2, "--max-waiting-requests", 1, "--drain-timeout", 60])
+        cluster.wait_serving(router_addr, processes=[env.router] + grp.ranks)
+        env.stub = rc.stub(router_addr)
+        cluster.wait_until("replica up over HTTP",
+                           lambda: request(env, "GET", "/v1/models")[0] == 200, timeout=120)
+        only = os.environ.get("CADUCEUS_E2E_ONLY")
+        for check in CHECKS:
+            if only and only not in check.__name__ and check is not check_drain:
+                continue
+            print("%s:" % check.__name__)
+            try:
+                check(env)
+            except Exception:
+                traceback.print_exc(file=sys.stdout)
+                failures.append(check.__name__)
+                c.dump_logs(sys.stdout)
+    finally:
+        c.close()
+    sys.exit(cluster.report(failures))
+
+
+if __name__ == "__main__":
+    main()
