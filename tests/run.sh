@@ -25,7 +25,7 @@ echo "== parser, scheduler and CUDA-kernel tests under AddressSanitizer =="
 # kernels_cuda_emulated_test: the CUDA kernels on the CPU emulation (kernels/cuda/emulation), where
 # ASan reports a kernel's out-of-bounds access at its source line, as compute-sanitizer would.
 ASAN_TARGETS=(safetensors_test model_config_test weight_store_test caduceus_tokenizer_test caduceus_jinja_test caduceus_chat_template_test
-             block_manager_test scheduler_test scheduler_simulation_test
+             block_manager_test scheduler_test scheduler_simulation_test openai_translation_test
              cuda_emulation_test kernels_cuda_emulated_test)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCADUCEUS_SANITIZE=address -DCADUCEUS_CUDA=OFF >/dev/null
 # Every listed target must exist: a missing one would skip its tests silently. (Until 2026-12-01
@@ -48,7 +48,7 @@ echo "== fuzzing: every parser of outside input under libFuzzer (clang, ASan + U
 # templates, public-API requests (docs/fuzzing.md). FUZZ_SECONDS: "ci" (a fixed number of inputs
 # from a fixed seed: reproducible), a number of seconds per target, or 0 to skip the stage.
 FUZZ_SECONDS="${FUZZ_SECONDS:-ci}"
-FUZZ_TARGETS=(safetensors_fuzz model_config_fuzz tokenizer_fuzz chat_template_fuzz request_fuzz)
+FUZZ_TARGETS=(safetensors_fuzz model_config_fuzz tokenizer_fuzz chat_template_fuzz request_fuzz openai_request_fuzz)
 if [ "$FUZZ_SECONDS" != 0 ]; then
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
     -DCMAKE_CXX_COMPILER=clang++ -DCADUCEUS_FUZZ=ON -DCADUCEUS_CUDA=OFF \

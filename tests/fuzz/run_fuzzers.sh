@@ -17,11 +17,11 @@ BUILD="${1:?usage: run_fuzzers.sh BUILD_DIR [SECONDS] [TARGET ...]}"
 SECONDS_PER_TARGET="${2:-60}"
 # Inputs per target in `ci` mode (tuned to the executions per second measured in CI).
 declare -A CI_RUNS=([safetensors_fuzz]=400000 [model_config_fuzz]=400000 [tokenizer_fuzz]=250000
-                    [chat_template_fuzz]=60000 [request_fuzz]=1000000)
+                    [chat_template_fuzz]=60000 [request_fuzz]=1000000 [openai_request_fuzz]=300000)
 shift $(( $# >= 2 ? 2 : $# ))
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(safetensors_fuzz model_config_fuzz tokenizer_fuzz chat_template_fuzz request_fuzz)
+  TARGETS=(safetensors_fuzz model_config_fuzz tokenizer_fuzz chat_template_fuzz request_fuzz openai_request_fuzz)
 fi
 WORK="$(mktemp -d /tmp/caduceus-fuzz.XXXXXX)"
 failed=()
