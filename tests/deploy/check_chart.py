@@ -117,9 +117,13 @@ def shape_problems(objs, values):
     drain = int(flag_value(args_of(rc), "--drain-timeout") or 0)
     if rpod.get("terminationGracePeriodSeconds", 30) <= drain:
         p.append("router terminationGracePeriodSeconds does not cover --drain-timeout")
+    # "http": the OpenAI-compatible API, exactly when router.http.enabled.
+    want_ports = {"grpc", "metrics"} | ({"http"} if values["router"].get("http", {}).get("enabled") else set())
     ports = {pt["name"] for pt in rc["ports"]}
-    if ports != {"grpc", "metrics"}:
-        p.append(f"router ports {ports}")
+    if ports != want_ports:
+        p.append(f"router ports {ports}, want {want_ports}")
+    if ("http" in want_ports) != bool(flag_value(args_of(rc), "--http-listen")):
+        p.append("router: --http-listen and router.http.enabled disagree")
     # Bearer tokens: the public API's, and the registry's that the worker leaders present.
     registry_token = values["router"]["registryToken"]
     p += token_problems("router", rpod, rc, args_of(rc), "--api-token-file", values["router"]["apiToken"])
@@ -127,8 +131,8 @@ def shape_problems(objs, values):
     if not flag_value(args_of(rc), "--forget-replica-after"):
         p.append("router: no --forget-replica-after (replaced replicas would count as down forever)")
     svc_ports = {pt["name"] for s in by_kind(objs, "Service") if s["metadata"]["name"].endswith("-router") for pt in s["spec"]["ports"]}
-    if svc_ports != {"grpc", "metrics"}:
-        p.append(f"router Service ports {svc_ports}")
+    if svc_ports != want_ports:
+        p.append(f"router Service ports {svc_ports}, want {want_ports}")
 
     # Workers: one workload, StatefulSet or LeaderWorkerSet.
     sts, lws = by_kind(objs, "StatefulSet"), by_kind(objs, "LeaderWorkerSet")
