@@ -34,13 +34,13 @@ namespace {
 
 void SendBody(mg_connection* conn, int status, std::string_view content_type,
               std::string_view body, std::string_view extra_headers = "") {
-  mg_printf(conn,
-            "HTTP/1.1 %d %s\r\nContent-Type: %.*s\r\nContent-Length: %zu\r\n"
-            "Cache-Control: no-store\r\n%.*s\r\n",
-            status, mg_get_response_code_text(conn, status),
-            static_cast<int>(content_type.size()), content_type.data(), body.size(),
-            static_cast<int>(extra_headers.size()), extra_headers.data());
-  mg_write(conn, body.data(), body.size());
+  // Status line, headers and body in one write: two writes meet Nagle's algorithm and the
+  // client's delayed ACK, 40 ms per call (measured: docs/performance.md).
+  const std::string response = absl::StrCat(
+      "HTTP/1.1 ", status, " ", mg_get_response_code_text(conn, status),
+      "\r\nContent-Type: ", std::string(content_type), "\r\nContent-Length: ", body.size(),
+      "\r\nCache-Control: no-store\r\n", std::string(extra_headers), "\r\n", std::string(body));
+  mg_write(conn, response.data(), response.size());
 }
 
 int SendJson(mg_connection* conn, int status, std::string_view body) {
@@ -290,7 +290,8 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(HttpFrontOptions opt
       "listening_ports", impl.options.listen.c_str(), "num_threads", threads.c_str(),
       // Reads and writes of one connection; a stream's pauses between tokens are not I/O.
       "request_timeout_ms", "60000", "enable_keep_alive", "yes", "keep_alive_timeout_ms", "60000",
-      nullptr};
+      // Streamed tokens are small writes that must leave at once.
+      "tcp_nodelay", "1", nullptr};
   mg_init_library(0);
   mg_callbacks callbacks{};
   callbacks.begin_request = &HttpFront::HandleRequest;
