@@ -197,6 +197,13 @@ absl::Status ParseParameters(const json& body, Endpoint endpoint, OpenAiCall* ca
   if (const json* v = Field(body, "stop_token_ids"); v != nullptr) {
     RETURN_IF_ERROR(ParseIdArray("stop_token_ids", *v, p->mutable_stop_token_ids()));
   }
+  ASSIGN_OR_RETURN(auto priority, Integer(body, "priority"));
+  if (priority.has_value()) {
+    if (*priority < std::numeric_limits<int32_t>::min() || *priority > std::numeric_limits<int32_t>::max()) {
+      return Invalid("priority", "out of range");
+    }
+    p->set_priority(static_cast<int32_t>(*priority));
+  }
   ASSIGN_OR_RETURN(auto ignore_eos, Bool(body, "ignore_eos"));
   p->set_ignore_eos(ignore_eos.value_or(false));
 

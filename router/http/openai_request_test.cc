@@ -34,7 +34,7 @@ TEST(OpenAiRequest, ChatMessagesAndEveryParameter) {
     "repetition_penalty": 1.1, "frequency_penalty": 0.5, "presence_penalty": -0.5,
     "seed": 42, "logprobs": true, "top_logprobs": 3, "stop": ["\n\n", "END"],
     "stop_token_ids": [128009], "ignore_eos": true, "user": "ward-7", "n": 1,
-    "return_tokens_as_token_ids": true, "tool_choice": "none", "response_format": {"type": "text"},
+    "return_tokens_as_token_ids": true, "priority": -3, "tool_choice": "none", "response_format": {"type": "text"},
     "some_future_field": {"x": 1}})");
   EXPECT_EQ(call.model, "med42");
   EXPECT_TRUE(call.stream);
@@ -62,6 +62,7 @@ TEST(OpenAiRequest, ChatMessagesAndEveryParameter) {
   ASSERT_EQ(p.stop_token_ids_size(), 1);
   EXPECT_EQ(p.stop_token_ids(0), 128009);
   EXPECT_TRUE(p.ignore_eos());
+  EXPECT_EQ(p.priority(), -3);
 }
 
 TEST(OpenAiRequest, UnsetFieldsStayUnsetForTheRouterDefaults) {

@@ -18,7 +18,7 @@ Scheduler::Scheduler(const SchedulerConfig& config)
 
 absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t max_new_tokens,
                             absl::Time arrival_time, std::span<const int32_t> generated,
-                            int32_t max_reused_prefix) {
+                            int32_t max_reused_prefix, int32_t priority) {
   if (prompt_ids.empty()) return absl::InvalidArgumentError("empty prompt");
   if (max_new_tokens < 1) {
     return absl::InvalidArgumentError(
@@ -65,7 +65,8 @@ absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t m
   seq->max_new_tokens = max_new_tokens;
   seq->max_reused_prefix = std::max(0, max_reused_prefix);
   seq->arrival_time = arrival_time;
-  waiting_.push_back(seq.get());
+  seq->priority = priority;
+  InsertWaiting(seq.get());
   waiting_tokens_ += known;
   seqs_.emplace(id, std::move(seq));
   return absl::OkStatus();
@@ -90,7 +91,7 @@ ScheduledStep Scheduler::Schedule() {
 }
 
 ScheduledStep Scheduler::ScheduleAhead() {
-  if (BlocksShortAhead()) {
+  if (BlocksShortAhead() || PriorityPreemptionDue()) {
     ScheduledStep step;
     step.must_drain = true;
     return step;
@@ -125,7 +126,7 @@ ScheduledStep Scheduler::PlanStep(bool ahead) {
   std::vector<Sequence*> plan;
   const bool may_preempt = !ahead;
 
-  // 1. Decodes, oldest first: one token each. They come first because each is a user waiting
+  // 1. Decodes, highest rank (oldest) first: one token each. They come first because each is a user waiting
   //    for the next token, and max_tokens_per_step >= max_num_seqs means they all fit.
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence* s = running_[i];
@@ -134,9 +135,9 @@ ScheduledStep Scheduler::PlanStep(bool ahead) {
     Plan(s, 1, budget, plan);
   }
 
-  // 2. Running prefills (chunked, and recomputes after preemption), oldest first. A chunk
+  // 2. Running prefills (chunked, and recomputes after preemption), highest rank first. A chunk
   //    shrinks to the blocks there are; only when not a single token fits does the sequence
-  //    preempt newer ones (possibly decodes planned above, whose budget is then returned).
+  //    preempt lower-ranked ones (possibly decodes planned above, whose budget is then returned).
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence* s = running_[i];
     if (s->planned > 0 || !CanPrefill(*s)) continue;  // decodes were handled in pass 1
@@ -154,7 +155,7 @@ ScheduledStep Scheduler::PlanStep(bool ahead) {
 
   // 3. Admission. Skipped in a step that preempted: the blocks just freed are needed by the
   //    older running sequences, and re-admitting the victim at once would only thrash.
-  if (step.preempted.empty()) Admit(budget, plan);
+  if (step.preempted.empty()) Admit(may_preempt, budget, plan, step);
 
   // Materialize: the plan is final, positions advance now.
   std::vector<Executed>& executed = unconfirmed_.emplace_back();
@@ -191,7 +192,7 @@ bool Scheduler::EnsureSlots(size_t index, int64_t slots, bool may_preempt, Sched
                             int32_t& budget) {
   Sequence* s = running_[index];
   while (blocks_.BlocksNeeded(s->id, slots) > blocks_.num_available()) {
-    // Nobody newer to take blocks from, or (planning ahead) no preemption allowed.
+    // Nobody lower-ranked to take blocks from, or (planning ahead) no preemption allowed.
     if (!may_preempt || running_.size() <= index + 1) return false;
     Preempt(running_.back(), step, budget);
   }
@@ -207,18 +208,27 @@ void Scheduler::Preempt(Sequence* seq, ScheduledStep& step, int32_t& budget) {
   seq->num_computed = 0;
   seq->first_step = true;
   seq->unsampled = 0;  // Schedule (never ScheduleAhead) preempts: nothing is in flight
-  // The victim is the newest running sequence, hence older than everything waiting: the front
-  // keeps the queue in age order, and it resumes before any newer request is admitted.
-  waiting_.push_front(seq);
+  // The victim is the lowest-ranked running sequence. With one priority it is older than
+  // everything waiting, so it goes to the front and resumes before any newer request.
+  InsertWaiting(seq);
   waiting_tokens_ += static_cast<int64_t>(seq->tokens.size());
   step.preempted.push_back(seq->id);
   ++preemptions_total_;
 }
 
-void Scheduler::Admit(int32_t& budget, std::vector<Sequence*>& plan) {
-  while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < config_.max_num_seqs &&
-         budget > 0) {
+void Scheduler::Admit(bool may_preempt, int32_t& budget, std::vector<Sequence*>& plan,
+                      ScheduledStep& step) {
+  while (!waiting_.empty()) {
     Sequence* s = waiting_.front();
+    // A sequence preempted in this step stays out of it (re-admitting it at once would thrash).
+    if (std::find(step.preempted.begin(), step.preempted.end(), s->id) != step.preempted.end()) break;
+    const bool may_overtake = may_preempt && HeadOutranksLowestRunning();
+    if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) {
+      if (!may_overtake) break;
+      Preempt(running_.back(), step, budget);  // a full batch makes room for a more urgent one
+      continue;
+    }
+    if (budget <= 0) break;
     const int32_t len = static_cast<int32_t>(s->tokens.size());
     // The prefix cache never serves a sequence's last token (see LookupPrefix), so looking up
     // only max_reused_prefix + 1 tokens reuses at most max_reused_prefix.
@@ -227,17 +237,45 @@ void Scheduler::Admit(int32_t& budget, std::vector<Sequence*>& plan) {
     const int32_t cached = blocks_.LookupPrefix(lookup);
     // The most the cache could serve it: whole blocks, never its last token, within its limit.
     const int32_t cap = std::min(s->max_reused_prefix, len - 1) / config_.block_size * config_.block_size;
-    if (cached < cap && PrefixBeingComputed(*s, cap) > cached) break;  // FCFS: the rest waits too
+    if (cached < cap && PrefixBeingComputed(*s, cap) > cached) break;  // the rest waits too
     const int32_t n = std::min({len - cached, config_.prefill_chunk_tokens, budget});
     absl::StatusOr<int32_t> allocated = blocks_.Allocate(s->id, lookup, cached + n);
-    if (!allocated.ok()) break;  // FCFS: nobody overtakes the head of the queue
+    if (!allocated.ok()) {
+      if (!may_overtake) break;  // nobody overtakes the head of the queue
+      Preempt(running_.back(), step, budget);  // its blocks go to the more urgent head
+      continue;
+    }
     waiting_.pop_front();
     waiting_tokens_ -= len;
     s->state = State::kRunning;
     s->num_computed = *allocated;  // == cached: nothing changed since the lookup
-    running_.push_back(s);
+    InsertRunning(s);
     Plan(s, n, budget, plan);
   }
+}
+
+bool Scheduler::HeadOutranksLowestRunning() const {
+  return !waiting_.empty() && !running_.empty() &&
+         waiting_.front()->priority < running_.back()->priority;
+}
+
+bool Scheduler::PriorityPreemptionDue() const {
+  if (!HeadOutranksLowestRunning()) return false;
+  if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) return true;
+  const Sequence& head = *waiting_.front();
+  const int64_t first_chunk =
+      std::min<int64_t>(static_cast<int64_t>(head.tokens.size()), config_.prefill_chunk_tokens);
+  // Without counting the prefix cache's help: a due preemption may turn out unnecessary, and
+  // then Schedule simply admits the head without one.
+  return blocks_.BlocksFor(first_chunk) > blocks_.num_available();
+}
+
+void Scheduler::InsertWaiting(Sequence* seq) {
+  waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), seq, &RanksBefore), seq);
+}
+
+void Scheduler::InsertRunning(Sequence* seq) {
+  running_.insert(std::upper_bound(running_.begin(), running_.end(), seq, &RanksBefore), seq);
 }
 
 int32_t Scheduler::PrefixBeingComputed(const Sequence& s, int32_t cap) const {
@@ -402,10 +440,9 @@ absl::Status Scheduler::CheckInvariants() const {
   if (tokens != waiting_tokens_) {
     return absl::InternalError(absl::StrCat("waiting_tokens ", waiting_tokens_, " != ", tokens));
   }
-  auto by_order = [](const Sequence* a, const Sequence* b) { return a->order < b->order; };
-  if (!std::is_sorted(running_.begin(), running_.end(), by_order) ||
-      !std::is_sorted(waiting_.begin(), waiting_.end(), by_order)) {
-    return absl::InternalError("queues are not in age order");
+  if (!std::is_sorted(running_.begin(), running_.end(), &RanksBefore) ||
+      !std::is_sorted(waiting_.begin(), waiting_.end(), &RanksBefore)) {
+    return absl::InternalError("queues are not in rank order");
   }
   for (const Sequence* s : waiting_) {
     if (s->state != State::kWaiting) return absl::InternalError("non-waiting sequence queued");
@@ -413,10 +450,20 @@ absl::Status Scheduler::CheckInvariants() const {
   for (const Sequence* s : running_) {
     if (s->state != State::kRunning) return absl::InternalError("non-running sequence running");
   }
-  // Strict FCFS: every running sequence is older than every waiting one. This is what makes
-  // "only newer sequences are preempted" imply that the oldest sequence always progresses.
-  if (!running_.empty() && !waiting_.empty() && running_.back()->order > waiting_.front()->order) {
-    return absl::InternalError("a waiting sequence is older than a running one");
+  // FCFS within a priority: every running sequence is older than every waiting one of the same
+  // priority. This is what makes "only lower-ranked sequences are preempted" imply that the
+  // highest-ranked sequence always progresses.
+  absl::flat_hash_map<int32_t, uint64_t> newest_running;
+  for (const Sequence* s : running_) {
+    uint64_t& newest = newest_running[s->priority];
+    newest = std::max(newest, s->order);
+  }
+  for (const Sequence* s : waiting_) {
+    auto it = newest_running.find(s->priority);
+    if (it != newest_running.end() && it->second > s->order) {
+      return absl::InternalError(absl::StrCat("waiting sequence ", s->id,
+                                              " is older than a running one of its priority"));
+    }
   }
   return absl::OkStatus();
 }

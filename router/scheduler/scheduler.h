@@ -2,12 +2,19 @@
 // compute which new tokens, and owns their KV block tables (through BlockManager).
 //
 // Policy (see README.md): running decodes first (1 token each), then running chunked prefills,
-// then admission of waiting sequences in FCFS order while max_num_seqs, the step's token budget
+// then admission of waiting sequences in rank order while max_num_seqs, the step's token budget
 // and free KV blocks allow, and while the head of the queue does not share a prefix that a
-// running sequence is computing (it waits a step or two and reuses those blocks). When a running sequence needs a block and none is left (after
-// evicting cached prefix blocks), the newest running sequence is preempted by recompute: its
-// blocks are freed and it goes back to the front of the waiting queue with all its tokens.
-// Only newer sequences are ever preempted for an older one, so the oldest always progresses.
+// running sequence is computing (it waits a step or two and reuses those blocks). When a
+// running sequence needs a block and none is left (after evicting cached prefix blocks), the
+// lowest-ranked running sequence is preempted by recompute: its blocks are freed and it goes
+// back to the waiting queue, in rank order, with all its tokens.
+//
+// Rank: a request's priority (lower values first, vLLM's convention; 0 by default), then age.
+// With one priority this is strict FCFS, and only newer sequences are ever preempted for an
+// older one, so the oldest always progresses. A waiting sequence of a lower priority value than
+// the lowest-ranked running one also preempts it when the batch (max_num_seqs) or the KV cache
+// is full: urgent requests (a clinician waiting) overtake background ones (batch summaries),
+// which may starve while urgent work keeps coming; that is what priorities are for.
 //
 // Step lifecycle, from the router's single loop thread:
 //   step = Schedule();           // plan; positions advance as if the step will run
@@ -69,9 +76,13 @@ class Scheduler {
   //
   // `max_reused_prefix`: at most this many leading tokens come from the prefix cache (a scored
   // request must compute the positions whose logits it scores).
+  //
+  // `priority`: lower values are admitted first and may preempt running sequences of higher
+  // values (see the policy note above); equal values are served in Add order.
   absl::Status Add(SeqId seq, std::vector<int32_t> prompt_ids, int32_t max_new_tokens,
                    absl::Time arrival_time, std::span<const int32_t> generated = {},
-                   int32_t max_reused_prefix = std::numeric_limits<int32_t>::max());
+                   int32_t max_reused_prefix = std::numeric_limits<int32_t>::max(),
+                   int32_t priority = 0);
 
   // Plans the next step (possibly empty: nothing to do, or everything waits for blocks). No step
   // may be in flight: every earlier step counts as executed (ConfirmStep) from here on.
@@ -80,7 +91,8 @@ class Scheduler {
   // Plans the next step while earlier ones are in flight (see the pipelining note above): like
   // Schedule, but without confirming them and without preempting; a sequence waiting for one
   // token from a step in flight decodes it as kSampledTokenPlaceholder. Empty with must_drain
-  // when running sequences need blocks that only a preemption would free.
+  // when running sequences need blocks that only a preemption would free, or when the head of
+  // the waiting queue is due to preempt a running sequence of a higher priority value.
   ScheduledStep ScheduleAhead();
 
   // The oldest step in flight ran (its result came back and was reported): its computed full
@@ -128,8 +140,8 @@ class Scheduler {
 
   // BlockManager::CheckInvariants plus the scheduler's own: limits respected, every sequence in
   // exactly one state, running sequences own tables covering their computed tokens and waiting
-  // ones none, queues in age order with every running sequence older than every waiting one,
-  // waiting_tokens() equal to the sum it summarizes.
+  // ones none, queues in rank order with every running sequence older than every waiting one of
+  // the same priority, waiting_tokens() equal to the sum it summarizes.
   absl::Status CheckInvariants() const;
 
  private:
@@ -138,6 +150,7 @@ class Scheduler {
   struct Sequence {
     SeqId id = 0;
     uint64_t order = 0;  // Add order: smaller is older
+    int32_t priority = 0;  // smaller is more urgent
     std::vector<int32_t> tokens;  // prompt + generated
     int32_t prompt_len = 0;
     int32_t max_new_tokens = 0;
@@ -175,17 +188,31 @@ class Scheduler {
   // Whether running sequence s has more than one known token left to compute (a prompt chunk or
   // a recompute), with no token of its own in flight.
   static bool CanPrefill(const Sequence& s);
-  // Makes room for `slots` tokens in running_[index]'s table, preempting newer running sequences
-  // (newest first, only if allowed) while blocks are short. False when even that is not enough;
+  // Makes room for `slots` tokens in running_[index]'s table, preempting lower-ranked running
+  // sequences (lowest first, only if allowed) while blocks are short. False when even that is not enough;
   // then the sequence skips this step, keeping its blocks (an older sequence may still preempt
   // it).
   bool EnsureSlots(size_t index, int64_t slots, bool may_preempt, ScheduledStep& step,
                    int32_t& budget);
-  // Frees a running sequence's blocks and puts it at the front of the waiting queue.
+  // Frees a running sequence's blocks and puts it back in the waiting queue (by rank).
   void Preempt(Sequence* seq, ScheduledStep& step, int32_t& budget);
-  // Admits waiting sequences FCFS while limits allow; stops at the first that does not fit,
-  // and at the first whose prefix a running sequence is computing (see PrefixBeingComputed).
-  void Admit(int32_t& budget, std::vector<Sequence*>& plan);
+  // Admits waiting sequences in rank order while limits allow; stops at the first that does not
+  // fit, and at the first whose prefix a running sequence is computing (see
+  // PrefixBeingComputed). A head that outranks the lowest running sequence by priority preempts
+  // it (if allowed) when the batch is full or its blocks are short.
+  void Admit(bool may_preempt, int32_t& budget, std::vector<Sequence*>& plan, ScheduledStep& step);
+  // Whether the head of the waiting queue has a lower priority value than the lowest-ranked
+  // running sequence (and so may preempt it).
+  bool HeadOutranksLowestRunning() const;
+  // Ahead planning: the head of the queue is due to preempt (HeadOutranksLowestRunning, and the
+  // batch is full or the free blocks do not hold its first chunk).
+  bool PriorityPreemptionDue() const;
+  // Ranking: priority, then age.
+  static bool RanksBefore(const Sequence* a, const Sequence* b) {
+    return a->priority != b->priority ? a->priority < b->priority : a->order < b->order;
+  }
+  void InsertWaiting(Sequence* seq);
+  void InsertRunning(Sequence* seq);
   // Leading tokens of `s` (whole blocks, at most `cap`) that a running sequence computes in this
   // step or in one in flight: the prefix cache will hold them once that step is confirmed.
   // Admitted now, `s` would compute them again (choices of a multiple-choice question sent
@@ -200,8 +227,8 @@ class Scheduler {
   SchedulerConfig config_;
   BlockManager blocks_;
   absl::flat_hash_map<SeqId, std::unique_ptr<Sequence>> seqs_;
-  std::deque<Sequence*> waiting_;   // oldest first
-  std::vector<Sequence*> running_;  // oldest first
+  std::deque<Sequence*> waiting_;   // highest rank first (RanksBefore)
+  std::vector<Sequence*> running_;  // highest rank first
   int64_t waiting_tokens_ = 0;
   uint64_t next_order_ = 0;
   std::deque<std::vector<Executed>> unconfirmed_;  // steps in flight, oldest first

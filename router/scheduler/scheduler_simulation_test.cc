@@ -4,7 +4,8 @@
 //    prefixes), cancels of waiting and running sequences, and early stops, with every step's
 //    limits, block tables and KV reads checked, and nothing leaked at the end;
 //  - PreemptionAndResumeProduceTheSameTokens: a cache small enough to force preemptions gives
-//    the same tokens as an uncapped one and as the model run directly;
+//    the same tokens as an uncapped one and as the model run directly, with random priorities
+//    (urgent requests preempting) too;
 //  - NoStarvationTest: every request completes within a bound derived from the policy (the
 //    oldest live sequence progresses every step).
 // RandomTraffic, PreemptionAndResume and NoStarvation also run pipelined, as the router runs
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -40,6 +42,7 @@ struct SimRequest {
   uint64_t id = 0;
   std::vector<int32_t> prompt;
   int32_t max_new_tokens = 0;
+  int32_t priority = 0;
 };
 
 // The router's loop for one replica, minus gRPC: owns the truth (every live sequence's tokens)
@@ -59,11 +62,13 @@ class SimRouter {
   // Add; on success the request is live from this step on.
   absl::Status Submit(const SimRequest& r) {
     RETURN_IF_ERROR(sched_->Add(r.id, r.prompt, r.max_new_tokens,
-                                absl::UnixEpoch() + absl::Milliseconds(10 * step_)));
+                                absl::UnixEpoch() + absl::Milliseconds(10 * step_), {},
+                                std::numeric_limits<int32_t>::max(), r.priority));
     truth_[r.id] = r.prompt;
-    live_[r.id] = Live{next_order_, r.max_new_tokens, static_cast<int32_t>(r.prompt.size()),
-                       step_};
-    by_order_[next_order_++] = r.id;
+    const Rank rank{r.priority, next_order_++};
+    live_[r.id] = Live{rank, r.max_new_tokens, static_cast<int32_t>(r.prompt.size()), step_};
+    by_rank_[rank] = r.id;
+    if (r.priority != 0) mixed_priorities_ = true;
     return absl::OkStatus();
   }
 
@@ -80,10 +85,10 @@ class SimRouter {
   // AbortStep (the next step must plan the same work again).
   absl::Status Step(const std::function<bool(uint64_t)>& stop, bool abort = false) {
     if (pipelined_) return PipelinedStep(stop);
-    const uint64_t oldest = by_order_.empty() ? 0 : by_order_.begin()->second;
+    const uint64_t top = by_rank_.empty() ? 0 : by_rank_.begin()->second;
     const ScheduledStep st = sched_->Schedule();
     RETURN_IF_ERROR(CheckStep(st));
-    RETURN_IF_ERROR(CheckOldestProgresses(st, oldest));
+    RETURN_IF_ERROR(CheckTopProgresses(st, top));
     if (abort) {
       sched_->AbortStep();
       ++step_;
@@ -112,24 +117,33 @@ class SimRouter {
     return absl::OkStatus();
   }
 
-  // The oldest live sequence must be in every step Schedule() plans (the no-starvation policy).
-  absl::Status CheckOldestProgresses(const ScheduledStep& st, uint64_t oldest) const {
-    if (oldest != 0 && std::none_of(st.entries.begin(), st.entries.end(),
-                                    [&](const StepEntry& e) { return e.seq_id == oldest; })) {
-      return Fail(absl::StrCat("the oldest live sequence ", oldest, " made no progress"));
+  // The highest-ranked live sequence (the oldest, with one priority) must be in every step
+  // Schedule() plans: the no-starvation policy. With mixed priorities an urgent arrival may wait
+  // a few steps to be admitted (a step that preempted for blocks admits nobody; a prefix being
+  // computed, a spent token budget), but never more than kMaxTopWait steps in a row; once
+  // running it must progress every step.
+  absl::Status CheckTopProgresses(const ScheduledStep& st, uint64_t top) {
+    if (top == 0 || std::any_of(st.entries.begin(), st.entries.end(),
+                                [&](const StepEntry& e) { return e.seq_id == top; })) {
+      top_waits_ = 0;
+      return absl::OkStatus();
     }
-    return absl::OkStatus();
+    constexpr int kMaxTopWait = 8;
+    if (mixed_priorities_ && !sched_->block_manager().HasTable(top) && ++top_waits_ <= kMaxTopWait) {
+      return absl::OkStatus();
+    }
+    return Fail(absl::StrCat("the highest-ranked live sequence ", top, " made no progress"));
   }
 
   // Pipelined: plan so that two steps are in flight, then run the oldest and report its tokens.
   // Sequences finished while in a step in flight stay known to the fake worker ("zombies") until
   // that step has run: it still computes them, and their writes must be harmless.
   absl::Status PipelinedStep(const std::function<bool(uint64_t)>& stop) {
-    const uint64_t oldest = by_order_.empty() ? 0 : by_order_.begin()->second;
+    const uint64_t top = by_rank_.empty() ? 0 : by_rank_.begin()->second;
     if (in_flight_.empty()) {
       ScheduledStep st = sched_->Schedule();
       RETURN_IF_ERROR(CheckStep(st));
-      RETURN_IF_ERROR(CheckOldestProgresses(st, oldest));
+      RETURN_IF_ERROR(CheckTopProgresses(st, top));
       if (!st.empty()) in_flight_.push_back(std::move(st));
     }
     if (in_flight_.size() == 1) {
@@ -183,7 +197,7 @@ class SimRouter {
   bool idle() const { return live_.empty(); }
   std::vector<uint64_t> live_ids() const {
     std::vector<uint64_t> ids;
-    for (const auto& [order, id] : by_order_) ids.push_back(id);
+    for (const auto& [rank, id] : by_rank_) ids.push_back(id);
     return ids;
   }
   // Generated tokens of every completed (not cancelled) request.
@@ -193,15 +207,16 @@ class SimRouter {
   int64_t max_step_tokens() const { return max_step_tokens_; }
 
  private:
+  using Rank = std::pair<int32_t, uint64_t>;  // priority, Add order
   struct Live {
-    uint64_t order;
+    Rank rank;
     int32_t max_new_tokens;
     int32_t prompt_len;
     int64_t accepted_step;
   };
 
   void Forget(uint64_t id) {
-    by_order_.erase(live_.at(id).order);
+    by_rank_.erase(live_.at(id).rank);
     live_.erase(id);
     if (InFlight(id)) zombies_[id] = truth_[id];
     truth_.erase(id);
@@ -259,7 +274,9 @@ class SimRouter {
   Truth zombies_;                        // finished while in a step in flight
   int64_t drains_ = 0, ahead_steps_ = 0, placeholders_ = 0;
   absl::flat_hash_map<uint64_t, Live> live_;
-  std::map<uint64_t, uint64_t> by_order_;  // Add order -> id, live sequences only
+  std::map<Rank, uint64_t> by_rank_;  // (priority, Add order) -> id, live sequences only
+  bool mixed_priorities_ = false;
+  int top_waits_ = 0;  // consecutive Schedule() steps the highest-ranked sequence waited
   uint64_t next_order_ = 0;
   int64_t step_ = 0;
   int64_t max_step_tokens_ = 0;
@@ -270,9 +287,10 @@ class SimRouter {
 // Random prompts that share a few prefixes (system prompts), the shape prefix reuse is for.
 class PromptGen {
  public:
+  // `priority_levels` > 1: each request gets a random priority in [0, priority_levels).
   PromptGen(uint64_t seed, std::vector<int32_t> prefix_lengths, int32_t max_suffix,
-            int32_t max_new)
-      : rng_(seed), max_suffix_(max_suffix), max_new_(max_new) {
+            int32_t max_new, int32_t priority_levels = 1)
+      : rng_(seed), max_suffix_(max_suffix), max_new_(max_new), priority_levels_(priority_levels) {
     for (int32_t len : prefix_lengths) {
       std::vector<int32_t> p(len);
       for (int32_t& t : p) t = Token();
@@ -287,6 +305,7 @@ class PromptGen {
     const int32_t suffix = Uniform(1, max_suffix_);
     for (int32_t i = 0; i < suffix; ++i) r.prompt.push_back(Token());
     r.max_new_tokens = Uniform(1, max_new_);
+    if (priority_levels_ > 1) r.priority = Uniform(0, priority_levels_ - 1);
     return r;
   }
 
@@ -303,6 +322,7 @@ class PromptGen {
   std::mt19937_64 rng_;
   int32_t max_suffix_;
   int32_t max_new_;
+  int32_t priority_levels_;
   std::vector<std::vector<int32_t>> prefixes_;
 };
 
@@ -319,6 +339,7 @@ struct TrafficCase {
   double abort_chance;    // per step: the worker does not run it (AbortStep)
   uint64_t seed;
   bool pipelined = false;  // plan ahead (then no aborts: a failure resets the replica)
+  int32_t priority_levels = 1;  // > 1: random priorities, urgent arrivals preempt
 };
 
 SchedulerConfig Config(int32_t max_num_seqs, int32_t budget, int32_t chunk, int32_t block_size,
@@ -340,8 +361,9 @@ class RandomTrafficTest : public ::testing::TestWithParam<TrafficCase> {};
 TEST_P(RandomTrafficTest, EveryStepIsValidAndNothingLeaks) {
   const TrafficCase& tc = GetParam();
   SimRouter router(tc.config, tc.pipelined);
-  PromptGen gen(tc.seed, tc.prefix_lengths, tc.max_suffix, tc.max_new);
+  PromptGen gen(tc.seed, tc.prefix_lengths, tc.max_suffix, tc.max_new, tc.priority_levels);
   uint64_t next_id = 1;
+  std::map<uint64_t, int32_t> priority_of;
   int rejected = 0, cancelled_waiting = 0, cancelled_running = 0;
   auto stop = [&](uint64_t) { return gen.Chance(tc.stop_chance); };
   for (int32_t i = 0; i < tc.steps; ++i) {
@@ -349,7 +371,9 @@ TEST_P(RandomTrafficTest, EveryStepIsValidAndNothingLeaks) {
     const double arrival_chance = (i / 1000) % 2 == 0 ? tc.arrival_chance : tc.arrival_chance / 5;
     for (int a = 0; a < 2; ++a) {
       if (!gen.Chance(arrival_chance)) continue;
-      const absl::Status s = router.Submit(gen.Next(next_id++));
+      const SimRequest r = gen.Next(next_id++);
+      priority_of[r.id] = r.priority;
+      const absl::Status s = router.Submit(r);
       if (s.code() == absl::StatusCode::kResourceExhausted) {
         ASSERT_NE(s.message().find("waiting queue full"), absl::string_view::npos) << s;
         ++rejected;
@@ -394,6 +418,20 @@ TEST_P(RandomTrafficTest, EveryStepIsValidAndNothingLeaks) {
   EXPECT_GT(cancelled_waiting, 0);
   EXPECT_GT(cancelled_running, 0);
   EXPECT_EQ(router.max_step_tokens(), tc.config.max_tokens_per_step) << "budget never filled";
+  if (tc.priority_levels > 1) {
+    // Urgent requests are served faster: mean steps from acceptance to completion by priority.
+    std::vector<double> sum(tc.priority_levels, 0), count(tc.priority_levels, 0);
+    for (const auto& [id, steps] : router.latency()) {
+      sum[priority_of.at(id)] += static_cast<double>(steps.second - steps.first);
+      count[priority_of.at(id)] += 1;
+    }
+    for (int32_t p = 0; p + 1 < tc.priority_levels; ++p) {
+      ASSERT_GT(count[p], 0);
+      EXPECT_LT(sum[p] / count[p], sum[p + 1] / count[p + 1]) << "priority " << p;
+    }
+    std::printf("%s: mean steps to completion by priority: %.1f / %.1f / %.1f\n", tc.name.c_str(),
+                sum[0] / count[0], sum[1] / count[1], sum[tc.priority_levels - 1] / count[tc.priority_levels - 1]);
+  }
   RecordProperty("completed", static_cast<int>(router.outputs().size()));
   std::printf("%s: %zu completed, %d rejected, %d+%d cancelled, %lld preemptions, %lld prefix "
               "hits (%lld tokens), %lld steps ahead, %lld drains\n",
@@ -423,7 +461,12 @@ INSTANTIATE_TEST_SUITE_P(
         TrafficCase{"block16_pipelined", Config(16, 64, 32, 16, 24, 24, 1500), {0, 20, 48, 100},
                     60, 100, 20000, 0.3, 0.04, 0.02, 0, 5, true},
         TrafficCase{"block1_pipelined", Config(6, 8, 5, 1, 96, 12, 300), {3, 10, 25}, 12, 30,
-                    20000, 0.3, 0.05, 0.03, 0, 6, true}),
+                    20000, 0.3, 0.05, 0.03, 0, 6, true},
+        // Three priorities: urgent arrivals overtake and preempt, plain and pipelined.
+        TrafficCase{"block4_priorities", Config(8, 32, 12, 4, 48, 16, 400), {0, 7, 16, 33}, 24,
+                    40, 20000, 0.35, 0.05, 0.02, 0.01, 7, false, 3},
+        TrafficCase{"block16_priorities_pipelined", Config(16, 64, 32, 16, 24, 24, 1500),
+                    {0, 20, 48, 100}, 60, 100, 20000, 0.3, 0.04, 0.02, 0, 8, true, 3}),
     [](const ::testing::TestParamInfo<TrafficCase>& info) { return info.param.name; });
 
 // Runs `requests` to completion (request i is submitted at step i / per_step), no cancels.
@@ -467,6 +510,17 @@ TEST(SchedulerSimulationTest, PreemptionAndResumeProduceTheSameTokens) {
       RunAll(small, requests, 2, &pipelined_preemptions, &pipelined_hits, /*pipelined=*/true);
   const auto pipelined_uncapped_out =
       RunAll(uncapped, requests, 2, &unused, &unused, /*pipelined=*/true);
+  // The same requests with random priorities: urgent ones preempt, outputs do not change.
+  std::vector<SimRequest> prioritized = requests;
+  for (SimRequest& r : prioritized) r.priority = gen.Uniform(0, 2);
+  int64_t priority_preemptions = 0, priority_pipelined_preemptions = 0;
+  const auto priority_out = RunAll(small, prioritized, 2, &priority_preemptions, &unused);
+  const auto priority_pipelined_out =
+      RunAll(small, prioritized, 2, &priority_pipelined_preemptions, &unused, /*pipelined=*/true);
+  EXPECT_GT(priority_preemptions, 0);
+  EXPECT_GT(priority_pipelined_preemptions, 0);
+  ASSERT_EQ(priority_out.size(), requests.size());
+  ASSERT_EQ(priority_pipelined_out.size(), requests.size());
   EXPECT_GT(pipelined_preemptions, 0);
   ASSERT_EQ(pipelined_out.size(), requests.size());
   ASSERT_EQ(pipelined_uncapped_out.size(), requests.size());
@@ -486,6 +540,8 @@ TEST(SchedulerSimulationTest, PreemptionAndResumeProduceTheSameTokens) {
     EXPECT_EQ(small_out.at(r.id), expected) << "request " << r.id;
     EXPECT_EQ(pipelined_out.at(r.id), expected) << "request " << r.id << " (pipelined)";
     EXPECT_EQ(pipelined_uncapped_out.at(r.id), expected) << "request " << r.id << " (pipelined)";
+    EXPECT_EQ(priority_out.at(r.id), expected) << "request " << r.id << " (priorities)";
+    EXPECT_EQ(priority_pipelined_out.at(r.id), expected) << "request " << r.id << " (priorities, pipelined)";
   }
   std::printf("small cache: %lld preemptions, %lld prefix-hit tokens; uncapped: %lld\n",
               static_cast<long long>(small_preemptions), static_cast<long long>(small_hits),

@@ -2,6 +2,7 @@
 // end-to-end properties are in scheduler_simulation_test.cc.
 #include "router/scheduler/scheduler.h"
 
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -446,6 +447,121 @@ TEST(SchedulerTest, AheadNeverPreemptsAndAsksToDrainInstead) {
   ASSERT_NE(Find(st, 1), nullptr);
   EXPECT_EQ(Find(st, 1)->start_pos, 8);
   EXPECT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+}
+
+TEST(SchedulerTest, AMoreUrgentRequestIsAdmittedBeforeOlderWaitingOnes) {
+  SchedulerConfig c = SmallConfig();
+  c.max_num_seqs = 1;
+  auto s = Make(c);
+  ASSERT_TRUE(s->Add(1, Ids(0, 3), 2, kT0, {}, std::numeric_limits<int32_t>::max(), 0).ok());
+  ScheduledStep st = s->Schedule();  // 1 runs
+  ASSERT_NE(Find(st, 1), nullptr);
+  ASSERT_TRUE(s->Add(2, Ids(10, 3), 2, kT0, {}, std::numeric_limits<int32_t>::max(), 5).ok());
+  ASSERT_TRUE(s->Add(3, Ids(20, 3), 2, kT0, {}, std::numeric_limits<int32_t>::max(), 5).ok());
+  ASSERT_TRUE(s->Add(4, Ids(30, 3), 2, kT0, {}, std::numeric_limits<int32_t>::max(), 1).ok());
+  // Order of service: 1 (running, most urgent), then 4 (priority 1), then 2 and 3 (5, by age).
+  std::vector<uint64_t> started;
+  for (int step = 0; step < 50 && (s->num_running() + s->num_waiting()) > 0; ++step) {
+    ReportSamples(*s, st);
+    for (uint64_t id = 1; id <= 4; ++id) {
+      if (s->Contains(id) && s->Tokens(id).size() == 5) {
+        ASSERT_TRUE(s->Finish(id).ok());
+      }
+    }
+    st = s->Schedule();
+    ASSERT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+    EXPECT_TRUE(st.preempted.empty()) << "1 outranks everyone: nobody preempts it";
+    for (const StepEntry& e : st.entries) {
+      if (e.first_step) started.push_back(e.seq_id);
+    }
+  }
+  EXPECT_THAT(started, ElementsAre(4u, 2u, 3u));
+}
+
+TEST(SchedulerTest, AMoreUrgentRequestPreemptsTheLeastUrgentWhenTheBatchIsFull) {
+  SchedulerConfig c = SmallConfig();
+  c.max_num_seqs = 2;
+  auto s = Make(c);
+  constexpr int32_t kAll = std::numeric_limits<int32_t>::max();
+  ASSERT_TRUE(s->Add(1, Ids(0, 4), 20, kT0, {}, kAll, 10).ok());
+  ASSERT_TRUE(s->Add(2, Ids(10, 4), 20, kT0, {}, kAll, 10).ok());
+  ScheduledStep st = s->Schedule();
+  ASSERT_EQ(st.entries.size(), 2u);
+  ReportSamples(*s, st);
+  st = s->Schedule();  // both decode
+  // An urgent request: planning ahead it asks to drain (only Schedule preempts)...
+  ASSERT_TRUE(s->Add(3, Ids(20, 4), 2, kT0, {}, kAll, 0).ok());
+  const ScheduledStep ahead = s->ScheduleAhead();
+  EXPECT_TRUE(ahead.must_drain);
+  EXPECT_TRUE(ahead.empty());
+  // ...and then the least urgent running sequence (the newer of the two) makes room.
+  ReportSamples(*s, st);
+  st = s->Schedule();
+  ASSERT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+  EXPECT_THAT(st.preempted, ElementsAre(2u));
+  ASSERT_NE(Find(st, 3), nullptr);
+  EXPECT_TRUE(Find(st, 3)->first_step);
+  EXPECT_EQ(Find(st, 2), nullptr) << "the victim is not re-admitted in the same step";
+  EXPECT_NE(Find(st, 1), nullptr);
+  // Sequence 2 resumes once 3 is done, and its tokens are those it would have had anyway.
+  for (int step = 0; step < 100 && s->Contains(2); ++step) {
+    ReportSamples(*s, st);
+    for (uint64_t id : {1u, 2u, 3u}) {
+      if (!s->Contains(id)) continue;
+      const size_t want = id == 3 ? 6u : 24u;
+      if (s->Tokens(id).size() == want) {
+        const auto all = s->Tokens(id);
+        for (size_t p = 4; p < all.size(); ++p) EXPECT_EQ(all[p], 1000 + static_cast<int>(p));
+        ASSERT_TRUE(s->Finish(id).ok());
+      }
+    }
+    st = s->Schedule();
+    ASSERT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+  }
+  EXPECT_FALSE(s->Contains(2));
+  EXPECT_EQ(s->preemptions_total(), 1);
+}
+
+TEST(SchedulerTest, ALessUrgentRequestNeverPreemptsAndEqualPrioritiesStayFcfs) {
+  SchedulerConfig c = SmallConfig();
+  c.max_num_seqs = 1;
+  auto s = Make(c);
+  constexpr int32_t kAll = std::numeric_limits<int32_t>::max();
+  ASSERT_TRUE(s->Add(1, Ids(0, 4), 20, kT0, {}, kAll, 3).ok());
+  ScheduledStep st = s->Schedule();
+  ASSERT_TRUE(s->Add(2, Ids(10, 4), 2, kT0, {}, kAll, 3).ok());  // same priority: waits
+  ASSERT_TRUE(s->Add(3, Ids(20, 4), 2, kT0, {}, kAll, 7).ok());  // less urgent: waits
+  for (int step = 0; step < 5; ++step) {
+    EXPECT_FALSE(s->ScheduleAhead().must_drain);
+    s->AbortStep();
+    ReportSamples(*s, st);
+    st = s->Schedule();
+    EXPECT_TRUE(st.preempted.empty());
+    EXPECT_EQ(s->num_running(), 1);
+    EXPECT_NE(Find(st, 1), nullptr);
+    ASSERT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+  }
+}
+
+TEST(SchedulerTest, AMoreUrgentRequestTakesTheBlocksOfTheLeastUrgent) {
+  SchedulerConfig c = SmallConfig();
+  c.num_blocks = 4;  // 16 slots: one 12-token sequence leaves too few for another 8-token prompt
+  auto s = Make(c);
+  constexpr int32_t kAll = std::numeric_limits<int32_t>::max();
+  ASSERT_TRUE(s->Add(1, Ids(0, 12), 4, kT0, {}, kAll, 2).ok());
+  ScheduledStep st = s->Schedule();  // 8 prompt tokens
+  ReportSamples(*s, st);
+  st = s->Schedule();  // the last 4, sampling its first token: 3 blocks used, 1 free
+  ASSERT_NE(Find(st, 1), nullptr);
+  ReportSamples(*s, st);
+  // 8 tokens need 2 blocks: only preempting sequence 1 frees them.
+  ASSERT_TRUE(s->Add(2, Ids(100, 8), 2, kT0, {}, kAll, 1).ok());
+  EXPECT_TRUE(s->ScheduleAhead().must_drain);
+  st = s->Schedule();
+  ASSERT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+  EXPECT_THAT(st.preempted, ElementsAre(1u));
+  ASSERT_NE(Find(st, 2), nullptr);
+  EXPECT_EQ(Find(st, 2)->tokens.size(), 8u);
 }
 
 TEST(SchedulerTest, ReportsOldestWaitingArrival) {

@@ -75,7 +75,8 @@ nlohmann::ordered_json Params(const RequestSpec& spec) {
           {"logprobs", spec.logprobs},
           {"ignore_eos", spec.ignore_eos},
           {"stop_sequences", spec.stop.size()},
-          {"stop_token_ids", spec.stop_token_ids.size()}};
+          {"stop_token_ids", spec.stop_token_ids.size()},
+          {"priority", spec.priority}};
 }
 
 }  // namespace

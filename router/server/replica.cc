@@ -79,7 +79,7 @@ absl::Status Replica::Submit(std::shared_ptr<ActiveRequest> request) {
                                                  : std::numeric_limits<int32_t>::max();
   if (absl::Status s = scheduler_->Add(request->seq_id(), spec.prompt_ids, spec.max_new_tokens,
                                        request->arrival(), request->progress().generated,
-                                       max_reused);
+                                       max_reused, spec.priority);
       !s.ok()) {
     return s;
   }

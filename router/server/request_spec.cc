@@ -95,6 +95,7 @@ absl::Status FillParameters(const v1::GenerationParameters& p, int64_t prompt_le
     spec->stop_token_ids.push_back(id);
   }
   spec->ignore_eos = p.ignore_eos();
+  spec->priority = p.priority();
   spec->logprobs = p.logprobs() || out.top_logprobs > 0;
   return absl::OkStatus();
 }
@@ -241,6 +242,7 @@ absl::StatusOr<RequestSpec> SpecFromScore(const v1::ScoreRequest& request,
                                 model.config->max_position_embeddings, " tokens minus one"));
   }
   spec.max_new_tokens = 1;
+  spec.priority = request.priority();
   spec.sampling.temperature = 0;
   spec.ignore_eos = true;
   return spec;

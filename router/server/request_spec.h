@@ -31,6 +31,7 @@ struct RequestSpec {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   bool logprobs = false;
+  int32_t priority = 0;  // lower first (GenerationParameters.priority)
   // A Score request: prompt_ids is context + continuation, and the continuation starts at
   // score_from (0: a generation). It generates one greedy token, which nobody sees.
   int32_t score_from = 0;

@@ -61,6 +61,25 @@ TEST_F(RequestSpecTest, ExplicitZeroTemperatureIsGreedy) {
   EXPECT_TRUE(spec->sampling.IsGreedy());
 }
 
+TEST_F(RequestSpecTest, PriorityIsCarriedForGenerationAndScore) {
+  v1::GenerateRequest r;
+  r.add_prompt_ids(1);
+  auto spec = SpecFromGenerate(r, model_, limits_);
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->priority, 0);
+  r.mutable_params()->set_priority(-7);
+  spec = SpecFromGenerate(r, model_, limits_);
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->priority, -7);
+  v1::ScoreRequest score;
+  score.add_context_ids(1);
+  score.add_continuation_ids(2);
+  score.set_priority(12);
+  auto scored = SpecFromScore(score, model_, limits_);
+  ASSERT_TRUE(scored.ok()) << scored.status();
+  EXPECT_EQ(scored->priority, 12);
+}
+
 TEST_F(RequestSpecTest, RefusesBadInput) {
   ExpectInvalid(v1::GenerateRequest(), "empty prompt");
   v1::GenerateRequest both;

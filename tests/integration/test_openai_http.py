@@ -255,6 +255,39 @@ def check_errors(env):
     assert request(env, "GET", "/health", token=None)[0] == 200
 
 
+def check_priority(env):
+    """--max-num-seqs 2 full of background work (priority 10): an urgent request (priority 0)
+    preempts one of them, finishes first, and both background answers are still exactly what
+    they are alone."""
+    prompts = [[128000, 9906, 11], [128000, 791, 8893]]
+    before = cluster.metric_value(cluster.scrape(env.metrics_addr), "caduceus_preemptions_total") or 0
+    streams = []
+    for i, prompt in enumerate(prompts):
+        conn, r = open_stream(env, "/v1/completions", greedy_body(prompt=prompt, max_tokens=400, priority=10),
+                              headers={"X-Request-Id": "background-%d" % i})
+        first = next_event(r)
+        assert r.status == 200 and first is not None
+        streams.append((conn, r, first))
+    t0 = time.time()
+    status, _, urgent = post_json(env, "/v1/completions", greedy_body(prompt=[128000, 40], max_tokens=8, priority=0))
+    urgent_s = time.time() - t0
+    assert status == 200 and urgent["usage"]["completion_tokens"] == 8, urgent
+    texts = []
+    for conn, r, first in streams:
+        events = [first] + read_events(r)
+        conn.close()
+        assert events[-1] == "[DONE]"
+        texts.append("".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]))
+    t_background = time.time() - t0
+    after = cluster.metric_value(cluster.scrape(env.metrics_addr), "caduceus_preemptions_total")
+    assert after > before, "the urgent request preempted nobody (%s -> %s)" % (before, after)
+    for prompt, text in zip(prompts, texts):
+        want = env.stub.Generate(rc.ids_request(prompt, 400), timeout=120, metadata=grpc_metadata())
+        assert text == want.text, (text[:60], want.text[:60])
+    print("    urgent request done in %.2f s while 2 x 400-token background streams ran (%.2f s); "
+          "%d preemption(s); background outputs unchanged" % (urgent_s, t_background, after - before))
+
+
 def running_and_waiting(env):
     text = cluster.scrape(env.metrics_addr)
     return (cluster.metric_value(text, "caduceus_requests_running"),
@@ -340,7 +373,7 @@ def check_drain(env):
 
 
 CHECKS = [check_models, check_chat_matches_oracle, check_completions, check_chat_stream_and_stop,
-          check_errors, check_backpressure_and_disconnect, check_audit, check_drain]
+          check_errors, check_priority, check_backpressure_and_disconnect, check_audit, check_drain]
 
 
 def main():

@@ -27,6 +27,8 @@ ABSL_FLAG(std::optional<int32_t>, logprobs, std::nullopt,
           "report each generated token's logprob and its top-N alternatives (0-20)");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "stop sequences (comma-separated; never emitted)");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating past the model's end-of-sequence tokens");
+ABSL_FLAG(int32_t, priority, 0,
+          "generate/chat/score: lower values are served first (background jobs: e.g. 10)");
 
 namespace caduceus::tools {
 
@@ -39,6 +41,7 @@ absl::StatusOr<caduceus::v1::GenerationParameters> GenerationParametersFromFlags
   }
   for (const std::string& s : absl::GetFlag(FLAGS_stop)) params.add_stop(s);
   params.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+  params.set_priority(absl::GetFlag(FLAGS_priority));
 
   caduceus::v1::SamplingParameters& sampling = *params.mutable_sampling();
   if (auto t = absl::GetFlag(FLAGS_temperature)) sampling.set_temperature(static_cast<float>(*t));

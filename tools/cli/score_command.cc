@@ -13,6 +13,7 @@
 #include "tools/cli/usage_error.h"
 
 ABSL_DECLARE_FLAG(std::string, request_id);  // generate_command.cc
+ABSL_DECLARE_FLAG(int32_t, priority);        // generation_flags.cc
 ABSL_FLAG(std::string, context, "", "score: the context text (tokenized with BOS)");
 ABSL_FLAG(std::string, continuation, "", "score: the continuation text to score");
 ABSL_FLAG(std::string, context_ids, "", "score: comma-separated context ids, used as given");
@@ -33,6 +34,7 @@ absl::Status RunScore(const CommandEnv& env) {
   }
   caduceus::v1::ScoreRequest request;
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  request.set_priority(absl::GetFlag(FLAGS_priority));
   if (text) {
     request.set_context(context);
     request.set_continuation(continuation);
