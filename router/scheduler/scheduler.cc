@@ -222,13 +222,10 @@ void Scheduler::Admit(bool may_preempt, int32_t& budget, std::vector<Sequence*>&
     Sequence* s = waiting_.front();
     // A sequence preempted in this step stays out of it (re-admitting it at once would thrash).
     if (std::find(step.preempted.begin(), step.preempted.end(), s->id) != step.preempted.end()) break;
+    const bool full = static_cast<int32_t>(running_.size()) >= config_.max_num_seqs;
     const bool may_overtake = may_preempt && HeadOutranksLowestRunning();
-    if (static_cast<int32_t>(running_.size()) >= config_.max_num_seqs) {
-      if (!may_overtake) break;
-      Preempt(running_.back(), step, budget);  // a full batch makes room for a more urgent one
-      continue;
-    }
-    if (budget <= 0) break;
+    // A full batch admits nobody unless the head may preempt (which also returns budget).
+    if (full ? !may_overtake : budget <= 0) break;
     const int32_t len = static_cast<int32_t>(s->tokens.size());
     // The prefix cache never serves a sequence's last token (see LookupPrefix), so looking up
     // only max_reused_prefix + 1 tokens reuses at most max_reused_prefix.
@@ -238,6 +235,10 @@ void Scheduler::Admit(bool may_preempt, int32_t& budget, std::vector<Sequence*>&
     // The most the cache could serve it: whole blocks, never its last token, within its limit.
     const int32_t cap = std::min(s->max_reused_prefix, len - 1) / config_.block_size * config_.block_size;
     if (cached < cap && PrefixBeingComputed(*s, cap) > cached) break;  // the rest waits too
+    if (full) {
+      Preempt(running_.back(), step, budget);  // a full batch makes room for a more urgent one
+      continue;
+    }
     const int32_t n = std::min({len - cached, config_.prefill_chunk_tokens, budget});
     absl::StatusOr<int32_t> allocated = blocks_.Allocate(s->id, lookup, cached + n);
     if (!allocated.ok()) {
