@@ -4,6 +4,7 @@
 
 #include <ctime>
 #include <string_view>
+#include <tuple>
 
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
@@ -221,25 +222,37 @@ int ServeGeneration(HttpFront::Impl& impl, mg_connection* conn, Endpoint endpoin
 }  // namespace
 
 int HttpFront::HandleRequest(mg_connection* conn) {
+  Impl& impl = *static_cast<Impl*>(mg_get_request_info(conn)->user_data);
+  if (impl.options.on_call_start) impl.options.on_call_start();
+  const char* endpoint = "other";
+  const int status = Dispatch(impl, conn, &endpoint);
+  if (impl.options.on_call_end) impl.options.on_call_end(endpoint, status);
+  return status;
+}
+
+int HttpFront::Dispatch(Impl& impl, mg_connection* conn, const char** endpoint) {
   const mg_request_info* info = mg_get_request_info(conn);
-  Impl& impl = *static_cast<Impl*>(info->user_data);
   const std::string_view method = info->request_method;
   std::string_view path = info->local_uri != nullptr ? info->local_uri : "";
   if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
   const bool get = method == "GET" || method == "HEAD";
   const bool post = method == "POST";
   if (path == "/health") {
+    *endpoint = "health";
     return get ? SendJson(conn, 200, "{}")
                : SendError(conn, absl::InvalidArgumentError("use GET /health"));
   }
   if (path == "/v1/models") {
+    *endpoint = "models";
     if (get) return ServeModels(impl, conn);
     return SendError(conn, absl::InvalidArgumentError("use GET /v1/models"));
   }
-  for (auto [p, endpoint] : {std::pair{"/v1/chat/completions", Endpoint::kChatCompletions},
-                             std::pair{"/v1/completions", Endpoint::kCompletions}}) {
+  for (auto [p, kind, label] :
+       {std::tuple{"/v1/chat/completions", Endpoint::kChatCompletions, "chat_completions"},
+        std::tuple{"/v1/completions", Endpoint::kCompletions, "completions"}}) {
     if (path != p) continue;
-    if (post) return ServeGeneration(impl, conn, endpoint);
+    *endpoint = label;
+    if (post) return ServeGeneration(impl, conn, kind);
     HttpError e = ErrorFor(absl::InvalidArgumentError(absl::StrCat("use POST ", p)));
     SendBody(conn, 405, "application/json", e.body, "Allow: POST\r\n");
     return 405;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -37,6 +38,11 @@ struct HttpFrontOptions {
   // Sent with every call so that the router's audit trusts the forwarded caller (see
   // forwarded_caller.h); the router draws it at random when it starts.
   std::string front_secret;
+  // Metrics hooks (either may be empty): a call starts; a call ends with its endpoint
+  // ("chat_completions", "completions", "models", "health", "other") and HTTP status (499: the
+  // client left during a stream).
+  std::function<void()> on_call_start;
+  std::function<void(const std::string& endpoint, int http_status)> on_call_end;
 };
 
 class HttpFront {
@@ -56,6 +62,8 @@ class HttpFront {
  private:
   HttpFront() = default;
   static int HandleRequest(mg_connection* conn);
+  // Dispatches one call; `endpoint` gets its metrics label.
+  static int Dispatch(Impl& impl, mg_connection* conn, const char** endpoint);
 
   std::unique_ptr<Impl> impl_;
   mg_context* context_ = nullptr;

@@ -284,6 +284,11 @@ int Main(int argc, char** argv) {
     ho.threads = absl::GetFlag(FLAGS_http_threads);
     ho.served_model_name = absl::GetFlag(FLAGS_served_model_name);
     ho.front_secret = http_front_secret;
+    RouterMetrics* m = metrics->get();
+    ho.on_call_start = [m] { m->HttpCallStarted(); };
+    ho.on_call_end = [m](const std::string& endpoint, int status) {
+      m->HttpCallFinished(endpoint, status);
+    };
     if (ho.served_model_name.empty()) {
       const std::string dir(absl::StripSuffix(model_dir, "/"));
       ho.served_model_name = dir.substr(dir.rfind('/') + 1);

@@ -25,7 +25,9 @@ struct RouterMetrics::Impl {
   prometheus::Counter *prompt_tokens = nullptr, *generation_tokens = nullptr,
                       *preemptions = nullptr, *prefix_hits = nullptr,
                       *failovers = nullptr;
-  prometheus::Gauge *waiting = nullptr, *running = nullptr, *up = nullptr, *down = nullptr;
+  prometheus::Gauge *waiting = nullptr, *running = nullptr, *up = nullptr, *down = nullptr,
+                    *http_in_flight = nullptr;
+  prometheus::Family<prometheus::Counter>* http_calls = nullptr;
   std::mutex family_mu;  // Family::Add is thread-safe, but keep label creation serialized anyway
 };
 
@@ -78,6 +80,16 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(const std::
   auto* replicas = gauge("caduceus_replicas", "Worker replicas known to the router, by state.");
   m->up = &replicas->Add({{"state", "up"}});
   m->down = &replicas->Add({{"state", "down"}});
+  m->http_in_flight = &gauge("caduceus_http_requests_in_flight",
+                             "Calls the OpenAI-compatible HTTP API is serving (each holds one of "
+                             "--http-threads).")->Add({});
+  m->http_calls = &prometheus::BuildCounter()
+                       .Name("caduceus_http_requests_total")
+                       .Help("Finished calls of the OpenAI-compatible HTTP API by endpoint and HTTP status.")
+                       .Register(r);
+  for (const char* e : {"chat_completions", "completions"}) {
+    m->http_calls->Add({{"endpoint", e}, {"code", "200"}});  // zeros: rate() works at once
+  }
   if (!listen.empty()) {
     try {
       m->exposer = std::make_unique<prometheus::Exposer>(listen, 2);
@@ -131,6 +143,13 @@ void RouterMetrics::RemoveReplica(const std::string& replica) {
 void RouterMetrics::SetReplicas(int64_t up, int64_t down) {
   impl_->up->Set(static_cast<double>(up));
   impl_->down->Set(static_cast<double>(down));
+}
+
+void RouterMetrics::HttpCallStarted() { impl_->http_in_flight->Increment(); }
+void RouterMetrics::HttpCallFinished(const std::string& endpoint, int http_status) {
+  impl_->http_in_flight->Decrement();
+  std::lock_guard<std::mutex> lock(impl_->family_mu);
+  impl_->http_calls->Add({{"endpoint", endpoint}, {"code", std::to_string(http_status)}}).Increment();
 }
 
 std::string RouterMetrics::Scrape() const {

@@ -36,6 +36,12 @@ class RouterMetrics {
   // Drops the replica's series (it went down, or was forgotten): no stale last value.
   void RemoveReplica(const std::string& replica);
   void SetReplicas(int64_t up, int64_t down);
+  // The OpenAI-compatible HTTP API (--http-listen): calls being served, and finished calls by
+  // endpoint ("chat_completions", "completions", "models", "health", "other") and HTTP status.
+  // Includes what the front refuses itself (bad JSON, unknown model or path, body too large),
+  // which never reaches caduceus_requests_total.
+  void HttpCallStarted();
+  void HttpCallFinished(const std::string& endpoint, int http_status);
 
   std::string Scrape() const;
 

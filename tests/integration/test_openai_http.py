@@ -253,6 +253,18 @@ def check_errors(env):
                  "params.sampling")
     conn.close()
     assert request(env, "GET", "/health", token=None)[0] == 200
+    # The HTTP metrics count every one of these, those refused before the gRPC service too.
+    text = cluster.scrape(env.metrics_addr)
+
+    def http_calls(endpoint, code):
+        return cluster.metric_value(text, "caduceus_http_requests_total",
+                                    {"endpoint": endpoint, "code": str(code)}) or 0
+    assert http_calls("chat_completions", 401) == 2, text
+    assert http_calls("chat_completions", 400) >= 7 and http_calls("chat_completions", 404) == 1
+    assert http_calls("chat_completions", 405) == 1 and http_calls("other", 404) == 1
+    assert http_calls("completions", 400) == 1 and http_calls("health", 200) >= 1
+    assert http_calls("chat_completions", 200) >= 3
+    print("    caduceus_http_requests_total counts each of them by endpoint and code")
 
 
 def check_priority(env):
@@ -317,6 +329,11 @@ def check_backpressure_and_disconnect(env):
         conn.close()
     cluster.wait_until("nothing running after the clients left",
                        lambda: running_and_waiting(env) == (0, 0), timeout=60)
+    cluster.wait_until("no HTTP call in flight", lambda: cluster.metric_value(
+        cluster.scrape(env.metrics_addr), "caduceus_http_requests_in_flight") == 0, timeout=30)
+    gone = cluster.metric_value(cluster.scrape(env.metrics_addr), "caduceus_http_requests_total",
+                                {"endpoint": "completions", "code": "499"})
+    assert gone == 3, "hung-up streams counted as 499: %s" % gone
     print("    3 clients hung up: all requests ended %.1f s later (7000 tokens each were asked)"
           % (time.time() - t0))
     env.cancelled_ids = ["http-gone-0", "http-gone-1", "http-gone-2"]
