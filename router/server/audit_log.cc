@@ -82,7 +82,7 @@ nlohmann::ordered_json Params(const RequestSpec& spec) {
 }  // namespace
 
 void AuditLog::Record(const grpc::ServerContextBase& context, const CallRequest& request,
-                      const CallOutcome& outcome, bool api_token_checked) {
+                      const CallOutcome& outcome, const ApiCaller* caller) {
   const absl::Time now = absl::Now();
   nlohmann::ordered_json j;
   j["time"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone());
@@ -99,7 +99,8 @@ void AuditLog::Record(const grpc::ServerContextBase& context, const CallRequest&
   j["caller"] = {{"api", via_http ? "http" : "grpc"},
                  {"peer", via_http ? meta(http::kPeerKey) : context.peer()},
                  {"user_agent", meta(via_http ? http::kUserAgentKey : "user-agent")},
-                 {"api_token_checked", api_token_checked}};
+                 {"name", caller != nullptr ? caller->name : ""},
+                 {"api_token_checked", caller != nullptr}};
   j["status"] = absl::StatusCodeToString(static_cast<absl::StatusCode>(outcome.status.error_code()));
   if (!outcome.status.ok()) j["error"] = text::SanitizeUtf8(outcome.status.error_message());
   j["model"] = {{"id", request.model_id}, {"revision", request.revision}, {"replica", request.replica}};

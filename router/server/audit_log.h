@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "caduceus/v1/generation.pb.h"
+#include "router/server/api_callers.h"
 #include "router/server/request_spec.h"
 
 namespace caduceus::router {
@@ -51,10 +52,11 @@ class AuditLog {
   // Calls that carry this secret came through the router's own HTTP front: their record names
   // the HTTP client it forwarded (router/http/forwarded_caller.h). Set before serving.
   void TrustHttpFront(std::string secret) { http_front_secret_ = std::move(secret); }
-  // Writes the call's line (whole lines, flushed, serialized across threads). `api_token_checked`:
-  // the router requires a bearer token and this call presented the right one.
+  // Writes the call's line (whole lines, flushed, serialized across threads). `caller`: the
+  // caller whose bearer token the call presented (its name is recorded), null when the router
+  // requires no token or the call presented none that is known.
   void Record(const grpc::ServerContextBase& context, const CallRequest& request,
-              const CallOutcome& outcome, bool api_token_checked);
+              const CallOutcome& outcome, const ApiCaller* caller);
 
  private:
   AuditLog(FILE* out, bool owned, bool payloads, const text::Tokenizer* tokenizer)

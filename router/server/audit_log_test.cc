@@ -43,7 +43,7 @@ class AuditLogTest : public ::testing::Test {
     EXPECT_TRUE(log.ok()) << log.status();
     if (!log.ok()) return {};
     grpc::ServerContext context;  // no call: empty peer and metadata
-    (*log)->Record(context, call, outcome, /*api_token_checked=*/false);
+    (*log)->Record(context, call, outcome, caller_);
     log->reset();
     std::ifstream in(path_);
     std::string line, last;
@@ -60,6 +60,7 @@ class AuditLogTest : public ::testing::Test {
   }
 
   std::unique_ptr<text::Tokenizer> tokenizer_;
+  const ApiCaller* caller_ = nullptr;  // the caller RecordOne records
   std::string path_;
   std::vector<int32_t> prompt_ids_;
   RequestSpec spec_;
@@ -78,6 +79,16 @@ TEST_F(AuditLogTest, AGenerationRecordsItsParametersAndCountsButNoText) {
   EXPECT_FALSE(j.contains("prompt"));
   EXPECT_FALSE(j.contains("output"));
   EXPECT_EQ(j.dump().find("Jane"), std::string::npos);
+}
+
+TEST_F(AuditLogTest, ANamedCallerIsRecorded) {
+  const ApiCaller caller{"discharge-summaries", "t0k3n", 10};
+  caller_ = &caller;
+  const nlohmann::json j = RecordOne(false, Generation(), CallOutcome{grpc::Status::OK, &response_});
+  EXPECT_EQ(j["caller"]["name"], "discharge-summaries");
+  EXPECT_EQ(j["caller"]["api_token_checked"], true);
+  EXPECT_EQ(j["caller"]["api"], "grpc");
+  EXPECT_EQ(j.dump().find("t0k3n"), std::string::npos) << "the token itself is never written";
 }
 
 TEST_F(AuditLogTest, PayloadsAddThePromptAndTheOutput) {

@@ -26,43 +26,27 @@ std::string CodeName(absl::StatusCode code) {
 
 }  // namespace
 
-namespace {
-
-bool TokenMatches(std::string_view header, const std::string& token) {
-  // "Bearer <token>", the scheme case-insensitive (RFC 7235); the token compared in constant
-  // time, so the comparison does not tell how many leading bytes were right.
-  constexpr std::string_view kScheme = "bearer ";
-  if (header.size() != kScheme.size() + token.size()) return false;
-  for (size_t i = 0; i < kScheme.size(); ++i) {
-    if (absl::ascii_tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return false;
-  }
-  unsigned char diff = 0;
-  for (size_t i = 0; i < token.size(); ++i) {
-    diff |= static_cast<unsigned char>(header[kScheme.size() + i] ^ token[i]);
-  }
-  return diff == 0;
-}
-
-}  // namespace
-
-bool Authorized(const grpc::ServerContextBase& context, const std::string& token) {
-  if (token.empty()) return true;
-  const auto& md = context.client_metadata();
-  auto it = md.find("authorization");
-  return it != md.end() &&
-         TokenMatches(std::string_view(it->second.data(), it->second.size()), token);
-}
-
-grpc::Status GenerationService::Admit(const grpc::ServerContextBase* context) const {
-  if (!Authorized(*context, options_.api_token)) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "missing or wrong bearer token (metadata 'authorization: Bearer ...')");
+grpc::Status GenerationService::Admit(const grpc::ServerContextBase* context,
+                                      const ApiCaller** caller) const {
+  if (options_.callers.required()) {
+    const ApiCaller* found = options_.callers.Find(*context);
+    if (found == nullptr) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "missing or wrong bearer token (metadata 'authorization: Bearer ...')");
+    }
+    if (caller != nullptr) *caller = found;
   }
   if (draining_) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "router is draining (shutting down); retry on another router");
   }
   return grpc::Status::OK;
+}
+
+absl::StatusOr<RequestSpec> GenerationService::ForCaller(absl::StatusOr<RequestSpec> spec,
+                                                         const ApiCaller* caller) {
+  if (spec.ok() && caller != nullptr) spec->priority = std::max(spec->priority, caller->min_priority);
+  return spec;
 }
 
 grpc::Status GenerationService::Refuse(const absl::Status& status) {
@@ -94,8 +78,11 @@ void GenerationService::Audit(const grpc::ServerContextBase& context, const char
 void GenerationService::Audit(const grpc::ServerContextBase& context, const CallRequest& call,
                               const CallOutcome& outcome) const {
   if (options_.audit == nullptr) return;
-  options_.audit->Record(context, call, outcome, !options_.api_token.empty() && outcome.status.error_code() !=
-                                                      grpc::StatusCode::UNAUTHENTICATED);
+  const ApiCaller* caller =
+      options_.callers.required() && outcome.status.error_code() != grpc::StatusCode::UNAUTHENTICATED
+          ? options_.callers.Find(context)
+          : nullptr;
+  options_.audit->Record(context, call, outcome, caller);
 }
 
 grpc::Status GenerationService::RunUnary(grpc::ServerContext* context, const char* method,
@@ -206,36 +193,44 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::StartStream(
 grpc::Status GenerationService::Generate(grpc::ServerContext* context,
                                          const v1::GenerateRequest* request,
                                          v1::GenerateResponse* response) {
-  if (grpc::Status s = Admit(context); !s.ok()) {
+  const ApiCaller* caller = nullptr;
+  if (grpc::Status s = Admit(context, &caller); !s.ok()) {
     Audit(*context, "Generate", nullptr, CallOutcome{s, nullptr});
     return s;
   }
-  return RunUnary(context, "Generate", SpecFromGenerate(*request, *model_, options_.limits), response);
+  return RunUnary(context, "Generate", ForCaller(SpecFromGenerate(*request, *model_, options_.limits), caller),
+                  response);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::GenerateStream(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
-  if (grpc::Status s = Admit(context); !s.ok()) return RefuseStream(context, "GenerateStream", s);
+  const ApiCaller* caller = nullptr;
+  if (grpc::Status s = Admit(context, &caller); !s.ok()) return RefuseStream(context, "GenerateStream", s);
   absl::StatusOr<v1::GenerateRequest> request = ParseStreamRequest<v1::GenerateRequest>(*raw);
   if (!request.ok()) return RefuseStream(context, "GenerateStream", Refuse(request.status()));
-  return StartStream(context, "GenerateStream", SpecFromGenerate(*request, *model_, options_.limits));
+  return StartStream(context, "GenerateStream",
+                     ForCaller(SpecFromGenerate(*request, *model_, options_.limits), caller));
 }
 
 grpc::Status GenerationService::Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
                                      v1::GenerateResponse* response) {
-  if (grpc::Status s = Admit(context); !s.ok()) {
+  const ApiCaller* caller = nullptr;
+  if (grpc::Status s = Admit(context, &caller); !s.ok()) {
     Audit(*context, "Chat", nullptr, CallOutcome{s, nullptr});
     return s;
   }
-  return RunUnary(context, "Chat", SpecFromChat(*request, *model_, options_.limits), response);
+  return RunUnary(context, "Chat", ForCaller(SpecFromChat(*request, *model_, options_.limits), caller),
+                  response);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::ChatStream(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
-  if (grpc::Status s = Admit(context); !s.ok()) return RefuseStream(context, "ChatStream", s);
+  const ApiCaller* caller = nullptr;
+  if (grpc::Status s = Admit(context, &caller); !s.ok()) return RefuseStream(context, "ChatStream", s);
   absl::StatusOr<v1::ChatRequest> request = ParseStreamRequest<v1::ChatRequest>(*raw);
   if (!request.ok()) return RefuseStream(context, "ChatStream", Refuse(request.status()));
-  return StartStream(context, "ChatStream", SpecFromChat(*request, *model_, options_.limits));
+  return StartStream(context, "ChatStream",
+                     ForCaller(SpecFromChat(*request, *model_, options_.limits), caller));
 }
 
 grpc::Status GenerationService::Tokenize(grpc::ServerContext* context,
@@ -292,7 +287,8 @@ grpc::Status GenerationService::TokenizeUnaudited(grpc::ServerContext* context,
 
 grpc::Status GenerationService::Score(grpc::ServerContext* context, const v1::ScoreRequest* request,
                                       v1::ScoreResponse* response) {
-  if (grpc::Status s = Admit(context); !s.ok()) {
+  const ApiCaller* caller = nullptr;
+  if (grpc::Status s = Admit(context, &caller); !s.ok()) {
     Audit(*context, "Score", nullptr, CallOutcome{s, nullptr});
     return s;
   }
@@ -300,7 +296,8 @@ grpc::Status GenerationService::Score(grpc::ServerContext* context, const v1::Sc
   v1::GenerateResponse generated;
   std::shared_ptr<ActiveRequest> active;
   grpc::Status status =
-      RunUnaryToEnd(context, SpecFromScore(*request, *model_, options_.limits), &generated, &active);
+      RunUnaryToEnd(context, ForCaller(SpecFromScore(*request, *model_, options_.limits), caller),
+                    &generated, &active);
   if (status.ok()) status = FillScore(*active, generated, response);
   // The token generated on the way is nobody's output.
   generated.clear_token_ids();
@@ -372,7 +369,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* context,
 }
 
 grpc::Status RegistryService::Authorize(const grpc::ServerContext* context) const {
-  if (!Authorized(*context, token_)) {
+  if (workers_.required() && workers_.Find(*context) == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "worker registry: missing or wrong bearer token (give the worker the "
                         "router's --registry-token-file)");

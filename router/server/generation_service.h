@@ -12,6 +12,7 @@
 
 #include "caduceus/v1/generation.grpc.pb.h"
 #include "caduceus/worker/v1/worker.grpc.pb.h"
+#include "router/server/api_callers.h"
 #include "router/server/audit_log.h"
 #include "router/server/replica_set.h"
 #include "router/server/request_spec.h"
@@ -23,7 +24,7 @@ class ActiveRequest;
 
 struct ServiceOptions {
   RequestLimits limits;
-  std::string api_token;  // empty: no bearer-token check
+  ApiCallers callers;  // none: no bearer-token check (--api-token-file)
   bool log_payloads = false;
   AuditLog* audit = nullptr;  // null: no audit records (--audit-log)
 };
@@ -61,7 +62,11 @@ class GenerationService final : public GenerationServiceBase {
   int64_t in_flight() const { return in_flight_.load(); }
 
  private:
-  grpc::Status Admit(const grpc::ServerContextBase* context) const;
+  // UNAUTHENTICATED without a known caller's token (when callers are configured), UNAVAILABLE
+  // while draining. `caller`: the caller, null when no token is required.
+  grpc::Status Admit(const grpc::ServerContextBase* context, const ApiCaller** caller = nullptr) const;
+  // The caller's priority floor applied to a validated spec.
+  static absl::StatusOr<RequestSpec> ForCaller(absl::StatusOr<RequestSpec> spec, const ApiCaller* caller);
   // The in-flight request for a validated spec (a request id assigned if the client gave none).
   std::shared_ptr<ActiveRequest> NewRequest(RequestSpec spec);
   // Runs a unary request to the end; `method` names it in the audit record.
@@ -98,16 +103,12 @@ class GenerationService final : public GenerationServiceBase {
   std::atomic<uint64_t> next_seq_{1};
 };
 
-// Whether the call presents `token` (true when it is empty: no token configured) as its
-// "authorization: Bearer <token>" metadata: the scheme in any case (RFC 7235), the token compared
-// in constant time. For the API token and the registry token.
-bool Authorized(const grpc::ServerContextBase& context, const std::string& token);
 
 class RegistryService final : public worker::v1::ReplicaRegistry::Service {
  public:
   // `token` empty: anyone who reaches the port may register (the router warns at start).
-  RegistryService(ReplicaSet* replicas, std::string token)
-      : replicas_(replicas), token_(std::move(token)) {}
+  RegistryService(ReplicaSet* replicas, ApiCallers workers)
+      : replicas_(replicas), workers_(std::move(workers)) {}
   grpc::Status Register(grpc::ServerContext*, const worker::v1::RegisterRequest* request,
                         worker::v1::RegisterResponse* response) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const worker::v1::HeartbeatRequest* request,
@@ -119,7 +120,7 @@ class RegistryService final : public worker::v1::ReplicaRegistry::Service {
   grpc::Status Authorize(const grpc::ServerContext* context) const;
 
   ReplicaSet* replicas_;
-  const std::string token_;
+  const ApiCallers workers_;  // the registry token, as one caller; none: the registry is open
 };
 
 }  // namespace caduceus::router

@@ -65,7 +65,9 @@ ABSL_FLAG(int32_t, pipeline_depth, 2,
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve the public gRPC API over TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(std::string, api_token_file, "",
-          "file holding a bearer token every public call must present");
+          "bearer token(s) every public call must present: a file holding one token, or one "
+          "caller per line 'NAME TOKEN [MIN_PRIORITY]' (the name goes into audit records; the "
+          "caller's requests get at least MIN_PRIORITY)");
 ABSL_FLAG(std::string, registry_token_file, "",
           "file holding a bearer token workers must present to register (the worker's "
           "--registry-token-file); without it anyone who reaches the port can register a replica "
@@ -166,8 +168,14 @@ int Main(int argc, char** argv) {
   }
   ModelTextContext model{tokenizer->get(), chat_template.get(), &*config};
 
-  auto api_token = ReadTokenFile(absl::GetFlag(FLAGS_api_token_file), "--api-token-file");
-  if (!api_token.ok()) return Fail(api_token.status());
+  ApiCallers callers;
+  if (!absl::GetFlag(FLAGS_api_token_file).empty()) {
+    auto text = ReadFile(absl::GetFlag(FLAGS_api_token_file), "--api-token-file");
+    if (!text.ok()) return Fail(text.status());
+    auto parsed = ApiCallers::Parse(*text, "--api-token-file " + absl::GetFlag(FLAGS_api_token_file));
+    if (!parsed.ok()) return Fail(parsed.status());
+    callers = *std::move(parsed);
+  }
   auto registry_token =
       ReadTokenFile(absl::GetFlag(FLAGS_registry_token_file), "--registry-token-file");
   if (!registry_token.ok()) return Fail(registry_token.status());
@@ -225,7 +233,7 @@ int Main(int argc, char** argv) {
   so.limits.max_stop_bytes = absl::GetFlag(FLAGS_max_stop_bytes);
   so.limits.max_prompt_bytes = absl::GetFlag(FLAGS_max_prompt_bytes);
   so.limits.default_max_new_tokens = absl::GetFlag(FLAGS_default_max_new_tokens);
-  so.api_token = *api_token;
+  so.callers = callers;
   so.log_payloads = ro.log_payloads;
   std::unique_ptr<AuditLog> audit;
   if (!absl::GetFlag(FLAGS_audit_log).empty()) {
@@ -243,7 +251,13 @@ int Main(int argc, char** argv) {
     audit->TrustHttpFront(http_front_secret);
   }
   GenerationService generation(so, &model, replicas.get(), metrics->get());
-  RegistryService registry(replicas.get(), *registry_token);
+  ApiCallers workers;  // the registry token as one caller; none: open (warned above)
+  if (!registry_token->empty()) {
+    auto parsed = ApiCallers::Parse(*registry_token, "--registry-token-file");
+    if (!parsed.ok()) return Fail(parsed.status());
+    workers = *std::move(parsed);
+  }
+  RegistryService registry(replicas.get(), std::move(workers));
 
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
@@ -274,7 +288,9 @@ int Main(int argc, char** argv) {
   // Serving as soon as the API is up; GetModelInfo answers UNAVAILABLE until a replica is.
   server->GetHealthCheckService()->SetServingStatus(true);
   LogInfo(absl::StrCat("caduceus-router serving ", model_dir, " on ", listen,
-                       api_token->empty() ? "" : " (bearer token required)",
+                       callers.required()
+                           ? absl::StrCat(" (bearer token required; ", callers.size(), " caller(s))")
+                           : std::string(),
                        absl::GetFlag(FLAGS_tls_cert).empty() ? "" : " over TLS"));
 
   std::unique_ptr<http::HttpFront> http_front;

@@ -28,7 +28,8 @@ import cluster
 import router_client as rc
 from caduceus.v1 import generation_pb2 as g
 
-TOKEN = "s3cret-http-token"
+TOKEN = "s3cret-http-token"        # caller "clinic-chat"
+BATCH_TOKEN = "s3cret-batch-token"  # caller "batch-summaries", priority floor 10
 AGENT = "caduceus-http-test/1"
 
 
@@ -354,9 +355,17 @@ def check_audit(env):
                              {"messages": [{"role": "user", "content": "Patient Jane Roe"}], "max_tokens": 2},
                              headers={"X-Request-Id": "http-audit"})
     assert status == 200
+    # The batch caller asks for priority 0 and gets its floor, 10.
+    status, _, _ = post_json(env, "/v1/completions", {"prompt": [128000, 9906], "max_tokens": 2, "priority": 0},
+                             token=BATCH_TOKEN, headers={"X-Request-Id": "http-batch"})
+    assert status == 200
     lines = {}
     cluster.wait_until("audit lines", lambda: lines.update({l["request_id"]: l for l in audit_lines(env)})
-                       or {"grpc-forged", "http-audit"} <= set(lines), timeout=10)
+                       or {"grpc-forged", "http-audit", "http-batch"} <= set(lines), timeout=10)
+    batch = lines["http-batch"]
+    assert batch["caller"]["name"] == "batch-summaries" and batch["params"]["priority"] == 10, batch
+    assert lines["http-audit"]["caller"]["name"] == "clinic-chat", lines["http-audit"]
+    assert BATCH_TOKEN not in open(env.audit_log).read() and TOKEN not in open(env.audit_log).read()
     http_line, grpc_line = lines["http-audit"], lines["grpc-forged"]
     assert http_line["method"] == "Chat" and http_line["status"] == "OK", http_line
     assert http_line["caller"]["api"] == "http", http_line["caller"]
@@ -404,7 +413,8 @@ def main():
         tmp = tempfile.mkdtemp(prefix="caduceus-http-")
         token_file = os.path.join(tmp, "token")
         with open(token_file, "w") as f:
-            f.write(TOKEN + "\n")
+            f.write("# name token [min_priority]\nclinic-chat %s\nbatch-summaries %s 10\n"
+                    % (TOKEN, BATCH_TOKEN))
         env.audit_log = os.path.join(tmp, "audit.jsonl")
         env.served_name = os.path.basename(model.rstrip("/"))
         grp = c.start_worker_group(model, 1, name="h", extra=cluster.WORKER_KV)
