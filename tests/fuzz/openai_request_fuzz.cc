@@ -16,13 +16,10 @@
 #include "tests/fuzz/request_checks.h"
 
 using caduceus::fuzz::CheckRunnable;
-using caduceus::fuzz::Config;
 namespace http = caduceus::router::http;
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  caduceus::fuzz::Llama3Tokenizer();
-  caduceus::fuzz::Llama3ChatTemplate();
-  Config();
+  caduceus::fuzz::RequestModel();
   return 0;
 }
 
@@ -36,10 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (call.status().code() != absl::StatusCode::kInvalidArgument) __builtin_trap();
     return 0;
   }
-  caduceus::router::ModelTextContext model;
-  model.tokenizer = &caduceus::fuzz::Llama3Tokenizer();
-  model.chat_template = &caduceus::fuzz::Llama3ChatTemplate();
-  model.config = &Config();
+  const caduceus::router::ModelTextContext& model = caduceus::fuzz::RequestModel();
   const caduceus::router::RequestLimits limits;
   auto spec = endpoint == http::Endpoint::kChatCompletions
                   ? caduceus::router::SpecFromChat(call->chat, model, limits)

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "router/server/request_spec.h"
+#include "tests/fuzz/fuzz_support.h"
 #include "worker/model/model_config.h"
 
 namespace caduceus::fuzz {
@@ -37,6 +38,14 @@ inline void CheckRunnable(const caduceus::router::RequestSpec& spec) {
     if (id < 0 || id >= config.vocab_size) __builtin_trap();
   }
   if (spec.request_id.size() > caduceus::router::kMaxRequestIdBytes) __builtin_trap();
+}
+
+// What request validation needs: the real tokenizer and chat template, and Config(). The first
+// call loads them (seconds under ASan): call it from LLVMFuzzerInitialize, so that it does not
+// count against the first input's -timeout.
+inline const router::ModelTextContext& RequestModel() {
+  static const router::ModelTextContext model{&Llama3Tokenizer(), &Llama3ChatTemplate(), &Config()};
+  return model;
 }
 
 }  // namespace caduceus::fuzz

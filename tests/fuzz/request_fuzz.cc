@@ -14,23 +14,15 @@
 #include "tests/fuzz/request_checks.h"
 
 using caduceus::fuzz::CheckRunnable;
-using caduceus::fuzz::Config;
 
-// Loads the tokenizer and template before the first input (seconds under ASan, which must not
-// count against the first input's -timeout).
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  caduceus::fuzz::Llama3Tokenizer();
-  caduceus::fuzz::Llama3ChatTemplate();
-  Config();
+  caduceus::fuzz::RequestModel();
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  caduceus::router::ModelTextContext model;
-  model.tokenizer = &caduceus::fuzz::Llama3Tokenizer();
-  model.chat_template = &caduceus::fuzz::Llama3ChatTemplate();
-  model.config = &Config();
+  const caduceus::router::ModelTextContext& model = caduceus::fuzz::RequestModel();
   const caduceus::router::RequestLimits limits;
   const void* body = data + 1;
   const int body_size = static_cast<int>(size - 1);
