@@ -67,6 +67,12 @@ absl::StatusOr<ApiCallers> ApiCallers::Parse(std::string_view text, std::string_
   return out;
 }
 
+ApiCallers ApiCallers::Single(std::string token) {
+  ApiCallers out;
+  out.callers_.push_back({"default", std::move(token)});
+  return out;
+}
+
 const ApiCaller* ApiCallers::FindByAuthorization(std::string_view authorization) const {
   constexpr std::string_view kScheme = "bearer ";
   if (authorization.size() < kScheme.size() ||

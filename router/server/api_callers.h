@@ -36,6 +36,8 @@ class ApiCallers {
   // INVALID_ARGUMENT naming the line for a malformed entry, a duplicate name or token, or a
   // file without any caller. `origin` names the file in messages.
   static absl::StatusOr<ApiCallers> Parse(std::string_view text, std::string_view origin);
+  // One caller, "default", with this token taken as it is (the registry token).
+  static ApiCallers Single(std::string token);
 
   bool required() const { return !callers_.empty(); }
   size_t size() const { return callers_.size(); }

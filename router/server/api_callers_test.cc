@@ -59,6 +59,13 @@ TEST(ApiCallersTest, MalformedFilesNameTheLine) {
             "--api-token-file f line 2: caller 'b' has the token of another caller");
 }
 
+TEST(ApiCallersTest, ASingleTokenIsTakenAsItIs) {
+  ApiCallers one = ApiCallers::Single("registry token with spaces");
+  EXPECT_TRUE(one.required());
+  EXPECT_NE(one.FindByAuthorization("Bearer registry token with spaces"), nullptr);
+  EXPECT_EQ(one.FindByAuthorization("Bearer registry"), nullptr);
+}
+
 TEST(ApiCallersTest, NoCallersMeansNoTokenRequired) {
   ApiCallers none;
   EXPECT_FALSE(none.required());

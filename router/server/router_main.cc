@@ -251,13 +251,10 @@ int Main(int argc, char** argv) {
     audit->TrustHttpFront(http_front_secret);
   }
   GenerationService generation(so, &model, replicas.get(), metrics->get());
-  ApiCallers workers;  // the registry token as one caller; none: open (warned above)
-  if (!registry_token->empty()) {
-    auto parsed = ApiCallers::Parse(*registry_token, "--registry-token-file");
-    if (!parsed.ok()) return Fail(parsed.status());
-    workers = *std::move(parsed);
-  }
-  RegistryService registry(replicas.get(), std::move(workers));
+  // The registry token as one caller; none: open (warned above).
+  RegistryService registry(replicas.get(), registry_token->empty()
+                                               ? ApiCallers()
+                                               : ApiCallers::Single(*registry_token));
 
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
