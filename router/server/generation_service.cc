@@ -62,7 +62,7 @@ std::shared_ptr<ActiveRequest> GenerationService::NewRequest(RequestSpec spec) {
 
 void GenerationService::Audit(const grpc::ServerContextBase& context, const char* method,
                               const ActiveRequest* request, const CallOutcome& outcome) const {
-  if (options_.audit == nullptr) return;
+  if (options_.audit == nullptr && !options_.callers.required()) return;
   CallRequest call;
   call.method = method;
   if (request != nullptr) {
@@ -77,12 +77,17 @@ void GenerationService::Audit(const grpc::ServerContextBase& context, const char
 
 void GenerationService::Audit(const grpc::ServerContextBase& context, const CallRequest& call,
                               const CallOutcome& outcome) const {
-  if (options_.audit == nullptr) return;
   const ApiCaller* caller =
       options_.callers.required() && outcome.status.error_code() != grpc::StatusCode::UNAUTHENTICATED
           ? options_.callers.Find(context)
           : nullptr;
-  options_.audit->Record(context, call, outcome, caller);
+  // Usage per caller, for calls that reached the model (not Tokenize, not refused ones).
+  if (caller != nullptr && call.spec != nullptr) {
+    const int64_t generated = outcome.response != nullptr ? outcome.response->token_ids_size() : 0;
+    metrics_->CallerFinished(caller->name, CodeName(static_cast<absl::StatusCode>(outcome.status.error_code())),
+                             static_cast<int64_t>(call.prompt_ids->size()), generated);
+  }
+  if (options_.audit != nullptr) options_.audit->Record(context, call, outcome, caller);
 }
 
 grpc::Status GenerationService::RunUnary(grpc::ServerContext* context, const char* method,

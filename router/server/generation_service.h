@@ -82,7 +82,8 @@ class GenerationService final : public GenerationServiceBase {
   grpc::ServerWriteReactor<grpc::ByteBuffer>* RefuseStream(grpc::CallbackServerContext* context,
                                                            const char* method,
                                                            const grpc::Status& status);
-  // The call's audit record, when --audit-log is set. `request` null: refused before it existed.
+  // The call's audit record, when --audit-log is set, and its caller's usage metrics, when
+  // callers are named (--api-token-file). `request` null: refused before it existed.
   void Audit(const grpc::ServerContextBase& context, const char* method,
              const ActiveRequest* request, const CallOutcome& outcome) const;
   void Audit(const grpc::ServerContextBase& context, const CallRequest& call,

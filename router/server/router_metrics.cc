@@ -28,6 +28,8 @@ struct RouterMetrics::Impl {
   prometheus::Gauge *waiting = nullptr, *running = nullptr, *up = nullptr, *down = nullptr,
                     *http_in_flight = nullptr;
   prometheus::Family<prometheus::Counter>* http_calls = nullptr;
+  prometheus::Family<prometheus::Counter>* caller_requests = nullptr;
+  prometheus::Family<prometheus::Counter>* caller_tokens = nullptr;
   std::mutex family_mu;  // Family::Add is thread-safe, but keep label creation serialized anyway
 };
 
@@ -87,6 +89,14 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(const std::
                        .Name("caduceus_http_requests_total")
                        .Help("Finished calls of the OpenAI-compatible HTTP API by endpoint and HTTP status.")
                        .Register(r);
+  m->caller_requests = &prometheus::BuildCounter()
+                            .Name("caduceus_caller_requests_total")
+                            .Help("Finished requests by --api-token-file caller and gRPC status.")
+                            .Register(r);
+  m->caller_tokens = &prometheus::BuildCounter()
+                          .Name("caduceus_caller_tokens_total")
+                          .Help("Prompt and generated tokens by --api-token-file caller.")
+                          .Register(r);
   for (const char* e : {"chat_completions", "completions"}) {
     m->http_calls->Add({{"endpoint", e}, {"code", "200"}});  // zeros: rate() works at once
   }
@@ -143,6 +153,16 @@ void RouterMetrics::RemoveReplica(const std::string& replica) {
 void RouterMetrics::SetReplicas(int64_t up, int64_t down) {
   impl_->up->Set(static_cast<double>(up));
   impl_->down->Set(static_cast<double>(down));
+}
+
+void RouterMetrics::CallerFinished(const std::string& caller, const std::string& status,
+                                   int64_t prompt_tokens, int64_t generated_tokens) {
+  std::lock_guard<std::mutex> lock(impl_->family_mu);
+  impl_->caller_requests->Add({{"caller", caller}, {"status", status}}).Increment();
+  impl_->caller_tokens->Add({{"caller", caller}, {"kind", "prompt"}})
+      .Increment(static_cast<double>(prompt_tokens));
+  impl_->caller_tokens->Add({{"caller", caller}, {"kind", "generated"}})
+      .Increment(static_cast<double>(generated_tokens));
 }
 
 void RouterMetrics::HttpCallStarted() { impl_->http_in_flight->Increment(); }

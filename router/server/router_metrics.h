@@ -40,6 +40,11 @@ class RouterMetrics {
   // endpoint ("chat_completions", "completions", "models", "health", "other") and HTTP status.
   // Includes what the front refuses itself (bad JSON, unknown model or path, body too large),
   // which never reaches caduceus_requests_total.
+  // A call of a named caller (--api-token-file) that reached the model ended: requests by
+  // caller and gRPC status, prompt and generated tokens by caller (chargeback, per-service
+  // dashboards). Bounded: one series set per line of the token file.
+  void CallerFinished(const std::string& caller, const std::string& status, int64_t prompt_tokens,
+                      int64_t generated_tokens);
   void HttpCallStarted();
   void HttpCallFinished(const std::string& endpoint, int http_status);
 

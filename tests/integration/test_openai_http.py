@@ -366,6 +366,14 @@ def check_audit(env):
     assert batch["caller"]["name"] == "batch-summaries" and batch["params"]["priority"] == 10, batch
     assert lines["http-audit"]["caller"]["name"] == "clinic-chat", lines["http-audit"]
     assert BATCH_TOKEN not in open(env.audit_log).read() and TOKEN not in open(env.audit_log).read()
+    # Usage by caller: the batch caller made exactly one call (2 prompt + 2 generated tokens).
+    text = cluster.scrape(env.metrics_addr)
+    usage = lambda caller, kind: cluster.metric_value(text, "caduceus_caller_tokens_total",
+                                                      {"caller": caller, "kind": kind})
+    assert usage("batch-summaries", "prompt") == 2 and usage("batch-summaries", "generated") == 2, text
+    assert cluster.metric_value(text, "caduceus_caller_requests_total",
+                                {"caller": "batch-summaries", "status": "ok"}) == 1
+    assert usage("clinic-chat", "generated") > 100  # everything else in this test
     http_line, grpc_line = lines["http-audit"], lines["grpc-forged"]
     assert http_line["method"] == "Chat" and http_line["status"] == "OK", http_line
     assert http_line["caller"]["api"] == "http", http_line["caller"]
