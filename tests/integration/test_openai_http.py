@@ -268,6 +268,58 @@ def check_errors(env):
     print("    caduceus_http_requests_total counts each of them by endpoint and code")
 
 
+def check_concurrent_clients(env):
+    """12 clients at once over HTTP (streams and unary, chat and completions), retrying on 429
+    as a well-behaved client does (the router takes 2 running + 1 waiting): every answer equals
+    the one the same greedy request gets alone."""
+    import threading
+    prompts = [[128000, 1000 + 17 * i, 2000 + 3 * i] for i in range(12)]
+    alone = [env.stub.Generate(rc.ids_request(p, 24), timeout=120, metadata=grpc_metadata()).text
+             for p in prompts]
+    results, errors, retries = [None] * len(prompts), [], [0]
+
+    def client(i):
+        body = greedy_body(prompt=prompts[i], max_tokens=24)
+        try:
+            for _ in range(600):
+                if i % 2 == 0:
+                    conn, r = open_stream(env, "/v1/completions", body)
+                    if r.status == 429:
+                        r.read()
+                        conn.close()
+                        retries[0] += 1
+                        time.sleep(0.05)
+                        continue
+                    assert r.status == 200, r.status
+                    events = read_events(r)
+                    conn.close()
+                    assert events[-1] == "[DONE]"
+                    results[i] = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
+                else:
+                    status, headers, out = post_json(env, "/v1/completions", body)
+                    if status == 429:
+                        assert headers.get("retry-after") == "1"
+                        retries[0] += 1
+                        time.sleep(0.05)
+                        continue
+                    assert status == 200, out
+                    results[i] = out["choices"][0]["text"]
+                return
+            raise AssertionError("client %d: still refused after 600 tries" % i)
+        except Exception as e:  # reported by the main thread
+            errors.append("client %d: %r" % (i, e))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert results == alone, [(i, r, a) for i, (r, a) in enumerate(zip(results, alone)) if r != a]
+    print("    12 concurrent clients: all answers equal their requests alone (%d retries after 429)"
+          % retries[0])
+
+
 def check_priority(env):
     """--max-num-seqs 2 full of background work (priority 10): an urgent request (priority 0)
     preempts one of them, finishes first, and both background answers are still exactly what
@@ -407,7 +459,8 @@ def check_drain(env):
 
 
 CHECKS = [check_models, check_chat_matches_oracle, check_completions, check_chat_stream_and_stop,
-          check_errors, check_priority, check_backpressure_and_disconnect, check_audit, check_drain]
+          check_errors, check_concurrent_clients, check_priority, check_backpressure_and_disconnect,
+          check_audit, check_drain]
 
 
 def main():
