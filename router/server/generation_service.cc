@@ -55,6 +55,13 @@ grpc::Status GenerationService::Refuse(const absl::Status& status) {
 }
 
 std::shared_ptr<ActiveRequest> GenerationService::NewRequest(RequestSpec spec) {
+  if (spec.max_new_tokens_defaulted) {
+    // An unset length is "as long as it takes", as OpenAI's chat default: like the context
+    // limit, the smallest replica's KV cache shortens it instead of refusing the request (a
+    // large --default-max-new-tokens would otherwise fail every request on small caches).
+    const int64_t room = replicas_->Summarize().min_kv_tokens - static_cast<int64_t>(spec.prompt_ids.size());
+    if (room >= 1 && room < spec.max_new_tokens) spec.max_new_tokens = static_cast<int32_t>(room);
+  }
   const uint64_t seq = next_seq_++;
   if (spec.request_id.empty()) spec.request_id = absl::StrCat("req-", seq);
   return std::make_shared<ActiveRequest>(std::move(spec), model_->tokenizer, seq, absl::Now());

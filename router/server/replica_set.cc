@@ -173,6 +173,8 @@ ReplicaSet::Summary ReplicaSet::Summarize() const {
     s.in_flight += r->in_flight();
     if (load.up) {
       s.kv_blocks_total += load.num_blocks;
+      const int64_t tokens = load.num_blocks * load.block_size;
+      if (s.min_kv_tokens == 0 || tokens < s.min_kv_tokens) s.min_kv_tokens = tokens;
       if (!s.first_info) s.first_info = r->info();
     }
   }

@@ -64,6 +64,7 @@ absl::Status FillParameters(const v1::GenerationParameters& p, int64_t prompt_le
 
   spec->max_new_tokens = p.max_new_tokens() == 0 ? limits.default_max_new_tokens
                                                  : static_cast<int32_t>(std::min<uint32_t>(p.max_new_tokens(), 1u << 30));
+  spec->max_new_tokens_defaulted = p.max_new_tokens() == 0;
   const int64_t context = config.max_position_embeddings;
   if (prompt_len + spec->max_new_tokens > context) {
     if (p.max_new_tokens() == 0 && prompt_len < context) {

@@ -27,6 +27,9 @@ struct RequestSpec {
   std::vector<int32_t> prompt_ids;
   sampling::SamplingParams sampling;
   int32_t max_new_tokens = 128;
+  // max_new_tokens came from --default-max-new-tokens (the request left it unset): the router
+  // may lower it to what a replica's KV cache holds instead of refusing the request.
+  bool max_new_tokens_defaulted = false;
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;

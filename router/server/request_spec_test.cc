@@ -50,6 +50,11 @@ TEST_F(RequestSpecTest, TextPromptGetsBosAndDefaults) {
   // The special-token text stays plain text (no injection of the control token).
   for (size_t i = 1; i < spec->prompt_ids.size(); ++i) EXPECT_LT(spec->prompt_ids[i], 128000);
   EXPECT_EQ(spec->max_new_tokens, 128);
+  EXPECT_TRUE(spec->max_new_tokens_defaulted);  // the router may shorten it to fit a KV cache
+  r.mutable_params()->set_max_new_tokens(128);
+  spec = SpecFromGenerate(r, model_, limits_);
+  ASSERT_TRUE(spec.ok());
+  EXPECT_FALSE(spec->max_new_tokens_defaulted);
 }
 
 TEST_F(RequestSpecTest, ExplicitZeroTemperatureIsGreedy) {

@@ -51,7 +51,9 @@ ABSL_FLAG(int32_t, max_waiting_requests, 256,
           "waiting requests per replica before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_waiting_tokens, 262144,
           "waiting prompt tokens per replica before RESOURCE_EXHAUSTED");
-ABSL_FLAG(int32_t, default_max_new_tokens, 128, "max_new_tokens when a request leaves it unset");
+ABSL_FLAG(int32_t, default_max_new_tokens, 128,
+          "max_new_tokens when a request leaves it unset; shortened to what the context and the "
+          "smallest replica's KV cache hold (OpenAI chat clients expect long answers: raise it)");
 ABSL_FLAG(int32_t, max_stop_sequences, 16, "stop sequences per request at most");
 ABSL_FLAG(int32_t, max_stop_bytes, 256, "bytes per stop sequence at most");
 ABSL_FLAG(int32_t, max_prompt_bytes, 1 << 20, "prompt text bytes at most");

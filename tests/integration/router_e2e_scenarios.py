@@ -98,10 +98,20 @@ def cluster_c(c, model, oracle):
     grp = c.start_worker_group(model, 1, name="c", extra=["--kv-cache-bytes", 20 << 15])
     router = c.start("routerC", "caduceus-router",
                      ["--model", model, "--listen", router_addr, "--metrics-listen", metrics_addr,
-                      "--replica", grp.address])
+                      "--replica", grp.address, "--default-max-new-tokens", 4096])
     cluster.wait_serving(router_addr, processes=[router])
     stub = rc.stub(router_addr)
     cluster.wait_until("replica up", lambda: rc.info_if(stub, 1), timeout=120)
+    # A default length larger than the whole KV cache (320 tokens) shortens to what fits, as it
+    # does to the context; an explicit one is refused with the numbers.
+    unset = g.GenerateRequest(prompt_ids=[128000, 9906], params=g.GenerationParameters(
+        ignore_eos=True, sampling=g.SamplingParameters(temperature=0.0)))
+    r = stub.Generate(unset, timeout=300)
+    assert r.finish_reason == g.FINISH_REASON_LENGTH and len(r.token_ids) == 320 - 2, len(r.token_ids)
+    rc.expect_error(lambda: stub.Generate(rc.ids_request([128000, 9906], 1000), timeout=60),
+                    grpc.StatusCode.INVALID_ARGUMENT, "KV blocks")
+    print("    unset max_new_tokens (default 4096): %d tokens, what the 320-token cache holds"
+          % len(r.token_ids))
     prompts = [p["prompt_ids"] for p in oracle["prompts"][:8]]
     alone = [list(stub.Generate(rc.ids_request(p, 120), timeout=300).token_ids) for p in prompts]
     assert cluster.metric_value(cluster.scrape(metrics_addr), "caduceus_preemptions_total") == 0
