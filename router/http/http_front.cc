@@ -92,17 +92,38 @@ absl::StatusOr<std::string> ReadBody(mg_connection* conn, int64_t limit, bool* t
 
 // The HTTP caller as gRPC metadata: the bearer token (the Generation service checks it) and,
 // for the audit record, the client's address and user agent.
+// gRPC metadata values must be printable ASCII: gRPC aborts the process on any other byte
+// (found 2026-12-01: "Authorization: Bearer ümlaut" killed the router). HTTP headers may hold
+// anything CivetWeb accepts, so every forwarded value goes through one of these.
+bool PrintableAscii(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+std::string ToPrintableAscii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+  }
+  return out;
+}
+
 void ForwardCaller(const HttpFrontOptions& options, mg_connection* conn,
                    grpc::ClientContext* context) {
   context->AddMetadata(kFrontSecretKey, options.front_secret);
-  if (const char* auth = mg_get_header(conn, "Authorization"); auth != nullptr) {
+  // A token with other bytes matches no configured token (they are read from a file and
+  // compared byte for byte, and a header cannot carry them to gRPC): not forwarding it gives
+  // the same UNAUTHENTICATED as a wrong one.
+  if (const char* auth = mg_get_header(conn, "Authorization"); auth != nullptr && PrintableAscii(auth)) {
     context->AddMetadata("authorization", auth);
   }
   const mg_request_info* info = mg_get_request_info(conn);
-  context->AddMetadata(kPeerKey,
-                       absl::StrCat("ipv4:", info->remote_addr, ":", info->remote_port));
+  context->AddMetadata(kPeerKey, ToPrintableAscii(absl::StrCat("ipv4:", info->remote_addr, ":",
+                                                               info->remote_port)));
   if (const char* agent = mg_get_header(conn, "User-Agent"); agent != nullptr) {
-    context->AddMetadata(kUserAgentKey, text::SanitizeUtf8(agent));
+    context->AddMetadata(kUserAgentKey, ToPrintableAscii(agent));
   }
 }
 
@@ -208,7 +229,11 @@ int ServeGeneration(HttpFront::Impl& impl, mg_connection* conn, Endpoint endpoin
                                "' does not exist; this server serves '",
                                impl.options.served_model_name, "' (see /v1/models)")));
   }
-  call->set_request_id(RequestIdHeader(conn));
+  const std::string request_id = RequestIdHeader(conn);
+  if (text::SanitizeUtf8(request_id) != request_id) {
+    return SendError(conn, absl::InvalidArgumentError("X-Request-Id: not valid UTF-8"));
+  }
+  call->set_request_id(request_id);
   ResponseContext rc;
   rc.endpoint = endpoint;
   rc.id = endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-";
