@@ -277,6 +277,48 @@ def check_errors(env):
     print("    caduceus_http_requests_total counts each of them by endpoint and code")
 
 
+def check_hostile_input(env):
+    """300 requests with random header bytes (Authorization, User-Agent, X-Request-Id,
+    Content-Type) and random or truncated bodies, seeded: every one gets an answer with a JSON
+    error body or a 200, and the router stays up (a non-ASCII token once made gRPC abort it)."""
+    import random
+    rng = random.Random(5)
+    valid = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+
+    printable_and_high = list(range(0x20, 0x100))  # what CivetWeb passes on in a header
+    anything = [b for b in range(1, 256) if b not in (10, 13)]  # all an HTTP client can send
+
+    def junk(n):
+        alphabet = printable_and_high if rng.random() < 0.8 else anything
+        return bytes(rng.choice(alphabet) for _ in range(n))
+
+    statuses = {}
+    for i in range(300):
+        headers = {}
+        for name in ("Authorization", "User-Agent", "X-Request-Id", "Content-Type"):
+            if rng.random() < 0.5:
+                value = junk(rng.randint(0, 40))
+                if name == "Authorization" and rng.random() < 0.5:
+                    value = b"Bearer " + (TOKEN.encode() if rng.random() < 0.5 else value)
+                headers[name] = value.strip() or b"x"
+        # A valid body a third of the time: the headers then reach the gRPC call (the crash).
+        body = rng.choice([valid, valid[:rng.randint(0, len(valid))], junk(rng.randint(0, 200))])
+        path = rng.choice(["/v1/chat/completions", "/v1/completions"])
+        try:
+            status, hdrs, payload = request(env, "POST", path, token=None, headers=headers, raw=body)
+        except (http.client.HTTPException, ConnectionError):
+            # CivetWeb may refuse a request line or header it cannot parse by closing.
+            statuses["closed"] = statuses.get("closed", 0) + 1
+            continue
+        statuses[status] = statuses.get(status, 0) + 1
+        if status != 200 and hdrs.get("content-type") == "application/json":
+            assert "error" in json.loads(payload), payload
+        assert env.router.alive(), "router died on request %d: %r %r" % (i, headers, body)
+    assert env.router.alive()
+    assert request(env, "GET", "/health", token=None)[0] == 200
+    print("    300 hostile requests: %s; router up" % dict(sorted(statuses.items(), key=str)))
+
+
 def check_concurrent_clients(env):
     """12 clients at once over HTTP (streams and unary, chat and completions), retrying on 429
     as a well-behaved client does (the router takes 2 running + 1 waiting): every answer equals
@@ -468,7 +510,7 @@ def check_drain(env):
 
 
 CHECKS = [check_models, check_chat_matches_oracle, check_completions, check_chat_stream_and_stop,
-          check_errors, check_concurrent_clients, check_priority, check_backpressure_and_disconnect,
+          check_errors, check_hostile_input, check_concurrent_clients, check_priority, check_backpressure_and_disconnect,
           check_audit, check_drain]
 
 
