@@ -9,7 +9,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libabsl-dev nlohmann-json3-dev libicu-dev
   libopenblas-dev libomp-dev
-  prometheus-cpp-dev libgloo-dev
+  prometheus-cpp-dev libgloo-dev libcivetweb-dev  # CivetWeb: metrics and the OpenAI HTTP front
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   python3-numpy python3-grpcio python3-grpc-tools
   prometheus unzip openssl

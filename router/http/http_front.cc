@@ -230,7 +230,7 @@ int ServeGeneration(HttpFront::Impl& impl, mg_connection* conn, Endpoint endpoin
                                impl.options.served_model_name, "' (see /v1/models)")));
   }
   const std::string request_id = RequestIdHeader(conn);
-  if (text::SanitizeUtf8(request_id) != request_id) {
+  if (!text::IsValidUtf8(request_id)) {
     return SendError(conn, absl::InvalidArgumentError("X-Request-Id: not valid UTF-8"));
   }
   call->set_request_id(request_id);

@@ -59,7 +59,7 @@ std::shared_ptr<ActiveRequest> GenerationService::NewRequest(RequestSpec spec) {
     // An unset length is "as long as it takes", as OpenAI's chat default: like the context
     // limit, the smallest replica's KV cache shortens it instead of refusing the request (a
     // large --default-max-new-tokens would otherwise fail every request on small caches).
-    const int64_t room = replicas_->Summarize().min_kv_tokens - static_cast<int64_t>(spec.prompt_ids.size());
+    const int64_t room = replicas_->MinKvTokens() - static_cast<int64_t>(spec.prompt_ids.size());
     if (room >= 1 && room < spec.max_new_tokens) spec.max_new_tokens = static_cast<int32_t>(room);
   }
   const uint64_t seq = next_seq_++;

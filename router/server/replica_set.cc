@@ -173,12 +173,21 @@ ReplicaSet::Summary ReplicaSet::Summarize() const {
     s.in_flight += r->in_flight();
     if (load.up) {
       s.kv_blocks_total += load.num_blocks;
-      const int64_t tokens = load.num_blocks * load.block_size;
-      if (s.min_kv_tokens == 0 || tokens < s.min_kv_tokens) s.min_kv_tokens = tokens;
       if (!s.first_info) s.first_info = r->info();
     }
   }
   return s;
+}
+
+int64_t ReplicaSet::MinKvTokens() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t smallest = 0;
+  for (const Entry& e : replicas_) {
+    const Replica::Load load = e.replica->load();
+    const int64_t tokens = load.num_blocks * load.block_size;
+    if (load.up && (smallest == 0 || tokens < smallest)) smallest = tokens;
+  }
+  return smallest;
 }
 
 void ReplicaSet::MonitorLoop() {

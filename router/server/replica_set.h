@@ -41,10 +41,12 @@ class ReplicaSet {
 
   struct Summary {
     int64_t up = 0, down = 0, waiting = 0, running = 0, in_flight = 0, kv_blocks_total = 0;
-    int64_t min_kv_tokens = 0;  // the smallest up replica's KV cache, in tokens (0: none up)
     std::optional<worker::v1::InfoResponse> first_info;  // of an up replica
   };
   Summary Summarize() const;
+  // The smallest up replica's KV cache, in tokens (0: none up). Per request, so no Summary
+  // (which copies a worker's Info).
+  int64_t MinKvTokens() const;
 
  private:
   void MonitorLoop();

@@ -112,16 +112,6 @@ absl::Status CheckRequestId(const std::string& id) {
   return absl::OkStatus();
 }
 
-bool IsValidUtf8(const std::string& s) {
-  // The tokenizer's scanner: the same notion of well-formed UTF-8 as the pre-tokenizer's.
-  for (size_t pos = 0; pos < s.size();) {
-    const text::Utf8Step step = text::NextUtf8(s, pos);
-    if (step.kind != text::Utf8Kind::kValid) return false;
-    pos += step.length;
-  }
-  return true;
-}
-
 absl::StatusOr<std::vector<int32_t>> EncodeMessages(
     const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages,
     const ModelTextContext& model) {

@@ -9,6 +9,7 @@
 #include "caduceus/v1/generation.pb.h"
 #include "router/text/chat_template.h"
 #include "router/text/tokenizer.h"
+#include "router/text/tokenizer_utf8.h"
 #include "worker/model/model_config.h"
 #include "worker/sampling/sampling_params.h"
 
@@ -64,8 +65,8 @@ absl::StatusOr<RequestSpec> SpecFromScore(const v1::ScoreRequest& request,
 absl::StatusOr<std::vector<int32_t>> EncodeMessages(
     const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages,
     const ModelTextContext& model);
-// True when `s` is well-formed UTF-8.
-bool IsValidUtf8(const std::string& s);
+// True when `s` is well-formed UTF-8 (router/text/tokenizer_utf8.h).
+using text::IsValidUtf8;
 
 // request_id is echoed in every stream message and in logs; longer ones are INVALID_ARGUMENT.
 inline constexpr size_t kMaxRequestIdBytes = 256;

@@ -304,10 +304,7 @@ int Main(int argc, char** argv) {
     ho.on_call_end = [m](const std::string& endpoint, int status) {
       m->HttpCallFinished(endpoint, status);
     };
-    if (ho.served_model_name.empty()) {
-      const std::string dir(absl::StripSuffix(model_dir, "/"));
-      ho.served_model_name = dir.substr(dir.rfind('/') + 1);
-    }
+    if (ho.served_model_name.empty()) ho.served_model_name = model::ModelDirName(model_dir);
     // A prompt of --max-prompt-bytes can grow by JSON escaping (up to 6 bytes for one).
     ho.max_body_bytes = 6 * static_cast<int64_t>(so.limits.max_prompt_bytes) + (1 << 20);
     grpc::ChannelArguments args;

@@ -61,6 +61,15 @@ void AppendUtf8(char32_t c, std::string& out) {
   }
 }
 
+bool IsValidUtf8(std::string_view s) {
+  for (size_t pos = 0; pos < s.size();) {
+    const Utf8Step step = NextUtf8(s, pos);
+    if (step.kind != Utf8Kind::kValid) return false;
+    pos += step.length;
+  }
+  return true;
+}
+
 std::string SanitizeUtf8(std::string_view s) {
   std::string out;
   out.reserve(s.size());

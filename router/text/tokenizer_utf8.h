@@ -32,4 +32,7 @@ inline constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";
 // Copies `s`, replacing every ill-formed or truncated subpart with U+FFFD.
 std::string SanitizeUtf8(std::string_view s);
 
+// Whether `s` is well-formed UTF-8 (the same notion as the pre-tokenizer's).
+bool IsValidUtf8(std::string_view s);
+
 }  // namespace caduceus::text

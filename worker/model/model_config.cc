@@ -293,4 +293,10 @@ bool ModelConfig::IsEos(int token_id) const {
   return std::find(eos_token_ids.begin(), eos_token_ids.end(), token_id) != eos_token_ids.end();
 }
 
+std::string ModelDirName(const std::string& model_dir) {
+  std::filesystem::path dir = std::filesystem::weakly_canonical(std::filesystem::path(model_dir));
+  if (dir.filename().empty()) dir = dir.parent_path();  // "models/x/" -> "x"
+  return dir.filename().string();
+}
+
 }  // namespace caduceus::model

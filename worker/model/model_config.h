@@ -61,4 +61,9 @@ struct ModelConfig {
   bool IsEos(int token_id) const;
 };
 
+// The model's name as the whole cluster reports it: the model directory's own name, resolved
+// (".", a trailing "/" and symlinks name the real directory). Workers report it as their
+// model id; the router's HTTP API serves it by default.
+std::string ModelDirName(const std::string& model_dir);
+
 }  // namespace caduceus::model

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "worker/model/model_config.h"
 
 namespace caduceus::worker {
 
@@ -84,7 +85,7 @@ absl::StatusOr<ModelIdentity> IdentifyModel(const std::string& model_dir) {
     if (absl::Status s = HashPrefix(h, p, true); !s.ok()) return s;
   }
   ModelIdentity identity;
-  identity.id = dir.filename().string();
+  identity.id = model::ModelDirName(model_dir);
   identity.revision = absl::StrFormat("%016x", h);
   return identity;
 }
