@@ -30,13 +30,17 @@ model::StepBatch BatchFromPlan(const v1::StepPlan& plan) {
   model::StepBatch batch;
   batch.sequences.reserve(plan.sequences_size());
   for (const v1::SequencePlan& s : plan.sequences()) {
-    // A scored sequence needs the logits of its scored rows (and of its last, to sample).
+    // A scored sequence needs the logits of its scored rows (and of its last, to sample); one
+    // with draft tokens those of its last known token and of every guess.
     const bool scored = s.score_targets_size() > 0;
+    const bool drafted = s.draft_tokens() > 0;
+    const int32_t logits_from =
+        scored ? s.score_from() : drafted ? s.token_ids_size() - s.draft_tokens() - 1 : 0;
     batch.sequences.push_back(model::SequenceStep{
         std::span<const int32_t>(s.token_ids().data(), s.token_ids_size()), s.start_pos(),
         std::span<const int32_t>(s.block_table().data(), s.block_table_size()),
-        /*all_logits=*/scored, /*argmax_only=*/!scored && s.argmax_only() && s.sample(),
-        /*logits_from=*/scored ? s.score_from() : 0});
+        /*all_logits=*/scored || drafted,
+        /*argmax_only=*/!scored && !drafted && s.argmax_only() && s.sample(), logits_from});
   }
   return batch;
 }
@@ -66,6 +70,22 @@ absl::Status CheckScoring(const v1::SequencePlan& s, int32_t vocab_size) {
                                 " score_targets does not fit the ", s.token_ids_size(), " new tokens"));
   }
   return CheckIds(s.sequence_id(), "score target", s.score_targets(), vocab_size);
+}
+
+// Draft tokens (speculative decoding) are verified by sampling at every row before them.
+absl::Status CheckDrafts(const v1::SequencePlan& s) {
+  if (s.draft_tokens() == 0) return absl::OkStatus();
+  const uint64_t id = s.sequence_id();
+  if (s.draft_tokens() < 0) return Invalid(id, absl::StrCat("negative draft_tokens ", s.draft_tokens()));
+  if (s.draft_tokens() >= s.token_ids_size()) {
+    return Invalid(id, absl::StrCat(s.draft_tokens(), " draft tokens leave none of the ",
+                                    s.token_ids_size(), " new tokens known"));
+  }
+  if (!s.sample()) return Invalid(id, "draft tokens without sample");
+  if (s.score_targets_size() > 0) return Invalid(id, "draft tokens and score_targets conflict");
+  if (s.return_logits()) return Invalid(id, "draft tokens and return_logits conflict");
+  if (s.argmax_only()) return Invalid(id, "draft tokens and argmax_only conflict");
+  return absl::OkStatus();
 }
 
 // The log-softmax of `row` at `target` (in double: a 128k-entry sum), and the row's argmax.
@@ -148,8 +168,11 @@ absl::Status SequenceTable::Validate(const v1::StepPlan& plan) const {
     }
     if (s.prompt_len() < 1) return Invalid(id, "prompt_len must be >= 1");
     RETURN_IF_ERROR(CheckScoring(s, limits_.vocab_size));
-    if (s.sample() && end < s.prompt_len()) {
-      return Invalid(id, absl::StrCat("sample set at position ", end, " before the prompt (",
+    RETURN_IF_ERROR(CheckDrafts(s));
+    // Draft tokens are generated tokens: the known ones must complete the prompt.
+    const int64_t known_end = end - s.draft_tokens();
+    if (s.sample() && known_end < s.prompt_len()) {
+      return Invalid(id, absl::StrCat("sample set at position ", known_end, " before the prompt (",
                                       s.prompt_len(), " tokens) is complete"));
     }
     if (s.first_step()) {
@@ -185,8 +208,9 @@ absl::Status SequenceTable::Validate(const v1::StepPlan& plan) const {
 
 namespace {
 
-// The logits row of a sequence's last new token: its only row, or the last of its scored rows.
-int32_t LastRow(const v1::SequencePlan& s, int32_t first_row) {
+// The logits row to sample from: the last new token's (its only row, or the last of its scored
+// rows), or with draft tokens the last known token's (the first of its rows).
+int32_t SampleRow(const v1::SequencePlan& s, int32_t first_row) {
   if (s.score_targets_size() == 0) return first_row;
   return first_row + s.token_ids_size() - s.score_from() - 1;
 }
@@ -200,11 +224,13 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
   // the serial loop cost ~5 ms a step (150 us per 128k-vocabulary row). Pass 3 (serial): accept
   // the tokens and fill the result in plan order.
   struct Pending {
-    int entry;
-    Sequence* seq;
-    int32_t len;
-    int32_t row;  // its logits row: the last new token's
+    int entry = 0;
+    Sequence* seq = nullptr;
+    int32_t len = 0;  // known tokens before sampling (grows by each accepted draft)
+    int32_t row = 0;  // its logits row: the last known token's
     absl::StatusOr<sampling::SampleResult> sample = absl::UnknownError("not sampled");
+    std::span<const int32_t> drafts;  // guesses after the known tokens, each with its own row
+    std::vector<sampling::SampleResult> accepted;  // drafts the sampler agreed with
   };
   std::vector<Pending> pending;
   for (int b = 0; b < plan.sequences_size(); ++b) {
@@ -219,7 +245,9 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
     } else {
       seq = &sequences_.at(s.sequence_id());  // Validate checked it exists
     }
-    for (int32_t t : s.token_ids()) {
+    // Draft tokens join ids only once verified (pass 2).
+    const int known = s.token_ids_size() - s.draft_tokens();
+    for (int32_t t : std::span<const int32_t>(s.token_ids().data(), known)) {
       const int32_t pos = static_cast<int32_t>(seq->ids.size());
       seq->ids.push_back(t);
       if (seq->sampler && pos >= seq->accepted_until) {
@@ -235,8 +263,13 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
       for (int32_t q = seq->prompt_len; q < len; ++q) seq->sampler->Accept(seq->ids[q]);
       seq->accepted_until = len;
     }
-    pending.push_back(Pending{b, seq, len, LastRow(s, logits.row_begin[b])});
-    const int32_t row = pending.back().row;
+    Pending& added = pending.emplace_back();
+    added.entry = b;
+    added.seq = seq;
+    added.len = len;
+    added.row = SampleRow(s, logits.row_begin[b]);
+    added.drafts = std::span<const int32_t>(s.token_ids().data() + known, s.draft_tokens());
+    const int32_t row = added.row;
     if (!logits.HasValues(row)) {  // argmax_only: the lm_head took the greedy token
       pending.back().sample = sampling::GreedyResult(logits.greedy_token[row]);
     }
@@ -264,6 +297,19 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
     // The index of the token being generated seeds the draw (same as the single-process
     // engine), so a recomputed sequence samples the same tokens.
     p.sample = p.seq->sampler->Sample(logits.Row(p.row), p.len - p.seq->prompt_len);
+    // Speculative decoding: a guess the draw agrees with is exactly the token a one-token decode
+    // would have produced, so it is kept and the next row (computed with the guess as input) is
+    // sampled the same way, with the penalties counting the guess. The first disagreement ends
+    // it: that draw is the sequence's next token.
+    for (int32_t draft : p.drafts) {
+      if (!p.sample.ok() || p.sample->token != draft) break;
+      p.seq->sampler->Accept(draft);  // this sequence's sampler only: one thread per sequence
+      p.seq->ids.push_back(draft);
+      p.accepted.push_back(*std::move(p.sample));
+      ++p.len;
+      ++p.row;
+      p.sample = p.seq->sampler->Sample(logits.Row(p.row), p.len - p.seq->prompt_len);
+    }
   }
 
   size_t next = 0, next_score = 0;
@@ -279,6 +325,16 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
     p.seq->sampler->Accept(p.sample->token);
     p.seq->accepted_until = p.len + 1;
     p.seq->last_sampled = p.sample->token;
+    for (const sampling::SampleResult& a : p.accepted) {
+      v1::SampledToken* out = r->add_accepted_drafts();
+      out->set_token_id(a.token);
+      out->set_logprob(a.logprob);
+      for (const sampling::TokenLogprob& t : a.top_logprobs) {
+        v1::TokenLogprob* top = out->add_top_logprobs();
+        top->set_token_id(t.token);
+        top->set_logprob(t.logprob);
+      }
+    }
     r->set_sampled(true);
     r->set_token_id(p.sample->token);
     r->set_logprob(p.sample->logprob);
