@@ -30,6 +30,10 @@ struct StepEntry {
   // everything before the recompute point) for repetition penalties. Empty on later steps.
   bool first_step = false;
   std::vector<int32_t> prefix_ids;
+  // Speculative decoding: the last draft_tokens of `tokens` are guesses for the worker to verify
+  // (worker.proto SequencePlan.draft_tokens). The router reports what it accepted plus the token
+  // after, with Scheduler::OnSampled's span form.
+  int32_t draft_tokens = 0;
 };
 
 struct ScheduledStep {

@@ -102,8 +102,10 @@ ScheduledStep Scheduler::ScheduleAhead() {
 bool Scheduler::CanDecode(const Sequence& s, bool ahead) {
   const int64_t unfed = static_cast<int64_t>(s.tokens.size()) - s.num_computed;
   if (s.unsampled == 0) return unfed == 1;  // the last known token is the one to feed
-  // Ahead: the token a step in flight samples is fed, unless it will be the sequence's last.
-  return ahead && s.unsampled == 1 && unfed == 0 && s.generated() + 1 < s.max_new_tokens;
+  // Ahead: the token a step in flight samples is fed, unless it will be the sequence's last, or
+  // its position depends on how many guesses of that step are accepted.
+  return ahead && s.unsampled == 1 && unfed == 0 && s.drafts_in_flight == 0 &&
+         s.generated() + 1 < s.max_new_tokens;
 }
 
 bool Scheduler::CanPrefill(const Sequence& s) {
@@ -134,6 +136,10 @@ ScheduledStep Scheduler::PlanStep(bool ahead) {
     if (!EnsureSlots(i, s->num_computed + 1, may_preempt, step, budget)) continue;
     Plan(s, 1, budget, plan);
   }
+
+  // 1b. Guesses for those decodes (speculative decoding), before prefills take the budget: they
+  //     are what makes the waiting users' tokens come faster.
+  if (speculating()) PlanDrafts(budget);
 
   // 2. Running prefills (chunked, and recomputes after preemption), highest rank first. A chunk
   //    shrinks to the blocks there are; only when not a single token fits does the sequence
@@ -170,15 +176,21 @@ ScheduledStep Scheduler::PlanStep(bool ahead) {
       e.tokens.assign(1, kSampledTokenPlaceholder);
       e.sample = true;
     } else {
-      e.tokens.assign(s->tokens.begin() + e.start_pos, s->tokens.begin() + e.start_pos + n);
-      e.sample = e.start_pos + n == static_cast<int32_t>(s->tokens.size());
+      const int32_t known = n - static_cast<int32_t>(s->draft.size());
+      e.tokens.assign(s->tokens.begin() + e.start_pos, s->tokens.begin() + e.start_pos + known);
+      e.sample = e.start_pos + known == static_cast<int32_t>(s->tokens.size());
+      e.tokens.insert(e.tokens.end(), s->draft.begin(), s->draft.end());
+      e.draft_tokens = static_cast<int32_t>(s->draft.size());
+      s->drafts_in_flight = e.draft_tokens;
+      draft_tokens_total_ += e.draft_tokens;
+      s->draft.clear();
     }
     const auto table = blocks_.Table(s->id);
     e.block_table.assign(table.begin(), table.begin() + blocks_.BlocksFor(e.start_pos + n));
     e.prompt_len = s->prompt_len;
     e.first_step = s->first_step;
     if (e.first_step) e.prefix_ids.assign(s->tokens.begin(), s->tokens.begin() + e.start_pos);
-    executed.push_back({s->id, n, s->first_step, e.sample});
+    executed.push_back({s->id, n, s->first_step, e.sample, e.draft_tokens});
     s->first_step = false;
     s->num_computed += n;
     s->unsampled += e.sample ? 1 : 0;
@@ -199,9 +211,37 @@ bool Scheduler::EnsureSlots(size_t index, int64_t slots, bool may_preempt, Sched
   return blocks_.Grow(s->id, slots).ok();
 }
 
+void Scheduler::PlanDrafts(int32_t& budget) {
+  for (Sequence* s : running_) {
+    if (budget <= 0) return;
+    // Decodes planned in pass 1 whose fed token is known (not a placeholder).
+    if (s->planned != 1 || s->unsampled != 0) continue;
+    // Every guess accepted plus the token after them must stay within max_new_tokens.
+    const int32_t most = std::min({config_.speculative_tokens, budget,
+                                   s->max_new_tokens - s->generated() - 1});
+    if (most <= 0) continue;
+    std::vector<int32_t> draft = ProposeNgramDraft(s->tokens, config_.ngram, most);
+    if (draft.empty()) continue;
+    // Room in the sequence's table and in free blocks: a guess is not worth a cached prefix
+    // block, let alone a preemption.
+    const int64_t table_slots = static_cast<int64_t>(blocks_.Table(s->id).size()) * config_.block_size;
+    const int64_t room = table_slots - (s->num_computed + 1) +
+                         static_cast<int64_t>(blocks_.num_free()) * config_.block_size;
+    draft.resize(static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(draft.size()), room)));
+    if (draft.empty()) continue;
+    const int32_t k = static_cast<int32_t>(draft.size());
+    if (!blocks_.Grow(s->id, s->num_computed + 1 + k).ok()) continue;  // room says it fits
+    s->planned += k;
+    budget -= k;
+    s->draft = std::move(draft);
+  }
+}
+
 void Scheduler::Preempt(Sequence* seq, ScheduledStep& step, int32_t& budget) {
   budget += seq->planned;
   seq->planned = 0;
+  seq->draft.clear();
+  seq->drafts_in_flight = 0;
   ReleaseBlocks(seq);
   RemoveFromRunning(seq);
   seq->state = State::kWaiting;
@@ -300,6 +340,10 @@ void Scheduler::Plan(Sequence* seq, int32_t n, int32_t& budget, std::vector<Sequ
 }
 
 absl::Status Scheduler::OnSampled(SeqId id, int32_t token) {
+  return OnSampled(id, std::span<const int32_t>(&token, 1));
+}
+
+absl::Status Scheduler::OnSampled(SeqId id, std::span<const int32_t> tokens) {
   auto it = seqs_.find(id);
   if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("unknown sequence ", id));
   Sequence* s = it->second.get();
@@ -307,7 +351,17 @@ absl::Status Scheduler::OnSampled(SeqId id, int32_t token) {
     return absl::FailedPreconditionError(
         absl::StrCat("sequence ", id, " is not waiting for a sampled token"));
   }
-  s->tokens.push_back(token);
+  const int32_t accepted = static_cast<int32_t>(tokens.size()) - 1;
+  if (accepted < 0 || accepted > s->drafts_in_flight) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence ", id, ": ", tokens.size(),
+                                                   " tokens reported for ", s->drafts_in_flight,
+                                                   " guesses"));
+  }
+  // Positions of rejected guesses were computed for nothing; later steps overwrite them.
+  s->num_computed -= s->drafts_in_flight - accepted;
+  s->drafts_in_flight = 0;
+  accepted_draft_tokens_total_ += accepted;
+  s->tokens.insert(s->tokens.end(), tokens.begin(), tokens.end());
   --s->unsampled;
   if (s->generated() >= s->max_new_tokens) {
     // Never scheduled again (its last token needs no KV), so hand the blocks back now rather
@@ -353,6 +407,8 @@ void Scheduler::AbortStep() {
     s->num_computed -= e.num_tokens;
     s->first_step = e.was_first_step;
     if (e.sampled) --s->unsampled;
+    s->drafts_in_flight = 0;
+    draft_tokens_total_ -= e.drafts;
     // Blocks grown for the step stay in the table; the next plan writes into them.
   }
   unconfirmed_.pop_back();
@@ -409,22 +465,24 @@ absl::Status Scheduler::CheckInvariants() const {
       case State::kRunning: {
         ++num_running;
         const int64_t slots = static_cast<int64_t>(blocks_.Table(id).size()) * config_.block_size;
-        const int32_t pending = std::max(0, s->unsampled - 1);  // placeholders in flight
+        // Placeholders and guesses in flight.
+        const int32_t pending = std::max(0, s->unsampled - 1) + s->drafts_in_flight;
         if (!has_table || s->num_computed > slots ||
             s->num_computed > static_cast<int32_t>(s->tokens.size()) + pending) {
           return absl::InternalError(absl::StrCat("running sequence ", id, " computed ",
                                                   s->num_computed, " tokens with ", slots,
                                                   " slots"));
         }
-        if (s->unsampled < 0 || s->unsampled > 2 ||
-            (s->unsampled > 0 &&
-             s->num_computed != static_cast<int32_t>(s->tokens.size()) + s->unsampled - 1)) {
+        if (s->unsampled < 0 || s->unsampled > 2 || s->drafts_in_flight < 0 ||
+            (s->drafts_in_flight > 0 && s->unsampled != 1) ||
+            (s->unsampled > 0 && s->num_computed != static_cast<int32_t>(s->tokens.size()) +
+                                                        s->unsampled - 1 + s->drafts_in_flight)) {
           return absl::InternalError(absl::StrCat("sequence ", id, " awaits ", s->unsampled,
                                                   " tokens with ", s->num_computed, " of ",
                                                   s->tokens.size(), " tokens computed"));
         }
         if (s->generated() >= s->max_new_tokens ||
-            s->generated() + s->unsampled > s->max_new_tokens) {
+            s->generated() + s->unsampled + s->drafts_in_flight > s->max_new_tokens) {
           return absl::InternalError(absl::StrCat("sequence ", id, " runs past max_new_tokens"));
         }
         break;
@@ -433,7 +491,9 @@ absl::Status Scheduler::CheckInvariants() const {
         if (has_table) return absl::InternalError(absl::StrCat("done sequence ", id, " has blocks"));
         break;
     }
-    if (s->planned != 0) return absl::InternalError("plan state leaked out of Schedule");
+    if (s->planned != 0 || !s->draft.empty()) {
+      return absl::InternalError("plan state leaked out of Schedule");
+    }
   }
   if (num_waiting != waiting_.size() || num_running != running_.size()) {
     return absl::InternalError("sequence states disagree with the queues");

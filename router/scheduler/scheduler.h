@@ -36,6 +36,17 @@
 // ahead never preempts; when blocks run short it returns must_drain, and the router lets the
 // steps in flight finish and plans with Schedule(), which may.
 //
+// Speculative decoding (config.speculative_tokens > 0): after the decodes are planned, each one
+// whose last token is known gets up to that many guesses from the sequence's own history
+// (ProposeNgramDraft), while the step's token budget and the free KV blocks allow (guesses never
+// preempt and never evict cached prefix blocks). The worker verifies them and the router reports
+// the accepted guesses plus the token after them (OnSampled's span form); positions of rejected
+// guesses are rolled back. A sequence with guesses in flight is not planned ahead (the position
+// of its next token is unknown until the result), so guesses and pipelining exclude each other:
+// while speculating() the router plans one step at a time, and guesses stop when more than
+// speculative_max_running sequences run (compute-bound batches), where the router pipelines
+// again.
+//
 // Not thread-safe: one thread (the router's loop for this replica) owns the scheduler.
 #pragma once
 
@@ -106,6 +117,10 @@ class Scheduler {
   // max_new_tokens-th token the sequence's blocks are released at once (it will never be
   // scheduled again); Finish is still needed to forget it.
   absl::Status OnSampled(SeqId seq, int32_t token);
+  // The same for an entry with draft tokens: the guesses the worker accepted, in order, then the
+  // token it sampled after them (so 1 + accepted tokens). INVALID_ARGUMENT when more guesses are
+  // reported accepted than were planned, or for an empty span.
+  absl::Status OnSampled(SeqId seq, std::span<const int32_t> tokens);
 
   // Forgets a sequence, waiting, running or done, and frees its blocks (its computed full blocks
   // stay in the prefix cache). NOT_FOUND for an unknown id. May be called while a step with the
@@ -133,6 +148,13 @@ class Scheduler {
   std::optional<absl::Time> oldest_waiting_arrival() const;
   double kv_usage() const { return blocks_.usage(); }
   int64_t preemptions_total() const { return preemptions_total_; }
+  // Speculative decoding: guesses planned, and guesses the worker accepted.
+  int64_t draft_tokens_total() const { return draft_tokens_total_; }
+  // Whether the next plan would add guesses (speculation on, and the batch small enough).
+  bool speculating() const {
+    return config_.speculative_tokens > 0 && num_running() <= config_.speculative_max_running;
+  }
+  int64_t accepted_draft_tokens_total() const { return accepted_draft_tokens_total_; }
   int64_t prefix_hits_total() const { return blocks_.prefix_hits_total(); }
   int64_t prefix_hit_tokens_total() const { return blocks_.prefix_hit_tokens_total(); }
   const BlockManager& block_manager() const { return blocks_; }
@@ -163,6 +185,10 @@ class Scheduler {
     // the pending token was planned ahead. Then num_computed == tokens.size() + unsampled - 1.
     int32_t unsampled = 0;
     int32_t planned = 0;          // tokens planned in the step being built
+    std::vector<int32_t> draft;   // guesses planned in the step being built (within `planned`)
+    // Guesses of the entry in flight (then unsampled == 1): num_computed counts them until the
+    // result says how many were right.
+    int32_t drafts_in_flight = 0;
     int32_t generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   };
 
@@ -172,6 +198,7 @@ class Scheduler {
     int32_t num_tokens;
     bool was_first_step;
     bool sampled;
+    int32_t drafts;
   };
 
   explicit Scheduler(const SchedulerConfig& config);
@@ -219,6 +246,8 @@ class Scheduler {
   // together, a burst of chats with one system prompt), so it waits a step or two instead.
   int32_t PrefixBeingComputed(const Sequence& s, int32_t cap) const;
   void Plan(Sequence* seq, int32_t n, int32_t& budget, std::vector<Sequence*>& plan);
+  // Speculative decoding: appends guesses to the decodes planned in this step (see above).
+  void PlanDrafts(int32_t& budget);
   void RemoveFromRunning(Sequence* seq);
   void RemoveFromWaiting(Sequence* seq);
   // Releases the blocks of a running sequence, keeping its computed full blocks cached.
@@ -233,6 +262,8 @@ class Scheduler {
   uint64_t next_order_ = 0;
   std::deque<std::vector<Executed>> unconfirmed_;  // steps in flight, oldest first
   int64_t preemptions_total_ = 0;
+  int64_t draft_tokens_total_ = 0;
+  int64_t accepted_draft_tokens_total_ = 0;
 };
 
 }  // namespace caduceus::router

@@ -31,6 +31,19 @@ absl::Status ValidateSchedulerConfig(const SchedulerConfig& c) {
         ") must be >= max_num_seqs (", c.max_num_seqs, ") so every running sequence can decode "
         "in each step"));
   }
+  if (c.speculative_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheduler: speculative_tokens must be >= 0 (0: off), got ", c.speculative_tokens));
+  }
+  if (c.speculative_tokens > 0 && c.speculative_max_running < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheduler: speculative_max_running must be >= 1, got ", c.speculative_max_running));
+  }
+  if (c.speculative_tokens > 0 && (c.ngram.min_ngram < 1 || c.ngram.max_ngram < c.ngram.min_ngram)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheduler: speculative n-gram lengths must satisfy 1 <= min (", c.ngram.min_ngram,
+        ") <= max (", c.ngram.max_ngram, ")"));
+  }
   return absl::OkStatus();
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "router/scheduler/ngram_draft.h"
 
 namespace caduceus::router {
 
@@ -16,6 +17,14 @@ struct SchedulerConfig {
   int64_t max_waiting_tokens = 100000;
   int32_t block_size = 16;             // tokens per KV block
   int32_t num_blocks = 0;              // KV blocks of the replica
+  // Speculative decoding: guesses (prompt lookup, ngram_draft.h) appended to each decode, at
+  // most; 0 turns it off. They count against max_tokens_per_step and only use free KV blocks.
+  int32_t speculative_tokens = 0;
+  // ...while at most this many sequences run: larger batches are compute-bound, where guesses
+  // cost more than they save, and the router pipelines their steps instead (a sequence with
+  // guesses in flight cannot be planned ahead: its next position depends on them).
+  int32_t speculative_max_running = 16;
+  NgramDraftConfig ngram;
 };
 
 // INVALID_ARGUMENT naming the first bad field. Besides positivity it requires

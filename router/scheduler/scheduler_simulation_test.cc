@@ -7,7 +7,10 @@
 //    the same tokens as an uncapped one and as the model run directly, with random priorities
 //    (urgent requests preempting) too;
 //  - NoStarvationTest: every request completes within a bound derived from the policy (the
-//    oldest live sequence progresses every step).
+//    oldest live sequence progresses every step);
+//  - SpeculationProducesTheSameTokens: n-gram drafts verified by the fake worker give the model's
+//    tokens in fewer steps, with preemptions, pipelining and stops (RandomTraffic's *_speculative
+//    cases run them under the same random traffic).
 // RandomTraffic, PreemptionAndResume and NoStarvation also run pipelined, as the router runs
 // with --pipeline-depth 2: each step is planned ahead (ScheduleAhead, placeholder tokens) while
 // the previous one is in flight, and finished sequences keep computing in the step in flight.
@@ -51,9 +54,10 @@ struct SimRequest {
 // with the worker filling in the placeholder tokens from its own samples.
 class SimRouter {
  public:
-  explicit SimRouter(const SchedulerConfig& config, bool pipelined = false)
+  // `copying`: the fake worker's copying model (FakeWorker), whose loops drafts can predict.
+  explicit SimRouter(const SchedulerConfig& config, bool pipelined = false, bool copying = false)
       : config_(config), pipelined_(pipelined),
-        worker_(config.num_blocks, config.block_size, kVocab) {
+        worker_(config.num_blocks, config.block_size, kVocab, copying) {
     auto s = Scheduler::Create(config);
     EXPECT_TRUE(s.ok()) << s.status();
     sched_ = std::move(s).value();
@@ -95,24 +99,29 @@ class SimRouter {
       return absl::OkStatus();
     }
     ASSIGN_OR_RETURN(auto sampled, worker_.Execute(st, sched_->block_manager(), truth_));
-    for (const auto& [id, token] : sampled) {
-      RETURN_IF_ERROR(Report(id, token, stop));
+    for (const auto& [id, tokens] : sampled) {
+      RETURN_IF_ERROR(Report(id, tokens, stop));
     }
     ++step_;
     return absl::OkStatus();
   }
 
-  // The router's handling of one sampled token: report it, and finish the sequence at its
-  // length limit or when `stop` says so.
-  absl::Status Report(uint64_t id, int32_t token, const std::function<bool(uint64_t)>& stop) {
-    RETURN_IF_ERROR(sched_->OnSampled(id, token));
-    truth_[id].push_back(token);
+  // The router's handling of one entry's tokens (accepted guesses, then the sampled token):
+  // report them, and emit them one by one, finishing the sequence at its length limit or when
+  // `stop` says so (the rest of the step's tokens are then dropped).
+  absl::Status Report(uint64_t id, const std::vector<int32_t>& tokens,
+                      const std::function<bool(uint64_t)>& stop) {
+    RETURN_IF_ERROR(sched_->OnSampled(id, tokens));
     const Live& l = live_.at(id);
-    if (static_cast<int32_t>(truth_[id].size()) - l.prompt_len >= l.max_new_tokens || stop(id)) {
-      RETURN_IF_ERROR(sched_->Finish(id));
-      outputs_[id].assign(truth_[id].begin() + l.prompt_len, truth_[id].end());
-      latency_[id] = {l.accepted_step, step_ + 1};
-      Forget(id);
+    for (int32_t token : tokens) {
+      truth_[id].push_back(token);
+      if (static_cast<int32_t>(truth_[id].size()) - l.prompt_len >= l.max_new_tokens || stop(id)) {
+        RETURN_IF_ERROR(sched_->Finish(id));
+        outputs_[id].assign(truth_[id].begin() + l.prompt_len, truth_[id].end());
+        latency_[id] = {l.accepted_step, step_ + 1};
+        Forget(id);
+        break;
+      }
     }
     return absl::OkStatus();
   }
@@ -146,7 +155,8 @@ class SimRouter {
       RETURN_IF_ERROR(CheckTopProgresses(st, top));
       if (!st.empty()) in_flight_.push_back(std::move(st));
     }
-    if (in_flight_.size() == 1) {
+    // As the router: no planning ahead while guesses are being made.
+    if (in_flight_.size() == 1 && !sched_->speculating()) {
       ScheduledStep ahead = sched_->ScheduleAhead();
       RETURN_IF_ERROR(CheckStep(ahead));
       if (ahead.must_drain) {
@@ -175,12 +185,13 @@ class SimRouter {
     }
     ASSIGN_OR_RETURN(auto sampled,
                      worker_.Execute(st, sched_->block_manager(), known, /*pipelined=*/true));
-    for (const auto& [id, token] : sampled) {
+    for (const auto& [id, tokens] : sampled) {
       if (auto z = zombies_.find(id); z != zombies_.end()) {
-        z->second.push_back(token);  // computed for nothing; the router ignores it
+        // Computed for nothing; the router ignores them.
+        z->second.insert(z->second.end(), tokens.begin(), tokens.end());
         continue;
       }
-      RETURN_IF_ERROR(Report(id, token, stop));
+      RETURN_IF_ERROR(Report(id, tokens, stop));
     }
     sched_->ConfirmStep();
     absl::erase_if(zombies_, [&](const auto& z) { return !InFlight(z.first); });
@@ -340,6 +351,7 @@ struct TrafficCase {
   uint64_t seed;
   bool pipelined = false;  // plan ahead (then no aborts: a failure resets the replica)
   int32_t priority_levels = 1;  // > 1: random priorities, urgent arrivals preempt
+  int32_t speculative_tokens = 0;  // > 0: n-gram drafts, with the fake worker's copying model
 };
 
 SchedulerConfig Config(int32_t max_num_seqs, int32_t budget, int32_t chunk, int32_t block_size,
@@ -360,7 +372,11 @@ class RandomTrafficTest : public ::testing::TestWithParam<TrafficCase> {};
 
 TEST_P(RandomTrafficTest, EveryStepIsValidAndNothingLeaks) {
   const TrafficCase& tc = GetParam();
-  SimRouter router(tc.config, tc.pipelined);
+  SchedulerConfig config = tc.config;
+  config.speculative_tokens = tc.speculative_tokens;
+  // A quarter of the batch: steps alternate between guesses (one at a time) and pipelining.
+  config.speculative_max_running = config.max_num_seqs / 4;
+  SimRouter router(config, tc.pipelined, /*copying=*/tc.speculative_tokens > 0);
   PromptGen gen(tc.seed, tc.prefix_lengths, tc.max_suffix, tc.max_new, tc.priority_levels);
   uint64_t next_id = 1;
   std::map<uint64_t, int32_t> priority_of;
@@ -396,8 +412,9 @@ TEST_P(RandomTrafficTest, EveryStepIsValidAndNothingLeaks) {
   for (uint64_t id : router.live_ids()) ASSERT_TRUE(router.Cancel(id).ok());
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(router.Step(stop).ok());
   if (tc.pipelined) {
-    EXPECT_GT(router.ahead_steps(), tc.steps / 2);
-    EXPECT_GT(router.placeholders(), 1000);
+    // Speculating, only the steps of larger batches are planned ahead.
+    EXPECT_GT(router.ahead_steps(), tc.speculative_tokens > 0 ? tc.steps / 20 : tc.steps / 2);
+    EXPECT_GT(router.placeholders(), tc.speculative_tokens > 0 ? 100 : 1000);
     EXPECT_GT(router.drains(), 0);
   }
   Scheduler& sched = router.scheduler();
@@ -418,6 +435,13 @@ TEST_P(RandomTrafficTest, EveryStepIsValidAndNothingLeaks) {
   EXPECT_GT(cancelled_waiting, 0);
   EXPECT_GT(cancelled_running, 0);
   EXPECT_EQ(router.max_step_tokens(), tc.config.max_tokens_per_step) << "budget never filled";
+  if (tc.speculative_tokens > 0) {
+    EXPECT_GT(sched.accepted_draft_tokens_total(), 1000);
+    EXPECT_LT(sched.accepted_draft_tokens_total(), sched.draft_tokens_total());  // some rejected
+    std::printf("%s: %lld draft tokens, %lld accepted\n", tc.name.c_str(),
+                static_cast<long long>(sched.draft_tokens_total()),
+                static_cast<long long>(sched.accepted_draft_tokens_total()));
+  }
   if (tc.priority_levels > 1) {
     // Urgent requests are served faster: mean steps from acceptance to completion by priority.
     std::vector<double> sum(tc.priority_levels, 0), count(tc.priority_levels, 0);
@@ -466,7 +490,13 @@ INSTANTIATE_TEST_SUITE_P(
         TrafficCase{"block4_priorities", Config(8, 32, 12, 4, 48, 16, 400), {0, 7, 16, 33}, 24,
                     40, 20000, 0.35, 0.05, 0.02, 0.01, 7, false, 3},
         TrafficCase{"block16_priorities_pipelined", Config(16, 64, 32, 16, 24, 24, 1500),
-                    {0, 20, 48, 100}, 60, 100, 20000, 0.3, 0.04, 0.02, 0, 8, true, 3}),
+                    {0, 20, 48, 100}, 60, 100, 20000, 0.3, 0.04, 0.02, 0, 8, true, 3},
+        // Speculative decoding (up to 4 guesses per decode, the copying model), plain with
+        // aborts, and pipelined with priorities.
+        TrafficCase{"block4_speculative", Config(8, 32, 12, 4, 48, 16, 400), {0, 7, 16, 33}, 24,
+                    40, 20000, 0.35, 0.05, 0.02, 0.01, 9, false, 1, 4},
+        TrafficCase{"block16_speculative_pipelined", Config(16, 64, 32, 16, 24, 24, 1500),
+                    {0, 20, 48, 100}, 60, 100, 20000, 0.3, 0.04, 0.02, 0, 10, true, 3, 4}),
     [](const ::testing::TestParamInfo<TrafficCase>& info) { return info.param.name; });
 
 // Runs `requests` to completion (request i is submitted at step i / per_step), no cancels.
@@ -546,6 +576,66 @@ TEST(SchedulerSimulationTest, PreemptionAndResumeProduceTheSameTokens) {
   std::printf("small cache: %lld preemptions, %lld prefix-hit tokens; uncapped: %lld\n",
               static_cast<long long>(small_preemptions), static_cast<long long>(small_hits),
               static_cast<long long>(uncapped_hits));
+}
+
+TEST(SchedulerSimulationTest, SpeculationProducesTheSameTokens) {
+  PromptGen gen(/*seed=*/13, /*prefix_lengths=*/{12, 30, 45}, /*max_suffix=*/20, /*max_new=*/40);
+  std::vector<SimRequest> requests;
+  for (uint64_t id = 1; id <= 60; ++id) requests.push_back(gen.Next(id));
+  std::map<uint64_t, std::vector<int32_t>> expected;
+  for (const SimRequest& r : requests) {
+    std::vector<int32_t> seq = r.prompt;
+    for (int32_t i = 0; i < r.max_new_tokens; ++i) {
+      seq.push_back(FakeWorker::NextToken(seq, kVocab, /*copying=*/true));
+    }
+    expected[r.id].assign(seq.begin() + r.prompt.size(), seq.end());
+  }
+  struct Run {
+    std::string name;
+    int32_t num_blocks;
+    int32_t speculative_tokens;
+    bool pipelined;
+    int32_t max_running = 8;  // speculative_max_running
+  };
+  std::map<std::string, int64_t> steps;
+  for (const Run& run : {Run{"uncapped", 4096, 0, false}, Run{"uncapped_speculative", 4096, 4, false},
+                         Run{"small_speculative", 32, 4, false},
+                         Run{"small_speculative_pipelined", 32, 4, true, 4},
+                         Run{"uncapped_speculative_pipelined", 4096, 8, true, 4}}) {
+    SchedulerConfig config = Config(8, 32, 16, 4, run.num_blocks, 1000, 1000000);
+    config.speculative_tokens = run.speculative_tokens;
+    config.speculative_max_running = run.max_running;
+    SimRouter router(config, run.pipelined, /*copying=*/true);
+    size_t next = 0;
+    while (next < requests.size() || !router.idle()) {
+      for (int a = 0; a < 2 && next < requests.size(); ++a) {
+        ASSERT_TRUE(router.Submit(requests[next++]).ok());
+      }
+      const absl::Status s = router.Step([](uint64_t) { return false; });
+      ASSERT_TRUE(s.ok()) << run.name << ": " << s;
+      ASSERT_LT(router.step(), 100000) << run.name;
+    }
+    ASSERT_EQ(router.outputs().size(), requests.size()) << run.name;
+    for (const SimRequest& r : requests) {
+      EXPECT_EQ(router.outputs().at(r.id), expected.at(r.id)) << run.name << ", request " << r.id;
+    }
+    const Scheduler& sched = router.scheduler();
+    EXPECT_EQ(sched.block_manager().num_used(), 0) << run.name;
+    if (run.speculative_tokens > 0) {
+      EXPECT_GT(sched.accepted_draft_tokens_total(), 0) << run.name;
+    }
+    if (run.num_blocks == 32) {
+      EXPECT_GT(sched.preemptions_total(), 0) << run.name;
+    }
+    steps[run.name] = router.step();
+    std::printf("%s: %lld steps, %lld draft tokens, %lld accepted, %lld preemptions\n",
+                run.name.c_str(), static_cast<long long>(router.step()),
+                static_cast<long long>(sched.draft_tokens_total()),
+                static_cast<long long>(sched.accepted_draft_tokens_total()),
+                static_cast<long long>(sched.preemptions_total()));
+  }
+  // The point of it: the same tokens in fewer steps.
+  EXPECT_LT(steps["uncapped_speculative"], steps["uncapped"] * 9 / 10);
 }
 
 class NoStarvationTest : public ::testing::TestWithParam<bool> {};
