@@ -298,7 +298,9 @@ worker::v1::StepPlan Replica::BuildPlan(const ScheduledStep& step) {
       }
     }
     // A greedy token without logprobs comes from the lm_head's argmax: no logits row is made.
-    s->set_argmax_only(e.sample && sp.ArgmaxSuffices() && scored.first >= scored.end);
+    s->set_argmax_only(e.sample && sp.ArgmaxSuffices() && scored.first >= scored.end &&
+                       e.draft_tokens == 0);
+    s->set_draft_tokens(e.draft_tokens);
     if (e.first_step) {
       s->set_first_step(true);
       s->mutable_prefix_ids()->Add(e.prefix_ids.begin(), e.prefix_ids.end());
@@ -424,8 +426,27 @@ std::vector<uint64_t> Replica::ApplyResult(const ScheduledStep& step,
       continue;
     }
     const worker::v1::SequenceResult& r = result.results(i);
-    scheduler_->OnSampled(r.sequence_id(), r.token_id()).IgnoreError();
-    if (EmitToken(*it->second, r, *model_->config, metrics_)) {
+    // Accepted guesses (speculative decoding), then the sampled token; a worker reporting more
+    // guesses than it was sent is broken, and the request fails rather than emit made-up text.
+    const int accepted = r.accepted_drafts_size();
+    std::vector<int32_t> tokens;
+    tokens.reserve(static_cast<size_t>(accepted) + 1);
+    for (const worker::v1::SampledToken& a : r.accepted_drafts()) tokens.push_back(a.token_id());
+    tokens.push_back(r.token_id());
+    if (absl::Status s = scheduler_->OnSampled(r.sequence_id(), tokens); !s.ok()) {
+      DropRequest(e.seq_id, absl::InternalError(absl::StrCat("the worker's answer: ", s.message())),
+                  &release);
+      continue;
+    }
+    if (e.draft_tokens > 0) metrics_->AddDraftTokens(e.draft_tokens, accepted);
+    // Emitted one by one: a stop (token, string, length) among them ends the request there.
+    bool finished = false;
+    for (int t = 0; t <= accepted && !finished; ++t) {
+      finished = EmitToken(*it->second,
+                           t < accepted ? TokenView::Of(r.accepted_drafts(t)) : TokenView::Of(r),
+                           *model_->config, metrics_);
+    }
+    if (finished) {
       scheduler_->Finish(r.sequence_id()).IgnoreError();
       release.push_back(r.sequence_id());
       requests_.erase(it);
@@ -531,7 +552,9 @@ void Replica::Loop() {
       }
     }
 
-    if (in_flight_.size() < depth) {
+    // Speculating (small batches), each step is planned on the previous one's result: a
+    // guessed sequence's next position depends on how many guesses were right.
+    if (in_flight_.size() < (scheduler_->speculating() ? 1 : depth)) {
       // With a step in flight this plans ahead of it; with none, it may also preempt.
       ScheduledStep step = in_flight_.empty() ? scheduler_->Schedule() : scheduler_->ScheduleAhead();
       CountSchedulerEvents();

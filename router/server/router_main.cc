@@ -64,6 +64,16 @@ ABSL_FLAG(double, step_timeout, 120, "seconds one worker step may take before it
 ABSL_FLAG(int32_t, pipeline_depth, 2,
           "worker steps in flight per replica: 2 plans and sends the next step while one runs, "
           "so the worker never waits for the router between steps; 1 waits for each result");
+ABSL_FLAG(int32_t, speculative_tokens, 0,
+          "speculative decoding: guesses (prompt lookup: what followed the sequence's last "
+          "n-gram earlier in its prompt or output) appended to each decode for the worker to "
+          "verify; outputs are unchanged, copy-heavy answers (summaries, extractions) come "
+          "faster. 0: off");
+ABSL_FLAG(int32_t, speculative_ngram_min, 2, "shortest n-gram a guess is based on");
+ABSL_FLAG(int32_t, speculative_ngram_max, 4, "longest n-gram a guess is based on (tried first)");
+ABSL_FLAG(int32_t, speculative_max_running, 16,
+          "guess only while at most this many sequences run on the replica; larger batches are "
+          "compute-bound and pipeline their steps instead (--pipeline-depth)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve the public gRPC API over TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(std::string, api_token_file, "",
@@ -196,6 +206,10 @@ int Main(int argc, char** argv) {
   ro.scheduler.prefill_chunk_tokens = absl::GetFlag(FLAGS_prefill_chunk_tokens);
   ro.scheduler.max_waiting_requests = absl::GetFlag(FLAGS_max_waiting_requests);
   ro.scheduler.max_waiting_tokens = absl::GetFlag(FLAGS_max_waiting_tokens);
+  ro.scheduler.speculative_tokens = absl::GetFlag(FLAGS_speculative_tokens);
+  ro.scheduler.speculative_max_running = absl::GetFlag(FLAGS_speculative_max_running);
+  ro.scheduler.ngram.min_ngram = absl::GetFlag(FLAGS_speculative_ngram_min);
+  ro.scheduler.ngram.max_ngram = absl::GetFlag(FLAGS_speculative_ngram_max);
   ro.step_timeout = absl::Seconds(absl::GetFlag(FLAGS_step_timeout));
   ro.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout));
   ro.log_payloads = absl::GetFlag(FLAGS_log_payloads);
@@ -213,6 +227,13 @@ int Main(int argc, char** argv) {
   if (ro.pipeline_depth != 1 && ro.pipeline_depth != 2) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
         "--pipeline-depth must be 1 or 2, got ", ro.pipeline_depth)));
+  }
+  if (ro.scheduler.speculative_tokens < 0 || ro.scheduler.speculative_tokens > 64 ||
+      ro.scheduler.speculative_max_running < 1 || ro.scheduler.ngram.min_ngram < 1 ||
+      ro.scheduler.ngram.max_ngram < ro.scheduler.ngram.min_ngram) {
+    return Fail(absl::InvalidArgumentError(
+        "speculative decoding needs 0 <= --speculative-tokens <= 64, --speculative-max-running "
+        ">= 1 and 1 <= --speculative-ngram-min <= --speculative-ngram-max"));
   }
   if (ro.scheduler.max_tokens_per_step < ro.scheduler.max_num_seqs) {
     return Fail(absl::InvalidArgumentError(

@@ -24,7 +24,7 @@ struct RouterMetrics::Impl {
                         *batch = nullptr, *step = nullptr, *overhead = nullptr;
   prometheus::Counter *prompt_tokens = nullptr, *generation_tokens = nullptr,
                       *preemptions = nullptr, *prefix_hits = nullptr,
-                      *failovers = nullptr;
+                      *failovers = nullptr, *draft_tokens = nullptr, *accepted_drafts = nullptr;
   prometheus::Gauge *waiting = nullptr, *running = nullptr, *up = nullptr, *down = nullptr,
                     *http_in_flight = nullptr;
   prometheus::Family<prometheus::Counter>* http_calls = nullptr;
@@ -75,6 +75,12 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(const std::
                          "Requests moved off a failed replica, or one that left before finishing them, to go on elsewhere.");
   m->prefix_hits = counter("caduceus_prefix_cache_hits_total",
                            "Sequences that reused cached prefix KV blocks.");
+  m->draft_tokens = counter("caduceus_speculative_draft_tokens_total",
+                            "Guessed tokens (speculative decoding, --speculative-tokens) sent to "
+                            "workers for verification.");
+  m->accepted_drafts = counter("caduceus_speculative_accepted_tokens_total",
+                               "Guessed tokens the workers accepted: generated without a step of "
+                               "their own.");
   m->waiting = &gauge("caduceus_requests_waiting", "Requests waiting for their first step.")->Add({});
   m->running = &gauge("caduceus_requests_running", "Requests being generated.")->Add({});
   m->kv_usage = gauge("caduceus_kv_cache_usage_ratio",
@@ -135,6 +141,10 @@ void RouterMetrics::AddPreemptions(int64_t n) { impl_->preemptions->Increment(st
 void RouterMetrics::AddFailovers(int64_t n) { impl_->failovers->Increment(static_cast<double>(n)); }
 void RouterMetrics::AddPrefixCacheHits(int64_t n) {
   impl_->prefix_hits->Increment(static_cast<double>(n));
+}
+void RouterMetrics::AddDraftTokens(int64_t drafted, int64_t accepted) {
+  impl_->draft_tokens->Increment(static_cast<double>(drafted));
+  impl_->accepted_drafts->Increment(static_cast<double>(accepted));
 }
 void RouterMetrics::SetQueue(int64_t waiting, int64_t running) {
   impl_->waiting->Set(static_cast<double>(waiting));

@@ -31,6 +31,9 @@ class RouterMetrics {
   // Requests moved off a failed or departed replica (caduceus_request_failovers_total).
   void AddFailovers(int64_t n);
   void AddPrefixCacheHits(int64_t n);
+  // Speculative decoding (--speculative-tokens): guesses sent to workers, and those accepted
+  // (each accepted guess is a generated token that cost no step of its own).
+  void AddDraftTokens(int64_t drafted, int64_t accepted);
   void SetQueue(int64_t waiting, int64_t running);
   void SetKvUsage(const std::string& replica, double ratio);
   // Drops the replica's series (it went down, or was forgotten): no stale last value.

@@ -15,12 +15,12 @@ double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
 }  // namespace
 
-bool EmitToken(ActiveRequest& request, const worker::v1::SequenceResult& result,
-               const model::ModelConfig& config, RouterMetrics* metrics) {
+bool EmitToken(ActiveRequest& request, const TokenView& result, const model::ModelConfig& config,
+               RouterMetrics* metrics) {
   ActiveRequest::Progress& p = request.progress();
   const RequestSpec& spec = request.spec();
   const absl::Time now = absl::Now();
-  const int32_t token = result.token_id();
+  const int32_t token = result.token_id;
   p.generated.push_back(token);
   if (!p.first_token) {
     p.first_token = now;
@@ -41,8 +41,8 @@ bool EmitToken(ActiveRequest& request, const worker::v1::SequenceResult& result,
   if (spec.logprobs) {
     v1::GeneratedTokenLogprobs* lp = message.add_logprobs();
     lp->set_token_id(token);
-    lp->set_logprob(result.logprob());
-    for (const worker::v1::TokenLogprob& t : result.top_logprobs()) {
+    lp->set_logprob(result.logprob);
+    for (const worker::v1::TokenLogprob& t : *result.top_logprobs) {
       v1::TokenLogprob* out = lp->add_top_logprobs();
       out->set_token_id(t.token_id());
       out->set_logprob(t.logprob());

@@ -10,9 +10,22 @@
 
 namespace caduceus::router {
 
-// Pushes the message for `result` onto the request's outbox; true when the request finished
+// What the worker reported for one generated token: a sampled one (SequenceResult) or an
+// accepted guess (SampledToken) alike.
+struct TokenView {
+  int32_t token_id = 0;
+  float logprob = 0;
+  const google::protobuf::RepeatedPtrField<worker::v1::TokenLogprob>* top_logprobs = nullptr;
+
+  template <typename Message>
+  static TokenView Of(const Message& m) {
+    return TokenView{m.token_id(), m.logprob(), &m.top_logprobs()};
+  }
+};
+
+// Pushes the message for `token` onto the request's outbox; true when the request finished
 // (it is then complete or failed, and its sequence can be released).
-bool EmitToken(ActiveRequest& request, const worker::v1::SequenceResult& result,
-               const model::ModelConfig& config, RouterMetrics* metrics);
+bool EmitToken(ActiveRequest& request, const TokenView& token, const model::ModelConfig& config,
+               RouterMetrics* metrics);
 
 }  // namespace caduceus::router
