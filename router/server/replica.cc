@@ -298,8 +298,8 @@ worker::v1::StepPlan Replica::BuildPlan(const ScheduledStep& step) {
       }
     }
     // A greedy token without logprobs comes from the lm_head's argmax: no logits row is made.
-    s->set_argmax_only(e.sample && sp.ArgmaxSuffices() && scored.first >= scored.end &&
-                       e.draft_tokens == 0);
+    // With guesses: the argmax of every guessed row, verified against them.
+    s->set_argmax_only(e.sample && sp.ArgmaxSuffices() && scored.first >= scored.end);
     s->set_draft_tokens(e.draft_tokens);
     if (e.first_step) {
       s->set_first_step(true);

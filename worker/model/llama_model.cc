@@ -197,7 +197,19 @@ absl::Status LlamaModel::WarmUp(int32_t max_step_tokens, int32_t max_step_sequen
     batch.sequences.push_back({std::span<const int32_t>(tokens.data(), 1), 0, table});
     batch.sequences.back().argmax_only = true;
   }
-  return Forward(batch, *scratch_cache, &logits);
+  RETURN_IF_ERROR(Forward(batch, *scratch_cache, &logits));
+  // Speculative decoding asks a greedy sequence for the argmax of every guessed row: up to a
+  // whole step's tokens. Reserved here so that no later step allocates device memory (the KV
+  // cache takes what is left after the warm-up).
+  Scratch& sc = scratch_;
+  const size_t rows = static_cast<size_t>(max_step_tokens);
+  const size_t ranks = comm_ != nullptr ? static_cast<size_t>(comm_->size()) : 1;
+  if (!(sc.argmax_index.Reserve(rows) && sc.argmax_value.Reserve(rows) &&
+        sc.gathered_index.Reserve(ranks * rows) && sc.gathered_value.Reserve(ranks * rows))) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of ", kernels_.name, " memory for the greedy tokens of a ", rows, "-token step"));
+  }
+  return absl::OkStatus();
 }
 
 std::optional<GraphShape> LlamaModel::GraphShapeFor(const StepBatch& batch,
@@ -255,7 +267,9 @@ absl::Status LlamaModel::PrepareScratch(const StepBatch& batch, const KvCache& c
       sc.positions.push_back(pos);
       sc.slots.push_back(seq.block_table[pos / bs] * bs + pos % bs);
       if (seq.all_logits) {
-        if (static_cast<int32_t>(i) >= seq.logits_from) sc.logit_rows.push_back(row);
+        if (static_cast<int32_t>(i) >= seq.logits_from) {
+          (seq.argmax_only ? sc.argmax_rows : sc.logit_rows).push_back(row);
+        }
       } else if (i + 1 == seq.tokens.size()) {
         (seq.argmax_only ? sc.argmax_rows : sc.logit_rows).push_back(row);
       }
@@ -471,16 +485,11 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
   int32_t next_full = 0, next_greedy = 0;
   for (const SequenceStep& seq : batch.sequences) {
     logits->row_begin.push_back(static_cast<int32_t>(logits->value_row.size()));
-    if (!seq.all_logits && seq.argmax_only) {
-      logits->value_row.push_back(-1);
-      logits->greedy_token.push_back(greedy[next_greedy++]);
-      continue;
-    }
     const size_t seq_rows =
         seq.all_logits ? seq.tokens.size() - static_cast<size_t>(std::max(0, seq.logits_from)) : 1;
     for (size_t i = 0; i < seq_rows; ++i) {
-      logits->value_row.push_back(next_full++);
-      logits->greedy_token.push_back(-1);
+      logits->value_row.push_back(seq.argmax_only ? -1 : next_full++);
+      logits->greedy_token.push_back(seq.argmax_only ? greedy[next_greedy++] : -1);
     }
   }
   return absl::OkStatus();

@@ -15,7 +15,8 @@ struct SequenceStep {
   bool all_logits = false;               // logits for every new token, not only the last one
   // Only the greedy token of the last row is wanted (a greedy draw without penalties or
   // logprobs): the step computes it with LinearArgmax instead of producing the logits row.
-  // Ignored with all_logits.
+  // With all_logits: the greedy token of every row from logits_from on (speculative decoding's
+  // guesses of a greedy sequence), and no logits rows.
   bool argmax_only = false;
   int32_t logits_from = 0;  // with all_logits: the first new token that gets logits
 };

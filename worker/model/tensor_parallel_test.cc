@@ -104,6 +104,46 @@ TEST_P(TensorParallelTest, ArgmaxOnlyRowsGiveTheSameTokens) {
   }
 }
 
+// all_logits + argmax_only (speculative decoding's guessed rows of a greedy sequence): one
+// greedy token per row, equal to the argmax of the same rows' logits, unsharded and sharded.
+TEST_P(TensorParallelTest, ArgmaxRowsOfAllLogitsSequences) {
+  const std::vector<int32_t> prompt = test_util::Prompts()[2];  // 25 tokens
+  const std::vector<int32_t> rows_table = {0, 1}, argmax_table = {2, 3};
+  for (int size : {1, GetParam()}) {
+    ThreadCommunicatorGroup group(size);
+    std::vector<absl::Status> status(size);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < size; ++r) {
+      threads.emplace_back([&, r] {
+        auto model = LlamaModel::Load(TinyModelDir(), test_util::Options(r, size), group.rank(r));
+        if (!model.ok()) {
+          status[r] = model.status();
+          return;
+        }
+        auto cache = (*model)->CreateKvCache(8);
+        if (!cache.ok()) {
+          status[r] = cache.status();
+          return;
+        }
+        StepBatch batch;
+        batch.sequences.push_back({prompt, 0, rows_table, /*all_logits=*/true, false, 20});
+        batch.sequences.push_back({prompt, 0, argmax_table, /*all_logits=*/true, true, 20});
+        StepLogits logits;
+        status[r] = (*model)->Forward(batch, **cache, r == 0 ? &logits : nullptr);
+        if (!status[r].ok() || r != 0) return;
+        EXPECT_EQ(logits.row_begin, (std::vector<int32_t>{0, 5}));
+        for (int i = 0; i < 5; ++i) {
+          EXPECT_TRUE(logits.HasValues(i));
+          EXPECT_FALSE(logits.HasValues(5 + i));
+          EXPECT_EQ(logits.greedy_token[5 + i], test_util::ArgMax(logits.Row(i))) << "row " << i;
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (const absl::Status& st : status) EXPECT_TRUE(st.ok()) << st;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Sizes, TensorParallelTest, ::testing::Values(2, 4),
                          [](const auto& info) { return "TP" + std::to_string(info.param); });
 

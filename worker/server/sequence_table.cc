@@ -40,7 +40,7 @@ model::StepBatch BatchFromPlan(const v1::StepPlan& plan) {
         std::span<const int32_t>(s.token_ids().data(), s.token_ids_size()), s.start_pos(),
         std::span<const int32_t>(s.block_table().data(), s.block_table_size()),
         /*all_logits=*/scored || drafted,
-        /*argmax_only=*/!scored && !drafted && s.argmax_only() && s.sample(), logits_from});
+        /*argmax_only=*/!scored && s.argmax_only() && s.sample(), logits_from});
   }
   return batch;
 }
@@ -84,7 +84,6 @@ absl::Status CheckDrafts(const v1::SequencePlan& s) {
   if (!s.sample()) return Invalid(id, "draft tokens without sample");
   if (s.score_targets_size() > 0) return Invalid(id, "draft tokens and score_targets conflict");
   if (s.return_logits()) return Invalid(id, "draft tokens and return_logits conflict");
-  if (s.argmax_only()) return Invalid(id, "draft tokens and argmax_only conflict");
   return absl::OkStatus();
 }
 
@@ -293,10 +292,14 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
 #pragma omp parallel for schedule(dynamic, 1) if (n > 1)
   for (int i = 0; i < n; ++i) {
     Pending& p = pending[i];
-    if (!logits.HasValues(p.row)) continue;
     // The index of the token being generated seeds the draw (same as the single-process
-    // engine), so a recomputed sequence samples the same tokens.
-    p.sample = p.seq->sampler->Sample(logits.Row(p.row), p.len - p.seq->prompt_len);
+    // engine), so a recomputed sequence samples the same tokens. Rows without logits are
+    // argmax_only ones: the lm_head took their greedy token.
+    auto draw = [&]() -> absl::StatusOr<sampling::SampleResult> {
+      if (!logits.HasValues(p.row)) return sampling::GreedyResult(logits.greedy_token[p.row]);
+      return p.seq->sampler->Sample(logits.Row(p.row), p.len - p.seq->prompt_len);
+    };
+    if (logits.HasValues(p.row)) p.sample = draw();
     // Speculative decoding: a guess the draw agrees with is exactly the token a one-token decode
     // would have produced, so it is kept and the next row (computed with the guess as input) is
     // sampled the same way, with the penalties counting the guess. The first disagreement ends
@@ -308,7 +311,7 @@ absl::Status SequenceTable::Commit(const v1::StepPlan& plan, const model::StepLo
       p.accepted.push_back(*std::move(p.sample));
       ++p.len;
       ++p.row;
-      p.sample = p.seq->sampler->Sample(logits.Row(p.row), p.len - p.seq->prompt_len);
+      p.sample = draw();
     }
   }
 

@@ -189,9 +189,6 @@ TEST(DraftValidationTest, RefusesDraftsThatCannotBeVerified) {
   s.set_sample(false);
   expect_invalid(s, "draft tokens without sample");
   s.set_sample(true);
-  s.set_argmax_only(true);
-  expect_invalid(s, "draft tokens and argmax_only conflict");
-  s.set_argmax_only(false);
   s.set_return_logits(true);
   expect_invalid(s, "draft tokens and return_logits conflict");
   s.set_return_logits(false);
@@ -209,12 +206,45 @@ TEST(DraftValidationTest, RefusesDraftsThatCannotBeVerified) {
 TEST(DraftBatchTest, DraftedSequencesGetEveryGuessRow) {
   v1::SequencePlan s = Step(1, {4, 5, 6}, 3, 3);
   s.set_draft_tokens(2);
-  s.set_argmax_only(false);
   model::StepBatch b = BatchFromPlan(Plan(s));
   ASSERT_EQ(b.sequences.size(), 1u);
   EXPECT_TRUE(b.sequences[0].all_logits);
   EXPECT_EQ(b.sequences[0].logits_from, 0);
   EXPECT_FALSE(b.sequences[0].argmax_only);
+  s.set_argmax_only(true);  // greedy: the lm_head's argmax of every row
+  EXPECT_TRUE(BatchFromPlan(Plan(s)).sequences[0].argmax_only);
+}
+
+// Greedy guesses verified against the lm_head's argmax rows (no logits): row r's greedy token.
+TEST(DraftBatchTest, ArgmaxRowsVerifyGreedyGuesses) {
+  SequenceTable t(Limits());
+  v1::StepResult r;
+  v1::SequencePlan first = First(1, {1, 2, 3}, 0);
+  first.mutable_sampling()->set_skip_logprob(true);  // greedy, nobody reads logprobs
+  first.set_argmax_only(true);
+  model::StepLogits one;
+  one.vocab_size = kVocab;
+  one.row_begin = {0};
+  one.value_row = {-1};
+  one.greedy_token = {4};
+  ASSERT_TRUE(t.Commit(Plan(first), one, &r).ok());
+  EXPECT_EQ(r.results(0).token_id(), 4);
+  v1::SequencePlan s = Step(1, {4, 5, 6, 7}, 3, 3);
+  s.set_draft_tokens(3);
+  s.set_argmax_only(true);
+  ASSERT_TRUE(t.Validate(Plan(s)).ok()) << t.Validate(Plan(s));
+  model::StepLogits rows;
+  rows.vocab_size = kVocab;
+  rows.row_begin = {0};
+  rows.value_row = {-1, -1, -1, -1};
+  rows.greedy_token = {5, 6, 9, 1};  // guesses 5 and 6 right, 7 wrong: 9 instead
+  v1::StepResult rr;
+  ASSERT_TRUE(t.Commit(Plan(s), rows, &rr).ok());
+  ASSERT_EQ(rr.results(0).accepted_drafts_size(), 2);
+  EXPECT_EQ(rr.results(0).accepted_drafts(0).token_id(), 5);
+  EXPECT_EQ(rr.results(0).accepted_drafts(1).token_id(), 6);
+  EXPECT_EQ(rr.results(0).token_id(), 9);
+  EXPECT_TRUE(t.Validate(Plan(Step(1, {9}, 6, 3))).ok());
 }
 
 }  // namespace
