@@ -66,6 +66,7 @@ absl::Status Scheduler::Add(SeqId id, std::vector<int32_t> prompt_ids, int32_t m
   seq->max_reused_prefix = std::max(0, max_reused_prefix);
   seq->arrival_time = arrival_time;
   seq->priority = priority;
+  seq->draft_limit = config_.speculative_tokens;  // optimistic: the first guesses tell
   InsertWaiting(seq.get());
   waiting_tokens_ += known;
   seqs_.emplace(id, std::move(seq));
@@ -217,7 +218,7 @@ void Scheduler::PlanDrafts(int32_t& budget) {
     // Decodes planned in pass 1 whose fed token is known (not a placeholder).
     if (s->planned != 1 || s->unsampled != 0) continue;
     // Every guess accepted plus the token after them must stay within max_new_tokens.
-    const int32_t most = std::min({config_.speculative_tokens, budget,
+    const int32_t most = std::min({s->draft_limit, config_.speculative_tokens, budget,
                                    s->max_new_tokens - s->generated() - 1});
     if (most <= 0) continue;
     std::vector<int32_t> draft = ProposeNgramDraft(s->tokens, config_.ngram, most);
@@ -359,6 +360,7 @@ absl::Status Scheduler::OnSampled(SeqId id, std::span<const int32_t> tokens) {
   }
   // Positions of rejected guesses were computed for nothing; later steps overwrite them.
   s->num_computed -= s->drafts_in_flight - accepted;
+  if (s->drafts_in_flight > 0) s->draft_limit = accepted + 1;
   s->drafts_in_flight = 0;
   accepted_draft_tokens_total_ += accepted;
   s->tokens.insert(s->tokens.end(), tokens.begin(), tokens.end());

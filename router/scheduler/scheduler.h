@@ -189,6 +189,10 @@ class Scheduler {
     // Guesses of the entry in flight (then unsampled == 1): num_computed counts them until the
     // result says how many were right.
     int32_t drafts_in_flight = 0;
+    // Guesses its next decode may carry: one more than the worker accepted last time (at most
+    // speculative_tokens), so a sequence whose guesses keep failing costs one row per step, and
+    // one being copied or looping soon gets the full length. Starts at speculative_tokens.
+    int32_t draft_limit = 0;
     int32_t generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   };
 

@@ -73,6 +73,32 @@ TEST(SchedulerDraftTest, DecodesCarryGuessesFromTheHistory) {
   EXPECT_EQ(next.entries[0].draft_tokens, 0);  // "11 42" never occurred before
 }
 
+TEST(SchedulerDraftTest, GuessLengthFollowsWhatWasAccepted) {
+  // History "1 2 3 1 2 3 ... 1 2": guesses continue the loop; the limit is one more than the
+  // number accepted last time (at most 4).
+  SchedulerConfig c = Config(4);
+  auto s = Make(c);
+  ASSERT_TRUE(s->Add(1, {1, 2, 3, 1, 2, 3, 1, 2}, 40, kT0).ok());
+  s->Schedule();
+  ASSERT_TRUE(s->OnSampled(1, 3).ok());
+  ScheduledStep a = s->Schedule();
+  EXPECT_EQ(a.entries[0].draft_tokens, 4);  // the first guesses get the full length
+  ASSERT_TRUE(s->OnSampled(1, std::vector<int32_t>{7}).ok());  // none right
+  ScheduledStep b = s->Schedule();  // "3 7" never occurred: no guess at all
+  EXPECT_EQ(b.entries[0].draft_tokens, 0);
+  ASSERT_TRUE(s->OnSampled(1, 1).ok());
+  EXPECT_EQ(s->Schedule().entries[0].draft_tokens, 0);  // "7 1" never occurred either
+  ASSERT_TRUE(s->OnSampled(1, std::vector<int32_t>{2}).ok());  // "7 1 2": suffix "1 2" recurs
+  ScheduledStep e = s->Schedule();
+  EXPECT_EQ(e.entries[0].draft_tokens, 1);  // 0 accepted last time: 1 guess
+  ASSERT_TRUE(s->OnSampled(1, std::vector<int32_t>{3, 1}).ok());  // right
+  ScheduledStep f = s->Schedule();
+  EXPECT_EQ(f.entries[0].draft_tokens, 2);
+  ASSERT_TRUE(s->OnSampled(1, std::vector<int32_t>{2, 3, 1}).ok());  // both right
+  EXPECT_EQ(s->Schedule().entries[0].draft_tokens, 3);
+  ASSERT_TRUE(s->CheckInvariants().ok()) << s->CheckInvariants();
+}
+
 TEST(SchedulerDraftTest, GuessesStayWithinTheLengthLimitAndTheBudget) {
   // 3 new tokens allowed: one generated, so at most 1 guess + the token after it.
   auto s = Started(Config(4), 9, /*max_new=*/3);
