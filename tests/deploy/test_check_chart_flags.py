@@ -21,7 +21,8 @@ ROUTER_FLAGS = ["model", "listen", "metrics_listen", "replica", "max_num_seqs", 
                 "api_token_file", "log_payloads", "heartbeat_timeout", "pipeline_depth",
                 "registry_token_file", "forget_replica_after", "max_registered_replicas",
                 "max_request_failovers", "audit_log", "audit_log_payloads", "http_listen",
-                "http_threads", "served_model_name", "http_behind_tls_proxy"]
+                "http_threads", "served_model_name", "http_behind_tls_proxy", "speculative_tokens",
+                "speculative_ngram_min", "speculative_ngram_max", "speculative_max_running"]
 WORKER_FLAGS = ["model", "tp_size", "rank", "rendezvous", "device", "listen", "metrics_listen",
                 "kv_cache_bytes", "gpu_memory_utilization", "router", "advertise_address",
                 "collective_timeout", "connect_timeout", "gloo_hostname", "gloo_iface", "max_step_tokens",

@@ -134,6 +134,11 @@ app.kubernetes.io/component: worker
 {{- fail "router.scheduler.maxTokensPerStep must be at least router.scheduler.maxNumSeqs (every running sequence decodes a token each step)" -}}
 {{- end -}}
 {{- $sched := .Values.router.scheduler -}}
+{{- with $sched.speculative -}}
+{{- if and .tokens (gt (int .ngramMin) (int .ngramMax)) -}}
+{{- fail (printf "router.scheduler.speculative.ngramMin (%d) must not exceed ngramMax (%d)" (int .ngramMin) (int .ngramMax)) -}}
+{{- end -}}
+{{- end -}}
 {{- $stepSeqs := include "caduceus.worker.stepSequences" . | int64 -}}
 {{- $stepTokens := include "caduceus.worker.stepTokens" . | int64 -}}
 {{- if gt (int64 $sched.maxNumSeqs) $stepSeqs -}}
