@@ -10,7 +10,7 @@ last stdout line is one JSON object.
 usage: speculative_bench.py --plain HOST:PORT --plain-metrics HOST:PORT
                             --speculative HOST:PORT --speculative-metrics HOST:PORT
                             --prompts ORACLE_JSON [--tokens 128] [--concurrency 1,4,16]
-                            [--rounds 2]
+                            [--rounds 2] [--only I,J,...]
 Needs PYTHONPATH=<build>/proto_py and Debian's python3-grpcio."""
 
 import argparse
@@ -65,9 +65,12 @@ def main():
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--only", default="", help="comma list of prompt indices to use (default all)")
     a = ap.parse_args()
     with open(a.prompts) as f:
         prompts = [p["prompt_ids"] for p in json.load(f)["prompts"]]
+    if a.only:
+        prompts = [prompts[int(i)] for i in a.only.split(",")]
     stubs = {"plain": gg.GenerationStub(grpc.insecure_channel(a.plain)),
              "speculative": gg.GenerationStub(grpc.insecure_channel(a.speculative))}
     metrics = {"plain": a.plain_metrics, "speculative": a.speculative_metrics}
