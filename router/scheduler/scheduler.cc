@@ -221,7 +221,13 @@ void Scheduler::PlanDrafts(int32_t& budget) {
     const int32_t most = std::min({s->draft_limit, config_.speculative_tokens, budget,
                                    s->max_new_tokens - s->generated() - 1});
     if (most <= 0) continue;
-    std::vector<int32_t> draft = ProposeNgramDraft(s->tokens, config_.ngram, most);
+    std::vector<int32_t> draft;
+    if (s->tokens.size() > kNgramIndexFrom) {
+      if (s->ngram_index == nullptr) s->ngram_index = std::make_unique<NgramIndex>(config_.ngram);
+      draft = s->ngram_index->Propose(s->tokens, most);
+    } else {
+      draft = ProposeNgramDraft(s->tokens, config_.ngram, most);
+    }
     if (draft.empty()) continue;
     // Room in the sequence's table and in free blocks: a guess is not worth a cached prefix
     // block, let alone a preemption.

@@ -193,6 +193,9 @@ class Scheduler {
     // speculative_tokens), so a sequence whose guesses keep failing costs one row per step, and
     // one being copied or looping soon gets the full length. Starts at speculative_tokens.
     int32_t draft_limit = 0;
+    // Long histories (> kNgramIndexFrom tokens) find their guesses through an index instead of
+    // a scan per step.
+    std::unique_ptr<NgramIndex> ngram_index;
     int32_t generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   };
 

@@ -73,6 +73,35 @@ TEST(SchedulerDraftTest, DecodesCarryGuessesFromTheHistory) {
   EXPECT_EQ(next.entries[0].draft_tokens, 0);  // "11 42" never occurred before
 }
 
+TEST(SchedulerDraftTest, LongHistoriesGuessThroughTheIndex) {
+  // 3000 distinct tokens, then the start of an early span again: the index (histories over
+  // kNgramIndexFrom tokens) finds what followed it, as the scan would.
+  SchedulerConfig c = Config(4);
+  c.num_blocks = 1024;
+  c.max_tokens_per_step = 4096;
+  c.prefill_chunk_tokens = 4096;
+  c.max_waiting_tokens = 10000;
+  auto s = Make(c);
+  std::vector<int32_t> prompt(3000);
+  for (int32_t i = 0; i < 3000; ++i) prompt[i] = 10000 + i;
+  prompt.insert(prompt.end(), {10100, 10101});
+  ASSERT_TRUE(s->Add(1, prompt, 40, kT0).ok());
+  ASSERT_EQ(s->Schedule().entries.size(), 1u);
+  ASSERT_TRUE(s->OnSampled(1, 10102).ok());
+  ScheduledStep step = s->Schedule();
+  EXPECT_EQ(step.entries[0].tokens, (std::vector<int32_t>{10102, 10103, 10104, 10105, 10106}));
+  ASSERT_TRUE(s->OnSampled(1, std::vector<int32_t>{10103, 10104, 7}).ok());
+  // The history grew by three tokens; "10104 7" never occurred: no guess.
+  EXPECT_EQ(s->Schedule().entries[0].draft_tokens, 0);
+  ASSERT_TRUE(s->OnSampled(1, 10100).ok());
+  EXPECT_FALSE(s->OnSampled(1, 10101).ok());  // one result per step
+  ScheduledStep again = s->Schedule();  // "7 10100": no; 10100 alone is below min_ngram 2
+  EXPECT_EQ(again.entries[0].draft_tokens, 0);
+  ASSERT_TRUE(s->OnSampled(1, 10101).ok());
+  // "10100 10101" recurs (twice now: the most recent occurrence was followed by 10102).
+  EXPECT_EQ(s->Schedule().entries[0].tokens[1], 10102);
+}
+
 TEST(SchedulerDraftTest, GuessLengthFollowsWhatWasAccepted) {
   // History "1 2 3 1 2 3 ... 1 2": guesses continue the loop; the limit is one more than the
   // number accepted last time (at most 4).
