@@ -195,6 +195,26 @@ def metric_value(text, name, labels=None):
     return total if seen else None
 
 
+def run_checks(checks, env, cluster, always=()):
+    """Runs each check(env) in order: all of them, or with CADUCEUS_E2E_ONLY set those whose name
+    contains it (and the ones in `always`). A failing check prints its traceback and the cluster's
+    logs and the next one runs. Returns the names of the failed checks."""
+    only = os.environ.get("CADUCEUS_E2E_ONLY")
+    failures = []
+    for check in checks:
+        if only and only not in check.__name__ and check not in always:
+            continue
+        print("%s:" % check.__name__)
+        try:
+            check(env)
+        except Exception:
+            import traceback
+            traceback.print_exc(file=sys.stdout)
+            failures.append(check.__name__)
+            cluster.dump_logs(sys.stdout)
+    return failures
+
+
 def report(failures, noun="failures"):
     """Prints every failure and the count; returns the exit status."""
     for f in failures:

@@ -20,9 +20,7 @@ import signal
 import sys
 import tempfile
 import time
-import traceback
 
-import grpc
 
 import cluster
 import router_client as rc
@@ -542,17 +540,7 @@ def main():
         env.stub = rc.stub(router_addr)
         cluster.wait_until("replica up over HTTP",
                            lambda: request(env, "GET", "/v1/models")[0] == 200, timeout=120)
-        only = os.environ.get("CADUCEUS_E2E_ONLY")
-        for check in CHECKS:
-            if only and only not in check.__name__ and check is not check_drain:
-                continue
-            print("%s:" % check.__name__)
-            try:
-                check(env)
-            except Exception:
-                traceback.print_exc(file=sys.stdout)
-                failures.append(check.__name__)
-                c.dump_logs(sys.stdout)
+        failures = cluster.run_checks(CHECKS, env, c, always=(check_drain,))
     finally:
         c.close()
     sys.exit(cluster.report(failures))

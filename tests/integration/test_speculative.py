@@ -14,9 +14,7 @@ Usage: test_speculative.py MODEL_DIR ORACLE_JSON (CTest: router_speculative).
 """
 
 import json
-import os
 import sys
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 import cluster
@@ -163,17 +161,7 @@ def main():
         env.spec_metrics, env.plain_metrics = routers[0][1], routers[1][1]
         for stub in (env.spec, env.plain):
             cluster.wait_until("replica up", lambda: rc.info_if(stub, 1), timeout=120)
-        only = os.environ.get("CADUCEUS_E2E_ONLY")
-        for check in CHECKS:
-            if only and only not in check.__name__:
-                continue
-            print("%s:" % check.__name__)
-            try:
-                check(env)
-            except Exception:
-                traceback.print_exc(file=sys.stdout)
-                failures.append(check.__name__)
-                c.dump_logs(sys.stdout)
+        failures = cluster.run_checks(CHECKS, env, c)
     finally:
         c.close()
     sys.exit(cluster.report(failures))

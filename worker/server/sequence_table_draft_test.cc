@@ -7,22 +7,14 @@
 
 #include "gtest/gtest.h"
 #include "worker/server/sequence_table.h"
+#include "worker/server/sequence_table_test_util.h"
 
 namespace caduceus::worker {
 namespace {
 
 constexpr int kVocab = 10;
 
-StepLimits Limits() {
-  StepLimits l;
-  l.max_step_tokens = 64;
-  l.max_step_sequences = 4;
-  l.num_kv_blocks = 8;
-  l.block_size = 4;
-  l.max_context = 32;
-  l.vocab_size = kVocab;
-  return l;
-}
+StepLimits Limits() { return test_util::SmallLimits(); }
 
 v1::SequencePlan Step(uint64_t id, std::vector<int32_t> tokens, int32_t start_pos, int32_t prompt_len) {
   v1::SequencePlan s;

@@ -1,6 +1,7 @@
 // Protocol checks of the leader's sequence table: every malformed plan the router could send is
 // refused with INVALID_ARGUMENT naming the problem, and sampling state follows the sequence.
 #include "worker/server/sequence_table.h"
+#include "worker/server/sequence_table_test_util.h"
 
 #include <cmath>
 #include <vector>
@@ -10,16 +11,7 @@
 namespace caduceus::worker {
 namespace {
 
-StepLimits Limits() {
-  StepLimits l;
-  l.max_step_tokens = 64;
-  l.max_step_sequences = 4;
-  l.num_kv_blocks = 8;
-  l.block_size = 4;
-  l.max_context = 32;
-  l.vocab_size = 10;
-  return l;
-}
+StepLimits Limits() { return test_util::SmallLimits(); }
 
 v1::SequencePlan First(uint64_t id, std::vector<int32_t> tokens, std::vector<int32_t> blocks) {
   v1::SequencePlan s;
