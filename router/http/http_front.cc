@@ -2,6 +2,7 @@
 
 #include <civetweb.h>
 
+#include <atomic>
 #include <ctime>
 #include <string_view>
 #include <tuple>
@@ -27,9 +28,16 @@ struct HttpFront::Impl {
   std::unique_ptr<v1::Generation::Stub> stub;
   const text::Tokenizer* tokenizer = nullptr;
   int64_t started = 0;  // Unix seconds: /v1/models "created"
+  // CivetWeb gives each connection a pool thread until it closes, idle keep-alive time
+  // included: connections open now (init_connection .. connection_closed).
+  std::atomic<int> open_connections{0};
 };
 
 namespace {
+
+// "Connection: close\r\n" when the connection of the call this thread serves closes after it
+// (HttpFront::HandleRequest decides), else empty. One call per CivetWeb thread at a time.
+thread_local const char* connection_header = "";
 
 // --- writing responses -------------------------------------------------------------------
 
@@ -40,7 +48,8 @@ void SendBody(mg_connection* conn, int status, std::string_view content_type,
   const std::string response = absl::StrCat(
       "HTTP/1.1 ", status, " ", mg_get_response_code_text(conn, status),
       "\r\nContent-Type: ", std::string(content_type), "\r\nContent-Length: ", body.size(),
-      "\r\nCache-Control: no-store\r\n", std::string(extra_headers), "\r\n", std::string(body));
+      "\r\nCache-Control: no-store\r\n", connection_header, std::string(extra_headers), "\r\n",
+      std::string(body));
   mg_write(conn, response.data(), response.size());
 }
 
@@ -180,7 +189,7 @@ int ServeStream(HttpFront::Impl& impl, mg_connection* conn, OpenAiCall& call, Re
   rc.id += message.request_id();
   mg_printf(conn,
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            "Transfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\n\r\n");
+            "Transfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\n%s\r\n", connection_header);
   bool client_here = rc.endpoint != Endpoint::kChatCompletions || SendEvent(conn, RoleChunk(rc));
   v1::Usage usage;
   bool have_usage = false;
@@ -248,6 +257,14 @@ int ServeGeneration(HttpFront::Impl& impl, mg_connection* conn, Endpoint endpoin
 
 int HttpFront::HandleRequest(mg_connection* conn) {
   Impl& impl = *static_cast<Impl*>(mg_get_request_info(conn)->user_data);
+  // An idle keep-alive connection holds its pool thread (CivetWeb has one thread per
+  // connection) for up to keep_alive_timeout_ms: with every thread held by idle clients (SDK
+  // connection pools), new clients would wait unserved. So connections are only kept while at
+  // most half the threads hold one; beyond that each response says "Connection: close" and the
+  // thread is free for the next client right after it.
+  const bool keep = impl.open_connections.load() <= impl.options.threads / 2;
+  if (!keep) mg_disable_connection_keep_alive(conn);
+  connection_header = keep ? "" : "Connection: close\r\n";
   if (impl.options.on_call_start) impl.options.on_call_start();
   const char* endpoint = "other";
   const int status = Dispatch(impl, conn, &endpoint);
@@ -334,6 +351,13 @@ absl::StatusOr<std::unique_ptr<HttpFront>> HttpFront::Start(HttpFrontOptions opt
   mg_callbacks callbacks{};
   callbacks.begin_request = &HttpFront::HandleRequest;
   callbacks.log_message = &LogCivetMessage;
+  callbacks.init_connection = [](const mg_connection* conn, void**) {
+    static_cast<Impl*>(mg_get_user_data(mg_get_context(conn)))->open_connections.fetch_add(1);
+    return 0;
+  };
+  callbacks.connection_closed = [](const mg_connection* conn) {
+    static_cast<Impl*>(mg_get_user_data(mg_get_context(conn)))->open_connections.fetch_sub(1);
+  };
   front->context_ = mg_start(&callbacks, &impl, civet_options);
   if (front->context_ == nullptr) {
     mg_exit_library();

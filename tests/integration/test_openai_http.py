@@ -29,6 +29,7 @@ from caduceus.v1 import generation_pb2 as g
 TOKEN = "s3cret-http-token"        # caller "clinic-chat"
 BATCH_TOKEN = "s3cret-batch-token"  # caller "batch-summaries", priority floor 10
 AGENT = "caduceus-http-test/1"
+HTTP_THREADS = 16  # the router's --http-threads
 
 
 class Env:
@@ -507,9 +508,45 @@ def check_drain(env):
     print("    drain: new call 503, running stream finished (300 tokens), router exited 0")
 
 
+def check_idle_connections_do_not_starve_new_clients(env):
+    # CivetWeb holds a pool thread per open connection, idle keep-alive time included. The
+    # router runs --http-threads HTTP_THREADS: as many idle keep-alive clients as threads (SDK
+    # connection pools) must not leave a new client unserved. Connections are kept only while
+    # at most half the threads hold one; later responses say "Connection: close".
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer " + TOKEN}
+    body = json.dumps({"model": env.served_name, "prompt": [1, 2, 3], "max_tokens": 2})
+    idle, kept = [], 0
+    for _ in range(HTTP_THREADS + 2):
+        conn = http.client.HTTPConnection("127.0.0.1", env.http_port, timeout=10)
+        conn.request("POST", "/v1/completions", body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200, r.status
+        if (r.getheader("Connection") or "").lower() != "close":
+            kept += 1
+            idle.append(conn)  # stays open, idle, holding its thread
+        else:
+            conn.close()
+    assert 1 <= kept <= HTTP_THREADS // 2 + 1, "kept %d of %d connections" % (kept, HTTP_THREADS + 2)
+    started = time.time()
+    status, _, _ = request(env, "POST", "/v1/completions", json.loads(body))
+    waited = time.time() - started
+    assert status == 200 and waited < 5, (status, waited)
+    # The kept connections still serve their clients' next calls.
+    for conn in idle:
+        conn.request("POST", "/v1/completions", body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200, r.status
+        conn.close()
+    print("    %d idle keep-alive connections of %d threads; a new client served in %.3f s"
+          % (kept, HTTP_THREADS, waited))
+
+
 CHECKS = [check_models, check_chat_matches_oracle, check_completions, check_chat_stream_and_stop,
-          check_errors, check_hostile_input, check_concurrent_clients, check_priority, check_backpressure_and_disconnect,
-          check_audit, check_drain]
+          check_errors, check_hostile_input, check_concurrent_clients,
+          check_idle_connections_do_not_starve_new_clients, check_priority,
+          check_backpressure_and_disconnect, check_audit, check_drain]
 
 
 def main():
@@ -535,7 +572,8 @@ def main():
             "--model", model, "--listen", router_addr, "--metrics-listen", env.metrics_addr,
             "--replica", grp.address, "--http-listen", "127.0.0.1:%d" % env.http_port,
             "--api-token-file", token_file, "--audit-log", env.audit_log,
-            "--max-num-seqs", 2, "--max-waiting-requests", 1, "--drain-timeout", 60])
+            "--max-num-seqs", 2, "--max-waiting-requests", 1, "--drain-timeout", 60,
+            "--http-threads", HTTP_THREADS])
         cluster.wait_serving(router_addr, processes=[env.router] + grp.ranks)
         env.stub = rc.stub(router_addr)
         cluster.wait_until("replica up over HTTP",
