@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -65,7 +66,7 @@ absl::StatusOr<std::optional<bool>> Bool(const json& body, const char* name) {
 
 // Refuses a field this server does not implement, unless it holds the value that means "off".
 absl::Status RefuseUnsupported(const json& body) {
-  for (const char* name : {"tools", "functions", "logit_bias", "prediction", "audio", "modalities"}) {
+  for (const char* name : {"tools", "functions", "prediction", "audio", "modalities"}) {
     const json* v = Field(body, name);
     if (v != nullptr && !v->empty()) {
       return Invalid(name, "not supported by this server; remove the field");
@@ -92,6 +93,23 @@ absl::Status RefuseUnsupported(const json& body) {
       return Invalid(name, absl::StrCat(*n, " choices asked; this server returns one choice per "
                                             "request (send several requests)"));
     }
+  }
+  return absl::OkStatus();
+}
+
+// OpenAI's logit_bias: {"<token id>": bias, ...}; the keys are token ids written as strings.
+// Ranges and the vocabulary are the gRPC validator's to check (one place for the messages).
+absl::Status ParseLogitBias(const json& body, v1::SamplingParameters* s) {
+  const json* v = Field(body, "logit_bias");
+  if (v == nullptr) return absl::OkStatus();
+  if (!v->is_object()) return WrongType("logit_bias", "an object of token id -> bias", *v);
+  for (const auto& [key, bias] : v->items()) {
+    int32_t id = 0;
+    if (!absl::SimpleAtoi(key, &id) || id < 0) {
+      return Invalid("logit_bias", "keys must be token ids (decimal integers >= 0)");
+    }
+    if (!bias.is_number()) return WrongType("logit_bias values", "numbers", bias);
+    (*s->mutable_logit_bias())[id] = static_cast<float>(bias.get<double>());
   }
   return absl::OkStatus();
 }
@@ -165,6 +183,7 @@ absl::Status ParseParameters(const json& body, Endpoint endpoint, OpenAiCall* ca
   if (presence.has_value()) s->set_presence_penalty(static_cast<float>(*presence));
   ASSIGN_OR_RETURN(auto seed, Integer(body, "seed"));
   if (seed.has_value()) s->set_seed(static_cast<uint64_t>(*seed));
+  RETURN_IF_ERROR(ParseLogitBias(body, s));
 
   // Chat: logprobs is a boolean and top_logprobs the number of alternatives; completions:
   // logprobs is that number (null: none).

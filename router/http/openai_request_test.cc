@@ -138,6 +138,24 @@ TEST(OpenAiRequest, BadBodiesNameTheProblem) {
   EXPECT_EQ(chat_with(R"("stop_token_ids": [-1])"), "stop_token_ids: -1 is not a token id");
 }
 
+TEST(OpenAiRequest, LogitBiasKeysAreTokenIds) {
+  OpenAiCall call = ParseOk(kChat, R"({"messages": [{"role": "user", "content": "hi"}],
+                                       "logit_bias": {"9642": 100, "2822": -100, "15": 2.5}})");
+  const auto& bias = call.chat.params().sampling().logit_bias();
+  ASSERT_EQ(bias.size(), 3u);
+  EXPECT_EQ(bias.at(9642), 100.f);
+  EXPECT_EQ(bias.at(2822), -100.f);
+  EXPECT_EQ(bias.at(15), 2.5f);
+  EXPECT_EQ(ParseError(kCompletions, R"({"prompt": "x", "logit_bias": {"yes": 1}})"),
+            "logit_bias: keys must be token ids (decimal integers >= 0)");
+  EXPECT_EQ(ParseError(kCompletions, R"({"prompt": "x", "logit_bias": {"-3": 1}})"),
+            "logit_bias: keys must be token ids (decimal integers >= 0)");
+  EXPECT_EQ(ParseError(kCompletions, R"({"prompt": "x", "logit_bias": {"3": "big"}})"),
+            "logit_bias values: expected numbers, got string");
+  EXPECT_EQ(ParseError(kCompletions, R"({"prompt": "x", "logit_bias": [3]})"),
+            "logit_bias: expected an object of token id -> bias, got array");
+}
+
 TEST(OpenAiRequest, FeaturesThisServerDoesNotHaveAreRefusedNotIgnored) {
   const std::string ok_messages = R"("messages": [{"role": "user", "content": "hi"}])";
   auto chat_with = [&](std::string field) { return ParseError(kChat, "{" + ok_messages + ", " + field + "}"); };
@@ -146,8 +164,6 @@ TEST(OpenAiRequest, FeaturesThisServerDoesNotHaveAreRefusedNotIgnored) {
   EXPECT_EQ(chat_with(R"("tools": [{"type": "function"}])"),
             "tools: not supported by this server; remove the field");
   EXPECT_EQ(chat_with(R"("tool_choice": "auto")"), "tool_choice: not supported by this server (no tools)");
-  EXPECT_EQ(chat_with(R"("logit_bias": {"50256": -100})"),
-            "logit_bias: not supported by this server; remove the field");
   EXPECT_EQ(chat_with(R"("response_format": {"type": "json_object"})"),
             "response_format: only {\"type\": \"text\"} is supported");
   EXPECT_EQ(ParseError(kCompletions, R"({"prompt": "x", "echo": true})"), "echo: not supported by this server");

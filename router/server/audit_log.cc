@@ -72,6 +72,7 @@ nlohmann::ordered_json Params(const RequestSpec& spec) {
           {"presence_penalty", s.presence_penalty},
           {"seed", s.seed},
           {"top_logprobs", s.top_logprobs},
+          {"logit_bias_tokens", s.logit_bias.size()},
           {"logprobs", spec.logprobs},
           {"ignore_eos", spec.ignore_eos},
           {"stop_sequences", spec.stop.size()},

@@ -315,6 +315,11 @@ worker::v1::StepPlan Replica::BuildPlan(const ScheduledStep& step) {
       out->set_seed(sp.seed);
       out->set_top_logprobs(sp.top_logprobs);
       out->set_skip_logprob(sp.skip_logprob);
+      for (const auto& [token, bias] : sp.logit_bias) {
+        worker::v1::TokenBias* b = out->add_logit_bias();
+        b->set_token_id(token);
+        b->set_bias(bias);
+      }
     }
   }
   return plan;

@@ -1,5 +1,6 @@
 #include "router/server/request_spec.h"
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -58,6 +59,15 @@ absl::Status FillParameters(const v1::GenerationParameters& p, int64_t prompt_le
   out.presence_penalty = s.presence_penalty();
   out.seed = s.seed_set_case() == v1::SamplingParameters::kSeed ? s.seed() : RandomSeed();
   out.top_logprobs = s.top_logprobs();
+  for (const auto& [token, bias] : s.logit_bias()) {
+    if (token < 0 || token >= config.vocab_size) {
+      return Invalid(absl::StrCat("params.sampling.logit_bias: token ", token,
+                                  " is outside the vocabulary [0, ", config.vocab_size, ")"));
+    }
+    out.logit_bias.emplace_back(token, bias);
+  }
+  // Map order is unspecified; sorted, the plan (and the audit record) do not depend on it.
+  std::sort(out.logit_bias.begin(), out.logit_bias.end());
   if (absl::Status st = out.Validate(); !st.ok()) {
     return Invalid(absl::StrCat("params.sampling: ", st.message()));
   }

@@ -85,6 +85,27 @@ TEST_F(RequestSpecTest, PriorityIsCarriedForGenerationAndScore) {
   EXPECT_EQ(scored->priority, 12);
 }
 
+TEST_F(RequestSpecTest, LogitBiasIsSortedAndChecked) {
+  v1::GenerateRequest r;
+  r.add_prompt_ids(1);
+  auto& bias = *r.mutable_params()->mutable_sampling()->mutable_logit_bias();
+  bias[9642] = 100;
+  bias[15] = -2.5;
+  bias[2822] = -100;
+  auto spec = SpecFromGenerate(r, model_, limits_);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->sampling.logit_bias,
+            (std::vector<std::pair<int32_t, float>>{{15, -2.5f}, {2822, -100.f}, {9642, 100.f}}));
+  bias[128256] = 1;
+  ExpectInvalid(r, "params.sampling.logit_bias: token 128256 is outside the vocabulary [0, 128256)");
+  bias.erase(128256);
+  bias[-1] = 1;
+  ExpectInvalid(r, "params.sampling.logit_bias: token -1 is outside the vocabulary");
+  bias.erase(-1);
+  bias[7] = 101;
+  ExpectInvalid(r, "params.sampling: logit_bias of token 7 must be in [-100, 100], got 101");
+}
+
 TEST_F(RequestSpecTest, RefusesBadInput) {
   ExpectInvalid(v1::GenerateRequest(), "empty prompt");
   v1::GenerateRequest both;

@@ -508,6 +508,36 @@ def check_drain(env):
     print("    drain: new call 503, running stream finished (300 tokens), router exited 0")
 
 
+def check_logit_bias(env):
+    # Against the oracle's own first-step ranking (llama.cpp and float64): banning the top token
+    # makes the greedy answer start with the oracle's second; forcing a token repeats it. The
+    # logprobs stay the model's (the banned token is still the top-1 alternative).
+    p = env.oracle["prompts"][0]
+    top = [t for t, _ in p["first_step_top10"]]
+    assert top[0] == p["gen_ids"][0]
+
+    def first_ids(bias, n):
+        body = greedy_body(model=env.served_name, prompt=p["prompt_ids"], max_tokens=n, logprobs=1,
+                           return_tokens_as_token_ids=True, logit_bias=bias)
+        status, _, r = post_json(env, "/v1/completions", body)
+        assert status == 200, r
+        lp = r["choices"][0]["logprobs"]
+        return [int(t[len("token_id:"):]) for t in lp["tokens"]], lp["top_logprobs"]
+
+    banned, tops = first_ids({str(top[0]): -100}, 1)
+    assert banned == [top[1]], (banned, top[:3])
+    assert list(tops[0].keys()) == ["token_id:%d" % top[0]], tops[0]  # raw distribution
+    # The random test model's logits are large (top-1 about 216), so +100 forces a token of the
+    # oracle's top 10, not any token.
+    forced, _ = first_ids({str(top[9]): 100}, 1)
+    assert forced == [top[9]], (forced, top)
+    status, headers, body = post_json(env, "/v1/completions", greedy_body(
+        model=env.served_name, prompt=p["prompt_ids"], logit_bias={"128256": 5}))
+    expect_error(status, headers, body, 400, "logit_bias: token 128256 is outside the vocabulary")
+    print("    banned top-1 -> oracle's top-2 (%d); +100 on its 10th -> %d; out-of-vocabulary "
+          "id refused" % (top[1], forced[0]))
+
+
 def check_idle_connections_do_not_starve_new_clients(env):
     # CivetWeb holds a pool thread per open connection, idle keep-alive time included. The
     # router runs --http-threads HTTP_THREADS: as many idle keep-alive clients as threads (SDK
@@ -544,7 +574,7 @@ def check_idle_connections_do_not_starve_new_clients(env):
 
 
 CHECKS = [check_models, check_chat_matches_oracle, check_completions, check_chat_stream_and_stop,
-          check_errors, check_hostile_input, check_concurrent_clients,
+          check_errors, check_logit_bias, check_hostile_input, check_concurrent_clients,
           check_idle_connections_do_not_starve_new_clients, check_priority,
           check_backpressure_and_disconnect, check_audit, check_drain]
 

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "tools/cli/usage_error.h"
 
 // std::optional flags are unset (std::nullopt) unless given on the command line, which is how we
@@ -27,6 +29,9 @@ ABSL_FLAG(std::optional<int32_t>, logprobs, std::nullopt,
           "report each generated token's logprob and its top-N alternatives (0-20)");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "stop sequences (comma-separated; never emitted)");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating past the model's end-of-sequence tokens");
+ABSL_FLAG(std::vector<std::string>, logit_bias, {},
+          "generate/chat: ID:BIAS pairs (comma-separated), bias in [-100, 100] added to the "
+          "token's logit (OpenAI's logit_bias): -100 bans a token, +100 forces it");
 ABSL_FLAG(int32_t, priority, 0,
           "generate/chat/score: lower values are served first (background jobs: e.g. 10)");
 
@@ -57,6 +62,16 @@ absl::StatusOr<caduceus::v1::GenerationParameters> GenerationParametersFromFlags
   if (auto n = absl::GetFlag(FLAGS_logprobs)) {
     params.set_logprobs(true);
     sampling.set_top_logprobs(*n);
+  }
+  for (const std::string& pair : absl::GetFlag(FLAGS_logit_bias)) {
+    const size_t colon = pair.find(':');
+    int32_t id = 0;
+    float bias = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(pair.substr(0, colon), &id) ||
+        !absl::SimpleAtof(pair.substr(colon + 1), &bias)) {
+      return UsageError(absl::StrCat("--logit-bias: '", pair, "' is not ID:BIAS"));
+    }
+    (*sampling.mutable_logit_bias())[id] = bias;
   }
   return params;
 }

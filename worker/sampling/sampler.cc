@@ -270,11 +270,19 @@ void SequenceSampler::ApplyPenalties(std::span<const float> logits, std::vector<
     v -= params_.frequency_penalty * static_cast<float>(count);
     v -= params_.presence_penalty;
   }
+  // Then the logit bias (OpenAI: added to the logits before sampling). A -inf logit stays -inf:
+  // a bias cannot bring back a token the model rules out.
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (in_vocab(id)) dst[id] += bias;
+  }
   // A penalty can push FLT_MAX to +inf (e.g. dividing by a penalty < 1); keep the row finite.
   for (int32_t id : seen_ids_) {
     if (in_vocab(id)) dst[id] = internal::Sanitize(dst[id]);
   }
   for (const auto& [id, count] : generated_counts_) {
+    if (in_vocab(id)) dst[id] = internal::Sanitize(dst[id]);
+  }
+  for (const auto& [id, bias] : params_.logit_bias) {
     if (in_vocab(id)) dst[id] = internal::Sanitize(dst[id]);
   }
 }
@@ -295,7 +303,8 @@ absl::StatusOr<SampleResult> SequenceSampler::Sample(std::span<const float> logi
   }
   // z = the row after penalties. Without penalties it is the raw row itself (no copy).
   const bool penalized =
-      params_.HasPenalties() && (!seen_ids_.empty() || !generated_counts_.empty());
+      (params_.HasPenalties() && (!seen_ids_.empty() || !generated_counts_.empty())) ||
+      !params_.logit_bias.empty();
   // The raw sum of exponentials: for logprobs, and reused by a draw at temperature 1 without
   // penalties. A greedy draw without logprobs skips this pass over the row.
   const bool draw_reuses_raw_sum =

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "absl/container/flat_hash_set.h"
+
 #include "absl/strings/str_cat.h"
 
 namespace caduceus::sampling {
@@ -37,6 +39,20 @@ absl::Status SamplingParams::Validate() const {
   if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_logprobs must be in [0, ", kMaxTopLogprobs, "], got ", top_logprobs));
+  }
+  if (logit_bias.size() > static_cast<size_t>(kMaxLogitBiasEntries)) {
+    return absl::InvalidArgumentError(absl::StrCat("logit_bias has ", logit_bias.size(),
+                                                   " entries; at most ", kMaxLogitBiasEntries));
+  }
+  absl::flat_hash_set<int32_t> biased;
+  for (const auto& [token, bias] : logit_bias) {
+    if (!(bias >= -kMaxLogitBias && bias <= kMaxLogitBias)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "logit_bias of token ", token, " must be in [-100, 100], got ", bias));
+    }
+    if (!biased.insert(token).second) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias names token ", token, " twice"));
+    }
   }
   return absl::OkStatus();
 }

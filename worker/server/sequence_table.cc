@@ -23,6 +23,8 @@ sampling::SamplingParams FromProto(const v1::SamplingParams& p) {
   s.seed = p.seed();
   s.top_logprobs = p.top_logprobs();
   s.skip_logprob = p.skip_logprob();
+  s.logit_bias.reserve(p.logit_bias_size());
+  for (const v1::TokenBias& b : p.logit_bias()) s.logit_bias.emplace_back(b.token_id(), b.bias());
   return s;
 }
 
