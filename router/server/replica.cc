@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "router/server/score_rows.h"
 #include "router/server/token_output.h"
+#include "router/server/worker_features.h"
 
 namespace caduceus::router {
 
@@ -72,6 +73,12 @@ absl::Status Replica::Submit(std::shared_ptr<ActiveRequest> request) {
     return absl::UnavailableError(absl::StrCat("replica ", address_, " is draining"));
   }
   const RequestSpec& spec = request->spec();
+  // UNAVAILABLE: the replica set tries the next replica (an upgraded one, during a rollout).
+  if (!spec.sampling.logit_bias.empty() && info_ && !WorkerHas(*info_, kFeatureLogitBias)) {
+    return absl::UnavailableError(absl::StrCat(
+        "replica ", address_, " runs an older worker that cannot apply logit_bias; retry when "
+        "the upgrade is done, or send the request without logit_bias"));
+  }
   // A request moving off a failed replica brings what it generated there: recomputed with the
   // prompt, so that it goes on where it stopped.
   // A scored request computes every row it scores: the one before the continuation on.
@@ -160,20 +167,9 @@ bool Replica::Connect() {
                            " sequences left by a previous router"));
     }
   }
-  SchedulerConfig sc = options_.scheduler;
-  sc.block_size = info.block_size();
-  sc.num_blocks = info.num_kv_blocks();
-  sc.max_num_seqs = std::min(sc.max_num_seqs, info.max_step_sequences());
-  sc.max_tokens_per_step = std::min(sc.max_tokens_per_step, info.max_step_tokens());
-  sc.prefill_chunk_tokens = std::min(sc.prefill_chunk_tokens, sc.max_tokens_per_step);
-  if (sc.max_num_seqs < options_.scheduler.max_num_seqs ||
-      sc.max_tokens_per_step < options_.scheduler.max_tokens_per_step) {
-    LogWarning(absl::StrCat("replica ", address_, " accepts steps of at most ",
-                            info.max_step_sequences(), " sequences and ", info.max_step_tokens(),
-                            " tokens: --max-num-seqs / --max-tokens-per-step capped to ",
-                            sc.max_num_seqs, " / ", sc.max_tokens_per_step,
-                            " for it (raise the worker's --max-step-sequences / --max-step-tokens)"));
-  }
+  std::vector<std::string> warnings;
+  const SchedulerConfig sc = SchedulerConfigFor(options_.scheduler, info, &warnings);
+  for (const std::string& w : warnings) LogWarning(absl::StrCat("replica ", address_, " ", w));
   auto scheduler = Scheduler::Create(sc);
   if (!scheduler.ok()) {
     LogError(absl::StrCat("replica ", address_, ": ", scheduler.status().ToString()));

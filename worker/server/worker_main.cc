@@ -336,6 +336,7 @@ int Main(int argc, char** argv) {
   info.set_vocab_size(config.vocab_size);
   info.set_kv_cache_bytes(*blocks * block_bytes);
   info.set_kv_cache_dtype(model::KvCache::DtypeName((*model)->kv_dtype()));
+  for (const char* feature : {"draft_tokens", "logit_bias"}) info.add_features(feature);
   info.set_max_step_tokens(limits.max_step_tokens);
   info.set_max_step_sequences(limits.max_step_sequences);
   for (int id : config.eos_token_ids) info.add_eos_token_ids(id);
