@@ -3,9 +3,12 @@
 #include <civetweb.h>
 
 #include <atomic>
+#include <cstdint>
 #include <ctime>
+#include <optional>
 #include <string_view>
 #include <tuple>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
@@ -164,7 +167,58 @@ int ServeModels(HttpFront::Impl& impl, mg_connection* conn) {
   return SendJson(conn, 200, j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
 }
 
+// OpenAI's n > 1: n requests at once (the prefix cache computes the shared prompt once). With a
+// seed s, choice i samples with seed s + i (so the choices differ and the call is
+// reproducible); without one each request gets its own random seed. Choice i > 0 of a request
+// with an X-Request-Id gets "<id>-<i>". The first failure fails the call and cancels the rest.
+int ServeChoices(HttpFront::Impl& impl, mg_connection* conn, OpenAiCall& call, ResponseContext& rc) {
+  struct Choice {
+    grpc::ClientContext context;
+    v1::GenerateResponse response;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::GenerateResponse>> reader;
+  };
+  const bool chat = call.endpoint == Endpoint::kChatCompletions;
+  std::vector<std::unique_ptr<Choice>> choices;
+  grpc::CompletionQueue cq;
+  for (int i = 0; i < call.n; ++i) {
+    auto& c = *choices.emplace_back(std::make_unique<Choice>());
+    ForwardCaller(impl.options, conn, &c.context);
+    OpenAiCall one = call;
+    v1::SamplingParameters* s = one.mutable_params()->mutable_sampling();
+    if (s->seed_set_case() == v1::SamplingParameters::kSeed) s->set_seed(s->seed() + i);
+    const std::string& id = chat ? call.chat.request_id() : call.generate.request_id();
+    if (i > 0 && !id.empty()) one.set_request_id(absl::StrCat(id, "-", i));
+    c.reader = chat ? impl.stub->AsyncChat(&c.context, one.chat, &cq)
+                    : impl.stub->AsyncGenerate(&c.context, one.generate, &cq);
+    c.reader->Finish(&c.response, &c.status, reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+  }
+  std::optional<grpc::Status> failed;
+  for (int done = 0; done < call.n; ++done) {
+    void* tag = nullptr;
+    bool ok = false;
+    if (!cq.Next(&tag, &ok)) break;
+    const Choice& c = *choices[static_cast<size_t>(reinterpret_cast<intptr_t>(tag))];
+    if (!c.status.ok() && !failed) {
+      failed = c.status;
+      for (auto& other : choices) other->context.TryCancel();
+    }
+  }
+  cq.Shutdown();
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq.Next(&tag, &ok)) {
+  }
+  if (failed) return SendError(conn, FromGrpcStatus(*failed));
+  std::vector<v1::GenerateResponse> responses;
+  responses.reserve(choices.size());
+  for (auto& c : choices) responses.push_back(std::move(c->response));
+  rc.id += responses.front().request_id();
+  return SendJson(conn, 200, CompletionBody(rc, responses));
+}
+
 int ServeUnary(HttpFront::Impl& impl, mg_connection* conn, OpenAiCall& call, ResponseContext& rc) {
+  if (call.n > 1) return ServeChoices(impl, conn, call, rc);
   grpc::ClientContext context;
   ForwardCaller(impl.options, conn, &context);
   v1::GenerateResponse response;

@@ -87,12 +87,10 @@ absl::Status RefuseUnsupported(const json& body) {
   }
   ASSIGN_OR_RETURN(auto echo, Bool(body, "echo"));
   if (echo.value_or(false)) return Invalid("echo", "not supported by this server");
-  for (const char* name : {"n", "best_of"}) {
-    ASSIGN_OR_RETURN(auto n, Integer(body, name));
-    if (n.has_value() && *n != 1) {
-      return Invalid(name, absl::StrCat(*n, " choices asked; this server returns one choice per "
-                                            "request (send several requests)"));
-    }
+  ASSIGN_OR_RETURN(auto best_of, Integer(body, "best_of"));
+  if (best_of.has_value() && *best_of != 1) {
+    return Invalid("best_of", absl::StrCat(*best_of, " candidates asked; this server does not "
+                                               "rank candidates (use n and pick yourself)"));
   }
   return absl::OkStatus();
 }
@@ -235,6 +233,17 @@ absl::Status ParseParameters(const json& body, Endpoint endpoint, OpenAiCall* ca
   }
   ASSIGN_OR_RETURN(auto as_ids, Bool(body, "return_tokens_as_token_ids"));
   call->tokens_as_ids = as_ids.value_or(false);
+  ASSIGN_OR_RETURN(auto n, Integer(body, "n"));
+  if (n.has_value()) {
+    if (*n < 1 || *n > kMaxChoices) {
+      return Invalid("n", absl::StrCat("must be in [1, ", kMaxChoices, "], got ", *n));
+    }
+    if (*n > 1 && call->stream) {
+      return Invalid("n", "more than one choice is only served without \"stream\" (send several "
+                          "streaming requests)");
+    }
+    call->n = static_cast<int>(*n);
+  }
   return absl::OkStatus();
 }
 

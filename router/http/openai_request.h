@@ -23,6 +23,9 @@ struct OpenAiCall {
   v1::GenerateRequest generate;  // kCompletions
   std::string model;             // as the client named it ("" when absent)
   bool stream = false;
+  // OpenAI's n: choices wanted (unary calls only, at most kMaxChoices). The front sends n
+  // requests; with a seed s, choice i samples with seed s + i.
+  int n = 1;
   bool include_usage = false;    // stream_options.include_usage: a last chunk with usage
   // vLLM's return_tokens_as_token_ids: logprob tokens as "token_id:<id>" (exact, and what a
   // client needs when a token is only part of a UTF-8 character).
@@ -39,10 +42,12 @@ struct OpenAiCall {
 };
 
 // INVALID_ARGUMENT naming the OpenAI field for a body that is not JSON, a field of the wrong
-// type, or a feature this server does not provide (n > 1, tools, logit_bias, echo, ...).
+// type, or a feature this server does not provide (n > 1 when streaming, tools, echo, ...).
 // Fields OpenAI defines but that do not change the output (user, metadata, store) are ignored,
 // as are unknown ones. `max_tokens` unset leaves the router's --default-max-new-tokens; for
 // completions OpenAI's own default of 16 applies.
 absl::StatusOr<OpenAiCall> ParseOpenAiRequest(Endpoint endpoint, std::string_view body);
+
+inline constexpr int kMaxChoices = 16;
 
 }  // namespace caduceus::router::http

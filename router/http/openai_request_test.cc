@@ -138,6 +138,17 @@ TEST(OpenAiRequest, BadBodiesNameTheProblem) {
   EXPECT_EQ(chat_with(R"("stop_token_ids": [-1])"), "stop_token_ids: -1 is not a token id");
 }
 
+TEST(OpenAiRequest, SeveralChoicesWithoutStreaming) {
+  EXPECT_EQ(ParseOk(kCompletions, R"({"prompt": "x", "n": 3})").n, 3);
+  EXPECT_EQ(ParseOk(kCompletions, R"({"prompt": "x"})").n, 1);
+  EXPECT_EQ(ParseOk(kCompletions, R"({"prompt": "x", "n": 1, "stream": true})").n, 1);
+  EXPECT_EQ(ParseError(kCompletions, R"({"prompt": "x", "n": 0})"), "n: must be in [1, 16], got 0");
+  EXPECT_EQ(ParseError(kCompletions, R"({"prompt": "x", "n": 17})"), "n: must be in [1, 16], got 17");
+  EXPECT_EQ(ParseError(kCompletions, R"({"prompt": "x", "n": 2, "stream": true})"),
+            "n: more than one choice is only served without \"stream\" (send several streaming "
+            "requests)");
+}
+
 TEST(OpenAiRequest, LogitBiasKeysAreTokenIds) {
   OpenAiCall call = ParseOk(kChat, R"({"messages": [{"role": "user", "content": "hi"}],
                                        "logit_bias": {"9642": 100, "2822": -100, "15": 2.5}})");
@@ -159,8 +170,6 @@ TEST(OpenAiRequest, LogitBiasKeysAreTokenIds) {
 TEST(OpenAiRequest, FeaturesThisServerDoesNotHaveAreRefusedNotIgnored) {
   const std::string ok_messages = R"("messages": [{"role": "user", "content": "hi"}])";
   auto chat_with = [&](std::string field) { return ParseError(kChat, "{" + ok_messages + ", " + field + "}"); };
-  EXPECT_EQ(chat_with(R"("n": 2)"),
-            "n: 2 choices asked; this server returns one choice per request (send several requests)");
   EXPECT_EQ(chat_with(R"("tools": [{"type": "function"}])"),
             "tools: not supported by this server; remove the field");
   EXPECT_EQ(chat_with(R"("tool_choice": "auto")"), "tool_choice: not supported by this server (no tools)");
@@ -168,7 +177,7 @@ TEST(OpenAiRequest, FeaturesThisServerDoesNotHaveAreRefusedNotIgnored) {
             "response_format: only {\"type\": \"text\"} is supported");
   EXPECT_EQ(ParseError(kCompletions, R"({"prompt": "x", "echo": true})"), "echo: not supported by this server");
   EXPECT_EQ(ParseError(kCompletions, R"({"prompt": "x", "best_of": 3})"),
-            "best_of: 3 choices asked; this server returns one choice per request (send several requests)");
+            "best_of: 3 candidates asked; this server does not rank candidates (use n and pick yourself)");
   EXPECT_EQ(ParseError(kCompletions, R"({"prompt": ["a", "b"]})"),
             "prompt: 2 prompts; this server takes one per request (send several requests)");
   EXPECT_EQ(ParseError(kCompletions, R"({"prompt": []})"), "prompt: empty");

@@ -105,20 +105,33 @@ const char* FinishReasonName(v1::FinishReason reason) {
   }
 }
 
-std::string CompletionBody(const ResponseContext& c, const v1::GenerateResponse& r) {
+std::string CompletionBody(const ResponseContext& c, std::span<const v1::GenerateResponse> responses) {
   ordered_json j = Envelope(c, /*chunk=*/false);
-  ordered_json choice = {{"index", 0}};
-  const bool with_logprobs = r.logprobs_size() > 0;
-  if (c.endpoint == Endpoint::kChatCompletions) {
-    choice["message"] = {{"role", "assistant"}, {"content", r.text()}};
-    choice["logprobs"] = with_logprobs ? ChatLogprobs(c, r.logprobs()) : ordered_json(nullptr);
-  } else {
-    choice["text"] = r.text();
-    choice["logprobs"] = with_logprobs ? CompletionLogprobs(c, r.logprobs(), 0) : ordered_json(nullptr);
+  ordered_json choices = ordered_json::array();
+  v1::Usage usage;
+  for (size_t i = 0; i < responses.size(); ++i) {
+    const v1::GenerateResponse& r = responses[i];
+    ordered_json choice = {{"index", i}};
+    const bool with_logprobs = r.logprobs_size() > 0;
+    if (c.endpoint == Endpoint::kChatCompletions) {
+      choice["message"] = {{"role", "assistant"}, {"content", r.text()}};
+      choice["logprobs"] = with_logprobs ? ChatLogprobs(c, r.logprobs()) : ordered_json(nullptr);
+    } else {
+      choice["text"] = r.text();
+      choice["logprobs"] =
+          with_logprobs ? CompletionLogprobs(c, r.logprobs(), 0) : ordered_json(nullptr);
+    }
+    choice["finish_reason"] = FinishJson(r.finish_reason());
+    choices.push_back(std::move(choice));
+    // The prompt once (the choices share it), every choice's generated tokens.
+    if (i == 0) {
+      usage.set_prompt_tokens(r.usage().prompt_tokens());
+      usage.set_cached_prompt_tokens(r.usage().cached_prompt_tokens());
+    }
+    usage.set_generated_tokens(usage.generated_tokens() + r.usage().generated_tokens());
   }
-  choice["finish_reason"] = FinishJson(r.finish_reason());
-  j["choices"] = ordered_json::array({std::move(choice)});
-  j["usage"] = UsageJson(r.usage());
+  j["choices"] = std::move(choices);
+  j["usage"] = UsageJson(usage);
   return Dump(j);
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -25,8 +26,14 @@ struct ResponseContext {
   const text::Tokenizer* tokenizer = nullptr;  // logprob tokens' text and bytes
 };
 
-// "chat.completion" or "text_completion" for a finished unary call.
-std::string CompletionBody(const ResponseContext& context, const v1::GenerateResponse& response);
+// "chat.completion" or "text_completion" for a finished unary call: one choice per response
+// (OpenAI's n), index in order; usage counts the prompt once and every choice's tokens.
+std::string CompletionBody(const ResponseContext& context,
+                           std::span<const v1::GenerateResponse> responses);
+inline std::string CompletionBody(const ResponseContext& context,
+                                  const v1::GenerateResponse& response) {
+  return CompletionBody(context, std::span<const v1::GenerateResponse>(&response, 1));
+}
 
 // Stream chunks (each one SSE "data:" payload).
 // The chat stream's first chunk: {"delta": {"role": "assistant", "content": ""}}.

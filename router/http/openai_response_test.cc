@@ -69,6 +69,23 @@ TEST(OpenAiResponse, ChatCompletion) {
   EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
 }
 
+TEST(OpenAiResponse, SeveralChoicesShareThePromptInUsage) {
+  const std::vector<int32_t> ids = HelloWorld();
+  std::vector<v1::GenerateResponse> responses = {Finished(ids), Finished({ids[0]}), Finished(ids)};
+  responses[1].set_text("Hello");
+  responses[1].set_finish_reason(v1::FINISH_REASON_STOP_TOKEN);
+  const json j = json::parse(CompletionBody(Context(Endpoint::kCompletions), responses));
+  ASSERT_EQ(j["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(j["choices"][i]["index"], i);
+  EXPECT_EQ(j["choices"][0]["text"], "Hello world");
+  EXPECT_EQ(j["choices"][1]["text"], "Hello");
+  EXPECT_EQ(j["choices"][1]["finish_reason"], "stop");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 10);  // once, not three times
+  EXPECT_EQ(j["usage"]["completion_tokens"], 5);
+  EXPECT_EQ(j["usage"]["total_tokens"], 15);
+  EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+}
+
 TEST(OpenAiResponse, NoLogprobsAskedGivesNull) {
   v1::GenerateResponse r = Finished({});
   r.set_finish_reason(v1::FINISH_REASON_STOP_TOKEN);

@@ -538,6 +538,49 @@ def check_logit_bias(env):
           "id refused" % (top[1], forced[0]))
 
 
+def check_several_choices(env):
+    # OpenAI's n (unary): n requests at once; with a seed s, choice i is the request with seed
+    # s + i. The router takes 2 running + 1 waiting, so n = 3 may meet a 429 that a client
+    # retries (as OpenAI SDKs do); n = 4 cannot fit and fails whole, the others cancelled.
+    p = env.oracle["prompts"][1]
+
+    def post_retrying(body, headers=None):
+        for _ in range(50):
+            status, hdrs, r = post_json(env, "/v1/completions", body, headers=headers)
+            if status != 429:
+                return status, hdrs, r
+            time.sleep(0.2)
+        raise AssertionError("still 429 after 50 tries")
+
+    def ids(choice):
+        return [int(t[len("token_id:"):]) for t in choice["logprobs"]["tokens"]]
+
+    sampled = dict(model=env.served_name, prompt=p["prompt_ids"], max_tokens=12, temperature=1.0,
+                   seed=7, logprobs=1, return_tokens_as_token_ids=True, ignore_eos=True)
+    status, _, multi = post_retrying(dict(sampled, n=3), headers={"X-Request-Id": "multi"})
+    assert status == 200, multi
+    assert multi["id"] == "cmpl-multi" and len(multi["choices"]) == 3, multi
+    assert [c["index"] for c in multi["choices"]] == [0, 1, 2]
+    for i, choice in enumerate(multi["choices"]):
+        status, _, one = post_retrying(dict(sampled, seed=7 + i))
+        assert status == 200, one
+        assert ids(choice) == ids(one["choices"][0]) and choice["text"] == one["choices"][0]["text"], i
+    assert len({tuple(ids(c)) for c in multi["choices"]}) > 1, "seeds 7, 8, 9 gave one answer"
+    usage = multi["usage"]
+    assert usage["prompt_tokens"] == len(p["prompt_ids"]) and usage["completion_tokens"] == 36, usage
+    # Greedy: every choice is the oracle's.
+    status, _, greedy = post_retrying(greedy_body(model=env.served_name, prompt=p["prompt_ids"],
+                                                  max_tokens=12, n=2, logprobs=1,
+                                                  return_tokens_as_token_ids=True))
+    assert status == 200 and all(ids(c) == p["gen_ids"][:12] for c in greedy["choices"]), greedy
+    # More choices than the replica takes at once: 429 for the call, nothing left running.
+    status, headers, body = post_json(env, "/v1/completions", dict(sampled, n=4, max_tokens=200))
+    expect_error(status, headers, body, 429, "waiting queue full")
+    cluster.wait_until("the other choices cancelled", lambda: running_and_waiting(env) == (0, 0))
+    print("    n=3 with seed 7 = seeds 7, 8, 9 one by one; usage counts the prompt once; greedy "
+          "n=2 = oracle; n=4 over capacity -> 429, the rest cancelled")
+
+
 def check_idle_connections_do_not_starve_new_clients(env):
     # CivetWeb holds a pool thread per open connection, idle keep-alive time included. The
     # router runs --http-threads HTTP_THREADS: as many idle keep-alive clients as threads (SDK
@@ -574,7 +617,8 @@ def check_idle_connections_do_not_starve_new_clients(env):
 
 
 CHECKS = [check_models, check_chat_matches_oracle, check_completions, check_chat_stream_and_stop,
-          check_errors, check_logit_bias, check_hostile_input, check_concurrent_clients,
+          check_errors, check_logit_bias, check_several_choices, check_hostile_input,
+          check_concurrent_clients,
           check_idle_connections_do_not_starve_new_clients, check_priority,
           check_backpressure_and_disconnect, check_audit, check_drain]
 
