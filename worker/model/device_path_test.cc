@@ -119,9 +119,19 @@ TEST(EmulatedDeviceTest, AfterWarmUpNoStepAllocates) {
     decode.sequences.push_back({std::span<const int32_t>(prompt.data(), 1), 16, tables[s]});
     decode.sequences.back().argmax_only = true;
   }
+  // And speculative decoding's verification of greedy guesses next to a prefill chunk: every
+  // row but the chunk's first 15 wants the lm_head's argmax (all_logits + argmax_only), so the
+  // lm_head's input rows are gathered (not in place) for almost the whole step.
+  StepBatch guessed = prefill;
+  for (size_t s = 1; s < guessed.sequences.size(); ++s) {
+    guessed.sequences[s].all_logits = true;
+    guessed.sequences[s].argmax_only = true;
+  }
   StepLogits logits;
   ASSERT_TRUE((*model)->Forward(prefill, **cache, &logits).ok());
   ASSERT_TRUE((*model)->Forward(decode, **cache, &logits).ok());
+  ASSERT_TRUE((*model)->Forward(guessed, **cache, &logits).ok());
+  EXPECT_EQ(logits.greedy_token.size(), static_cast<size_t>(kMaxTokens - 15));
   EXPECT_EQ(backend::EmulatedDeviceAllocatedBytes(), ready);
 }
 

@@ -204,7 +204,12 @@ absl::Status LlamaModel::WarmUp(int32_t max_step_tokens, int32_t max_step_sequen
   Scratch& sc = scratch_;
   const size_t rows = static_cast<size_t>(max_step_tokens);
   const size_t ranks = comm_ != nullptr ? static_cast<size_t>(comm_->size()) : 1;
-  if (!(sc.argmax_index.Reserve(rows) && sc.argmax_value.Reserve(rows) &&
+  // Likewise the lm_head's gathered input rows: a step whose logits or argmax rows are not its
+  // first rows in order (guessed or scored sequences next to a prefill chunk) copies up to one
+  // hidden row per token there. Host memory grows on demand; device memory must not.
+  const bool gather_rows_ok =
+      kernels_.memory.host || sc.last_hidden.Reserve(rows * static_cast<size_t>(config_.hidden_size));
+  if (!(gather_rows_ok && sc.argmax_index.Reserve(rows) && sc.argmax_value.Reserve(rows) &&
         sc.gathered_index.Reserve(ranks * rows) && sc.gathered_value.Reserve(ranks * rows))) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "out of ", kernels_.name, " memory for the greedy tokens of a ", rows, "-token step"));
