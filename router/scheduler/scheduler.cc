@@ -221,20 +221,20 @@ void Scheduler::PlanDrafts(int32_t& budget) {
     const int32_t most = std::min({s->draft_limit, config_.speculative_tokens, budget,
                                    s->max_new_tokens - s->generated() - 1});
     if (most <= 0) continue;
-    std::vector<int32_t> draft;
-    if (s->tokens.size() > kNgramIndexFrom) {
-      if (s->ngram_index == nullptr) s->ngram_index = std::make_unique<NgramIndex>(config_.ngram);
-      draft = s->ngram_index->Propose(s->tokens, most);
-    } else {
-      draft = ProposeNgramDraft(s->tokens, config_.ngram, most);
-    }
-    if (draft.empty()) continue;
     // Room in the sequence's table and in free blocks: a guess is not worth a cached prefix
-    // block, let alone a preemption.
+    // block, let alone a preemption. Checked first: no room, no search of the history.
     const int64_t table_slots = static_cast<int64_t>(blocks_.Table(s->id).size()) * config_.block_size;
     const int64_t room = table_slots - (s->num_computed + 1) +
                          static_cast<int64_t>(blocks_.num_free()) * config_.block_size;
-    draft.resize(static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(draft.size()), room)));
+    const int32_t want = static_cast<int32_t>(std::min<int64_t>(most, room));
+    if (want <= 0) continue;
+    std::vector<int32_t> draft;
+    if (s->tokens.size() > kNgramIndexFrom) {
+      if (s->ngram_index == nullptr) s->ngram_index = std::make_unique<NgramIndex>(config_.ngram);
+      draft = s->ngram_index->Propose(s->tokens, want);
+    } else {
+      draft = ProposeNgramDraft(s->tokens, config_.ngram, want);
+    }
     if (draft.empty()) continue;
     const int32_t k = static_cast<int32_t>(draft.size());
     if (!blocks_.Grow(s->id, s->num_computed + 1 + k).ok()) continue;  // room says it fits
