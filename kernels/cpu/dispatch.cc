@@ -47,6 +47,16 @@ void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, floa
   }
 }
 
+void LinearFp8(const float* x, int32_t m, int32_t k, const uint8_t* w, const float* scale,
+               int32_t n, float* y, Stream) {
+  if (m <= 0 || n <= 0) return;
+  if (UseAvx512()) {
+    internal::LinearFp8Avx512(x, m, k, w, scale, n, y);
+  } else {
+    internal::LinearFp8Generic(x, m, k, w, scale, n, y);
+  }
+}
+
 void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, int32_t* index,
                   float* value, Stream) {
   if (m <= 0) return;

@@ -10,6 +10,12 @@
 // tree. That order depends only on k, so an element gets the same bits whether it is computed in
 // a 4x4 tile of a 512-token prefill, in an 8-row tile of a batch-1 decode, or by any thread
 // (batch invariance).
+//
+// FP8 weights (LinearFp8) run the same micro-kernels: 32 E4M3 bytes are loaded as 16 pairs, each
+// byte moved into the bit positions of an IEEE half (sign to bit 15, exponent and mantissa to
+// bits 13..7) and widened by vcvtph2ps. That half is the E4M3 value times 2^-8 exactly, subnormals
+// included (the half's exponent bias is 8 more than E4M3's), in the same even/odd
+// lane order as the bf16 path; the 2^8 goes into the row's scale after the fixed-order sum.
 #include <immintrin.h>
 
 // GCC 12's AVX-512 headers build some intrinsics from deliberately undefined vectors
@@ -59,26 +65,52 @@ void PermuteActivations(const float* x, int32_t m, int32_t k, int32_t k_pad, flo
 // than none on the small preset (alternating A/B runs, docs/performance.md).
 constexpr int kPrefetchBytes = 512;
 
-// One 32-value chunk of the reduction for MT tokens x NT weight rows. kTail: the chunk is the
-// last, partial one, read with a masked load (zeros past k). Full chunks use plain loads: the
-// masked load on every chunk cost about 10% of decode bandwidth on the CI machine (AMD EPYC,
+// Widens the 32 weights of one chunk row to fp32 in the even/odd lane order. kTail: the chunk
+// is the last, partial one, read with a masked load (zeros past k). Full chunks use plain loads:
+// the masked load on every chunk cost about 10% of decode bandwidth on the CI machine (AMD EPYC,
 // docs/performance.md).
-template <int MT, int NT, bool kTail>
-inline void AccumulateChunk(const float* xp, int32_t ldx, int32_t kk, __mmask32 mask, const bf16* w,
+template <bool kTail>
+inline void WidenChunk(const bf16* row, __mmask32 mask, __m512& even, __m512& odd) {
+  __m512i raw;
+  if constexpr (kTail) {
+    raw = _mm512_maskz_loadu_epi16(mask, row);
+  } else {
+    _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetchBytes, _MM_HINT_T0);
+    raw = _mm512_loadu_si512(row);
+  }
+  even = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+  odd = _mm512_castsi512_ps(_mm512_and_si512(raw, _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u))));
+}
+
+// E4M3 bytes -> the IEEE half bits of (value * 2^-8), one byte in the low half of each 16-bit
+// lane: sign to bit 15, exponent|mantissa (7 bits) to bits 13..7. Exact for every finite E4M3
+// value, subnormals included (a half subnormal is m/8 * 2^-14 = E4M3's m/8 * 2^-6 * 2^-8).
+inline __m256i Fp8AsHalfBits(__m256i low_bytes) {
+  const __m256i magnitude = _mm256_and_si256(_mm256_slli_epi16(low_bytes, 7), _mm256_set1_epi16(0x3F80));
+  const __m256i sign = _mm256_and_si256(_mm256_slli_epi16(low_bytes, 8), _mm256_set1_epi16(static_cast<int16_t>(0x8000)));
+  return _mm256_or_si256(magnitude, sign);
+}
+
+template <bool kTail>
+inline void WidenChunk(const uint8_t* row, __mmask32 mask, __m512& even, __m512& odd) {
+  __m256i raw;  // 16 pairs: byte 2l in the low half of 16-bit lane l, byte 2l + 1 in the high half
+  if constexpr (kTail) {
+    raw = _mm256_maskz_loadu_epi8(mask, row);
+  } else {
+    _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetchBytes / 2, _MM_HINT_T0);
+    raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
+  }
+  even = _mm512_cvtph_ps(Fp8AsHalfBits(raw));
+  odd = _mm512_cvtph_ps(Fp8AsHalfBits(_mm256_srli_epi16(raw, 8)));
+}
+
+// One 32-value chunk of the reduction for MT tokens x NT weight rows.
+template <int MT, int NT, bool kTail, typename W>
+inline void AccumulateChunk(const float* xp, int32_t ldx, int32_t kk, __mmask32 mask, const W* w,
                             int32_t ldw, __m512 (&acc)[MT][NT]) {
-  const __m512i high_halves = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
   __m512 w_even[NT], w_odd[NT];
   for (int j = 0; j < NT; ++j) {
-    const bf16* row = w + static_cast<int64_t>(j) * ldw + kk;
-    __m512i raw;
-    if constexpr (kTail) {
-      raw = _mm512_maskz_loadu_epi16(mask, row);
-    } else {
-      _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetchBytes, _MM_HINT_T0);
-      raw = _mm512_loadu_si512(row);
-    }
-    w_even[j] = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
-    w_odd[j] = _mm512_castsi512_ps(_mm512_and_si512(raw, high_halves));
+    WidenChunk<kTail>(w + static_cast<int64_t>(j) * ldw + kk, mask, w_even[j], w_odd[j]);
   }
   for (int i = 0; i < MT; ++i) {
     const float* xi = xp + static_cast<int64_t>(i) * ldx + kk;
@@ -91,8 +123,8 @@ inline void AccumulateChunk(const float* xp, int32_t ldx, int32_t kk, __mmask32 
   }
 }
 
-template <int MT, int NT>
-inline void MicroKernel(const float* xp, int32_t ldx, int32_t k, const bf16* w, int32_t ldw,
+template <int MT, int NT, typename W>
+inline void MicroKernel(const float* xp, int32_t ldx, int32_t k, const W* w, int32_t ldw,
                         float* y, int32_t ldy) {
   __m512 acc[MT][NT];
   for (int i = 0; i < MT; ++i)
@@ -109,8 +141,8 @@ inline void MicroKernel(const float* xp, int32_t ldx, int32_t k, const bf16* w, 
     for (int j = 0; j < NT; ++j) y[static_cast<int64_t>(i) * ldy + j] = ReduceAdd(acc[i][j]);
 }
 
-template <int NT>
-inline void RowTile(const float* xp, int32_t mt, int32_t ldx, int32_t k, const bf16* w,
+template <int NT, typename W>
+inline void RowTile(const float* xp, int32_t mt, int32_t ldx, int32_t k, const W* w,
                     int32_t ldw, float* y, int32_t ldy) {
   switch (mt) {
     case 4: MicroKernel<4, NT>(xp, ldx, k, w, ldw, y, ldy); break;
@@ -125,7 +157,8 @@ constexpr int32_t kSingleTokenRows = 8;
 
 // One output tile: mt tokens x nt weight rows (nt <= 4; or kSingleTokenRows with mt == 1), written to y with row stride ldy. Used by Linear and LinearArgmax alike, so both
 // compute every element with the same micro-kernel (and the same bits).
-inline void ComputeTile(const float* xt, int32_t mt, int32_t ldx, int32_t k, const bf16* wt,
+template <typename W>
+inline void ComputeTile(const float* xt, int32_t mt, int32_t ldx, int32_t k, const W* wt,
                         int32_t nt, float* y, int32_t ldy) {
   switch (nt) {
     case kSingleTokenRows: MicroKernel<1, kSingleTokenRows>(xt, ldx, k, wt, k, y, ldy); break;
@@ -142,7 +175,8 @@ inline void ComputeTile(const float* xt, int32_t mt, int32_t ldx, int32_t k, con
 
 // Decode (a single token): 8 weight rows per tile keeps more independent memory streams and
 // accumulator chains in flight.
-void LinearSingleToken(const float* xp, int32_t k_pad, int32_t k, const bf16* w, int32_t n,
+template <typename W>
+void LinearSingleToken(const float* xp, int32_t k_pad, int32_t k, const W* w, int32_t n,
                        float* y) {
   const int32_t tiles = (n + kSingleTokenRows - 1) / kSingleTokenRows;
 #pragma omp parallel for schedule(dynamic, DynamicChunk(tiles))
@@ -216,11 +250,25 @@ void LinearArgmaxAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int
   }
 }
 
-void LinearAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y) {
+namespace {
+
+// Multiplies the mt x nt tile at y (row stride ldy) by its rows' FP8 scales (times the 2^8 the
+// half widening took out; an exact power of two, so one rounding per element).
+inline void ScaleTile(float* y, int32_t mt, int32_t nt, int32_t ldy, const float* scale) {
+  for (int32_t i = 0; i < mt; ++i) {
+    for (int32_t j = 0; j < nt; ++j) y[static_cast<int64_t>(i) * ldy + j] *= 256.0f * scale[j];
+  }
+}
+
+// Linear and LinearFp8 (scale non-null for FP8 weights).
+template <typename W>
+void LinearTiles(const float* x, int32_t m, int32_t k, const W* w, const float* scale, int32_t n,
+                 float* y) {
   const int32_t k_pad = (k + kChunk - 1) / kChunk * kChunk;
   const float* xp = Permute(x, m, k, k_pad);
   if (m == 1) {
     LinearSingleToken(xp, k_pad, k, w, n, y);
+    if (scale != nullptr) ScaleTile(y, 1, n, n, scale);
     return;
   }
   const int32_t row_tiles = (n + kRowTile - 1) / kRowTile;
@@ -230,14 +278,26 @@ void LinearAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
     for (int32_t t = 0; t < row_tiles; ++t) {
       const int32_t n0 = t * kRowTile;
       const int32_t nt = std::min(kRowTile, n - n0);
-      const bf16* wt = w + static_cast<int64_t>(n0) * k;
+      const W* wt = w + static_cast<int64_t>(n0) * k;
       for (int32_t i = m0; i < m1; i += kTokenTile) {
         const int32_t mt = std::min(kTokenTile, m1 - i);
-        ComputeTile(xp + static_cast<int64_t>(i) * k_pad, mt, k_pad, k, wt, nt,
-                    y + static_cast<int64_t>(i) * n + n0, n);
+        float* yt = y + static_cast<int64_t>(i) * n + n0;
+        ComputeTile(xp + static_cast<int64_t>(i) * k_pad, mt, k_pad, k, wt, nt, yt, n);
+        if (scale != nullptr) ScaleTile(yt, mt, nt, n, scale + n0);
       }
     }
   }
+}
+
+}  // namespace
+
+void LinearAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y) {
+  LinearTiles(x, m, k, w, nullptr, n, y);
+}
+
+void LinearFp8Avx512(const float* x, int32_t m, int32_t k, const uint8_t* w, const float* scale,
+                     int32_t n, float* y) {
+  LinearTiles(x, m, k, w, scale, n, y);
 }
 
 }  // namespace caduceus::kernels::cpu::internal

@@ -3,6 +3,7 @@
 // lane loop; results are batch-invariant within this path.
 #include <algorithm>
 
+#include "common/fp8.h"
 #include "kernels/cpu/fixed_order_sum.h"
 #include "kernels/cpu/linear_internal.h"
 
@@ -13,7 +14,34 @@ float Dot(const float* x, const bf16* w, int32_t k) {
   return FixedOrderSum(k, [&](int32_t i) { return x[i] * Bf16ToFloat(w[i]); });
 }
 
+// Every E4M3 byte widened once (exact).
+struct Fp8Table {
+  float value[256];
+  Fp8Table() {
+    for (int b = 0; b < 256; ++b) value[b] = Fp8E4M3ToFloat(static_cast<uint8_t>(b));
+  }
+};
+
+float DotFp8(const float* x, const uint8_t* w, int32_t k) {
+  static const Fp8Table table;
+  return FixedOrderSum(k, [&](int32_t i) { return x[i] * table.value[w[i]]; });
+}
+
 }  // namespace
+
+void LinearFp8Generic(const float* x, int32_t m, int32_t k, const uint8_t* w, const float* scale,
+                      int32_t n, float* y) {
+  for (int32_t m0 = 0; m0 < m; m0 += kTokenBlock) {
+    const int32_t m1 = std::min(m, m0 + kTokenBlock);
+#pragma omp parallel for schedule(dynamic, DynamicChunk(n))
+    for (int32_t j = 0; j < n; ++j) {
+      const uint8_t* wj = w + static_cast<int64_t>(j) * k;
+      for (int32_t i = m0; i < m1; ++i) {
+        y[static_cast<int64_t>(i) * n + j] = DotFp8(x + static_cast<int64_t>(i) * k, wj, k) * scale[j];
+      }
+    }
+  }
+}
 
 void LinearGeneric(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y) {
   for (int32_t m0 = 0; m0 < m; m0 += kTokenBlock) {

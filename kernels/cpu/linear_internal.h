@@ -15,6 +15,12 @@ void LinearAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
 // Portable C++ (linear_generic.cc).
 void LinearGeneric(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y);
 
+// LinearFp8 (kernel_signatures.inc), one implementation per Linear.
+void LinearFp8Avx512(const float* x, int32_t m, int32_t k, const uint8_t* w, const float* scale,
+                     int32_t n, float* y);
+void LinearFp8Generic(const float* x, int32_t m, int32_t k, const uint8_t* w, const float* scale,
+                      int32_t n, float* y);
+
 // Fused lm_head argmax (kernel_signatures.inc, LinearArgmax), one implementation per Linear.
 void LinearArgmaxAvx512(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n,
                         int32_t* index, float* value);

@@ -21,7 +21,7 @@ extern "C" __attribute__((visibility("default"))) int caduceus_cuda_kernel_table
   namespace k = caduceus::kernels::cuda;
   *out = caduceus::backend::KernelTable{
       "cuda:" + std::to_string(ordinal), &k::EmbeddingGather, &k::RmsNorm, &k::AddRmsNorm,
-      &k::Linear, &k::LinearArgmax, &k::Rope, &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention,
+      &k::Linear, &k::LinearFp8, &k::LinearArgmax, &k::Rope, &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention,
       caduceus::backend::CudaMemoryOps(ordinal), caduceus::backend::CudaGraphOps()};
   return 1;
 }

@@ -159,6 +159,14 @@ void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, floa
   OnDevice(y, size_t(m) * n * F, "Linear y");
   cpu::Linear(x, m, k, w, n, y, s);
 }
+void LinearFp8(const float* x, int32_t m, int32_t k, const uint8_t* w, const float* scale,
+               int32_t n, float* y, Stream s) {
+  OnDevice(x, size_t(m) * k * F, "LinearFp8 x");
+  OnDevice(w, size_t(n) * k, "LinearFp8 w");
+  OnDevice(scale, n * F, "LinearFp8 scale");
+  OnDevice(y, size_t(m) * n * F, "LinearFp8 y");
+  cpu::LinearFp8(x, m, k, w, scale, n, y, s);
+}
 void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, int32_t* index,
                   float* value, Stream s) {
   OnDevice(x, size_t(m) * k * F, "LinearArgmax x");
@@ -214,7 +222,7 @@ void PagedAttention(const float* q, int64_t q_row_stride, int32_t q_heads, Paged
 
 KernelTable EmulatedDeviceTable() {
   return KernelTable{kEmulatedDevice, &EmbeddingGather, &RmsNorm, &AddRmsNorm, &Linear,
-                     &LinearArgmax, &Rope, &SiluMul, &KvCacheWrite, &PagedAttention,
+                     &LinearFp8, &LinearArgmax, &Rope, &SiluMul, &KvCacheWrite, &PagedAttention,
                      MemoryOps{false, 0, &Alloc, &Free, &ToDevice, &ToHost, &DeviceCopy,
                                &FreeBytes, &TotalBytes, &ToHost2D},
                      GraphOps{}};

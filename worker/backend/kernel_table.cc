@@ -88,7 +88,7 @@ absl::StatusOr<KernelTable> MakeKernelTable(const std::string& device) {
     namespace k = kernels::cpu;
     return KernelTable{absl::StrCat("cpu-", k::ActiveIsa()),
                        &k::EmbeddingGather, &k::RmsNorm, &k::AddRmsNorm, &k::Linear,
-                       &k::LinearArgmax, &k::Rope, &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention,
+                       &k::LinearFp8, &k::LinearArgmax, &k::Rope, &k::SiluMul, &k::KvCacheWrite, &k::PagedAttention,
                        HostMemoryOps(), GraphOps{}};
   }
   if (device == kEmulatedDevice) return EmulatedDeviceTable();

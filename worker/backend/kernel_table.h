@@ -20,6 +20,8 @@ struct KernelTable {
   void (*add_rms_norm)(float*, const float*, const bf16*, int32_t, int32_t, float, float*,
                        kernels::Stream);
   void (*linear)(const float*, int32_t, int32_t, const bf16*, int32_t, float*, kernels::Stream);
+  void (*linear_fp8)(const float*, int32_t, int32_t, const uint8_t*, const float*, int32_t, float*,
+                     kernels::Stream);
   void (*linear_argmax)(const float*, int32_t, int32_t, const bf16*, int32_t, int32_t*, float*,
                         kernels::Stream);
   void (*rope)(float*, int64_t, const int32_t*, int32_t, int32_t, int32_t, const float*,
