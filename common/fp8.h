@@ -31,35 +31,27 @@ inline float Fp8E4M3ToFloat(uint8_t v) {
 
 // Round to nearest, ties to even mantissa, saturating at +-448 (what PyTorch's
 // `x.clamp(-448, 448).to(torch.float8_e4m3fn)` stores). NaN -> 0x7F. -0 keeps its sign.
+// Bit arithmetic rather than frexp/ldexp: load-time quantization converts every weight of a 70B
+// model (common/fp8_test.cc checks it against the nearest code by exhaustive comparison).
 inline uint8_t FloatToFp8E4M3(float f) {
-  if (std::isnan(f)) return 0x7Fu;
-  const uint8_t sign = std::signbit(f) ? 0x80u : 0x00u;
-  const float a = std::fabs(f);
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  const uint8_t sign = static_cast<uint8_t>((bits >> 24) & 0x80u);
+  const uint32_t abs_bits = bits & 0x7FFFFFFFu;
+  if (abs_bits > 0x7F800000u) return 0x7Fu;  // NaN
+  float a;
+  std::memcpy(&a, &abs_bits, sizeof(a));
   if (a >= kFp8E4M3Max) return sign | 0x7Eu;
-  if (a == 0.0f) return sign;
-  // The E4M3 grid around a: spacing 2^(e - 3) for a in [2^e, 2^(e+1)), e >= -6; 2^-9 below 2^-6.
-  int e = 0;
-  std::frexp(a, &e);  // a = f * 2^e, f in [0.5, 1): a in [2^(e-1), 2^e)
-  const int exponent = std::max(e - 1, -6);
-  const float step = std::ldexp(1.0f, exponent - 3);
-  // a / step is exact (power-of-two division); rint rounds ties to even (default rounding mode).
-  const float units = std::rint(a / step);  // a = units * step, units in [0, 16]
-  // units == 16 carries into the next binade, which the encoding below handles (8 + 8 = 16).
-  uint32_t code;
-  if (exponent == -6 && units < 8.0f) {
-    code = static_cast<uint32_t>(units);  // subnormal (or zero)
-  } else {
-    // units in [8, 16]: value = (units / 8) * 2^exponent.
-    int biased = exponent + 7;
-    uint32_t u = static_cast<uint32_t>(units);
-    if (u == 16) {
-      u = 8;
-      ++biased;
-    }
-    code = (static_cast<uint32_t>(biased) << 3) | (u - 8);
+  if (a < 0x1p-6f) {
+    // Subnormal range: the grid is 2^-9, so the code is round(a * 2^9) (exact scaling; rint
+    // rounds ties to even). 8 rounds up to the smallest normal, which is code 0x08 as well.
+    return sign | static_cast<uint8_t>(std::nearbyint(a * 512.0f));
   }
-  if (code > 0x7Eu) code = 0x7Eu;  // rounding up past 448 saturates (never a NaN code)
-  return static_cast<uint8_t>(sign | code);
+  // Normal: drop the fp32 mantissa to 3 bits, ties to even (a carry moves into the exponent),
+  // then rebias the exponent from 127 to 7.
+  const uint32_t rounded = abs_bits + 0x7FFFFu + ((abs_bits >> 20) & 1u);
+  const uint32_t code = std::min<uint32_t>((rounded >> 20) - (120u << 3), 0x7Eu);
+  return sign | static_cast<uint8_t>(code);
 }
 
 }  // namespace caduceus

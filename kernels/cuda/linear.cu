@@ -15,6 +15,9 @@
 // a workspace. A row's bits depend only on k, the row and the weights, not on m (batch-invariant
 // up to kSkinnyRows), and they are closer to the exact product than the split path.
 //
+// The cuBLAS context, the split and the skinny kernel live in linear_common.cuh, shared with
+// LinearFp8 (linear_fp8.cu), which reuses both paths for FP8 weights.
+//
 // State: one cuBLAS handle and one workspace per (host thread, device), created on first use and
 // released when the thread exits. The workspace only grows (geometrically). An event recorded
 // after each use makes a call on a different stream wait for the previous one, so reusing the
@@ -30,92 +33,24 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/linear_common.cuh"
 #include "kernels/cuda/stream_workspace.cuh"
-
-#define CADUCEUS_CUBLAS_CHECK(expr)                                                         \
-  do {                                                                                      \
-    const cublasStatus_t caduceus_st_ = (expr);                                             \
-    if (caduceus_st_ != CUBLAS_STATUS_SUCCESS) {                                            \
-      ::caduceus::kernels::cuda::internal::OnError(#expr, cublasGetStatusString(caduceus_st_), \
-                                                   __FILE__, __LINE__);                     \
-    }                                                                                       \
-  } while (0)
 
 namespace caduceus::kernels::cuda {
 namespace {
 
 using internal::StreamOf;
 
+using internal::GemmBf16;
+using internal::GemmContext;
+using internal::kSkinnyRows;
+using internal::kTwoPassRows;
+using internal::LaunchSkinny;
+using internal::SplitBf16Kernel;
+
 constexpr int kThreads = 256;
-// cuBLAS's own scratch (recommended 32 MiB on Hopper). Giving it explicitly keeps cuBLAS from
-// allocating behind our back and makes the handle usable on any stream.
-constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
-// A cuBLAS handle with its own workspace, and the stream-ordered scratch of the split
-// activations and partial outputs, per stream (internal::ForStream).
-class GemmContext {
- public:
-  explicit GemmContext(int device) : device_(device), scratch_(device) {
-    CADUCEUS_CUBLAS_CHECK(cublasCreate(&handle_));
-    CADUCEUS_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
-    CADUCEUS_CUBLAS_CHECK(cublasSetWorkspace(handle_, cublas_workspace_, kCublasWorkspaceBytes));
-  }
-  GemmContext(const GemmContext&) = delete;
-  GemmContext& operator=(const GemmContext&) = delete;
-
-  // Runs at thread exit, when the process may already be tearing CUDA down: errors are ignored.
-  ~GemmContext() {
-    int previous = 0;
-    if (cudaGetDevice(&previous) != cudaSuccess) return;
-    if (cudaSetDevice(device_) != cudaSuccess) return;
-    internal::WorkspaceGenerationCounter().fetch_add(1);  // cuBLAS's workspace goes too
-    scratch_.Synchronize();
-    cublasDestroy(handle_);
-    cudaFree(cublas_workspace_);
-    cudaSetDevice(previous);
-  }
-
-  // Orders this call after the previous one on whatever stream that used, and binds the handle.
-  // cublasSetStream resets the handle to cuBLAS's default workspace pool (cuBLAS docs,
-  // cublasSetStream), which would allocate behind our back, inside graph captures too: our
-  // workspace goes back on with it, and only when the stream changes.
-  void Begin(cudaStream_t stream) {
-    scratch_.Begin(stream);
-    if (!bound_ || stream != bound_stream_) {
-      CADUCEUS_CUBLAS_CHECK(cublasSetStream(handle_, stream));
-      CADUCEUS_CUBLAS_CHECK(cublasSetWorkspace(handle_, cublas_workspace_, kCublasWorkspaceBytes));
-      bound_stream_ = stream;
-      bound_ = true;
-    }
-  }
-  void End(cudaStream_t stream) { scratch_.End(stream); }
-
-  // A buffer of at least `bytes`, valid until the next call from this thread on this device.
-  void* Buffer(size_t bytes, cudaStream_t stream) { return scratch_.Buffer(bytes, stream); }
-
-  cublasHandle_t handle() const { return handle_; }
-
- private:
-  int device_;
-  internal::StreamWorkspace scratch_;
-  cublasHandle_t handle_ = nullptr;
-  void* cublas_workspace_ = nullptr;
-  cudaStream_t bound_stream_ = nullptr;
-  bool bound_ = false;
-};
-
-GemmContext& ContextFor(cudaStream_t stream) { return internal::ForStream<GemmContext>(stream); }
-
-// x [m, k] fp32 -> split [2m, k] bf16: rows [0, m) = hi, rows [m, 2m) = lo.
-__global__ void SplitBf16Kernel(const float* x, int64_t total, __nv_bfloat16* split) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float v = x[i];
-    const __nv_bfloat16 hi = __float2bfloat16_rn(v);
-    split[i] = hi;
-    split[total + i] = __float2bfloat16_rn(v - __bfloat162float(hi));  // exact subtraction
-  }
-}
+GemmContext& ContextFor(cudaStream_t stream) { return internal::GemmContextFor(stream); }
 
 // Output element i of the split path: parts[0:m] + parts[m:2m] (hi then lo, a fixed order). The
 // one place the halves are summed, for Linear and for LinearArgmax alike.
@@ -140,90 +75,6 @@ __global__ void SumHalvesKernel(SumOfHalves halves, float* y) {
   }
 }
 
-constexpr int kSkinnyRows = 8;     // largest m the skinny path takes
-// From this many rows Linear runs two GEMMs into y instead of one into [2m, n] partials
-// (GemmTwoPass): prefill steps, where the partials would be gigabytes and the GEMM is compute-bound.
-constexpr int kTwoPassRows = 256;
-constexpr int kSkinnyColumns = 8;  // output columns per block: one per warp
-constexpr int kSkinnyChunk = 8;    // weights per lane per step: one 16-byte load
-
-// y[r, j] = sum_p x[r, p] * w[j, p] for r < m <= kSkinnyRows. One warp per column j; lane l sums
-// the chunks p = (l + 32 t) * 8 .. + 7 (t = 0, 1, ...) in ascending order, one fp32 partial per
-// row, then a butterfly adds the 32 partials. `vector` (host-checked: k % 8 == 0, w and x 16-byte
-// aligned) reads a chunk as one uint4 of weights and two float4 of activations; otherwise lane l
-// reads elements l, l + 32, ... one at a time. Either way the order depends on k and alignment,
-// never on m, so a row gives the same bits alone or with up to 7 others.
-__global__ void __launch_bounds__(kSkinnyColumns* internal::kWarp)
-    SkinnyLinearKernel(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, bool vector,
-                       float* y) {
-  const int lane = threadIdx.x % internal::kWarp;
-  const int64_t j =
-      static_cast<int64_t>(blockIdx.x) * kSkinnyColumns + threadIdx.x / internal::kWarp;
-  if (j >= n) return;  // the whole warp: nothing below synchronizes beyond the warp
-  const bf16* wj = w + j * k;
-  float acc[kSkinnyRows] = {};
-  if (vector) {
-    for (int64_t p = static_cast<int64_t>(lane) * kSkinnyChunk; p < k;
-         p += internal::kWarp * kSkinnyChunk) {
-      const uint4 packed = *reinterpret_cast<const uint4*>(wj + p);
-      const uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
-      float wv[kSkinnyChunk];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {  // little-endian: the low half is the earlier element
-        wv[2 * e] = __uint_as_float(words[e] << 16);
-        wv[2 * e + 1] = __uint_as_float(words[e] & 0xffff0000u);
-      }
-#pragma unroll
-      for (int r = 0; r < kSkinnyRows; ++r) {
-        if (r >= m) break;
-        const float4* xr = reinterpret_cast<const float4*>(x + static_cast<int64_t>(r) * k + p);
-        const float4 a = xr[0], b = xr[1];
-        const float xv[kSkinnyChunk] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-#pragma unroll
-        for (int e = 0; e < kSkinnyChunk; ++e) acc[r] = fmaf(xv[e], wv[e], acc[r]);
-      }
-    }
-  } else {
-    for (int64_t p = lane; p < k; p += internal::kWarp) {
-      const float wv = internal::Bf16ToF32(wj[p]);
-#pragma unroll
-      for (int r = 0; r < kSkinnyRows; ++r) {
-        if (r >= m) break;
-        acc[r] = fmaf(x[static_cast<int64_t>(r) * k + p], wv, acc[r]);
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kSkinnyRows; ++r) {
-    if (r >= m) break;  // m is the same for every lane: the shuffles stay warp-uniform
-    const float sum = internal::WarpSum(acc[r]);
-    if (lane == 0) y[static_cast<int64_t>(r) * n + j] = sum;
-  }
-}
-
-// Launches SkinnyLinearKernel for m <= kSkinnyRows.
-void LaunchSkinny(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y,
-                  cudaStream_t s) {
-  const bool vector = k % kSkinnyChunk == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
-                      reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  const unsigned grid =
-      static_cast<unsigned>((static_cast<int64_t>(n) + kSkinnyColumns - 1) / kSkinnyColumns);
-  internal::Launch(SkinnyLinearKernel, grid, kSkinnyColumns * internal::kWarp, s, x, m, k, w, n,
-                   vector, y);
-}
-
-// Row-major out[rows, n] = split[rows, k] · w[n, k]^T, fp32, added to out when `accumulate`
-// (cuBLAS's beta = 1). cuBLAS is column-major: row-major out is column-major C [n, rows], the
-// row-major weight w[n, k] is column-major A [k, n] and the row-major split [rows, k] is
-// column-major B [k, rows]. Hence C = A^T * B.
-void GemmBf16(GemmContext& ctx, const bf16* w, int32_t n, int32_t k,
-              const __nv_bfloat16* split, int32_t rows, bool accumulate, float* out) {
-  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  CADUCEUS_CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &alpha, w,
-                                     CUDA_R_16BF, k, split, CUDA_R_16BF, k, &beta, out, CUDA_R_32F,
-                                     n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-}
-
 // Enqueues the GEMM of the split activations: returns parts [2m, n] (hi rows, then lo rows) in
 // the context's buffer, valid until ctx.End. Needs m, n, k > 0.
 const float* GemmHalves(GemmContext& ctx, const float* x, int32_t m, int32_t k, const bf16* w,
@@ -239,7 +90,7 @@ const float* GemmHalves(GemmContext& ctx, const float* x, int32_t m, int32_t k, 
 
   internal::Launch(SplitBf16Kernel, internal::GridFor(in_total, kThreads), kThreads, s, x, in_total,
                    split);
-  GemmBf16(ctx, w, n, k, split, 2 * m, /*accumulate=*/false, parts);  // hi and lo rows at once
+  GemmBf16(ctx, w, n, k, split, 2 * m, /*accumulate=*/false, parts, n);  // hi and lo rows at once
   return parts;
 }
 
@@ -255,8 +106,8 @@ void GemmTwoPass(GemmContext& ctx, const float* x, int32_t m, int32_t k, const b
       ctx.Buffer(sizeof(__nv_bfloat16) * 2 * static_cast<size_t>(in_total), s));
   internal::Launch(SplitBf16Kernel, internal::GridFor(in_total, kThreads), kThreads, s, x, in_total,
                    split);
-  GemmBf16(ctx, w, n, k, split, m, /*accumulate=*/false, y);            // y = W·hi
-  GemmBf16(ctx, w, n, k, split + in_total, m, /*accumulate=*/true, y);  // y += W·lo
+  GemmBf16(ctx, w, n, k, split, m, /*accumulate=*/false, y, n);            // y = W·hi
+  GemmBf16(ctx, w, n, k, split + in_total, m, /*accumulate=*/true, y, n);  // y += W·lo
 }
 
 // The sampler's view of one logit (NaN is -inf, +inf is FLT_MAX) and the argmax merge rule:
@@ -323,7 +174,7 @@ void Linear(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, floa
     return;
   }
   if (m <= kSkinnyRows) {
-    LaunchSkinny(x, m, k, w, n, y, s);
+    LaunchSkinny(x, m, k, w, /*scale=*/nullptr, n, y, s);
     return;
   }
   GemmContext& ctx = ContextFor(s);
@@ -352,7 +203,7 @@ void LinearArgmax(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n
   const int64_t total = static_cast<int64_t>(m) * n;
   if (m <= kSkinnyRows) {
     float* y = static_cast<float*>(ctx.Buffer(sizeof(float) * static_cast<size_t>(total), s));
-    LaunchSkinny(x, m, k, w, n, y, s);
+    LaunchSkinny(x, m, k, w, /*scale=*/nullptr, n, y, s);
     internal::Launch(ArgmaxKernel<Formed>, m, kThreads, s, Formed{y}, n, index, value);
   } else {
     const float* parts = GemmHalves(ctx, x, m, k, w, n, s);

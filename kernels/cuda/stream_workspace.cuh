@@ -106,6 +106,9 @@ class StreamWorkspace {
   }
   // Waits for the last call's work (before its owner releases what that work used).
   void Synchronize() { cudaEventSynchronize(done_); }
+  // Bytes the buffer holds: less than a Buffer call asked for when it refused to grow inside a
+  // capture, a call that must then enqueue nothing past them.
+  size_t capacity() const { return capacity_; }
 
  private:
   int device_;

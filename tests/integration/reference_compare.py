@@ -17,7 +17,7 @@ Modes:
 --prompts: an oracle-format JSON file (its prompts' "prompt_ids"), a JSON list of id lists, a
 text file with one comma-separated id list per line, or builtin:short3 (three fixed prompts of
 20-40 ids). --select picks prompts by index, --max-prompt-tokens truncates them.
-The engine is run as BIN/caduceus-generate --model DIR --prompt-ids IDS --max-new-tokens N
+The engine is run as BIN/caduceus-generate [--engine-args] --model DIR (--engine-model if given) --prompt-ids IDS --max-new-tokens N
 --temperature 0 --ignore-eos --json --report-top-logits 10 (one fresh process per prompt); its
 last stdout line must be a JSON object. --engine-cmd replaces "BIN/caduceus-generate" (a
 command line, split on spaces) to test this script against a stand-in.
@@ -211,6 +211,10 @@ def main(argv=None):
     ap.add_argument("--bin", help="directory holding caduceus-generate")
     ap.add_argument("--engine-cmd", help="command replacing BIN/caduceus-generate")
     ap.add_argument("--model", required=True)
+    ap.add_argument("--engine-model", help="model directory for the engine (default: --model); "
+                    "e.g. a bf16 checkpoint the engine quantizes at load time against the "
+                    "reference on an FP8 checkpoint quantized independently")
+    ap.add_argument("--engine-args", default="", help="extra engine flags, e.g. '--quantization fp8'")
     ap.add_argument("--prompts", help="FILE or builtin:NAME (reference mode)")
     ap.add_argument("--oracle", help="oracle JSON for --model (oracle mode)")
     ap.add_argument("--select", help="comma-separated prompt indices")
@@ -258,7 +262,9 @@ def main(argv=None):
     passed = failed = 0
     for idx, exp in enumerate(expected):
         t1 = time.time()
-        res, err = run_engine(cmd_prefix, args.model, exp.prompt_ids, n, args.engine_timeout)
+        res, err = run_engine(cmd_prefix + shlex.split(args.engine_args),
+                              args.engine_model or args.model, exp.prompt_ids, n,
+                              args.engine_timeout)
         if err:
             print(f"FAIL prompt {idx} ({len(exp.prompt_ids)} ids): {err}")
             failed += 2

@@ -13,6 +13,11 @@ per step for all of them) and one JSON object per prompt is printed, one per lin
 
 Greedy rule: argmax over all vocab logits, ties to the lowest id; EOS is not checked; positions
 start at 0 for every prompt.
+
+FP8 (E4M3) weight-only checkpoints (config.json quantization_config "fp8" or "compressed-tensors"
+float-quantized, per-tensor or per-channel scales): each projection stored as F8_E4M3 is used as
+decode(byte) * weight_scale (row j times scale[j]) in float64, which is exact; input_scale, if
+present, is ignored (activations are not quantized). See fp8_projection_scales.
 """
 
 import argparse
@@ -48,6 +53,108 @@ class LlamaConfig:
             raise ValueError("attention/mlp biases not supported (Llama has none)")
         if self.num_heads % self.num_kv_heads:
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+
+
+PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def fp8_scheme(qc):
+    """Validates a config.json quantization_config; returns the declared scale granularity:
+    "tensor", "channel" or a set of both (compressed-tensors groups may differ). Refuses anything
+    but E4M3 weight-only with per-tensor or per-channel scales."""
+    if not isinstance(qc, dict):
+        raise ValueError(f"quantization_config must be an object, got {qc!r}")
+    method = qc.get("quant_method")
+    if qc.get("weight_block_size") is not None:
+        raise ValueError("quantization_config weight_block_size (block-wise FP8 scales) is not "
+                         "supported; only per-tensor or per-channel weight scales")
+    if method == "fp8":
+        scheme = qc.get("activation_scheme", "dynamic")
+        if scheme not in ("dynamic", "static"):
+            raise ValueError(f"fp8 activation_scheme {scheme!r} not supported")
+        fmt = qc.get("fmt", "e4m3")
+        if fmt != "e4m3":
+            raise ValueError(f"fp8 fmt {fmt!r} not supported (only e4m3)")
+        return {"tensor"}
+    if method == "compressed-tensors":
+        if qc.get("format") != "float-quantized":
+            raise ValueError(f"compressed-tensors format {qc.get('format')!r} not supported "
+                             "(only float-quantized)")
+        groups = qc.get("config_groups")
+        if not isinstance(groups, dict) or not groups:
+            raise ValueError("compressed-tensors quantization_config has no config_groups")
+        strategies = set()
+        for gname, group in groups.items():
+            wq = (group or {}).get("weights")
+            if not isinstance(wq, dict):
+                raise ValueError(f"config group {gname}: no weights scheme")
+            if wq.get("num_bits") != 8 or wq.get("type") != "float":
+                raise ValueError(f"config group {gname}: weights must be num_bits 8, type float "
+                                 f"(got {wq.get('num_bits')!r}, {wq.get('type')!r})")
+            strategy = wq.get("strategy")
+            if strategy not in ("tensor", "channel"):
+                raise ValueError(f"config group {gname}: weight strategy {strategy!r} not "
+                                 "supported (only tensor or channel)")
+            if wq.get("symmetric") is False or wq.get("dynamic"):
+                raise ValueError(f"config group {gname}: weights must be symmetric and static")
+            if wq.get("group_size") is not None or wq.get("block_structure") is not None:
+                raise ValueError(f"config group {gname}: group/block-wise weight scales not "
+                                 "supported")
+            strategies.add(strategy)
+        return strategies
+    raise ValueError(f"quantization_config quant_method {method!r} not supported "
+                     "(only fp8 and compressed-tensors float-quantized)")
+
+
+def fp8_projection_scales(st, cfg):
+    """{weight name: float64 scale (0-d, or [out] per row)} for every projection stored as
+    F8_E4M3; validates dtypes and shapes. Empty for an unquantized checkpoint."""
+    qc = st.config.get("quantization_config")
+    allowed = fp8_scheme(qc) if qc is not None else None
+    projections = {f"model.layers.{layer}.{p}.weight"
+                   for layer in range(cfg.num_layers) for p in PROJECTIONS}
+    scales = {}
+    for name in st.names():
+        info = st.info(name)
+        if name.endswith(".weight_scale"):
+            weight = name[:-len("_scale")]
+            if (weight not in projections or weight not in st
+                    or st.info(weight).dtype != "F8_E4M3"):
+                raise ValueError(f"{name}: a weight_scale for a tensor that is not an F8_E4M3 "
+                                 "projection weight")
+            continue
+        if info.dtype != "F8_E4M3":
+            continue
+        if name not in projections:
+            raise ValueError(f"{name} is F8_E4M3; only the 7 projection weights per layer may be")
+        if allowed is None:
+            raise ValueError(f"{name} is F8_E4M3 but config.json has no quantization_config")
+        if len(info.shape) != 2:
+            raise ValueError(f"{name}: F8_E4M3 weight must be 2-D [out, in], "
+                             f"got {list(info.shape)}")
+        sname = name + "_scale"
+        if sname not in st:
+            raise ValueError(f"{name} is F8_E4M3 but {sname} is missing")
+        sinfo = st.info(sname)
+        if sinfo.dtype != "F32":
+            raise ValueError(f"{sname} must be F32, got {sinfo.dtype}")
+        out = info.shape[0]
+        if sinfo.shape in ((), (1,)):
+            kind = "tensor"
+        elif sinfo.shape in ((out, 1), (out,)):
+            kind = "channel"
+        else:
+            raise ValueError(f"{sname} has shape {list(sinfo.shape)}; expected [], [1], "
+                             f"[{out}, 1] or [{out}]")
+        if kind not in allowed:
+            raise ValueError(f"{sname}: {kind} scale but the quantization_config declares "
+                             f"{sorted(allowed)}")
+        scale = st.float64(sname).reshape(() if kind == "tensor" else (out,)).copy()
+        if not np.all(np.isfinite(scale)):
+            raise ValueError(f"{sname} has a non-finite scale")
+        scales[name] = scale
+    return scales
 
 
 def rope_inv_freq(cfg):
@@ -105,8 +212,9 @@ class WeightStore:
     rows, so a transient float64 copy never exceeds `chunk_bytes`.
     """
 
-    def __init__(self, st, cache_bytes, chunk_bytes=128 << 20):
+    def __init__(self, st, cache_bytes, chunk_bytes=128 << 20, scales=None):
         self.st = st
+        self.scales = scales or {}  # FP8 weight name -> float64 scale (0-d or per row)
         self.cache_bytes = cache_bytes
         self.chunk_bytes = chunk_bytes
         self.cached = {}
@@ -120,11 +228,24 @@ class WeightStore:
             self._scratch = np.empty(n, np.uint32)
         return self._out, self._scratch
 
+    def _float64(self, name, rows=None, out=None, scratch=None):
+        """The stored values as float64; an FP8 weight times its scale (exact in float64: at most
+        4 significant bits times a float32's 24)."""
+        w = self.st.float64(name, rows, out, scratch)
+        scale = self.scales.get(name)
+        if scale is not None:
+            if scale.ndim:
+                s = scale if rows is None else scale[rows]
+                w *= s[:, None]
+            else:
+                w *= scale
+        return w
+
     def get(self, name):
         """The whole tensor as float64, cached if the budget allows (small tensors: always)."""
         w = self.cached.get(name)
         if w is None:
-            w = self.st.float64(name)
+            w = self._float64(name)
             if self.cached_total + w.nbytes <= self.cache_bytes or w.nbytes <= 1 << 20:
                 self.cached[name] = w
                 self.cached_total += w.nbytes
@@ -143,7 +264,7 @@ class WeightStore:
         out = np.empty((x.shape[0], rows))
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
-            chunk = self.st.float64(name, slice(r0, r1), out_buf, scratch)
+            chunk = self._float64(name, slice(r0, r1), out_buf, scratch)
             out[:, r0:r1] = x @ chunk.T
         return out
 
@@ -162,7 +283,8 @@ class LlamaReference:
     def __init__(self, model_dir, cache_gb=2.0):
         self.st = SafetensorsDir(model_dir)
         self.cfg = LlamaConfig(self.st.config)
-        self.weights = WeightStore(self.st, int(cache_gb * (1 << 30)))
+        self.weights = WeightStore(self.st, int(cache_gb * (1 << 30)),
+                                   scales=fp8_projection_scales(self.st, self.cfg))
         self.inv_freq = rope_inv_freq(self.cfg)
         self.lm_head = "lm_head.weight"
         if self.lm_head not in self.st:

@@ -7,9 +7,14 @@ adds model.safetensors.index.json whose "weight_map" names the shard file of eac
 
 Files are memory-mapped; nothing is converted until asked for, and then one tensor (or a slice of
 its rows) at a time, so the float64 copy of a multi-GB checkpoint never exists all at once.
+
+F8_E4M3 tensors (OCP float8_e4m3fn) are decoded to their float64 values by a 256-entry table built
+from the format's definition (see e4m3_value); any scale that goes with them is the caller's
+business (llama_reference.py applies weight_scale).
 """
 
 import json
+import math
 import os
 import struct
 
@@ -21,7 +26,39 @@ _STORED_DTYPES = {
     "F16": np.dtype("<f2"),
     "F32": np.dtype("<f4"),
     "F64": np.dtype("<f8"),
+    "F8_E4M3": np.dtype("u1"),
 }
+
+
+def e4m3_value(code):
+    """The value of one OCP float8_e4m3fn byte, from the definition: sign bit 7, exponent bits
+    6..3 with bias 7, mantissa bits 2..0; exponent field 0 is subnormal (m/8 * 2^-6); no
+    infinities; 0x7F and 0xFF (exponent and mantissa all ones) are NaN; largest finite 448."""
+    code = int(code)
+    if not 0 <= code <= 255:
+        raise ValueError(f"E4M3 code {code} out of range")
+    sign = -1.0 if code & 0x80 else 1.0
+    exp = (code >> 3) & 0xF
+    man = code & 0x7
+    if exp == 0xF and man == 0x7:
+        return math.nan
+    if exp == 0:
+        return sign * (man / 8.0) * 2.0 ** -6
+    return sign * (1.0 + man / 8.0) * 2.0 ** (exp - 7)
+
+
+# E4M3_TABLE[code] = float64 value of the byte (nan for 0x7F, 0xFF); -0.0 for 0x80.
+E4M3_TABLE = np.array([e4m3_value(c) for c in range(256)], dtype=np.float64)
+E4M3_TABLE.flags.writeable = False
+
+
+def e4m3_to_float64(codes, out=None):
+    """Decodes uint8 E4M3 codes (any shape) to float64; out (flat float64) is reused if given."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    n = codes.size
+    result = np.empty(n, np.float64) if out is None else out[:n]
+    np.take(E4M3_TABLE, codes.reshape(-1), out=result)
+    return result.reshape(codes.shape)
 
 
 def bf16_bits_to_float64(bits, out=None, scratch=None):
@@ -146,8 +183,11 @@ class SafetensorsDir:
         data = self.stored(name)
         if rows is not None:
             data = data[rows]
-        if self.info(name).dtype == "BF16":
+        dtype = self.info(name).dtype
+        if dtype == "BF16":
             return bf16_bits_to_float64(data, out, scratch)
+        if dtype == "F8_E4M3":
+            return e4m3_to_float64(data, out)
         if out is None:
             return np.asarray(data, dtype=np.float64)
         result = out[:data.size].reshape(data.shape)

@@ -50,6 +50,8 @@ ABSL_FLAG(bool, json, false, "print one JSON object as the last stdout line (no 
 ABSL_FLAG(int32_t, report_top_logits, 0, "with --json: the first step's top-K [id, logit] pairs");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:K] (emulated-device: tests)");
 ABSL_FLAG(bool, cuda_graphs, true, "cuda devices: run decode steps from CUDA graphs");
+ABSL_FLAG(std::string, quantization, "none",
+          "none, or fp8: quantize bf16 projection weights to FP8 at load time (as the worker)");
 ABSL_FLAG(std::string, kv_cache_dtype, "auto",
           "float32, bfloat16, or auto (bfloat16 on GPUs, float32 on CPUs)");
 
@@ -110,6 +112,9 @@ int Main() {
   if (!kv_dtype.ok()) return Fail(kv_dtype.status());
   load.kv_dtype = *kv_dtype;
   load.graphs.enabled = absl::GetFlag(FLAGS_cuda_graphs);
+  auto quantization = model::ParseQuantizationFlag(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) return Fail(quantization.status());
+  load.quantize_fp8 = *quantization == model::Quantization::kFp8;
   auto model = model::LlamaModel::Load(model_dir, load);
   if (!model.ok()) return Fail(model.status());
 

@@ -10,6 +10,19 @@
 #include "worker/model/rope.h"
 
 namespace caduceus::model {
+namespace {
+
+// y [m, out] = x [m, in] times a projection, bf16 or FP8 (llama_weights.h).
+void Project(const backend::KernelTable& k, const float* x, int32_t m, int32_t in,
+             const LinearWeight& w, int32_t out, float* y, kernels::Stream st) {
+  if (w.fp8 != nullptr) {
+    k.linear_fp8(x, m, in, w.fp8, w.scale, out, y, st);
+  } else {
+    k.linear(x, m, in, w.values, out, y, st);
+  }
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& model_dir,
                                                              const LoadOptions& options,
@@ -41,8 +54,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   ASSIGN_OR_RETURN(backend::KernelTable kernels, backend::MakeKernelTable(options.device));
   ASSIGN_OR_RETURN(std::unique_ptr<WeightPlacement> placement,
                    WeightPlacement::Create(kernels.memory, options.resident_weights,
-                                           LlamaWeights::ArenaBytes(config, layout)));
-  ASSIGN_OR_RETURN(LlamaWeights weights, LlamaWeights::Load(config, layout, *store, *placement));
+                                           LlamaWeights::ArenaBytes(config, layout, *store,
+                                                                    options.quantize_fp8)));
+  ASSIGN_OR_RETURN(LlamaWeights weights, LlamaWeights::Load(config, layout, *store, *placement,
+                                                            options.quantize_fp8));
   // A group of one runs exactly the unsharded code path: no collectives at all.
   parallel::Communicator* group = layout.spec.size > 1 ? comm : nullptr;
   std::unique_ptr<LlamaModel> model(new LlamaModel(std::move(config), layout, group,
@@ -104,9 +119,17 @@ int64_t LlamaModel::WeightBytesPerToken() const {
   const int64_t h = config_.hidden_size, inter = layout_.inter;
   const int64_t q = int64_t{layout_.q_heads} * config_.head_dim;
   const int64_t kv = int64_t{layout_.kv_heads} * config_.head_dim;
-  const int64_t per_layer = 2 * h + q * h + 2 * kv * h + h * q + 3 * inter * h;
+  // Projections at their stored width (1 byte per FP8 weight plus a 4-byte scale per row).
+  auto bytes = [](const LinearWeight& w, int64_t rows, int64_t cols) {
+    return w.fp8 != nullptr ? rows * cols + 4 * rows : 2 * rows * cols;
+  };
+  int64_t layers = 0;
+  for (const LayerWeights& w : weights_.layers) {
+    layers += 2 * (2 * h) + bytes(w.qkv_proj, q + 2 * kv, h) + bytes(w.o_proj, h, q) +
+              bytes(w.gate_up_proj, 2 * inter, h) + bytes(w.down_proj, h, inter);
+  }
   // One embedding row, all layers, the final norm and the rank's whole lm_head slice.
-  return 2 * (h + config_.num_layers * per_layer + h + int64_t{layout_.vocab} * h);
+  return 2 * h + layers + 2 * h + 2 * int64_t{layout_.vocab} * h;
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::CreateKvCache(int32_t num_blocks) const {
@@ -400,19 +423,19 @@ absl::Status LlamaModel::Forward(const StepBatch& batch, KvCache& cache, StepLog
     step.Run([&, kv, &w = layer_weights] {
       // One Linear for q|k|v; each token's row holds its q, k and v heads in that order.
       float* qkv = sc.qkv.data();
-      k.linear(normed, n, h, w.qkv_proj, qkv_dim, qkv, st);
+      Project(k, normed, n, h, w.qkv_proj, qkv_dim, qkv, st);
       k.rope(qkv, qkv_dim, positions, n, l.q_heads + l.kv_heads, c.head_dim, inv_freq, st);
       k.kv_cache_write(qkv + q_dim, qkv + q_dim + kv_dim, qkv_dim, slots, n, kv, st);
       k.paged_attention(qkv, qkv_dim, l.q_heads, kv, attention, scale, sc.attn.data(), st);
       // Row-parallel o_proj: each rank's heads give a partial sum of the output.
-      k.linear(sc.attn.data(), n, q_dim, w.o_proj, h, proj, st);
+      Project(k, sc.attn.data(), n, q_dim, w.o_proj, h, proj, st);
     });
     RETURN_IF_ERROR(all_reduce(proj));
     step.Run([&, &w = layer_weights] {
       k.add_rms_norm(residual, proj, w.post_norm, n, h, eps, normed, st);
-      k.linear(normed, n, h, w.gate_up_proj, 2 * l.inter, sc.gate_up.data(), st);
+      Project(k, normed, n, h, w.gate_up_proj, 2 * l.inter, sc.gate_up.data(), st);
       k.silu_mul(sc.gate_up.data(), n, l.inter, sc.act.data(), st);
-      k.linear(sc.act.data(), n, l.inter, w.down_proj, h, proj, st);
+      Project(k, sc.act.data(), n, l.inter, w.down_proj, h, proj, st);
     });
     RETURN_IF_ERROR(all_reduce(proj));
     const bf16* next_norm =

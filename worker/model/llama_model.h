@@ -36,6 +36,9 @@ struct LoadOptions {
   kernels::KvDtype kv_dtype = kernels::KvDtype::kF32;
   // CUDA graphs for decode steps (step_graphs.h); ignored by backends without graphs.
   StepGraphOptions graphs;
+  // Quantize bf16/f16/f32 projections to FP8 at load time (fp8_quantize.h): half the weight
+  // memory and bytes per decode step. A checkpoint already in FP8 is served as it is.
+  bool quantize_fp8 = false;
 };
 
 class LlamaModel {
@@ -78,6 +81,9 @@ class LlamaModel {
   absl::Status WarmUp(int32_t max_step_tokens, int32_t max_step_sequences);
 
   const ModelConfig& config() const { return config_; }
+  // How the projections are stored: "none", "fp8" (the checkpoint's), "fp8-online" (quantized
+  // at load time).
+  const char* quantization() const { return weights_.quantization; }
   const backend::KernelTable& kernels() const { return kernels_; }
   const ShardLayout& shard() const { return layout_; }
   // Bytes of weights this rank reads per decoded token (for bandwidth-bound estimates).

@@ -233,6 +233,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view config_json,
     ASSIGN_OR_RETURN(dtype, r.OptString("dtype"));
   }
   c.torch_dtype = dtype.value_or("");
+  ASSIGN_OR_RETURN(c.quantization,
+                   ParseQuantizationConfig(r.Find("quantization_config"), source_name));
 
   ASSIGN_OR_RETURN(const json* bos, r.Require("bos_token_id"));
   ASSIGN_OR_RETURN(c.bos_token_id, r.IntValue("bos_token_id", *bos));

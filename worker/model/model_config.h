@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/model/quantization_config.h"
 
 namespace caduceus::model {
 
@@ -44,6 +45,8 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   std::optional<RopeScaling> rope_scaling;
   std::string torch_dtype;  // "bfloat16", ... ("dtype" in newer configs); empty if absent
+  // The checkpoint's quantization ("quantization_config"; quantization_config.h).
+  Quantization quantization = Quantization::kNone;
   int bos_token_id = 0;
   // Union of config.json eos_token_id (int or list) and generation_config.json eos_token_id,
   // in first-seen order without duplicates.

@@ -119,14 +119,15 @@ inline LoadOptions Options(int rank, int size, bool resident_weights = true,
 // Runs a TP group of `size` threads; returns each rank's trace. With `follow`, ranks > 0 are
 // followers that take their tokens from it and read no results back (Generate's `follow`).
 inline std::vector<Trace> RunGroup(int size, bool resident_weights = true, bool argmax_odd = false,
-                            const std::string& device = "cpu", const Trace* follow = nullptr) {
+                            const std::string& device = "cpu", const Trace* follow = nullptr,
+                            const std::string& model_dir = TinyModelDir()) {
   ThreadCommunicatorGroup group(size);
   std::vector<Trace> traces(size);
   std::vector<std::thread> threads;
   for (int r = 0; r < size; ++r) {
     threads.emplace_back([&, r] {
       auto model =
-          LlamaModel::Load(TinyModelDir(), Options(r, size, resident_weights, device),
+          LlamaModel::Load(model_dir, Options(r, size, resident_weights, device),
                            group.rank(r));
       if (!model.ok()) {
         // The others block in the first collective until the group times out; fine for a test

@@ -26,6 +26,8 @@ bool ParseDType(const std::string& s, DType* out) {
     *out = DType::kF16;
   } else if (s == "F32") {
     *out = DType::kF32;
+  } else if (s == "F8_E4M3") {
+    *out = DType::kF8E4M3;
   } else {
     return false;
   }
@@ -59,6 +61,8 @@ size_t DTypeSize(DType d) {
       return 2;
     case DType::kF32:
       return 4;
+    case DType::kF8E4M3:
+      return 1;
   }
   return 0;
 }
@@ -71,6 +75,8 @@ const char* DTypeName(DType d) {
       return "F16";
     case DType::kF32:
       return "F32";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
   }
   return "?";
 }
@@ -167,7 +173,7 @@ absl::Status SafetensorsFile::ParseHeader() {
     if (!dtype_it->is_string()) return bad("dtype is not a string");
     if (!ParseDType(dtype_it->get<std::string>(), &info.dtype)) {
       return bad(absl::StrCat("unsupported dtype ", dtype_it->get<std::string>(),
-                              " (supported: BF16, F16, F32)"));
+                              " (supported: BF16, F16, F32, F8_E4M3)"));
     }
     if (!shape_it->is_array()) return bad("shape is not a list");
     uint64_t elements = 1;

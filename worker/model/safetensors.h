@@ -15,10 +15,12 @@
 
 namespace caduceus::model {
 
-enum class DType { kBF16, kF16, kF32 };
+// kF8E4M3: FP8 weights of a quantized checkpoint (common/fp8.h), read only with their scales
+// (WeightStore::GetFp8Rows/Cols); never widened on their own.
+enum class DType { kBF16, kF16, kF32, kF8E4M3 };
 
 size_t DTypeSize(DType d);
-const char* DTypeName(DType d);  // the safetensors spelling: "BF16", "F16", "F32"
+const char* DTypeName(DType d);  // the safetensors spelling: "BF16", "F16", "F32", "F8_E4M3"
 
 struct TensorInfo {
   std::string name;

@@ -4,6 +4,9 @@
 // launched eagerly, padded batches included (3 -> 4 on the skinny Linear, 9 -> 16 on cuBLAS), and
 // a step that reallocates the activations makes the next decode capture again instead of
 // replaying into freed memory. Needs CADUCEUS_CUDA_MODULE_DIR pointing at the emulated modules.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <span>
 #include <string>
 #include <thread>
@@ -29,11 +32,12 @@ struct Steps {
 // Prefills `seqs` prompts, decodes them `decodes` times (argmax_only for odd sequences when
 // `argmax_odd`), then runs a 60-token prefill of another sequence (the activations grow, so
 // their addresses change) and decodes the first ones `decodes` more times.
-Steps Run(bool graphs, int seqs, int decodes, bool argmax_odd) {
+Steps RunSteps(bool graphs, int seqs, int decodes, bool argmax_odd,
+          const std::string& model_dir = TinyModelDir(), const std::string& device = "cuda:0") {
   Steps out;
-  LoadOptions options = test_util::Options(0, 1, true, "cuda:0");
+  LoadOptions options = test_util::Options(0, 1, true, device);
   options.graphs.enabled = graphs;
-  auto model = LlamaModel::Load(TinyModelDir(), options);
+  auto model = LlamaModel::Load(model_dir, options);
   if (!model.ok()) {
     out.status = model.status();
     return out;
@@ -87,10 +91,10 @@ Steps Run(bool graphs, int seqs, int decodes, bool argmax_odd) {
   return out;
 }
 
-void ExpectSameBits(int seqs, bool argmax_odd) {
+void ExpectSameBits(int seqs, bool argmax_odd, const std::string& model_dir = TinyModelDir()) {
   constexpr int kDecodes = 3;
-  const Steps eager = Run(false, seqs, kDecodes, argmax_odd);
-  const Steps graphs = Run(true, seqs, kDecodes, argmax_odd);
+  const Steps eager = RunSteps(false, seqs, kDecodes, argmax_odd, model_dir);
+  const Steps graphs = RunSteps(true, seqs, kDecodes, argmax_odd, model_dir);
   ASSERT_TRUE(eager.status.ok()) << eager.status;
   ASSERT_TRUE(graphs.status.ok()) << graphs.status;
   ASSERT_EQ(eager.logits.size(), graphs.logits.size());
@@ -113,6 +117,42 @@ TEST(StepGraphsEmulatedTest, ReplayedDecodeStepsGiveTheEagerBitsOnTheSkinnyPath)
 
 TEST(StepGraphsEmulatedTest, ReplayedDecodeStepsGiveTheEagerBitsOnTheGemmPath) {
   ExpectSameBits(9, /*argmax_odd=*/false);  // padded to 16: cuBLAS Linear, lm_head in place
+}
+
+// FP8 weights (the tiny model quantized per channel by tests/reference/quantize_fp8.py): the
+// CUDA LinearFp8 inside the model, captured and replayed like Linear, on both of its paths; and
+// the same steps close to the CPU's LinearFp8 (the GEMM path splits activations into bf16 halves,
+// so the bits differ; the greedy tokens do not).
+TEST(StepGraphsEmulatedTest, Fp8WeightsReplayTheEagerBitsAndMatchTheCpu) {
+  const std::string fp8_dir = TinyModelDir() + "-fp8";
+  ExpectSameBits(3, /*argmax_odd=*/true, fp8_dir);
+  ExpectSameBits(9, /*argmax_odd=*/false, fp8_dir);
+  // The tolerance is the bf16 model's own CUDA-vs-CPU distance on the same steps (the bf16
+  // Linear splits activations the same way), doubled: FP8 adds no error of its own there.
+  auto worst_distance = [](const std::string& dir, double* worst) {
+    const Steps cuda = RunSteps(false, 9, 2, false, dir);
+    const Steps cpu = RunSteps(false, 9, 2, false, dir, "cpu");
+    ASSERT_TRUE(cuda.status.ok() && cpu.status.ok()) << cuda.status << cpu.status;
+    ASSERT_EQ(cuda.logits.size(), cpu.logits.size());
+    *worst = 0;
+    for (size_t i = 0; i < cuda.logits.size(); ++i) {
+      ASSERT_EQ(cuda.logits[i].size(), cpu.logits[i].size());
+      for (size_t j = 0; j < cuda.logits[i].size(); ++j) {
+        *worst = std::max(*worst, std::fabs(double(cuda.logits[i][j]) - cpu.logits[i][j]));
+      }
+      for (size_t r = 0; r < cuda.logits[i].size() / 128256; ++r) {
+        const std::span<const float> a(cuda.logits[i].data() + r * 128256, 128256);
+        const std::span<const float> b(cpu.logits[i].data() + r * 128256, 128256);
+        EXPECT_EQ(test_util::ArgMax(a), test_util::ArgMax(b)) << dir << " step " << i << " row " << r;
+      }
+    }
+  };
+  double bf16_worst = 0, fp8_worst = 0;
+  worst_distance(TinyModelDir(), &bf16_worst);
+  worst_distance(fp8_dir, &fp8_worst);
+  std::printf("largest |cuda - cpu| logit distance: bf16 %.3g, fp8 %.3g\n", bf16_worst, fp8_worst);
+  EXPECT_GT(fp8_worst, 0.0);  // the paths differ (or this test compares nothing)
+  EXPECT_LE(fp8_worst, 2 * bf16_worst + 1e-3);
 }
 
 // The worker warms its model up on the main thread and steps it on another. The warm-up's decode

@@ -9,7 +9,7 @@
 
 namespace caduceus::model {
 
-size_t WeightArena::Footprint(size_t count) { return (count * sizeof(bf16) + 63) / 64 * 64; }
+size_t WeightArena::Footprint(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
 absl::StatusOr<std::unique_ptr<WeightArena>> WeightArena::Create(size_t bytes) {
   constexpr size_t kHugePage = size_t{2} << 20;
@@ -26,14 +26,14 @@ absl::StatusOr<std::unique_ptr<WeightArena>> WeightArena::Create(size_t bytes) {
 
 WeightArena::~WeightArena() { munmap(base_, size_); }
 
-absl::StatusOr<bf16*> WeightArena::Allocate(size_t count) {
-  const size_t need = Footprint(count);
+absl::StatusOr<void*> WeightArena::Allocate(size_t bytes) {
+  const size_t need = Footprint(bytes);
   if (used_ + need > size_) {
     return absl::ResourceExhaustedError("weight arena is full (size computed wrongly)");
   }
   char* dst = base_ + used_;
   used_ += need;
-  return reinterpret_cast<bf16*>(dst);
+  return dst;
 }
 
 }  // namespace caduceus::model

@@ -12,7 +12,6 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "common/bf16.h"
 
 namespace caduceus::model {
 
@@ -23,11 +22,11 @@ class WeightArena {
   WeightArena(const WeightArena&) = delete;
   WeightArena& operator=(const WeightArena&) = delete;
 
-  // Room for `count` bf16 values (64-byte aligned), to be filled by the caller.
+  // Room for `bytes` bytes (64-byte aligned), to be filled by the caller.
   // RESOURCE_EXHAUSTED when full.
-  absl::StatusOr<bf16*> Allocate(size_t count);
-  // Bytes an allocation of `count` bf16 values takes, alignment included.
-  static size_t Footprint(size_t count);
+  absl::StatusOr<void*> Allocate(size_t bytes);
+  // Bytes an allocation of `bytes` takes, alignment included.
+  static size_t Footprint(size_t bytes);
   bool huge_pages_requested() const { return huge_pages_; }
 
  private:

@@ -1,5 +1,6 @@
 #include "worker/model/weight_placement.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -9,17 +10,17 @@ namespace caduceus::model {
 
 namespace {
 
-size_t TotalCount(std::span<const WeightPart> parts) {
+size_t TotalBytes(std::span<const WeightPart> parts) {
   size_t total = 0;
-  for (const WeightPart& p : parts) total += p.count;
+  for (const WeightPart& p : parts) total += p.bytes;
   return total;
 }
 
 // Stacks the parts into dst, in order.
-void Concatenate(std::span<const WeightPart> parts, bf16* dst) {
+void Concatenate(std::span<const WeightPart> parts, uint8_t* dst) {
   for (const WeightPart& p : parts) {
-    std::memcpy(dst, p.data, p.count * sizeof(bf16));
-    dst += p.count;
+    std::memcpy(dst, p.data, p.bytes);
+    dst += p.bytes;
   }
 }
 
@@ -38,50 +39,57 @@ absl::StatusOr<std::unique_ptr<WeightPlacement>> WeightPlacement::Create(
       new WeightPlacement(Mode::kHostArena, memory, std::move(arena)));
 }
 
-absl::StatusOr<const bf16*> WeightPlacement::Hot(std::span<const WeightPart> parts,
-                                                 const std::string& what) {
-  const size_t total = TotalCount(parts);
+const void* WeightPlacement::HostCopy(std::span<const WeightPart> parts) {
+  const size_t total = TotalBytes(parts);
+  host_copies_.push_back(std::make_unique_for_overwrite<uint8_t[]>(std::max<size_t>(total, 1)));
+  Concatenate(parts, host_copies_.back().get());
+  placed_bytes_ += total;
+  return host_copies_.back().get();
+}
+
+absl::StatusOr<const void*> WeightPlacement::Hot(std::span<const WeightPart> parts,
+                                                 const std::string& what, bool transient) {
+  const size_t total = TotalBytes(parts);
   switch (mode_) {
     case Mode::kDevice:
       return Upload(parts, what);
     case Mode::kHostArena: {
-      absl::StatusOr<bf16*> dst = arena_->Allocate(total);
+      absl::StatusOr<void*> dst = arena_->Allocate(total);
       if (!dst.ok()) return absl::ResourceExhaustedError(absl::StrCat(what, ": ", dst.status().message()));
-      Concatenate(parts, *dst);
-      placed_bytes_ += total * sizeof(bf16);
+      Concatenate(parts, static_cast<uint8_t*>(*dst));
+      placed_bytes_ += total;
       return *dst;
     }
     case Mode::kMapped:
-      if (parts.size() == 1) return parts[0].data;
-      host_copies_.push_back(std::make_unique<bf16[]>(total));
-      Concatenate(parts, host_copies_.back().get());
-      placed_bytes_ += total * sizeof(bf16);
-      return host_copies_.back().get();
+      if (parts.size() == 1 && !transient) return parts[0].data;
+      return HostCopy(parts);
   }
   return absl::InternalError("unknown weight placement mode");
 }
 
-absl::StatusOr<const bf16*> WeightPlacement::Cold(WeightPart part, const std::string& what) {
+absl::StatusOr<const void*> WeightPlacement::Cold(WeightPart part, const std::string& what,
+                                                  bool transient) {
   if (mode_ == Mode::kDevice) return Upload({&part, 1}, what);
+  if (transient) return HostCopy({&part, 1});
   return part.data;
 }
 
-absl::StatusOr<const bf16*> WeightPlacement::Upload(std::span<const WeightPart> parts,
+absl::StatusOr<const void*> WeightPlacement::Upload(std::span<const WeightPart> parts,
                                                     const std::string& what) {
-  const size_t total = TotalCount(parts);
-  backend::DeviceArray<bf16> dev(&memory_);
+  const size_t total = TotalBytes(parts);
+  backend::DeviceArray<uint8_t> dev(&memory_);
   if (!dev.Reserve(total)) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "out of device memory placing ", what, " (", total * sizeof(bf16), " bytes) after ",
-        placed_bytes_, " bytes of weights"));
+        "out of device memory placing ", what, " (", total, " bytes) after ", placed_bytes_,
+        " bytes of weights"));
   }
-  bf16* dst = dev.data();
+  uint8_t* dst = dev.data();
   for (const WeightPart& p : parts) {
-    memory_.to_device(dst, p.data, p.count * sizeof(bf16), memory_.device);
-    dst += p.count;
+    memory_.to_device(dst, p.data, p.bytes, memory_.device);
+    dst += p.bytes;
   }
-  placed_bytes_ += total * sizeof(bf16);
-  const bf16* placed = dev.data();
+  placed_bytes_ += total;
+  const void* placed = dev.data();
   device_.push_back(std::move(dev));
   return placed;
 }

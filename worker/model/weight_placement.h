@@ -12,6 +12,10 @@
 // A matrix is "fused" when several parts are placed as one: their rows stacked in the order
 // given, so that one Linear computes them all (one GEMM launch instead of three on a GPU, one
 // pass over the activations and one thread-pool dispatch on the CPU).
+//
+// Parts are bytes, whatever their element type (bf16 matrices, FP8 matrices and their fp32
+// scales). Data the loader made itself (weights quantized at load time, expanded scales) is
+// `transient`: it dies after the call, so every mode copies it.
 #pragma once
 
 #include <cstddef>
@@ -21,16 +25,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/bf16.h"
 #include "worker/backend/device_memory.h"
 #include "worker/model/weight_arena.h"
 
 namespace caduceus::model {
 
-// `count` bf16 values at `data` (host memory: a mapping or a store-owned copy).
+// `bytes` bytes at `data` (host memory: a mapping, a store-owned copy or the loader's own).
 struct WeightPart {
-  const bf16* data = nullptr;
-  size_t count = 0;
+  const void* data = nullptr;
+  size_t bytes = 0;
 };
 
 class WeightPlacement {
@@ -47,9 +50,12 @@ class WeightPlacement {
 
   // A matrix read whole on every step: the parts' rows stacked in order. `what` names it in
   // errors (RESOURCE_EXHAUSTED when the arena or the device is full).
-  absl::StatusOr<const bf16*> Hot(std::span<const WeightPart> parts, const std::string& what);
-  // A tensor read sparsely (the embedding table: only the rows of tokens seen) or tiny (norms).
-  absl::StatusOr<const bf16*> Cold(WeightPart part, const std::string& what);
+  absl::StatusOr<const void*> Hot(std::span<const WeightPart> parts, const std::string& what,
+                                  bool transient = false);
+  // A tensor read sparsely (the embedding table: only the rows of tokens seen) or tiny (norms,
+  // scales).
+  absl::StatusOr<const void*> Cold(WeightPart part, const std::string& what,
+                                   bool transient = false);
 
   // True when the pointers returned are copies, never the parts themselves: the store may then
   // drop its copies and pages of the sources (WeightStore::Release).
@@ -63,13 +69,14 @@ class WeightPlacement {
  private:
   WeightPlacement(Mode mode, const backend::MemoryOps& memory, std::unique_ptr<WeightArena> arena)
       : mode_(mode), memory_(memory), arena_(std::move(arena)) {}
-  absl::StatusOr<const bf16*> Upload(std::span<const WeightPart> parts, const std::string& what);
+  absl::StatusOr<const void*> Upload(std::span<const WeightPart> parts, const std::string& what);
+  const void* HostCopy(std::span<const WeightPart> parts);
 
   Mode mode_;
   const backend::MemoryOps memory_;
   std::unique_ptr<WeightArena> arena_;                   // kHostArena
-  std::vector<backend::DeviceArray<bf16>> device_;       // kDevice: owners of the uploads
-  std::vector<std::unique_ptr<bf16[]>> host_copies_;     // kMapped: the fused matrices
+  std::vector<backend::DeviceArray<uint8_t>> device_;    // kDevice: owners of the uploads
+  std::vector<std::unique_ptr<uint8_t[]>> host_copies_;  // host modes: fused and transient data
   size_t placed_bytes_ = 0;
 };
 

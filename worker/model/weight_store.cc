@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/fp8.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -54,6 +55,9 @@ void ConvertToBf16(DType dtype, const uint8_t* src, int64_t count, bf16* dst) {
         std::memcpy(&f, src + 4 * i, 4);
         dst[i] = FloatToBf16(f);
       }
+      return;
+    case DType::kF8E4M3:  // exact; the store never widens FP8 on its own (it lacks the scale)
+      for (int64_t i = 0; i < count; ++i) dst[i] = FloatToBf16(Fp8E4M3ToFloat(src[i]));
       return;
   }
 }
@@ -172,28 +176,39 @@ absl::StatusOr<TensorInfo> WeightStore::Get(std::string_view name,
   return *t;
 }
 
+absl::StatusOr<TensorInfo> WeightStore::GetWidenable(std::string_view name,
+                                                     std::span<const int64_t> expected_shape) const {
+  ASSIGN_OR_RETURN(TensorInfo t, Get(name, expected_shape));
+  if (t.dtype == DType::kF8E4M3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        t.file, ": tensor '", t.name, "' is F8_E4M3, which only the projections of an FP8 "
+        "checkpoint may be (read with their weight_scale)"));
+  }
+  return t;
+}
+
 const bf16* WeightStore::ConvertedCopy(const TensorInfo& t, const std::string& key, int64_t begin,
                                        int64_t count) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = copies_.find(key);
-  if (it != copies_.end()) return it->second.get();
+  if (it != copies_.end()) return reinterpret_cast<const bf16*>(it->second.get());
   const size_t esize = DTypeSize(t.dtype);
   const uint8_t* src = t.data + static_cast<size_t>(begin) * esize;
   const size_t src_bytes = static_cast<size_t>(count) * esize;
-  auto copy = std::make_unique_for_overwrite<bf16[]>(static_cast<size_t>(std::max<int64_t>(count, 1)));
+  auto copy = std::make_unique_for_overwrite<uint8_t[]>(static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(bf16));
   const SafetensorsFile& file = FileOf(t);
   file.AdviseWillNeed(src, src_bytes);
-  ConvertToBf16(t.dtype, src, count, copy.get());
+  ConvertToBf16(t.dtype, src, count, reinterpret_cast<bf16*>(copy.get()));
   // The source pages are no longer needed by us; keep RSS at the size of the bf16 copy.
   file.AdviseDontNeed(src, src_bytes);
-  const bf16* out = copy.get();
+  const bf16* out = reinterpret_cast<const bf16*>(copy.get());
   copies_[key] = std::move(copy);
   return out;
 }
 
 absl::StatusOr<const bf16*> WeightStore::GetBf16(std::string_view name,
                                                  std::span<const int64_t> expected_shape) {
-  ASSIGN_OR_RETURN(const TensorInfo t, Get(name, expected_shape));
+  ASSIGN_OR_RETURN(const TensorInfo t, GetWidenable(name, expected_shape));
   const TensorInfo& info = *Find(name);
   if (t.dtype == DType::kBF16 && reinterpret_cast<uintptr_t>(t.data) % alignof(bf16) == 0) {
     // No readahead hint here: callers often take every pointer up front and read much later
@@ -206,7 +221,7 @@ absl::StatusOr<const bf16*> WeightStore::GetBf16(std::string_view name,
 absl::StatusOr<const bf16*> WeightStore::GetBf16Rows(std::string_view name,
                                                      std::span<const int64_t> expected_shape,
                                                      int64_t row_begin, int64_t row_end) {
-  ASSIGN_OR_RETURN(const TensorInfo t, Get(name, expected_shape));
+  ASSIGN_OR_RETURN(const TensorInfo t, GetWidenable(name, expected_shape));
   if (t.shape.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", t.name, "' is a scalar"));
   }
@@ -229,7 +244,7 @@ absl::StatusOr<const bf16*> WeightStore::GetBf16Rows(std::string_view name,
 absl::StatusOr<const bf16*> WeightStore::GetBf16Cols(std::string_view name,
                                                      std::span<const int64_t> expected_shape,
                                                      int64_t col_begin, int64_t col_end) {
-  ASSIGN_OR_RETURN(const TensorInfo t, Get(name, expected_shape));
+  ASSIGN_OR_RETURN(const TensorInfo t, GetWidenable(name, expected_shape));
   if (t.shape.size() != 2) {
     return absl::InvalidArgumentError(
         absl::StrCat(t.file, ": tensor '", t.name, "' is not 2-D; cannot take columns"));
@@ -244,16 +259,97 @@ absl::StatusOr<const bf16*> WeightStore::GetBf16Cols(std::string_view name,
   const int64_t width = col_end - col_begin;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = copies_.find(key);
-  if (it != copies_.end()) return static_cast<const bf16*>(it->second.get());
-  auto copy = std::make_unique_for_overwrite<bf16[]>(static_cast<size_t>(std::max<int64_t>(rows * width, 1)));
+  if (it != copies_.end()) return reinterpret_cast<const bf16*>(it->second.get());
+  auto copy = std::make_unique_for_overwrite<uint8_t[]>(static_cast<size_t>(std::max<int64_t>(rows * width, 1)) * sizeof(bf16));
+  bf16* dst = reinterpret_cast<bf16*>(copy.get());
   const size_t esize = DTypeSize(t.dtype);
   for (int64_t r = 0; r < rows; ++r) {
     ConvertToBf16(t.dtype, t.data + static_cast<size_t>(r * cols + col_begin) * esize, width,
-                  copy.get() + r * width);
+                  dst + r * width);
   }
   FileOf(*Find(name)).AdviseDontNeed(t.data, t.nbytes);
-  const bf16* out = copy.get();
   copies_[key] = std::move(copy);
+  return dst;
+}
+
+absl::StatusOr<TensorInfo> WeightStore::GetFp8(std::string_view name,
+                                               std::span<const int64_t> expected_shape) const {
+  ASSIGN_OR_RETURN(TensorInfo t, Get(name, expected_shape));
+  if (t.dtype != DType::kF8E4M3 || t.shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", t.name, "' is ",
+                                                   DTypeName(t.dtype), ", expected 2-D F8_E4M3"));
+  }
+  return t;
+}
+
+absl::StatusOr<const uint8_t*> WeightStore::GetFp8Rows(std::string_view name,
+                                                       std::span<const int64_t> expected_shape,
+                                                       int64_t row_begin, int64_t row_end) const {
+  ASSIGN_OR_RETURN(const TensorInfo t, GetFp8(name, expected_shape));
+  if (row_begin < 0 || row_end < row_begin || row_end > t.shape[0]) {
+    return absl::OutOfRangeError(absl::StrCat(t.file, ": tensor '", t.name, "': rows [", row_begin,
+                                              ", ", row_end, ") outside [0, ", t.shape[0], ")"));
+  }
+  return t.data + static_cast<size_t>(row_begin * t.shape[1]);
+}
+
+absl::StatusOr<const uint8_t*> WeightStore::GetFp8Cols(std::string_view name,
+                                                       std::span<const int64_t> expected_shape,
+                                                       int64_t col_begin, int64_t col_end) {
+  ASSIGN_OR_RETURN(const TensorInfo t, GetFp8(name, expected_shape));
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  if (col_begin < 0 || col_end < col_begin || col_end > cols) {
+    return absl::OutOfRangeError(absl::StrCat(t.file, ": tensor '", t.name, "': columns [",
+                                              col_begin, ", ", col_end, ") outside [0, ", cols,
+                                              ")"));
+  }
+  if (col_begin == 0 && col_end == cols) return t.data;
+  const std::string key = absl::StrCat(t.name, "#cols:", col_begin, ":", col_end);
+  const int64_t width = col_end - col_begin;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = copies_.find(key);
+  if (it != copies_.end()) return it->second.get();
+  auto copy = std::make_unique_for_overwrite<uint8_t[]>(static_cast<size_t>(std::max<int64_t>(rows * width, 1)));
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(copy.get() + r * width, t.data + static_cast<size_t>(r * cols + col_begin),
+                static_cast<size_t>(width));
+  }
+  FileOf(*Find(name)).AdviseDontNeed(t.data, t.nbytes);
+  const uint8_t* out = copy.get();
+  copies_[key] = std::move(copy);
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> WeightStore::GetFloats(std::string_view name) const {
+  ASSIGN_OR_RETURN(const TensorInfo* t, Lookup(name));
+  if (t->dtype == DType::kF8E4M3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(t->file, ": tensor '", t->name, "' is F8_E4M3, expected a float scale"));
+  }
+  const int64_t count = t->NumElements();
+  std::vector<float> out(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    const uint8_t* src = t->data + static_cast<size_t>(i) * DTypeSize(t->dtype);
+    switch (t->dtype) {
+      case DType::kF32:
+        std::memcpy(&out[i], src, 4);
+        break;
+      case DType::kBF16: {
+        bf16 b;
+        std::memcpy(&b.bits, src, 2);
+        out[i] = Bf16ToFloat(b);
+        break;
+      }
+      case DType::kF16: {
+        uint16_t h;
+        std::memcpy(&h, src, 2);
+        out[i] = HalfToFloat(h);
+        break;
+      }
+      case DType::kF8E4M3:
+        break;
+    }
+  }
   return out;
 }
 

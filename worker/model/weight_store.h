@@ -38,7 +38,7 @@ class WeightStore {
   // Sum of all tensors' stored bytes.
   uint64_t total_bytes() const { return total_bytes_; }
 
-  // Checks presence, dtype family (floating point) and exact shape; errors name tensor and file.
+  // Checks presence and exact shape; errors name tensor and file.
   absl::StatusOr<TensorInfo> Get(std::string_view name,
                                  std::span<const int64_t> expected_shape) const;
 
@@ -62,6 +62,19 @@ class WeightStore {
                                           std::span<const int64_t> expected_shape,
                                           int64_t col_begin, int64_t col_end);
 
+  // FP8 checkpoints: rows [row_begin, row_end) of a 2-D F8_E4M3 tensor, zero-copy from the
+  // mapping; columns [col_begin, col_end) as a copy owned by the store (the whole tensor when the
+  // range covers it: zero-copy). INVALID_ARGUMENT for any other dtype.
+  absl::StatusOr<const uint8_t*> GetFp8Rows(std::string_view name,
+                                            std::span<const int64_t> expected_shape,
+                                            int64_t row_begin, int64_t row_end) const;
+  absl::StatusOr<const uint8_t*> GetFp8Cols(std::string_view name,
+                                            std::span<const int64_t> expected_shape,
+                                            int64_t col_begin, int64_t col_end);
+  // Every element of a small float tensor (F32, BF16 or F16; any shape, scalars included) as
+  // fp32: the scales of an FP8 checkpoint.
+  absl::StatusOr<std::vector<float>> GetFloats(std::string_view name) const;
+
   // Starts asynchronous readahead of the tensor's pages (MADV_WILLNEED), e.g. for the next
   // layer while this one uploads. The Get* calls give no hint for zero-copy tensors, so that
   // taking all pointers at load time does not read the whole model eagerly.
@@ -77,6 +90,11 @@ class WeightStore {
   absl::Status OpenIndexed(const std::string& index_path);
   absl::Status OpenSingle(const std::string& path);
   absl::StatusOr<const TensorInfo*> Lookup(std::string_view name) const;
+  // Get, refusing F8_E4M3 (the bf16 getters cannot widen FP8 without its scale).
+  absl::StatusOr<TensorInfo> GetWidenable(std::string_view name,
+                                          std::span<const int64_t> expected_shape) const;
+  absl::StatusOr<TensorInfo> GetFp8(std::string_view name,
+                                    std::span<const int64_t> expected_shape) const;
   const SafetensorsFile& FileOf(const TensorInfo& t) const;
   // Converts elements [begin, begin + count) to a new store-owned copy under `key`.
   const bf16* ConvertedCopy(const TensorInfo& t, const std::string& key, int64_t begin,
@@ -89,7 +107,8 @@ class WeightStore {
   uint64_t total_bytes_ = 0;
 
   std::mutex mu_;  // guards copies_
-  std::unordered_map<std::string, std::unique_ptr<bf16[]>> copies_;
+  // Converted bf16 copies and FP8 column slices, as bytes.
+  std::unordered_map<std::string, std::unique_ptr<uint8_t[]>> copies_;
 };
 
 // Converts `count` elements of `dtype` (little-endian, any alignment) to bf16, round to nearest
