@@ -377,6 +377,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* context,
   response->set_kv_block_size(info.block_size());
   response->set_kv_blocks_total(static_cast<uint64_t>(summary.kv_blocks_total));
   response->set_tp_size(info.tp_size());
+  response->set_quantization(info.quantization().empty() ? "none" : info.quantization());
   return grpc::Status::OK;
 }
 

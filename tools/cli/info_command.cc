@@ -28,6 +28,7 @@ absl::Status RunInfo(const CommandEnv& env) {
       {"kv_block_size", info.kv_block_size()},
       {"kv_blocks_total", info.kv_blocks_total()},
       {"tp_size", info.tp_size()},
+      {"quantization", info.quantization()},
   };
   std::printf("%s\n", DumpJsonLine(out).c_str());
   return absl::OkStatus();
