@@ -210,6 +210,29 @@ TEST(ModelConfigTest, RejectsInvalidConfigsNamingFileAndField) {
       {"eos wrong type", "eos_token_id", [](json& j) { j["eos_token_id"] = "128001"; }},
       {"bos out of vocab", "bos_token_id", [](json& j) { j["bos_token_id"] = 128256; }},
       {"dtype not string", "torch_dtype", [](json& j) { j["torch_dtype"] = 16; }},
+      {"gptq", "quant_method",
+       [](json& j) { j["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}}; }},
+      {"quantization not object", "quantization_config",
+       [](json& j) { j["quantization_config"] = "fp8"; }},
+      {"block-wise fp8", "weight_block_size", [](json& j) {
+         j["quantization_config"] = {{"quant_method", "fp8"}, {"weight_block_size", {128, 128}}};
+       }},
+      {"compressed-tensors int4", "format", [](json& j) {
+         j["quantization_config"] = {
+             {"quant_method", "compressed-tensors"}, {"format", "pack-quantized"}};
+       }},
+      {"compressed-tensors int8", "config_groups.group_0.weights", [](json& j) {
+         j["quantization_config"] = {
+             {"quant_method", "compressed-tensors"}, {"format", "float-quantized"},
+             {"config_groups", {{"group_0", {{"weights", {{"num_bits", 8}, {"type", "int"},
+                                                            {"strategy", "channel"}}}}}}}};
+       }},
+      {"compressed-tensors group scales", "strategy", [](json& j) {
+         j["quantization_config"] = {
+             {"quant_method", "compressed-tensors"}, {"format", "float-quantized"},
+             {"config_groups", {{"group_0", {{"weights", {{"num_bits", 8}, {"type", "float"},
+                                                            {"strategy", "group"}}}}}}}};
+       }},
   };
   for (const BadCase& bc : cases) {
     json j = json::parse(kLlama31_70B);
@@ -220,6 +243,42 @@ TEST(ModelConfigTest, RejectsInvalidConfigsNamingFileAndField) {
     EXPECT_THAT(c.status().message(), HasSubstr("/models/x/config.json")) << bc.label;
     EXPECT_THAT(c.status().message(), HasSubstr(bc.field)) << bc.label << ": " << c.status();
   }
+}
+
+// FP8 checkpoints as AutoFP8 / Hugging Face and llm-compressor write them
+// (quantization_config.h); no quantization_config is a plain checkpoint.
+TEST(ModelConfigTest, AcceptsFp8QuantizationConfigs) {
+  const json configs[] = {
+      {{"quant_method", "fp8"}, {"activation_scheme", "dynamic"}},
+      {{"quant_method", "fp8"}, {"activation_scheme", "static"}, {"weight_block_size", nullptr}},
+      {{"quant_method", "compressed-tensors"},
+       {"format", "float-quantized"},
+       {"config_groups",
+        {{"group_0",
+          {{"targets", {"Linear"}},
+           {"weights", {{"num_bits", 8}, {"type", "float"}, {"strategy", "channel"},
+                        {"symmetric", true}, {"dynamic", false}}},
+           {"input_activations", {{"num_bits", 8}, {"type", "float"}, {"strategy", "token"},
+                                  {"dynamic", true}}}}}}},
+       {"ignore", {"lm_head"}}},
+      {{"quant_method", "compressed-tensors"},
+       {"format", "naive-quantized"},
+       {"config_groups",
+        {{"group_0", {{"weights", {{"num_bits", 8}, {"type", "float"}, {"strategy", "tensor"}}}}}}}},
+  };
+  for (const json& q : configs) {
+    json j = json::parse(kLlama31_70B);
+    j["quantization_config"] = q;
+    auto c = ModelConfig::FromJson(j.dump(), "config.json");
+    ASSERT_TRUE(c.ok()) << q.dump() << ": " << c.status();
+    EXPECT_EQ(c->quantization, Quantization::kFp8) << q.dump();
+  }
+  auto plain = ModelConfig::FromJson(kLlama31_70B, "config.json");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->quantization, Quantization::kNone);
+  EXPECT_EQ(ParseQuantizationFlag("fp8").value(), Quantization::kFp8);
+  EXPECT_EQ(ParseQuantizationFlag("none").value(), Quantization::kNone);
+  EXPECT_EQ(ParseQuantizationFlag("int4").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ModelConfigTest, RejectsOverflowingNumber) {
