@@ -178,6 +178,10 @@ def shape_problems(objs, values):
         if spec.get("terminationGracePeriodSeconds", 30) <= grace + kill_after:
             p.append(f"{role}: terminationGracePeriodSeconds {spec.get('terminationGracePeriodSeconds', 30)} "
                      f"<= --leader-grace {grace} + --kill-after {kill_after}")
+        # Load-time FP8 quantization reaches every rank (each quantizes its own slices), and
+        # only when asked for: a bf16 replica must not quietly change its outputs.
+        if flag_value(common, "--quantization") != (w.get("quantization") if w.get("quantization") != "none" else None):
+            p.append(f"{role}: --quantization {flag_value(common, '--quantization')} for workers.quantization {w.get('quantization')}")
         # The router caps its batch at the worker's step limits (defaults 256 sequences, 8192
         # tokens): the chart must not ask for more than the workers accept.
         for rflag, wflag, wdefault in (("--max-num-seqs", "--max-step-sequences", 256),

@@ -26,7 +26,8 @@ ROUTER_FLAGS = ["model", "listen", "metrics_listen", "replica", "max_num_seqs", 
 WORKER_FLAGS = ["model", "tp_size", "rank", "rendezvous", "device", "listen", "metrics_listen",
                 "kv_cache_bytes", "gpu_memory_utilization", "router", "advertise_address",
                 "collective_timeout", "connect_timeout", "gloo_hostname", "gloo_iface", "max_step_tokens",
-                "max_step_sequences", "drain_timeout", "kv_cache_dtype", "registry_token_file"]
+                "max_step_sequences", "drain_timeout", "kv_cache_dtype", "registry_token_file",
+                "quantization"]
 from tally import check, summary  # noqa: E402
 
 

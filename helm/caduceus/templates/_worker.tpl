@@ -88,6 +88,9 @@ spec:
         {{- end }}
         - --kv-cache-bytes={{ int64 $w.kvCacheBytes }}
         - --kv-cache-dtype={{ $w.kvCacheDtype }}
+        {{- if ne $w.quantization "none" }}
+        - --quantization={{ $w.quantization }}
+        {{- end }}
         {{- if eq $w.device "cuda" }}
         - --gpu-memory-utilization={{ $w.gpuMemoryUtilization }}
         {{- end }}
