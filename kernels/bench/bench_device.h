@@ -32,6 +32,8 @@ struct KernelOps {
                          PagedKvLayer, Stream);
   void (*paged_attention)(const float*, int64_t, int32_t, PagedKvLayer,
                           const AttentionBatch&, float, float*, Stream);
+  void (*linear_fp8)(const float*, int32_t, int32_t, const uint8_t*, const float*, int32_t, float*,
+                     Stream);
 };
 
 struct DeviceInfo {

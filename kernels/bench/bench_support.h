@@ -112,6 +112,20 @@ class Arena {
     d_.FillF32(p, n, seed, lo, hi);
     return p;
   }
+  // n FP8 E4M3 weight bytes: random finite codes of magnitude below 1 (0x00-0x37, either sign).
+  uint8_t* Fp8s(size_t n, uint64_t seed) {
+    uint8_t* p = Get<uint8_t>(n);
+    std::vector<uint8_t> host(n);
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; ++i) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      host[i] = static_cast<uint8_t>((x % 0x38) | ((x >> 8) & 0x80));
+    }
+    d_.Upload(p, host.data(), n);
+    return p;
+  }
   bf16* Bf16s(size_t n, uint64_t seed, float lo, float hi) {
     bf16* p = Get<bf16>(n);
     d_.FillBf16(p, n, seed, lo, hi);

@@ -27,7 +27,7 @@ class CpuDevice : public Device {
   CpuDevice() {
     ops_ = KernelOps{&cpu::EmbeddingGather, &cpu::RmsNorm,      &cpu::AddRmsNorm,
                      &cpu::Linear,          &cpu::Rope,         &cpu::SiluMul,
-                     &cpu::KvCacheWrite,    &cpu::PagedAttention};
+                     &cpu::KvCacheWrite,    &cpu::PagedAttention, &cpu::LinearFp8};
     info_.kind = "cpu";
     info_.name = std::string("cpu (") + cpu::ActiveIsa() + ")";
     info_.memory_bytes = SysconfBytes(_SC_PHYS_PAGES);

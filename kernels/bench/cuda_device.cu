@@ -107,7 +107,7 @@ class CudaDevice : public Device {
     sms_ = prop.multiProcessorCount;
     ops_ = KernelOps{&cuda::EmbeddingGather, &cuda::RmsNorm,      &cuda::AddRmsNorm,
                      &cuda::Linear,          &cuda::Rope,         &cuda::SiluMul,
-                     &cuda::KvCacheWrite,    &cuda::PagedAttention};
+                     &cuda::KvCacheWrite,    &cuda::PagedAttention, &cuda::LinearFp8};
     info_.kind = "cuda";
     info_.name = prop.name;
     info_.memory_bytes = static_cast<int64_t>(prop.totalGlobalMem);

@@ -196,6 +196,33 @@ void MeasureAttention(Context& c) {
   run(1, c.o.prefill_tokens, true);
 }
 
+// The same projection with FP8 weights (LinearFp8): half the weight bytes, so decode rows should
+// run up to twice as fast where Linear is bound by streaming its weights. The lm_head stays bf16.
+static void MeasureLinearFp8(Context& c, const Matrix& mat, int m) {
+  Device& d = c.d;
+  const int64_t weight_bytes = int64_t{mat.in} * mat.out + int64_t{mat.out} * 4;
+  const int64_t bytes = weight_bytes + int64_t{m} * (mat.in + mat.out) * 4;
+  const int copies = RotatingCopies(c, bytes);
+  Arena arena(d);
+  std::vector<const uint8_t*> w;
+  std::vector<const float*> scale, x;
+  std::vector<float*> y;
+  for (int i = 0; i < copies; ++i) {
+    w.push_back(arena.Fp8s(static_cast<size_t>(mat.in) * mat.out, 1400 + i));
+    scale.push_back(arena.Floats(static_cast<size_t>(mat.out), 1500 + i, 1e-3f, 2e-3f));
+    x.push_back(arena.Floats(static_cast<size_t>(m) * mat.in, 1300 + i));
+    y.push_back(arena.Get<float>(static_cast<size_t>(m) * mat.out));
+  }
+  const Timing t = TimeWork(d, [&](int64_t i) {
+    d.ops().linear_fp8(x[i % copies], m, mat.in, w[i % copies], scale[i % copies], mat.out,
+                       y[i % copies], d.stream());
+  }, c.o);
+  AddKernelResult(c, "linear_fp8",
+                  std::string(mat.name) + " m=" + std::to_string(m) + " " +
+                      std::to_string(mat.in) + "->" + std::to_string(mat.out),
+                  m, bytes, 2 * int64_t{m} * mat.in * mat.out, copies, t);
+}
+
 void MeasureLinear(Context& c) {
   Device& d = c.d;
   std::vector<int> rows = c.o.linear_batches;
@@ -226,6 +253,7 @@ void MeasureLinear(Context& c) {
                       std::string(mat.name) + " m=" + std::to_string(m) + " " +
                           std::to_string(mat.in) + "->" + std::to_string(mat.out),
                       m, bytes, 2 * int64_t{m} * mat.in * mat.out, copies, t);
+      if (std::strcmp(mat.name, "lm_head") != 0) MeasureLinearFp8(c, mat, m);
     }
   }
 }
