@@ -128,6 +128,22 @@ run() {
     i=$((i + 1))
   done < "$bundle/prompts.txt"
   [[ $failures -eq 0 ]] && echo "all $i prompts equal on $device, emulated-device, cpu and the oracle" | tee -a "$summary"
+  # FP8 weights (--quantization fp8; docs/architecture.md, "FP8 weights"): the device's LinearFp8
+  # must give the CPU's greedy tokens on the first two prompts. No oracle: FP8 is another model.
+  local j=0
+  while read -r ids want && [[ $j -lt 2 ]]; do
+    local fp8=()
+    for dev in "$device" cpu; do
+      fp8+=("$(exe "$bundle/bin/caduceus-generate" --model "$model" --device "$dev" \
+                 --quantization fp8 --prompt-ids "$ids" --max-new-tokens "$tokens" \
+                 --temperature 0 --ignore-eos --json 2>>"$log" | tail -1 |
+               sed -n 's/.*"generated_ids":\[\([0-9,]*\)\].*/\1/p')")
+    done
+    local verdict=ok
+    if [[ -z "${fp8[0]}" || "${fp8[0]}" != "${fp8[1]}" ]]; then verdict=MISMATCH; failures=$((failures + 1)); fi
+    printf 'fp8 prompt %d: %s %s | cpu %s -> %s\n' "$j" "$device" "${fp8[0]}" "${fp8[1]}" "$verdict" | tee -a "$summary"
+    j=$((j + 1))
+  done < "$bundle/prompts.txt"
   [[ $failures -eq 0 ]]
 }
 
