@@ -200,11 +200,22 @@ Timing TimeWork(Device& d, const Work& work, const Options& o, int64_t max_iters
   d.ResetMarks();
   work(call++);
   d.Synchronize();
-  const int a = d.Mark();
-  work(call++);
-  const int b = d.Mark();
-  d.Synchronize();
-  const double one = std::max(d.Seconds(a, b), 1e-7);
+  // Warm-up for half the target time, the loop sized from its fastest call. Sizing from one call
+  // undercounted badly where the first calls after a phase of single-threaded setup run slow (on
+  // the 2-core CI VM the first ~0.5 s of calls ran up to 20x slower, 2026-12-01): the loop then
+  // ran 1-2 calls, all in that window, and reported them as the kernel's speed.
+  double one = 1e30, warm = 0;
+  for (int n = 0; n < 64 && (n < 2 || warm < o.target_ms * 0.5e-3); ++n) {
+    d.ResetMarks();
+    const int a = d.Mark();
+    work(call++);
+    const int b = d.Mark();
+    d.Synchronize();
+    const double s = d.Seconds(a, b);
+    one = std::min(one, s);
+    warm += s;
+  }
+  one = std::max(one, 1e-7);
   const int64_t iters =
       std::clamp<int64_t>(static_cast<int64_t>(o.target_ms * 1e-3 / one), 1, max_iters);
   std::vector<double> per_call;

@@ -36,6 +36,8 @@ ABSL_FLAG(bool, argmax_only, false,
           "worker does for greedy requests without logprobs) instead of its logits row");
 ABSL_FLAG(bool, json, true, "print the JSON summary as the last line");
 ABSL_FLAG(std::string, kv_cache_dtype, "float32", "KV-cache element type: float32 or bfloat16");
+ABSL_FLAG(std::string, quantization, "none",
+          "none, or fp8: quantize bf16 projection weights to FP8 at load time (as the worker)");
 
 namespace caduceus {
 namespace {
@@ -174,6 +176,9 @@ int Main() {
   auto kv_dtype = model::KvCache::ParseDtype(absl::GetFlag(FLAGS_kv_cache_dtype), load.device);
   if (!kv_dtype.ok()) return Fail(kv_dtype.status());
   load.kv_dtype = *kv_dtype;
+  auto quantization = model::ParseQuantizationFlag(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) return Fail(quantization.status());
+  load.quantize_fp8 = *quantization == model::Quantization::kFp8;
   auto loaded = model::LlamaModel::Load(absl::GetFlag(FLAGS_model), load);
   if (!loaded.ok()) return Fail(loaded.status());
   model::LlamaModel& m = **loaded;

@@ -297,7 +297,9 @@ int Main(int argc, char** argv) {
                        std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(),
                        " s; ", *blocks, " KV blocks of ", model::KvCache::kDefaultBlockSize,
                        " tokens (", *blocks * block_bytes, " bytes, ",
-                       model::KvCache::DtypeName((*model)->kv_dtype()), ")"));
+                       model::KvCache::DtypeName((*model)->kv_dtype()), "); projection weights ",
+                       std::string((*model)->quantization()) == "none" ? "bf16"
+                                                                       : (*model)->quantization()));
 
   GroupParts parts{model->get(), cache->get(), gloo.get(), timed ? &*timed : nullptr, metrics->get()};
 
