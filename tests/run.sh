@@ -26,7 +26,7 @@ echo "== parser, scheduler and CUDA-kernel tests under AddressSanitizer =="
 # ASan reports a kernel's out-of-bounds access at its source line, as compute-sanitizer would.
 ASAN_TARGETS=(safetensors_test model_config_test weight_store_test caduceus_tokenizer_test caduceus_jinja_test caduceus_chat_template_test
              block_manager_test scheduler_test scheduler_draft_test ngram_draft_test scheduler_simulation_test
-             openai_translation_test
+             openai_translation_test fp8_test linear_fp8_test fp8_weights_test
              cuda_emulation_test kernels_cuda_emulated_test)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCADUCEUS_SANITIZE=address -DCADUCEUS_CUDA=OFF >/dev/null
 # Every listed target must exist: a missing one would skip its tests silently. (Until 2026-12-01
