@@ -27,33 +27,33 @@ float DotFp8(const float* x, const uint8_t* w, int32_t k) {
   return FixedOrderSum(k, [&](int32_t i) { return x[i] * table.value[w[i]]; });
 }
 
-}  // namespace
-
-void LinearFp8Generic(const float* x, int32_t m, int32_t k, const uint8_t* w, const float* scale,
-                      int32_t n, float* y) {
+// y[i, j] = element(x row i, j) for the m x n outputs, output columns spread over the threads
+// and token blocks kept in cache, as both Linear variants need.
+template <typename Element>
+void LinearRows(const float* x, int32_t m, int32_t k, int32_t n, float* y, Element element) {
   for (int32_t m0 = 0; m0 < m; m0 += kTokenBlock) {
     const int32_t m1 = std::min(m, m0 + kTokenBlock);
 #pragma omp parallel for schedule(dynamic, DynamicChunk(n))
     for (int32_t j = 0; j < n; ++j) {
-      const uint8_t* wj = w + static_cast<int64_t>(j) * k;
       for (int32_t i = m0; i < m1; ++i) {
-        y[static_cast<int64_t>(i) * n + j] = DotFp8(x + static_cast<int64_t>(i) * k, wj, k) * scale[j];
+        y[static_cast<int64_t>(i) * n + j] = element(x + static_cast<int64_t>(i) * k, j);
       }
     }
   }
 }
 
+}  // namespace
+
+void LinearFp8Generic(const float* x, int32_t m, int32_t k, const uint8_t* w, const float* scale,
+                      int32_t n, float* y) {
+  LinearRows(x, m, k, n, y, [&](const float* xi, int32_t j) {
+    return DotFp8(xi, w + static_cast<int64_t>(j) * k, k) * scale[j];
+  });
+}
+
 void LinearGeneric(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n, float* y) {
-  for (int32_t m0 = 0; m0 < m; m0 += kTokenBlock) {
-    const int32_t m1 = std::min(m, m0 + kTokenBlock);
-#pragma omp parallel for schedule(dynamic, DynamicChunk(n))
-    for (int32_t j = 0; j < n; ++j) {
-      const bf16* wj = w + static_cast<int64_t>(j) * k;
-      for (int32_t i = m0; i < m1; ++i) {
-        y[static_cast<int64_t>(i) * n + j] = Dot(x + static_cast<int64_t>(i) * k, wj, k);
-      }
-    }
-  }
+  LinearRows(x, m, k, n, y,
+             [&](const float* xi, int32_t j) { return Dot(xi, w + static_cast<int64_t>(j) * k, k); });
 }
 
 void LinearArgmaxGeneric(const float* x, int32_t m, int32_t k, const bf16* w, int32_t n,

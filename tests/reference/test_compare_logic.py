@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import tempfile
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -22,6 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 import reference_compare as rc  # noqa: E402
 from llama_reference import LlamaReference  # noqa: E402
 from test_reference_units import make_micro_model  # noqa: E402
+from test_runner import run_tests  # noqa: E402
 
 SHIM = f"{sys.executable} {os.path.join(HERE, 'engine_shim.py')}"
 
@@ -133,18 +133,7 @@ def main(argv):
             print(text, end="")
             assert code == 0 and last.endswith(" 0 failed"), last
         checks.append(check_oracle_tiny)
-    passed = failed = 0
-    for fn in checks:
-        try:
-            fn()
-            passed += 1
-            print("ok  ", fn.__name__)
-        except Exception:  # noqa: BLE001 - report every failure, keep going
-            failed += 1
-            print("FAIL", fn.__name__)
-            traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return run_tests(checks)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 import numpy as np
 
@@ -30,6 +28,7 @@ import llama_reference as lr  # noqa: E402
 import quantize_fp8 as qf  # noqa: E402
 from safetensors_np import E4M3_TABLE, SafetensorsDir, e4m3_to_float64, read_header  # noqa: E402
 from test_reference_units import make_micro_model, naive_logits, write_safetensors  # noqa: E402
+from test_runner import run_tests  # noqa: E402
 
 FINITE_CODES = np.array([c for c in range(256) if c not in (0x7F, 0xFF)], dtype=np.uint8)
 
@@ -544,23 +543,7 @@ def main(argv):
             print("usage: test_fp8_reference.py --quantize-tiny SRC DST_CHANNEL DST_TENSOR")
             return 2
         return quantize_tiny(*argv[1:])
-    passed = failed = 0
-    for fn in TESTS:
-        t0 = time.time()
-        try:
-            if fn.__code__.co_argcount:
-                with tempfile.TemporaryDirectory() as tmp:
-                    fn(tmp)
-            else:
-                fn()
-            passed += 1
-            print(f"ok   {fn.__name__} ({time.time() - t0:.2f} s)")
-        except Exception:  # noqa: BLE001 - report every failure, keep going
-            failed += 1
-            print("FAIL", fn.__name__)
-            traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return run_tests(TESTS)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ import math
 import os
 import struct
 import sys
-import tempfile
-import traceback
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llama_reference as lr  # noqa: E402
 from safetensors_np import SafetensorsDir, bf16_bits_to_float64  # noqa: E402
+from test_runner import run_tests  # noqa: E402
 
 
 def to_bf16_bits(x):
@@ -279,22 +278,7 @@ def llama3_rope_scaling():
 
 
 def main():
-    passed = failed = 0
-    for fn in TESTS:
-        try:
-            if fn.__code__.co_argcount:
-                with tempfile.TemporaryDirectory() as tmp:
-                    fn(tmp)
-            else:
-                fn()
-            passed += 1
-            print("ok  ", fn.__name__)
-        except Exception:  # noqa: BLE001 - report every failure, keep going
-            failed += 1
-            print("FAIL", fn.__name__)
-            traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return run_tests(TESTS)
 
 
 if __name__ == "__main__":
