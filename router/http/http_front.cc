@@ -162,6 +162,7 @@ int ServeModels(HttpFront::Impl& impl, mg_connection* conn) {
                                   {"owned_by", "caduceus"},
                                   {"root", info.model_id()},
                                   {"revision", info.revision()},
+                                  {"quantization", info.quantization()},
                                   {"max_model_len", info.max_context()}};
   nlohmann::ordered_json j = {{"object", "list"}, {"data", nlohmann::ordered_json::array({model})}};
   return SendJson(conn, 200, j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));

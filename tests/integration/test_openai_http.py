@@ -145,6 +145,7 @@ def check_models(env):
     info = env.stub.GetModelInfo(g.GetModelInfoRequest(), timeout=10, metadata=grpc_metadata())
     assert m["max_model_len"] == info.max_context and m["root"] == info.model_id, (m, info)
     assert m["revision"] == info.revision, m
+    assert m["quantization"] == info.quantization == "none", (m, info.quantization)
     print("    /v1/models: %s (max_model_len %d, revision %s)" % (m["id"], m["max_model_len"], m["revision"]))
 
 
