@@ -87,6 +87,8 @@ def check_weight_memory(env):
     lm_head = 128256 * h * 2
     # FP8: one byte per projection weight, plus a 4-byte scale per row and alignment.
     assert lm_head + bf16_projections / 2 <= placed <= lm_head + bf16_projections / 2 + 16384 * layers, placed
+    assert cluster.metric_value(text, "caduceus_worker_info", {"quantization": "fp8-online"}) == 1, \
+        "caduceus_worker_info has no quantization=\"fp8-online\" label"
     print("    weights placed: %d bytes (bf16 projections would take %d more)" % (
         placed, bf16_projections // 2))
 

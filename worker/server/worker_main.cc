@@ -191,7 +191,15 @@ int Main(int argc, char** argv) {
 
   auto identity = IdentifyModel(model_dir);
   if (!identity.ok()) return Fail(identity.status());
-  auto metrics = WorkerMetrics::Create({identity->id, device, tp_size, rank},
+  auto quantization = model::ParseQuantizationFlag(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) return Fail(quantization.status());
+  auto checkpoint = model::ModelConfig::LoadFromDir(model_dir);
+  if (!checkpoint.ok()) return Fail(checkpoint.status());
+  // What the projections will be (LlamaWeights::quantization), for the metrics' info labels.
+  const char* weights = checkpoint->quantization == model::Quantization::kFp8 ? "fp8"
+                        : *quantization == model::Quantization::kFp8        ? "fp8-online"
+                                                                            : "none";
+  auto metrics = WorkerMetrics::Create({identity->id, device, tp_size, rank, weights},
                                        absl::GetFlag(FLAGS_metrics_listen));
   if (!metrics.ok()) return Fail(metrics.status());
 
@@ -229,8 +237,6 @@ int Main(int argc, char** argv) {
   model::LoadOptions load;
   load.device = device;
   load.resident_weights = absl::GetFlag(FLAGS_resident_weights);
-  auto quantization = model::ParseQuantizationFlag(absl::GetFlag(FLAGS_quantization));
-  if (!quantization.ok()) return Fail(quantization.status());
   load.quantize_fp8 = *quantization == model::Quantization::kFp8;
   load.graphs.enabled = absl::GetFlag(FLAGS_cuda_graphs);
   load.graphs.max_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);

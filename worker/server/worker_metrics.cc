@@ -95,7 +95,8 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Worke
       .Add({{"rank", std::to_string(id.rank)},
             {"model", id.model},
             {"device", id.device},
-            {"tp_size", std::to_string(id.tp_size)}})
+            {"tp_size", std::to_string(id.tp_size)},
+            {"quantization", id.quantization}})
       .Set(1);
   if (!listen.empty()) {
     try {

@@ -15,6 +15,7 @@ struct WorkerIdentity {
   std::string device;
   int tp_size = 1;
   int rank = 0;
+  std::string quantization = "none";  // of the projection weights: none, fp8, fp8-online
 };
 
 class WorkerMetrics {
