@@ -82,13 +82,17 @@ inline void WidenChunk(const bf16* row, __mmask32 mask, __m512& even, __m512& od
   odd = _mm512_castsi512_ps(_mm512_and_si512(raw, _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u))));
 }
 
-// E4M3 bytes -> the IEEE half bits of (value * 2^-8), one byte in the low half of each 16-bit
-// lane: sign to bit 15, exponent|mantissa (7 bits) to bits 13..7. Exact for every finite E4M3
-// value, subnormals included (a half subnormal is m/8 * 2^-14 = E4M3's m/8 * 2^-6 * 2^-8).
-inline __m256i Fp8AsHalfBits(__m256i low_bytes) {
-  const __m256i magnitude = _mm256_and_si256(_mm256_slli_epi16(low_bytes, 7), _mm256_set1_epi16(0x3F80));
-  const __m256i sign = _mm256_and_si256(_mm256_slli_epi16(low_bytes, 8), _mm256_set1_epi16(static_cast<int16_t>(0x8000)));
-  return _mm256_or_si256(magnitude, sign);
+// E4M3 bytes -> the IEEE half bits of (value * 2^-8): sign to bit 15, exponent|mantissa
+// (7 bits) to bits 13..7, bit 14 clear. Exact for every finite E4M3 value, subnormals included (a
+// half subnormal is m/8 * 2^-14 = E4M3's m/8 * 2^-6 * 2^-8). `high` holds the byte in bits 15..8
+// of each 16-bit lane, whatever is below: its sign is already in place, its 7 other bits move
+// down by one. One bit-select (vpternlogd: bit 15 from `high`, the rest from `high >> 1`) and
+// one mask.
+inline __m256i Fp8HighByteAsHalfBits(__m256i high) {
+  const __m256i sign = _mm256_set1_epi16(static_cast<int16_t>(0x8000));
+  // ternarylogic 0xE4 = C ? A : B, bit by bit, with A = high, B = high >> 1, C = sign.
+  const __m256i merged = _mm256_ternarylogic_epi32(high, _mm256_srli_epi16(high, 1), sign, 0xE4);
+  return _mm256_and_si256(merged, _mm256_set1_epi16(static_cast<int16_t>(0xBF80)));
 }
 
 template <bool kTail>
@@ -100,8 +104,8 @@ inline void WidenChunk(const uint8_t* row, __mmask32 mask, __m512& even, __m512&
     _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetchBytes / 2, _MM_HINT_T0);
     raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
   }
-  even = _mm512_cvtph_ps(Fp8AsHalfBits(raw));
-  odd = _mm512_cvtph_ps(Fp8AsHalfBits(_mm256_srli_epi16(raw, 8)));
+  even = _mm512_cvtph_ps(Fp8HighByteAsHalfBits(_mm256_slli_epi16(raw, 8)));
+  odd = _mm512_cvtph_ps(Fp8HighByteAsHalfBits(raw));
 }
 
 // One 32-value chunk of the reduction for MT tokens x NT weight rows.
