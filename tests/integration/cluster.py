@@ -115,6 +115,16 @@ class Cluster:
         group = WorkerGroup(listen, metrics, store, ranks, model, tp, extra, leader_extra, name)
         return group
 
+    def start_router(self, name, group, extra=()):
+        """Starts caduceus-router on free ports in front of one worker group (its model
+        directory, its leader as the replica); returns (address, metrics address, process)."""
+        addr = "127.0.0.1:%d" % free_port()
+        metrics = "127.0.0.1:%d" % free_port()
+        proc = self.start("router-" + name, "caduceus-router", [
+            "--model", group.model, "--listen", addr, "--metrics-listen", metrics,
+            "--replica", group.address] + list(extra))
+        return addr, metrics, proc
+
     def dump_logs(self, out=sys.stderr):
         for p in self.procs:
             out.write("----- %s (%s) -----\n%s\n" % (p.name, " ".join(p.argv), p.tail()))

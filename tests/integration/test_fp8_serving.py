@@ -113,10 +113,7 @@ def main():
         }
         routers = {}
         for name, grp in groups.items():
-            addr = "127.0.0.1:%d" % cluster.free_port()
-            proc = c.start("router-" + name, "caduceus-router", [
-                "--model", grp.model, "--listen", addr, "--metrics-listen",
-                "127.0.0.1:%d" % cluster.free_port(), "--replica", grp.address])
+            addr, _, proc = c.start_router(name, grp)
             routers[name] = addr
             cluster.wait_serving(addr, processes=[proc] + grp.ranks)
         env.ckpt, env.online = rc.stub(routers["ckpt"]), rc.stub(routers["online"])

@@ -149,12 +149,7 @@ def main():
         for name, extra in (("spec", ["--speculative-tokens", 4, "--speculative-ngram-min", 1]),
                             ("plain", [])):
             grp = c.start_worker_group(model, 1, name=name, extra=cluster.WORKER_KV)
-            addr = "127.0.0.1:%d" % cluster.free_port()
-            metrics = "127.0.0.1:%d" % cluster.free_port()
-            proc = c.start("router-" + name, "caduceus-router", [
-                "--model", model, "--listen", addr, "--metrics-listen", metrics,
-                "--replica", grp.address] + extra)
-            routers.append((addr, metrics, proc, grp))
+            routers.append(c.start_router(name, grp, extra) + (grp,))
         for addr, _, proc, grp in routers:
             cluster.wait_serving(addr, processes=[proc] + grp.ranks)
         env.spec, env.plain = rc.stub(routers[0][0]), rc.stub(routers[1][0])

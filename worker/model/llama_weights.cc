@@ -59,9 +59,21 @@ class ProjectionLoader {
             "matrix but only one of them is F8_E4M3; quantize both or neither"));
       }
     }
-    if (fp8) return LoadFp8(list);
-    if (quantize_fp8_) return QuantizeBf16(list);
+    if (fp8) {
+      loaded_stored_fp8_ = true;
+      return LoadFp8(list);
+    }
+    if (quantize_fp8_) {
+      quantized_ = true;
+      return QuantizeBf16(list);
+    }
     return LoadBf16(list);
+  }
+
+  // What the loaded projections are (LlamaWeights::quantization): the checkpoint's FP8 wins
+  // over load-time quantization of some bf16 ones.
+  const char* quantization() const {
+    return loaded_stored_fp8_ ? "fp8" : quantized_ ? "fp8-online" : "none";
   }
 
  private:
@@ -176,6 +188,8 @@ class ProjectionLoader {
   WeightStore& store_;
   WeightPlacement& placement_;
   const bool quantize_fp8_;
+  bool loaded_stored_fp8_ = false;
+  bool quantized_ = false;
 };
 
 }  // namespace
@@ -253,7 +267,6 @@ absl::StatusOr<LlamaWeights> LlamaWeights::Load(const ModelConfig& c, const Shar
   // The embedding is read a few rows per step; on a device it is also the tied lm_head.
   ASSIGN_OR_RETURN(w.embed_tokens, place_rows("model.embed_tokens.weight", v, v_begin, v_end, false));
   w.layers.resize(c.num_layers);
-  bool any_fp8_stored = false, any_not_stored_fp8 = false;
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     // Copying placements read every byte: ask the kernel for the next layer's pages while this
@@ -264,9 +277,6 @@ absl::StatusOr<LlamaWeights> LlamaWeights::Load(const ModelConfig& c, const Shar
                          std::span<const char* const>(kGateUp), std::span<const char* const>(kDown)}) {
         for (const char* t : group) store.Prefetch(next + t);
       }
-    }
-    for (const char* first : {kQkv[0], kO[0], kGateUp[0], kDown[0]}) {
-      (StoredFp8(store, p + first) ? any_fp8_stored : any_not_stored_fp8) = true;
     }
     LayerWeights& lw = w.layers[i];
     ASSIGN_OR_RETURN(lw.input_norm, vec(p + "input_layernorm.weight"));
@@ -280,11 +290,7 @@ absl::StatusOr<LlamaWeights> LlamaWeights::Load(const ModelConfig& c, const Shar
                                        {p + kGateUp[1], inter, h, true, i_begin, i_end}}));
     ASSIGN_OR_RETURN(lw.down_proj, projections.Load({{p + kDown[0], h, inter, false, i_begin, i_end}}));
   }
-  if (any_fp8_stored) {
-    w.quantization = "fp8";
-  } else if (quantize_fp8 && any_not_stored_fp8) {
-    w.quantization = "fp8-online";
-  }
+  w.quantization = projections.quantization();
   ASSIGN_OR_RETURN(w.final_norm, vec("model.norm.weight"));
   if (c.tie_word_embeddings) {
     w.lm_head = w.embed_tokens;  // the same vocab rows as the embedding slice, placed once
